@@ -1,0 +1,60 @@
+"""The embedded default corpus: the running Python's own standard-library source.
+
+It ships with every Python, so tests and the demo need no download. Test suites are left out.
+"""
+
+from __future__ import annotations
+
+import random
+import sysconfig
+from pathlib import Path
+
+from .errors import InputError
+
+_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo", "encodings"}  # encodings: near-identical codec tables
+
+
+def stdlib_files() -> list[Path]:
+    """Sorted paths of the standard library's ``.py`` files, tests and third-party packages excluded."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [
+        f
+        for f in root.rglob("*.py")
+        if not (_SKIP_PARTS & set(f.relative_to(root).parts[:-1])) and not f.name.startswith("test_")
+    ]
+    if not files:
+        raise InputError(f"no standard-library source found under {root}")
+    return sorted(files)
+
+
+def stdlib_snippets(n: int, *, chars: int = 240, seed: int = 0) -> list[str]:
+    """``n`` distinct, non-overlapping source snippets of about ``chars`` characters.
+
+    Snippets start at a line boundary and end at the last line break before ``chars``, so
+    they read as code; blank-ish ones are skipped. Deterministic for a given seed and Python.
+    """
+    rng = random.Random(seed)
+    files = stdlib_files()
+    rng.shuffle(files)
+    seen: set[str] = set()
+    out: list[str] = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        pos = 0
+        while pos < len(text) and len(out) < n:
+            piece = text[pos : pos + chars]
+            cut = piece.rfind("\n")
+            piece = piece[:cut] if cut > chars // 2 else piece
+            pos += max(len(piece), 1) + 1
+            snippet = piece.strip("\n")
+            if len(snippet.split()) >= 8 and snippet not in seen:
+                seen.add(snippet)
+                out.append(snippet)
+        if len(out) >= n:
+            break
+    if len(out) < n:
+        raise InputError(f"the standard library yielded only {len(out)} snippets, {n} asked for")
+    return out

@@ -1,0 +1,112 @@
+"""ROC AUC, TPR at low FPR, and seeded bootstrap confidence intervals.
+
+Scores follow the package convention: higher = more likely a member (label 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FPR_BOUNDS = (0.01, 0.001)
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC points at every distinct score threshold, starting at (0, 0).
+
+    Returns
+    -------
+    fpr, tpr, thresholds : arrays
+        A point ``i`` counts as positive every example with score >= ``thresholds[i]``.
+    """
+    s, y = _validate(scores, labels)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    tpr = np.r_[0.0, tps / y.sum()]
+    fpr = np.r_[0.0, fps / (len(y) - y.sum())]
+    return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve (ties count one half), equal to scikit-learn's ``roc_auc_score``.
+
+    Examples
+    --------
+    >>> roc_auc([0.9, 0.8, 0.3, 0.1], [1, 0, 1, 0])
+    0.75
+    """
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def tpr_at_fpr(scores, labels, max_fpr: float) -> float:
+    """Largest TPR among ROC points whose FPR is at most ``max_fpr``."""
+    fpr, tpr, _ = roc_curve(scores, labels)
+    return float(tpr[fpr <= max_fpr + 1e-12].max())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A value with a bootstrap confidence interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+
+def membership_metrics(scores, labels, *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Estimate]:
+    """AUC and TPR at each FPR bound, each with a percentile bootstrap CI.
+
+    The bootstrap resamples members and non-members separately, with replacement, so
+    every round holds both classes in their original numbers.
+
+    Examples
+    --------
+    >>> m = membership_metrics([3, 2, 1, 0], [1, 1, 0, 0], n_bootstrap=100)
+    >>> m["auc"].value, m["tpr@1%fpr"].value
+    (1.0, 1.0)
+    """
+    s, y = _validate(scores, labels)
+    point = _all_metrics(s, y)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rounds = np.empty((n_bootstrap, len(point)))
+    for b in range(n_bootstrap):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        rounds[b] = list(_all_metrics(s[idx], y[idx]).values())
+    alpha = (1 - level) / 2
+    low, high = np.quantile(rounds, [alpha, 1 - alpha], axis=0) if n_bootstrap else (point.values(), point.values())
+    return {k: Estimate(v, float(lo), float(hi)) for (k, v), lo, hi in zip(point.items(), low, high)}
+
+
+def metric_name(max_fpr: float) -> str:
+    return f"tpr@{max_fpr * 100:g}%fpr"
+
+
+def _all_metrics(s: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    fpr, tpr, _ = roc_curve(s, y)
+    out = {"auc": float(np.trapezoid(tpr, fpr))}
+    for bound in FPR_BOUNDS:
+        out[metric_name(bound)] = float(tpr[fpr <= bound + 1e-12].max())
+    return out
+
+
+def _validate(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} must be 1-d and the same length")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    y = y.astype(np.int64)
+    if y.sum() == 0 or y.sum() == len(y):
+        raise ValueError("need both members (1) and non-members (0)")
+    # NaN (an undefined score) ranks as least member-like
+    return np.where(np.isnan(s), -np.inf, s), y

@@ -1,0 +1,230 @@
+"""Hugging Face causal LMs from a local directory: safetensors only, no hub, no remote code by default."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..errors import InputError, ModelLoadError
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model. ``"auto"``: CUDA when present; bf16 on CUDA, fp32 on CPU."""
+
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in ("auto", *DTYPES):
+            raise InputError(f"unknown dtype '{self.dtype}'; use auto, {', '.join(DTYPES)}")
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError as e:
+            raise InputError(f"unknown device '{self.device}'") from e
+
+    def resolve_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return DTYPES[self.dtype]
+
+
+def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> "HFCausalLM":
+    """Load a causal LM and its tokenizer from a local directory.
+
+    Parameters
+    ----------
+    path : path-like
+        A directory holding ``config.json``, ``*.safetensors`` weights and tokenizer files.
+    options : LoadOptions, optional
+        dtype, device and the remote-code flag.
+
+    Raises
+    ------
+    ModelLoadError
+        The path is not a local directory (hub ids are never downloaded), has no
+        safetensors weights, needs remote code without the flag, or is not a causal LM.
+    """
+    options = options or LoadOptions()
+    model_dir = _check_model_dir(Path(path), options)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = options.resolve_device()
+    dtype = options.resolve_dtype(device)
+    kwargs = dict(local_files_only=True, trust_remote_code=options.trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=dtype, **kwargs)
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelLoadError(f"{model_dir}: not a loadable causal LM ({_first_line(e)})") from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        raise ModelLoadError(f"{model_dir}: cannot load its tokenizer ({_first_line(e)})") from e
+    model.to(device).eval()
+    return HFCausalLM(model, tokenizer, model_dir=model_dir, dtype=dtype)
+
+
+def _check_model_dir(p: Path, options: LoadOptions) -> Path:
+    if not p.is_dir():
+        hint = " (hub ids are never downloaded)" if not p.exists() and not str(p).startswith((".", "/", "~")) else ""
+        raise ModelLoadError(f"{p}: not a local model directory; models are loaded from local directories only{hint}")
+    if not (p / "config.json").is_file():
+        raise ModelLoadError(f"{p}: no config.json; not a Hugging Face model directory")
+    if not list(p.glob("*.safetensors")):
+        pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")]
+        found = f" (found {', '.join(pickles)}: pickle weights are never loaded)" if pickles else ""
+        raise ModelLoadError(f"{p}: no .safetensors weights{found}")
+    config = _read_json(p / "config.json")
+    if config.get("auto_map") and not options.trust_remote_code:
+        raise ModelLoadError(f"{p}: this model needs its own code; pass --trust-remote-code if you trust it")
+    return p
+
+
+class HFCausalLM:
+    """A transformers causal LM behind the :class:`~memaudit.models.base.CausalLM` contract."""
+
+    def __init__(self, model, tokenizer, *, model_dir: Path, dtype: torch.dtype):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = str(model_dir)
+        self.dtype = dtype
+        self.device = next(model.parameters()).device
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.max_length = _context_length(model.config)
+        self.fingerprint = model_fingerprint(model_dir)
+        self.tokenizer_fingerprint = tokenizer_fingerprint(model_dir)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self._w32 = None  # float32 copy of the output projection, made on first use
+        self.chunked = self._projection_matches_forward()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), verbose=False)["input_ids"]
+
+    @torch.no_grad()
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if not self.chunked:
+            raise RuntimeError("this architecture's logits are not a plain projection; use logits()")
+        out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state  # (B, T, D)
+
+    @torch.no_grad()
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._w32 is None:
+            head = self.model.get_output_embeddings()
+            bias = getattr(head, "bias", None)
+            self._w32 = (head.weight.float(), None if bias is None else bias.float())
+        w, b = self._w32
+        logits = torch.nn.functional.linear(hidden.float(), w, b)  # (N, V), fp32 even for bf16 models
+        scale = getattr(self.model.config, "logit_scale", None)
+        if scale:
+            logits = logits * scale
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def describe(self) -> dict:
+        return {
+            "path": self.name,
+            "fingerprint": self.fingerprint,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "architecture": type(self.model).__name__,
+            "n_params": self.n_params,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "max_length": self.max_length,
+            "vocab_size": self.vocab_size,
+            "chunked_projection": self.chunked,
+        }
+
+    def _projection_matches_forward(self) -> bool:
+        """Check once, on a few tokens, that base_model + output projection equals the full forward.
+
+        Architectures that post-process logits in ways we do not know fall back to full
+        logits (correct, but memory then scales with batch x length x vocab).
+        """
+        ids = torch.arange(min(8, self.vocab_size), device=self.device).unsqueeze(0)  # (1, 8)
+        mask = torch.ones_like(ids)
+        try:
+            with torch.no_grad():
+                h = self.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+                ours = self.project(h[0])
+        except (AttributeError, TypeError):
+            return False
+        ref = self.logits(ids, mask)[0].float()
+        tol = 1e-4 if self.dtype == torch.float32 else 5e-2
+        return bool(torch.allclose(ours, ref, atol=tol * max(1.0, ref.abs().max().item()), rtol=tol))
+
+
+def _context_length(config) -> int:
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over the config and the full bytes of every safetensors file."""
+    h = hashlib.sha256()
+    h.update(json.dumps(_read_json(model_dir / "config.json"), sort_keys=True).encode())
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(_file_digest(f).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = model_dir / name
+        if f.is_file():
+            h.update(name.encode())
+            h.update(_file_digest(f).encode())
+    return h.hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

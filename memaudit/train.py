@@ -1,0 +1,180 @@
+"""Small GPT-2-style language models trained from scratch, for tests, the demo and lab experiments.
+
+Read top to bottom: train a byte-level BPE tokenizer, build a GPT-2 config of a named size,
+pack texts into one token stream, and train on random windows of it. The result is a
+standard Hugging Face model directory (safetensors + tokenizer) that every command loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+EOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    n_layer: int
+    n_embd: int
+    n_head: int
+
+
+SIZES = {
+    "micro": ModelSize(n_layer=2, n_embd=64, n_head=2),  # tests: trains in seconds
+    "tiny": ModelSize(n_layer=4, n_embd=256, n_head=4),  # demo on 2 CPU cores
+    "small": ModelSize(n_layer=6, n_embd=384, n_head=6),
+    "base": ModelSize(n_layer=12, n_embd=768, n_head=12),
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Visible defaults for :func:`train_lm`."""
+
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    warmup: int = 20
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise InputError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1 or self.seq_len < 2:
+            raise InputError("batch_size must be >= 1 and seq_len >= 2")
+
+
+def train_bpe_tokenizer(texts: Sequence[str], *, vocab_size: int = 4096):
+    """A byte-level BPE tokenizer trained on ``texts``, as a ``GPT2TokenizerFast``."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False)
+    merges = json.loads(bpe._tokenizer.to_str())["model"]["merges"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
+    # vocab= and merges= in memory: the *_file arguments silently give a 1-token vocabulary
+    return GPT2TokenizerFast(vocab=bpe.get_vocab(), merges=merges, unk_token=EOS, bos_token=EOS, eos_token=EOS)
+
+
+def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int = 0):
+    """A freshly initialised GPT2LMHeadModel of a named size."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if size not in SIZES:
+        raise InputError(f"unknown model size '{size}' (known: {', '.join(SIZES)})")
+    s = SIZES[size]
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=context,
+        n_embd=s.n_embd,
+        n_layer=s.n_layer,
+        n_head=s.n_head,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config)
+
+
+def token_stream(tokenizer, texts: Sequence[str]) -> np.ndarray:
+    """All texts tokenized and joined, each followed by the end-of-text token."""
+    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    ids = tokenizer(list(texts), verbose=False)["input_ids"]
+    return np.fromiter((t for doc in ids for t in (*doc, eos_id)), dtype=np.int64)
+
+
+def train_lm(model, stream: np.ndarray, settings: TrainSettings, *, on_step: Callable[[int, float], None] | None = None):
+    """Train on ``settings.steps`` batches of random windows of the token stream.
+
+    AdamW with linear warm-up and cosine decay. ``on_step(step, loss)`` is called after each step.
+    Returns the list of losses.
+    """
+    if len(stream) < settings.seq_len + 1:
+        raise InputError(f"corpus has {len(stream)} tokens; at least seq_len + 1 = {settings.seq_len + 1} needed")
+    gen = torch.Generator().manual_seed(settings.seed)
+    data = torch.from_numpy(stream)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, settings))
+    model.train()
+    losses = []
+    for step in range(settings.steps):
+        starts = torch.randint(0, len(data) - settings.seq_len, (settings.batch_size,), generator=gen)
+        batch = torch.stack([data[s : s + settings.seq_len + 1] for s in starts])  # (B, T+1)
+        out = model(input_ids=batch[:, :-1], labels=batch[:, :-1])
+        # labels are shifted inside the model, so the last input position predicts nothing;
+        # feeding T+1 tokens would waste one, so we accept T-1 targets per row here.
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        if on_step is not None:
+            on_step(step + 1, losses[-1])
+    model.eval()
+    return losses
+
+
+def _lr_factor(step: int, s: TrainSettings) -> float:
+    if step < s.warmup:
+        return (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None) -> Path:
+    """Write a model directory atomically (a temp dir renamed into place)."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def train_small_lm(
+    texts: Sequence[str],
+    out_dir: str | Path,
+    *,
+    tokenizer=None,
+    size: str = "micro",
+    context: int = 128,
+    vocab_size: int = 1024,
+    tokenizer_texts: Sequence[str] | None = None,
+    settings: TrainSettings = TrainSettings(),
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """Tokenizer (trained unless given) + model + training + model dir, in one call."""
+    if tokenizer is None:
+        tokenizer = train_bpe_tokenizer(tokenizer_texts or texts, vocab_size=vocab_size)
+    model = build_model(tokenizer, size=size, context=context, seed=settings.seed)
+    losses = train_lm(model, token_stream(tokenizer, texts), settings, on_step=on_step)
+    extra = {"size": size, "context": context, "settings": asdict(settings), "final_loss": losses[-1]}
+    return save_model_dir(model, tokenizer, out_dir, extra=extra)
