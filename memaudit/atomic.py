@@ -29,6 +29,7 @@ def atomic_output(dest: str | os.PathLike, mode: str = "wb"):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,3 +39,9 @@ def atomic_output(dest: str | os.PathLike, mode: str = "wb"):
 def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
     with atomic_output(dest, "w") as fh:
         fh.write(text)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .atomic import current_umask
 from .errors import InputError
 
 EOS = "<|endoftext|>"
@@ -150,6 +152,7 @@ def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None 
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -1,0 +1,195 @@
+"""``memaudit mia``: score members and non-members once per view, run every attack, measure, write.
+
+The whole attack suite costs one forward pass per text per view: the target model on the
+texts, the target on the lowercased texts (only if an attack needs it), and the reference
+model on the texts (only if given).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import results as rs
+from .attacks import AttackInputs, AttackSpec, parse_attacks
+from .cache import default_cache_root
+from .config import MiaConfig
+from .data import Skipped, TextRecord, read_texts, text_hash
+from .errors import InputError
+from .metrics import membership_metrics, roc_curve
+from .models.hf import LoadOptions, load_causal_lm
+from .scoring import ScoreSettings, ScoreStats, score_texts
+
+StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
+MAX_ROC_POINTS = 2000
+
+
+@dataclass
+class MiaOutcome:
+    out_dir: Path
+    results: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec], list[str]]:
+    """Parse the attack list; under "all", attacks needing an absent reference are left out with a note."""
+    specs = parse_attacks(spec)
+    notes = []
+    if not has_reference:
+        needing = [s for s in specs if "reference" in s.attack.needs]
+        if needing and spec.strip() != "all":
+            raise InputError(f"attack '{needing[0].column}' needs a reference model: pass --reference DIR")
+        if needing:
+            notes.append("attack 'reference' left out: no --reference model given")
+        specs = [s for s in specs if "reference" not in s.attack.needs]
+    return specs, notes
+
+
+def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaOutcome:
+    """Run the membership-inference suite and write the run directory.
+
+    Every input is checked before anything is written: a bad input raises and leaves no
+    ``results.json`` behind.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    specs, notes = select_attacks(config.attacks, has_reference=config.reference is not None)
+    settings = ScoreSettings(
+        max_length=config.max_length,
+        stride=config.stride,
+        batch_tokens=config.batch_tokens,
+        max_batch_size=config.max_batch_size,
+        shard_texts=config.shard_texts,
+    )
+    members = read_texts(config.members, label=1, skip_invalid=config.skip_invalid)
+    nonmembers = read_texts(config.nonmembers, label=0, skip_invalid=config.skip_invalid)
+    records = members.records + nonmembers.records
+    skipped = members.skipped + nonmembers.skipped
+    warnings = _overlap_warnings(members.records, nonmembers.records)
+    timings["read"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    options = LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code)
+    target = load_causal_lm(config.model, options)
+    reference = load_causal_lm(config.reference, options) if any("reference" in s.attack.needs for s in specs) else None
+    timings["load_models"] = time.perf_counter() - t
+
+    records, target_ids, ref_ids, short = _tokenize_and_check(target, reference, records, config.skip_invalid)
+    skipped += short
+    _check_both_labels(records, config)
+
+    cache_root = None if config.no_cache else Path(config.cache_dir) if config.cache_dir else default_cache_root()
+    texts = [r.text for r in records]
+    needs = {v for s in specs for v in s.attack.needs}
+    views, view_stats = {}, {}
+
+    def score(view, model, view_texts, ids):
+        t = time.perf_counter()
+        stage = (lambda d, n: progress(f"scoring {view}", d, n)) if progress else None
+        views[view], view_stats[view] = score_texts(
+            model, view_texts, settings, cache_root=cache_root, token_ids=ids, progress=stage
+        )
+        timings[f"score_{view}"] = time.perf_counter() - t
+
+    score("target", target, texts, target_ids)
+    if "lowercase" in needs:
+        score("lowercase", target, [x.lower() for x in texts], None)
+    if reference is not None:
+        score("reference", reference, texts, ref_ids)
+    inputs = AttackInputs(texts, views["target"], views.get("lowercase"), views.get("reference"))
+
+    t = time.perf_counter()
+    labels = np.array([r.label for r in records])
+    attack_scores = {s.column: s(inputs) for s in specs}
+    metrics = {
+        col: {k: e.to_dict() for k, e in membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
+        for col, v in attack_scores.items()
+    }
+    timings["attacks_and_metrics"] = time.perf_counter() - t
+
+    out = rs.begin_run(config.out)
+    columns = _score_columns(records, views["target"].n_tokens, attack_scores)
+    rs.write_scores(out, columns)
+    timings["total"] = time.perf_counter() - t0
+    results = {
+        "schema_version": rs.SCHEMA_VERSION,
+        "command": "mia",
+        "config": config.to_dict(),
+        "score_settings": {**settings.__dict__, "window": dict(zip(("max_length", "stride"), settings.window(target)))},
+        **rs.environment(),
+        "models": {"target": target.describe(), **({"reference": reference.describe()} if reference else {})},
+        "reference_tokenizer_differs": bool(reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint),
+        "data": {
+            "members": {"path": config.members, "n": int((labels == 1).sum())},
+            "nonmembers": {"path": config.nonmembers, "n": int((labels == 0).sum())},
+            "skipped": [s.to_dict() for s in skipped],
+        },
+        "attacks": {s.column: {"name": s.attack.name, "params": s.params, "description": s.attack.description} for s in specs},
+        "metrics": metrics,
+        "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
+        "scoring": {view: st.__dict__ for view, st in view_stats.items()},
+        "timings_s": timings,
+        "warnings": warnings,
+        "notes": notes,
+    }
+    if config.report:
+        from .report import write_mia_report
+
+        write_mia_report(out, results, columns)
+    rs.write_results(out, results)
+    return MiaOutcome(out, results, warnings)
+
+
+def _overlap_warnings(members: list[TextRecord], nonmembers: list[TextRecord]) -> list[str]:
+    shared = {text_hash(r.text) for r in members} & {text_hash(r.text) for r in nonmembers}
+    if not shared:
+        return []
+    return [f"{len(shared)} text(s) appear among both members and non-members"]
+
+
+def _tokenize_and_check(target, reference, records, skip_invalid):
+    """Token ids under each model; a text with fewer than 2 tokens has nothing to score."""
+    models = [("target", target)] + ([("reference", reference)] if reference is not None else [])
+    ids = {name: m.encode([r.text for r in records]) for name, m in models}
+    keep, skipped = [], []
+    for i, r in enumerate(records):
+        bad = next((name for name, _ in models if len(ids[name][i]) < 2), None)
+        if bad is None:
+            keep.append(i)
+            continue
+        reason = f"text has {len(ids[bad][i])} token(s) under the {bad} tokenizer; at least 2 are needed"
+        if not skip_invalid:
+            raise InputError(reason, path=r.path, line=r.line)
+        skipped.append(Skipped(r.path or r.id, r.line, reason))
+    pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+    return pick(records), pick(ids["target"]), pick(ids["reference"]) if reference is not None else None, skipped
+
+
+def _check_both_labels(records, config):
+    for label, name, path in ((1, "members", config.members), (0, "non-members", config.nonmembers)):
+        if not any(r.label == label for r in records):
+            raise InputError(f"no valid {name} left to score", path=path)
+
+
+def _score_columns(records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]) -> dict[str, list]:
+    columns = {
+        "id": [r.id for r in records],
+        "label": [r.label for r in records],
+        "n_tokens": [int(n) for n in n_tokens],
+        "source": [r.where for r in records],
+    }
+    columns.update(rs.metadata_columns([r.meta for r in records], set(rs.RESERVED_COLUMNS) | set(attack_scores)))
+    columns.update({k: v.tolist() for k, v in attack_scores.items()})
+    return columns
+
+
+def _roc_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    fpr, tpr, _ = roc_curve(scores, labels)
+    if len(fpr) > MAX_ROC_POINTS:  # keep the curve's shape, including its low-FPR end
+        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, MAX_ROC_POINTS).astype(int), np.arange(min(200, len(fpr)))])
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

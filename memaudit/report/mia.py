@@ -1,0 +1,31 @@
+"""The report of ``memaudit mia``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from .figures import histogram_figure, roc_figure
+from .render import render
+
+
+def write_mia_report(out_dir: Path, results: dict, columns: dict[str, list]) -> Path:
+    labels = np.array(columns["label"])
+    metrics = results["metrics"]
+    aucs = {name: m["auc"]["value"] for name, m in metrics.items()}
+    ranked = sorted(metrics, key=lambda n: -aucs[n])
+    html = render(
+        "mia.html",
+        title="Membership inference",
+        results=results,
+        ranked=ranked,
+        roc_png=roc_figure(results["roc"], aucs),
+        histograms=[(n, histogram_figure(np.array(columns[n], dtype=float), labels, n)) for n in ranked],
+        config_json=json.dumps(results["config"], indent=2),
+    )
+    path = Path(out_dir) / "report.html"
+    write_text_atomic(path, html)
+    return path

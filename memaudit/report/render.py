@@ -1,0 +1,22 @@
+"""Jinja2 rendering with the package's templates."""
+
+from __future__ import annotations
+
+import jinja2
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("memaudit.report", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def _ci(est: dict) -> str:
+    return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
+
+
+_ENV.filters["ci"] = _ci
+
+
+def render(template: str, **context) -> str:
+    return _ENV.get_template(template).render(**context)

@@ -1,0 +1,109 @@
+"""The run directory every command writes: results.json, scores.parquet, report.html.
+
+``results.json`` is written last, so its presence means the run finished; a run that fails
+removes the previous one's ``results.json`` before it writes anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_output, write_text_atomic
+
+SCHEMA_VERSION = 1
+RESERVED_COLUMNS = ("id", "label", "n_tokens", "source")
+_PACKAGES = ("memaudit", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn", "pyarrow")
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python and the packages that decide the numbers, and memaudit's git commit."""
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def begin_run(out_dir: str | Path) -> Path:
+    """Create the run dir and retire a previous run's results.json, so a failure can't look finished."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)
+    return out
+
+
+def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
+    path = Path(out_dir) / "results.json"
+    write_text_atomic(path, json.dumps(_jsonable(results), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def write_scores(out_dir: Path, columns: dict[str, list | np.ndarray]) -> Path:
+    """One row per text. Columns of mixed Python types are stored as JSON strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for name, values in columns.items():
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays[name] = pa.array([json.dumps(v, default=str) for v in values])
+    path = Path(out_dir) / "scores.parquet"
+    with atomic_output(path) as fh:
+        pq.write_table(pa.table(arrays), fh)
+    return path
+
+
+def metadata_columns(metas: list[dict[str, Any]], taken: set[str]) -> dict[str, list]:
+    """Every metadata key as a column (None where a record lacks it); clashing names get ``meta_``."""
+    keys: dict[str, None] = {}
+    for m in metas:
+        keys.update(dict.fromkeys(m))
+    out = {}
+    for k in keys:
+        name = k if k not in taken else f"meta_{k}"
+        out[name] = [m.get(k) for m in metas]
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
