@@ -6,13 +6,14 @@ errors into one-line messages with exit code 2.
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -30,12 +31,22 @@ EXIT_BAD_INPUT = 2
 
 
 def main() -> None:
-    _quiet_environment()
-    try:
-        app()
-    except MemauditError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
+    app()
+
+
+def reports_errors(command):
+    """Run a command with a quiet environment; a MemauditError becomes one line on stderr and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _quiet_environment()
+        try:
+            return command(*args, **kwargs)
+        except MemauditError as e:
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return wrapper
 
 
 def _quiet_environment() -> None:
@@ -79,6 +90,7 @@ class StageBars:
 
 
 @app.command()
+@reports_errors
 def mia(
     model: Optional[str] = typer.Option(None, "--model", help="Target model: a local Hugging Face directory (safetensors)."),
     members: Optional[str] = typer.Option(None, "--members", help="Known members: .jsonl (a 'text' field), .txt (one per line), .parquet or a folder."),
@@ -158,6 +170,7 @@ def _print_mia_summary(results: dict) -> None:
 
 
 @app.command("attacks")
+@reports_errors
 def list_attacks():
     """List the registered membership-inference attacks."""
     from .attacks import ATTACKS
@@ -174,6 +187,7 @@ def list_attacks():
 
 
 @app.command()
+@reports_errors
 def demo(
     out: str = typer.Option("runs/demo", "--out", help="Where the demo writes its models, data and report."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (used by the tests)."),

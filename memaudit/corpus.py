@@ -31,7 +31,9 @@ def stdlib_snippets(n: int, *, chars: int = 240, seed: int = 0) -> list[str]:
     """``n`` distinct, non-overlapping source snippets of about ``chars`` characters.
 
     Snippets start at a line boundary and end at the last line break before ``chars``, so
-    they read as code; blank-ish ones are skipped. Deterministic for a given seed and Python.
+    they read as code; blank-ish ones are skipped. They are returned shuffled, so that any
+    two slices of the list are samples of the same distribution (members and non-members
+    must not differ by which files they came from). Deterministic for a given seed and Python.
     """
     rng = random.Random(seed)
     files = stdlib_files()
@@ -57,4 +59,5 @@ def stdlib_snippets(n: int, *, chars: int = 240, seed: int = 0) -> list[str]:
             break
     if len(out) < n:
         raise InputError(f"the standard library yielded only {len(out)} snippets, {n} asked for")
+    rng.shuffle(out)  # neighbours share a file; shuffled, any two slices are exchangeable samples
     return out

@@ -1,0 +1,87 @@
+"""Shared fixtures: real tiny models trained here, in seconds, on standard-library source."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+# Every tool's cache and config dir goes under a folder the tests own, before anything imports them.
+_HOME = Path(tempfile.mkdtemp(prefix="memaudit-tests-"))
+for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("SCIKIT_LEARN_DATA", "sklearn"), ("MEMAUDIT_CACHE", "cache"), ("RAY_TMPDIR", "ray")):
+    os.environ[var] = str(_HOME / sub)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+from memaudit.corpus import stdlib_snippets  # noqa: E402
+from memaudit.train import TrainSettings, train_bpe_tokenizer, train_small_lm  # noqa: E402
+
+N = 100  # texts per set
+
+
+@pytest.fixture(scope="session")
+def snippets() -> dict[str, list[str]]:
+    s = stdlib_snippets(500 + 5 * N, seed=0)
+    return {
+        "tokenizer": s[:500],
+        "members": s[500 : 500 + N],
+        "nonmembers": s[500 + N : 500 + 2 * N],
+        "nonmembers2": s[500 + 2 * N : 500 + 3 * N],
+        "reference_corpus": s[500 + 3 * N : 500 + 5 * N],
+    }
+
+
+@pytest.fixture(scope="session")
+def tokenizer(snippets):
+    return train_bpe_tokenizer(snippets["tokenizer"], vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def target_dir(snippets, tokenizer, workdir) -> Path:
+    """A micro GPT-2 trained for ~25 epochs on the member texts."""
+    settings = TrainSettings(steps=200, batch_size=16, seq_len=64, seed=0)
+    return train_small_lm(snippets["members"], workdir / "target", tokenizer=tokenizer, settings=settings)
+
+
+@pytest.fixture(scope="session")
+def reference_dir(snippets, workdir) -> Path:
+    """A reference model on other text of the same source, with its own tokenizer."""
+    settings = TrainSettings(steps=60, batch_size=16, seq_len=64, seed=1)
+    return train_small_lm(
+        snippets["reference_corpus"], workdir / "reference", vocab_size=768, tokenizer_texts=snippets["tokenizer"], settings=settings
+    )
+
+
+@pytest.fixture(scope="session")
+def target(target_dir):
+    from memaudit.models import load_causal_lm
+
+    return load_causal_lm(target_dir)
+
+
+@pytest.fixture(scope="session")
+def data_files(snippets, workdir) -> dict[str, Path]:
+    out = {}
+    for name in ("members", "nonmembers", "nonmembers2"):
+        path = workdir / f"{name}.jsonl"
+        with open(path, "w") as fh:
+            for i, text in enumerate(snippets[name]):
+                fh.write(json.dumps({"id": f"{name}-{i}", "text": text, "group": i % 3}) + "\n")
+        out[name] = path
+    return out
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    with open(path, "w") as fh:
+        for r in rows:
+            fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path

@@ -1,0 +1,174 @@
+"""Every registered attack: the same invariants for all, plus a test of its own definition.
+
+An attack registered without a test of its own (``@covers``) fails
+``test_every_attack_has_its_own_test``.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from memaudit.attacks import ATTACKS, AttackInputs, parse_attacks
+from memaudit.errors import InputError, UnknownNameError
+from memaudit.metrics import roc_auc
+from memaudit.models import load_causal_lm
+from memaudit.scoring import score_texts
+
+COVERED: set[str] = set()
+
+
+def covers(name):
+    def deco(fn):
+        COVERED.add(name)
+        return fn
+
+    return deco
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    return load_causal_lm(reference_dir)
+
+
+@pytest.fixture(scope="module")
+def suite(target, reference, snippets):
+    """Scored views of members (first) and non-members."""
+    texts = snippets["members"] + snippets["nonmembers"]
+    labels = np.r_[np.ones(len(snippets["members"])), np.zeros(len(snippets["nonmembers"]))]
+    views = dict(
+        target=score_texts(target, texts, cache_root=None)[0],
+        lowercase=score_texts(target, [t.lower() for t in texts], cache_root=None)[0],
+        reference=score_texts(reference, texts, cache_root=None)[0],
+    )
+    return texts, labels, AttackInputs(texts, **views)
+
+
+def direct_logp(model, text):
+    ids = model.encode([text])[0]
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model.logits(x, torch.ones_like(x))[0].double(), -1)
+    return lp[torch.arange(len(ids) - 1), ids[1:]].numpy(), lp[:-1]
+
+
+# ---- the same invariants for every registered attack -------------------------------------
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_sign_members_score_higher(name, suite):
+    texts, labels, inputs = suite
+    [spec] = parse_attacks(name)
+    assert roc_auc(spec(inputs), labels) > 0.65  # > 4 standard errors above chance at n = 200
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_permuting_inputs_permutes_scores(name, suite):
+    texts, labels, inputs = suite
+    [spec] = parse_attacks(name)
+    perm = np.random.default_rng(0).permutation(len(texts))
+    permuted = AttackInputs(
+        [texts[i] for i in perm], inputs.target.subset(perm), inputs.lowercase.subset(perm), inputs.reference.subset(perm)
+    )
+    np.testing.assert_allclose(spec(permuted), spec(inputs)[perm], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_no_nan_on_short_texts(name, target, reference):
+    texts = ["x = 1", "ab", "def f():", "import os"]
+    views = {
+        "target": score_texts(target, texts, cache_root=None)[0],
+        "lowercase": score_texts(target, [t.lower() for t in texts], cache_root=None)[0],
+        "reference": score_texts(reference, texts, cache_root=None)[0],
+    }
+    assert all(n >= 2 for n in views["target"].n_tokens)
+    [spec] = parse_attacks(name)
+    assert np.isfinite(spec(AttackInputs(texts, **views))).all()
+
+
+def test_every_attack_has_its_own_test():
+    missing = set(ATTACKS.names()) - COVERED
+    assert not missing, f"registered attacks without a test of their own: {sorted(missing)}"
+
+
+# ---- each attack against its definition ---------------------------------------------------
+
+
+@covers("loss")
+def test_loss_is_mean_token_logprob(suite, target):
+    texts, _, inputs = suite
+    [spec] = parse_attacks("loss")
+    got = spec(inputs)
+    for i in (0, 1, 150):
+        assert got[i] == pytest.approx(direct_logp(target, texts[i])[0].mean(), abs=1e-5)
+
+
+@covers("zlib")
+def test_zlib_divides_by_compressed_bytes(suite):
+    texts, _, inputs = suite
+    loss, z = (s(inputs) for s in parse_attacks("loss,zlib"))
+    sizes = np.array([len(zlib.compress(t.encode())) for t in texts])
+    np.testing.assert_allclose(z, loss / sizes)
+
+
+@covers("min_k")
+def test_min_k(suite, target):
+    texts, _, inputs = suite
+    loss, full, tenth = (s(inputs) for s in parse_attacks("loss,min_k:k=1,min_k:k=0.1"))
+    np.testing.assert_allclose(full, loss, atol=1e-9)
+    logp, _ = direct_logp(target, texts[3])
+    lowest = np.sort(logp)[: max(1, int(0.1 * len(logp)))]
+    assert tenth[3] == pytest.approx(lowest.mean(), abs=1e-5)
+
+
+@covers("min_k_pp")
+def test_min_k_pp_equals_full_softmax_computation(suite, target):
+    texts, _, inputs = suite
+    [spec] = parse_attacks("min_k_pp:k=0.3")
+    got = spec(inputs)
+    for i in (2, 120):
+        logp, lp_all = direct_logp(target, texts[i])
+        p = lp_all.exp()
+        mu = (p * lp_all).sum(-1)
+        sigma = (p * (lp_all - mu[:, None]) ** 2).sum(-1).sqrt()
+        z = (logp - mu.numpy()) / sigma.numpy()
+        assert got[i] == pytest.approx(np.sort(z)[: int(0.3 * len(z))].mean(), abs=1e-4)
+
+
+@covers("lowercase")
+def test_lowercase_ratio(suite, target):
+    texts, _, inputs = suite
+    [spec] = parse_attacks("lowercase")
+    i = 5
+    nll = -direct_logp(target, texts[i])[0].mean()
+    nll_lower = -direct_logp(target, texts[i].lower())[0].mean()
+    assert spec(inputs)[i] == pytest.approx(nll_lower / nll, rel=1e-5)
+
+
+@covers("reference")
+def test_reference_difference_across_tokenizers(suite, target, reference):
+    texts, _, inputs = suite
+    assert reference.tokenizer_fingerprint != target.tokenizer_fingerprint
+    [spec] = parse_attacks("reference")
+    i = 7
+    expected = direct_logp(target, texts[i])[0].mean() - direct_logp(reference, texts[i])[0].mean()
+    assert spec(inputs)[i] == pytest.approx(expected, abs=1e-5)
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+
+def test_parse_attacks_names_params_and_errors():
+    assert [s.column for s in parse_attacks("loss, min_k:k=0.1,min_k")] == ["loss", "min_k:k=0.1", "min_k"]
+    assert [s.column for s in parse_attacks("all")] == ATTACKS.names()
+    with pytest.raises(UnknownNameError, match="did you mean 'min_k_pp'"):
+        parse_attacks("min_kpp")
+    with pytest.raises(InputError, match="settable: k"):
+        parse_attacks("min_k:q=3")
+    with pytest.raises(InputError, match=r"k must be in \(0, 1\]"):
+        parse_attacks("min_k:k=0")
+    with pytest.raises(InputError, match="named twice"):
+        parse_attacks("loss,loss")
+    with pytest.raises(InputError, match="needs the reference view"):
+        parse_attacks("reference")[0](AttackInputs(["a"], None))

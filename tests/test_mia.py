@@ -1,0 +1,192 @@
+"""``memaudit mia`` end to end, through the command line, on real tiny models."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from memaudit.attacks import ATTACKS
+from memaudit.cli import app
+
+from conftest import write_jsonl
+
+runner = CliRunner()
+
+
+def mia(*args):
+    return runner.invoke(app, ["mia", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def full_run(target_dir, reference_dir, data_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    r = mia("--model", target_dir, "--reference", reference_dir, "--members", data_files["members"],
+            "--nonmembers", data_files["nonmembers"], "--out", out, "--cache-dir", out / "cache")
+    assert r.exit_code == 0, r.output
+    return out, r
+
+
+def test_trained_members_are_detected(full_run):
+    out, r = full_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"]["loss"]["auc"]["value"] > 0.9
+    assert set(results["metrics"]) == set(ATTACKS.names())
+    assert "min_k_pp" in r.stdout and "report:" in r.stdout
+
+
+def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
+    out, _ = full_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema_version"] == 1 and results["command"] == "mia"
+    assert results["config"]["model"] == str(target_dir) and results["config"]["n_bootstrap"] == 1000
+    assert results["versions"]["torch"] and results["versions"]["memaudit"]
+    assert len(results["models"]["target"]["fingerprint"]) == 16
+    assert results["reference_tokenizer_differs"] is True
+    auc = results["metrics"]["zlib"]["auc"]
+    assert auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+    assert results["roc"]["loss"]["fpr"][0] == 0.0 and results["roc"]["loss"]["tpr"][-1] == 1.0
+    # one forward pass per text window per view: target, lowercased, reference
+    assert set(results["scoring"]) == {"target", "lowercase", "reference"}
+    target, lower = results["scoring"]["target"], results["scoring"]["lowercase"]
+    assert target["unique_texts"] == 200 and 200 <= target["windows"] < 220  # a few texts outgrow one window
+    # a text already in lower case is the same text: served from the target view's cache
+    assert lower["cached_texts"] > 0 and lower["windows"] < 220 - lower["cached_texts"]
+
+    table = pq.read_table(out / "scores.parquet").to_pydict()
+    assert results["scoring"]["target"]["tokens_scored"] == sum(n - 1 for n in table["n_tokens"])
+    assert len(table["id"]) == 200 and table["id"][0] == "members-0" and table["label"][:1] == [1]
+    assert set(ATTACKS.names()) <= set(table) and "group" in table and "n_tokens" in table
+
+    html = (out / "report.html").read_text()
+    assert "ROC curves" in html and "data:image/png;base64" in html and "http" not in html.replace("http-equiv", "")
+
+
+def test_unseen_vs_unseen_is_at_chance(target_dir, data_files, tmp_path):
+    r = mia("--model", target_dir, "--members", data_files["nonmembers"], "--nonmembers", data_files["nonmembers2"],
+            "--out", tmp_path, "--attacks", "loss,min_k", "--no-report")
+    assert r.exit_code == 0, r.output
+    for attack in ("loss", "min_k"):
+        auc = json.loads((tmp_path / "results.json").read_text())["metrics"][attack]["auc"]
+        assert auc["ci_low"] <= 0.5 <= auc["ci_high"], auc
+
+
+def test_second_run_does_no_forward_pass(full_run, target_dir, reference_dir, data_files, tmp_path):
+    cache, _ = full_run
+    r = mia("--model", target_dir, "--reference", reference_dir, "--members", data_files["members"],
+            "--nonmembers", data_files["nonmembers"], "--out", tmp_path, "--cache-dir", cache / "cache",
+            "--attacks", "min_k:k=0.05,reference", "--no-report")
+    assert r.exit_code == 0, r.output
+    scoring = json.loads((tmp_path / "results.json").read_text())["scoring"]
+    assert all(v["forward_passes"] == 0 for v in scoring.values())
+
+
+def test_overlap_warning_and_skip_invalid(target_dir, data_files, tmp_path):
+    members = Path(data_files["members"]).read_text().splitlines()
+    nonmembers = write_jsonl(tmp_path / "non.jsonl", members[:3] + ['{"text": ""}', "not json", '{"text": "x"}']
+                             + Path(data_files["nonmembers"]).read_text().splitlines()[:20])
+    r = mia("--model", target_dir, "--members", data_files["members"], "--nonmembers", nonmembers,
+            "--out", tmp_path / "run", "--skip-invalid", "--attacks", "loss", "--n-bootstrap", "50")
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["warnings"] == ["3 text(s) appear among both members and non-members"]
+    assert "3 text(s) appear" in r.stderr
+    skipped = {(s["line"], s["reason"].split(" (")[0].split(";")[0]) for s in results["data"]["skipped"]}
+    assert skipped == {(4, "empty text"), (5, "malformed JSON"), (6, "text has 1 token(s) under the target tokenizer")}
+    assert results["data"]["nonmembers"]["n"] == 23
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such file or directory"),
+        ("malformed", "non.jsonl:2: malformed JSON"),
+        ("no_text", "non.jsonl:1: missing 'text' field"),
+        ("empty", "non.jsonl:2: empty text"),
+        ("unknown_attack", "unknown attack 'zlb'; did you mean 'zlib'?"),
+        ("no_weights", "no .safetensors weights"),
+        ("hub_id", "models are loaded from local directories only"),
+        ("one_token", "non.jsonl:1: text has 1 token(s)"),
+        ("reference_needed", "needs a reference model: pass --reference DIR"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, data_files, tmp_path):
+    non = tmp_path / "non.jsonl"
+    model, attacks = target_dir, "all"
+    if case == "malformed":
+        write_jsonl(non, ['{"text": "fine"}', '{"text": '])
+    elif case == "no_text":
+        write_jsonl(non, ['{"content": "x"}'])
+    elif case == "empty":
+        write_jsonl(non, ['{"text": "fine"}', '{"text": ""}'])
+    elif case == "one_token":
+        write_jsonl(non, ['{"text": "x"}'])
+    else:
+        write_jsonl(non, ['{"text": "def f(): pass"}'])
+    if case == "missing":
+        non = tmp_path / "absent.jsonl"
+    if case == "unknown_attack":
+        attacks = "loss,zlb"
+    if case == "reference_needed":
+        attacks = "loss,reference"
+    if case == "no_weights":
+        model = tmp_path / "empty_model"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    if case == "hub_id":
+        model = "EleutherAI/pythia-70m"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # an older run's results must not survive a failed one... or be touched
+    r = mia("--model", model, "--members", data_files["members"], "--nonmembers", non, "--out", out, "--attacks", attacks)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (out / "scores.parquet").exists()
+
+
+def test_killed_run_resumes_to_identical_scores(target_dir, data_files, tmp_path):
+    common = ["--model", target_dir, "--members", data_files["members"], "--nonmembers", data_files["nonmembers"],
+              "--attacks", "loss,min_k_pp,lowercase", "--shard-texts", "2", "--batch-tokens", "256", "--n-bootstrap", "20"]
+    straight = mia(*common, "--out", tmp_path / "straight", "--cache-dir", tmp_path / "cache_straight", "--no-report")
+    assert straight.exit_code == 0, straight.output
+
+    cache = tmp_path / "cache_killed"
+    args = [sys.executable, "-m", "memaudit.cli", "mia", *map(str, common), "--out", str(tmp_path / "killed"),
+            "--cache-dir", str(cache), "--no-report"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(cache.glob("*/shard-*.npz"))) < 3:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(list(cache.glob("*/shard-*.npz")))
+    assert 0 < n_before < 200, n_before  # 100 target shards + 100 lowercase shards when complete
+    assert not (tmp_path / "killed" / "results.json").exists()
+    assert not list(cache.glob("*/.*"))  or all(p.suffix == ".tmp" for p in cache.glob("*/.*"))
+
+    resumed = mia(*common, "--out", tmp_path / "killed", "--cache-dir", cache, "--no-report")
+    assert resumed.exit_code == 0, resumed.output
+    scoring = json.loads((tmp_path / "killed" / "results.json").read_text())["scoring"]
+    assert scoring["target"]["cached_texts"] + scoring["lowercase"]["cached_texts"] >= 2 * (n_before - 1)
+    a = pq.read_table(tmp_path / "straight" / "scores.parquet").to_pydict()
+    b = pq.read_table(tmp_path / "killed" / "scores.parquet").to_pydict()
+    assert a == b
+
+
+def test_attacks_command_lists_every_attack():
+    r = runner.invoke(app, ["attacks"])
+    assert r.exit_code == 0
+    for name in ATTACKS.names():
+        assert name in r.stdout
+
+
+def test_mia_help_explains_inputs():
+    r = runner.invoke(app, ["mia", "--help"])
+    assert r.exit_code == 0 and "--members" in r.stdout and "--reference" in r.stdout

@@ -1,0 +1,109 @@
+"""The scoring engine against direct, one-text-at-a-time computations."""
+
+import numpy as np
+import pytest
+import torch
+
+from memaudit.scoring import ScoreSettings, score_texts, token_stats, windows_for
+
+
+def direct_logprobs(model, ids, begin=0):
+    """log-softmax over the full vocabulary of one plain forward on ids[begin:], float64."""
+    x = torch.tensor([ids[begin:]])
+    with torch.no_grad():
+        return torch.log_softmax(model.logits(x, torch.ones_like(x))[0].double(), -1)  # (T, V)
+
+
+def test_token_stats_equal_a_direct_float64_computation():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 300, generator=gen) * 4
+    logits[0, 7] = 80.0  # a nearly one-hot row
+    targets = torch.randint(0, 300, (50,), generator=gen)
+    logp, mu, sigma, is_argmax = token_stats(logits, targets)
+    lp = torch.log_softmax(logits.double(), -1)
+    p = lp.exp()
+    ref_mu = (p * lp).sum(-1)
+    ref_sigma = ((p * (lp - ref_mu[:, None]) ** 2).sum(-1)).sqrt()
+    torch.testing.assert_close(logp.double(), lp[torch.arange(50), targets], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mu.double(), ref_mu, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sigma.double(), ref_sigma, atol=1e-3, rtol=1e-4)
+    assert torch.equal(is_argmax, logits.argmax(-1) == targets)
+
+
+def test_every_token_is_scored_exactly_once():
+    for n in range(0, 60):
+        for length in (2, 3, 8, 16):
+            for stride in range(1, length):
+                covered = [t for b, e, f in windows_for(n, length, stride) for t in range(f, e)]
+                assert covered == list(range(1, n)), (n, length, stride)
+                for b, e, f in windows_for(n, length, stride)[1:]:
+                    assert e - b <= length and f - b >= length - stride  # the promised context
+
+
+def test_scores_equal_direct_computation(target, snippets):
+    texts = snippets["members"][:6] + snippets["nonmembers"][:6]
+    scores, stats = score_texts(target, texts, ScoreSettings(batch_tokens=512), cache_root=None)
+    assert stats.forward_passes >= 2  # several batches, so padding is exercised
+    for i, text in enumerate(texts):
+        t = scores.text(i)
+        ids = target.encode([text])[0]
+        lp = direct_logprobs(target, ids)[:-1]  # position p predicts token p + 1
+        np.testing.assert_array_equal(t.token_ids, ids)
+        np.testing.assert_allclose(t.logp, lp[torch.arange(len(ids) - 1), ids[1:]].numpy(), atol=1e-5)
+        p = lp.exp()
+        mu = (p * lp).sum(-1)
+        np.testing.assert_allclose(t.mu, mu.numpy(), atol=1e-5)
+        np.testing.assert_allclose(t.sigma, ((p * (lp - mu[:, None]) ** 2).sum(-1)).sqrt().numpy(), atol=1e-4)
+        np.testing.assert_array_equal(t.is_argmax, (lp.argmax(-1) == torch.tensor(ids[1:])).numpy())
+
+
+def test_sliding_windows(target, snippets):
+    short = snippets["members"][0]
+    n_short = len(target.encode([short])[0])
+    single, _ = score_texts(target, [short], ScoreSettings(), cache_root=None)
+    windowed, _ = score_texts(target, [short], ScoreSettings(max_length=n_short, stride=3), cache_root=None)
+    np.testing.assert_allclose(windowed.text(0).logp, single.text(0).logp, atol=1e-6)
+
+    long_text = "\n".join(snippets["nonmembers"][:4])
+    ids = target.encode([long_text])[0]
+    length, stride = 48, 16
+    assert len(ids) > 3 * length
+    scores, stats = score_texts(target, [long_text], ScoreSettings(max_length=length, stride=stride), cache_root=None)
+    t = scores.text(0)
+    assert len(t.logp) == len(ids) - 1 and np.isfinite(t.logp).all()
+    assert stats.windows == len(windows_for(len(ids), length, stride))
+    expected = np.empty(len(ids) - 1)
+    for b, e, f in windows_for(len(ids), length, stride):
+        lp = direct_logprobs(target, ids[:e], begin=b)  # the context this window gives
+        for tok in range(f, e):
+            expected[tok - 1] = lp[tok - 1 - b, ids[tok]]
+    np.testing.assert_allclose(t.logp, expected, atol=1e-5)
+
+
+def test_second_run_is_served_from_the_cache(target, snippets, tmp_path, monkeypatch):
+    texts = snippets["members"][:20] + snippets["members"][:3]  # duplicates are scored once
+    first, s1 = score_texts(target, texts, ScoreSettings(shard_texts=6), cache_root=tmp_path)
+    assert s1.unique_texts == 20 and s1.shards_written == 4
+
+    calls = []
+    original = type(target).hidden_states
+    monkeypatch.setattr(type(target), "hidden_states", lambda self, *a: calls.append(1) or original(self, *a))
+    second, s2 = score_texts(target, list(reversed(texts)), ScoreSettings(shard_texts=6), cache_root=tmp_path)
+    assert calls == [] and s2.forward_passes == 0 and s2.cached_texts == 20
+    for i in range(len(texts)):
+        np.testing.assert_array_equal(second.text(len(texts) - 1 - i).logp, first.text(i).logp)
+
+    # another window setting is another cache key: scored afresh
+    _, s3 = score_texts(target, texts[:2], ScoreSettings(max_length=32), cache_root=tmp_path)
+    assert s3.forward_passes > 0 and len(calls) > 0
+
+
+def test_bad_window_settings(target):
+    from memaudit.errors import InputError
+
+    with pytest.raises(InputError, match="exceeds the model's context"):
+        ScoreSettings(max_length=10_000).window(target)
+    with pytest.raises(InputError, match="stride"):
+        ScoreSettings(max_length=16, stride=16).window(target)
+    with pytest.raises(InputError, match="batch_tokens"):
+        ScoreSettings(batch_tokens=0)
