@@ -83,24 +83,19 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
     _check_both_labels(records, config)
 
     cache_root = None if config.no_cache else Path(config.cache_dir) if config.cache_dir else default_cache_root()
-    texts = [r.text for r in records]
     needs = {v for s in specs for v in s.attack.needs}
-    views, view_stats = {}, {}
-
-    def score(view, model, view_texts, ids):
-        t = time.perf_counter()
-        stage = (lambda d, n: progress(f"scoring {view}", d, n)) if progress else None
-        views[view], view_stats[view] = score_texts(
-            model, view_texts, settings, cache_root=cache_root, token_ids=ids, progress=stage
-        )
-        timings[f"score_{view}"] = time.perf_counter() - t
-
-    score("target", target, texts, target_ids)
-    if "lowercase" in needs:
-        score("lowercase", target, [x.lower() for x in texts], None)
-    if reference is not None:
-        score("reference", reference, texts, ref_ids)
-    inputs = AttackInputs(texts, views["target"], views.get("lowercase"), views.get("reference"))
+    t = time.perf_counter()
+    inputs, view_stats = score_views(
+        target,
+        reference,
+        [r.text for r in records],
+        settings,
+        lowercase="lowercase" in needs,
+        cache_root=cache_root,
+        token_ids=(target_ids, ref_ids),
+        progress=progress,
+    )
+    timings["scoring"] = time.perf_counter() - t
 
     t = time.perf_counter()
     labels = np.array([r.label for r in records])
@@ -112,7 +107,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
     timings["attacks_and_metrics"] = time.perf_counter() - t
 
     out = rs.begin_run(config.out)
-    columns = _score_columns(records, views["target"].n_tokens, attack_scores)
+    columns = _score_columns(records, inputs.target.n_tokens, attack_scores)
     rs.write_scores(out, columns)
     timings["total"] = time.perf_counter() - t0
     results = {
@@ -142,6 +137,42 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         write_mia_report(out, results, columns)
     rs.write_results(out, results)
     return MiaOutcome(out, results, warnings)
+
+
+def score_views(
+    target,
+    reference,
+    texts: list[str],
+    settings: ScoreSettings,
+    *,
+    lowercase: bool,
+    cache_root=None,
+    token_ids=(None, None),
+    progress: StageProgress | None = None,
+) -> tuple[AttackInputs, dict[str, ScoreStats]]:
+    """Every scored view the attacks need, one forward pass per text per model.
+
+    The lowercased texts go through the target model in the same call as the texts, so a
+    text that is already lower case is scored once and the batches stay full.
+    """
+    n = len(texts)
+    target_texts = list(texts)
+    ids = None if token_ids[0] is None else list(token_ids[0])
+    if lowercase:
+        lowered = [x.lower() for x in texts]
+        target_texts += lowered
+        ids = None if ids is None else ids + target.encode(lowered)
+    stage = lambda name: (lambda d, total: progress(f"scoring {name}", d, total)) if progress else None  # noqa: E731
+    both, stats = score_texts(target, target_texts, settings, cache_root=cache_root, token_ids=ids, progress=stage("target"))
+    view_stats = {"target": stats}
+    views = {"target": both.subset(range(n)) if lowercase else both}
+    if lowercase:
+        views["lowercase"] = both.subset(range(n, 2 * n))
+    if reference is not None:
+        views["reference"], view_stats["reference"] = score_texts(
+            reference, texts, settings, cache_root=cache_root, token_ids=token_ids[1], progress=stage("reference")
+        )
+    return AttackInputs(list(texts), **views), view_stats
 
 
 def _overlap_warnings(members: list[TextRecord], nonmembers: list[TextRecord]) -> list[str]:

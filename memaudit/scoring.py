@@ -251,8 +251,8 @@ def _batches(windows: list[Window], settings: ScoreSettings):
 @torch.no_grad()
 def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
     width = max(w.end - w.begin for w in batch)
-    input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T); pad id 0 is masked out
-    attention = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T)
+    input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T); right-padded with id 0
+    attention = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T); 0 marks the pads
     rows, cols, targets, sizes = [], [], [], []
     for r, w in enumerate(batch):
         window_ids = ids[w.text][w.begin : w.end]

@@ -26,11 +26,14 @@ class CausalLM(Protocol):
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the model's own special-token convention."""
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids -> (B, T, D) final hidden states, the input of the vocabulary projection."""
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D) final hidden states, the input of the vocabulary projection.
+
+        ``attention_mask`` None means every position attends causally to all before it.
+        """
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) hidden states -> (N, V) logits in float32."""
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T) ids -> (B, T, V) logits, as the model's own forward computes them."""

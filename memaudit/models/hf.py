@@ -123,7 +123,7 @@ class HFCausalLM:
         return self.tokenizer(list(texts), verbose=False)["input_ids"]
 
     @torch.no_grad()
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         if not self.chunked:
             raise RuntimeError("this architecture's logits are not a plain projection; use logits()")
         out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
@@ -146,7 +146,7 @@ class HFCausalLM:
         return logits
 
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def describe(self) -> dict:
