@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--chars", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    ap.add_argument("--profile", action="store_true", help="also print where memaudit's time goes (cProfile)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,6 +137,13 @@ def main():
     rows["memaudit"], ours = timed(lambda: run_memaudit(target, reference, texts), args.repeats)
     rows["bare forward"], _ = timed(lambda: run_bare(target, reference, texts), args.repeats)
     rows["naive"], naive = timed(lambda: run_naive(target, reference, texts), max(1, args.repeats))
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.runcall(run_memaudit, target, reference, texts)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
     tol = 2e-3 if target.dtype == torch.float32 else 5e-2  # bf16 logits in the naive loop are coarse
     for name in ours:  # same numbers, or the comparison means nothing
         np.testing.assert_allclose(ours[name], naive[name], rtol=tol, atol=tol / 10, err_msg=name)

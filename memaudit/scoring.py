@@ -218,21 +218,30 @@ def score_texts(
 
 
 def _score_shard(model, ids: list[list[int]], length, stride, settings) -> tuple[list[TextScores], ScoreStats]:
+    """Score one shard's texts. Results stay on the device until the shard is done: one copy back."""
     stats = ScoreStats()
     windows = [Window(i, b, e, f) for i, t in enumerate(ids) for b, e, f in windows_for(len(t), length, stride)]
     windows.sort(key=lambda w: (w.end - w.begin, w.text, w.begin))
-    logp = [np.full(max(len(t) - 1, 0), np.nan, np.float32) for t in ids]
-    mu, sigma = [a.copy() for a in logp], [a.copy() for a in logp]
-    argmax = [np.zeros(len(a), bool) for a in logp]
+    n_scored = np.array([max(len(t) - 1, 0) for t in ids])
+    starts = np.concatenate([[0], np.cumsum(n_scored)])  # text i's scored tokens in the flat arrays
+    where, parts = [], []
     for batch in _batches(windows, settings):
-        out = _score_batch(model, ids, batch, settings)
+        parts.append(_score_batch(model, ids, batch, settings))
+        # flat destination of each scored token; scored arrays start at token 1
+        where.append(np.concatenate([starts[w.text] + np.arange(w.first_scored - 1, w.end - 1) for w in batch]))
         stats.forward_passes += 1
         stats.windows += len(batch)
-        for w, (lp, m, sd, am) in zip(batch, out):
-            span = slice(w.first_scored - 1, w.end - 1)  # scored arrays start at token 1
-            logp[w.text][span], mu[w.text][span], sigma[w.text][span], argmax[w.text][span] = lp, m, sd, am
-            stats.tokens_scored += len(lp)
-    texts = [TextScores(np.asarray(t, np.int32), logp[i], mu[i], sigma[i], argmax[i]) for i, t in enumerate(ids)]
+    flat = [np.full(int(starts[-1]), np.nan, np.float32) for _ in range(3)] + [np.zeros(int(starts[-1]), bool)]
+    if parts:
+        dest = np.concatenate(where)
+        for array, values in zip(flat, zip(*parts)):
+            array[dest] = torch.cat(values).cpu().numpy()
+        stats.tokens_scored = len(dest)
+    logp, mu, sigma, argmax = flat
+    texts = []
+    for i, t in enumerate(ids):
+        s = slice(starts[i], starts[i + 1])
+        texts.append(TextScores(np.asarray(t, np.int32), logp[s], mu[s], sigma[s], argmax[s]))
     return texts, stats
 
 
@@ -250,38 +259,30 @@ def _batches(windows: list[Window], settings: ScoreSettings):
 
 @torch.no_grad()
 def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
+    """Forward one batch of windows; per-token statistics of its scored tokens, on the device."""
     width = max(w.end - w.begin for w in batch)
-    input_ids = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T); right-padded with id 0
-    attention = torch.zeros(len(batch), width, dtype=torch.long)  # (B, T); 0 marks the pads
-    rows, cols, targets, sizes = [], [], [], []
+    input_ids = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); right-padded with id 0
+    attention = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); 0 marks the pads
+    rows, cols = [], []
     for r, w in enumerate(batch):
-        window_ids = ids[w.text][w.begin : w.end]
-        input_ids[r, : len(window_ids)] = torch.tensor(window_ids)
-        attention[r, : len(window_ids)] = 1
-        # hidden state at position p predicts token p + 1
-        positions = range(w.first_scored - 1 - w.begin, w.end - 1 - w.begin)
-        rows.extend([r] * len(positions))
-        cols.extend(positions)
-        targets.extend(window_ids[p + 1] for p in positions)
-        sizes.append(len(positions))
-    device = model.device
-    input_ids, attention = input_ids.to(device), attention.to(device)
-    rows_t = torch.tensor(rows, device=device)
-    cols_t = torch.tensor(cols, device=device)
-    targets_t = torch.tensor(targets, device=device)
+        input_ids[r, : w.end - w.begin] = ids[w.text][w.begin : w.end]
+        attention[r, : w.end - w.begin] = 1
+        # the hidden state at position p predicts token p + 1
+        cols.append(np.arange(w.first_scored - 1 - w.begin, w.end - 1 - w.begin))
+        rows.append(np.full(len(cols[-1]), r))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    targets = torch.from_numpy(input_ids[rows, cols + 1]).to(model.device)  # (N,)
+    input_ids, attention = torch.from_numpy(input_ids).to(model.device), torch.from_numpy(attention).to(model.device)
+    index = torch.from_numpy(rows).to(model.device), torch.from_numpy(cols).to(model.device)
     if getattr(model, "chunked", True):
-        hidden = model.hidden_states(input_ids, attention)[rows_t, cols_t]  # (N, D)
+        hidden = model.hidden_states(input_ids, attention)[index]  # (N, D)
         project = model.project
     else:  # architectures whose logits are not a plain projection of the last hidden state
-        hidden = model.logits(input_ids, attention)[rows_t, cols_t].float()  # (N, V)
+        hidden = model.logits(input_ids, attention)[index].float()  # (N, V)
         project = lambda x: x  # noqa: E731
     chunk = max(1, settings.projection_mb * 2**20 // (4 * 3 * model.vocab_size))
-    parts = [token_stats(project(hidden[i : i + chunk]), targets_t[i : i + chunk]) for i in range(0, len(targets), chunk)]
-    logp, mu, sigma, is_argmax = (torch.cat(x).cpu().numpy() for x in zip(*parts))
-    bounds = np.cumsum([0, *sizes])
-    return [
-        (logp[a:b], mu[a:b], sigma[a:b], is_argmax[a:b]) for a, b in zip(bounds[:-1], bounds[1:])
-    ]
+    parts = [token_stats(project(hidden[i : i + chunk]), targets[i : i + chunk]) for i in range(0, len(targets), chunk)]
+    return tuple(torch.cat(x) for x in zip(*parts))  # logp, mu, sigma, is_argmax: (N,) each
 
 
 def token_stats(logits: torch.Tensor, targets: torch.Tensor):
