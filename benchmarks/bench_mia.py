@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.attacks import AttackInputs, parse_attacks  # noqa: E402
+from memaudit.attacks import parse_attacks  # noqa: E402
 from memaudit.corpus import stdlib_snippets  # noqa: E402
 from memaudit.models import load_causal_lm  # noqa: E402
 from memaudit.mia import score_views  # noqa: E402

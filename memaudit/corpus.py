@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import InputError
 
-_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo", "encodings"}  # encodings: near-identical codec tables
+# test suites, third-party packages, and "encodings" (near-identical codec tables)
+_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo", "encodings"}
 
 
 def stdlib_files() -> list[Path]:

@@ -32,7 +32,9 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, *, seed: int = 0) -> "DemoSettings":
-        return cls(n_members=100, n_nonmembers=100, n_tokenizer_texts=500, vocab_size=1024, size="micro", steps=150, seq_len=64, seed=seed)
+        return cls(
+            n_members=100, n_nonmembers=100, n_tokenizer_texts=500, vocab_size=1024, size="micro", steps=150, seq_len=64, seed=seed
+        )
 
 
 def run_demo(out: Path, settings: DemoSettings, *, progress: StageProgress | None = None) -> MiaOutcome:

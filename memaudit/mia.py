@@ -8,6 +8,7 @@ model on the texts (only if given).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -49,14 +50,26 @@ def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec],
     return specs, notes
 
 
+@dataclass
+class _Inputs:
+    """Everything checked and loaded before a single output file is touched."""
+
+    records: list[TextRecord]
+    skipped: list[Skipped]
+    warnings: list[str]
+    target: object
+    reference: object | None
+    target_ids: list[list[int]]
+    reference_ids: list[list[int]] | None
+
+
 def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaOutcome:
     """Run the membership-inference suite and write the run directory.
 
     Every input is checked before anything is written: a bad input raises and leaves no
     ``results.json`` behind.
     """
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings = _Timings()
     specs, notes = select_attacks(config.attacks, has_reference=config.reference is not None)
     settings = ScoreSettings(
         max_length=config.max_length,
@@ -65,51 +78,32 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         max_batch_size=config.max_batch_size,
         shard_texts=config.shard_texts,
     )
-    members = read_texts(config.members, label=1, skip_invalid=config.skip_invalid)
-    nonmembers = read_texts(config.nonmembers, label=0, skip_invalid=config.skip_invalid)
-    records = members.records + nonmembers.records
-    skipped = members.skipped + nonmembers.skipped
-    warnings = _overlap_warnings(members.records, nonmembers.records)
-    timings["read"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    options = LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code)
-    target = load_causal_lm(config.model, options)
-    reference = load_causal_lm(config.reference, options) if any("reference" in s.attack.needs for s in specs) else None
-    timings["load_models"] = time.perf_counter() - t
-
-    records, target_ids, ref_ids, short = _tokenize_and_check(target, reference, records, config.skip_invalid)
-    skipped += short
-    _check_both_labels(records, config)
-
-    cache_root = None if config.no_cache else Path(config.cache_dir) if config.cache_dir else default_cache_root()
-    needs = {v for s in specs for v in s.attack.needs}
-    t = time.perf_counter()
-    inputs, view_stats = score_views(
-        target,
-        reference,
-        [r.text for r in records],
-        settings,
-        lowercase="lowercase" in needs,
-        cache_root=cache_root,
-        token_ids=(target_ids, ref_ids),
-        progress=progress,
-    )
-    timings["scoring"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    labels = np.array([r.label for r in records])
-    attack_scores = {s.column: s(inputs) for s in specs}
-    metrics = {
-        col: {k: e.to_dict() for k, e in membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
-        for col, v in attack_scores.items()
-    }
-    timings["attacks_and_metrics"] = time.perf_counter() - t
+    with timings("prepare"):
+        inp = _prepare(config, needs_reference=any("reference" in s.attack.needs for s in specs))
+        settings.window(inp.target)  # a bad window setting fails here, before any work
+    with timings("scoring"):
+        views, view_stats = score_views(
+            inp.target,
+            inp.reference,
+            [r.text for r in inp.records],
+            settings,
+            lowercase=any("lowercase" in s.attack.needs for s in specs),
+            cache_root=None if config.no_cache else Path(config.cache_dir) if config.cache_dir else default_cache_root(),
+            token_ids=(inp.target_ids, inp.reference_ids),
+            progress=progress,
+        )
+    with timings("attacks_and_metrics"):
+        labels = np.array([r.label for r in inp.records])
+        attack_scores = {s.column: s(views) for s in specs}
+        metrics = {
+            col: {k: e.to_dict() for k, e in membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
+            for col, v in attack_scores.items()
+        }
 
     out = rs.begin_run(config.out)
-    columns = _score_columns(records, inputs.target.n_tokens, attack_scores)
+    columns = _score_columns(inp.records, views.target.n_tokens, attack_scores)
     rs.write_scores(out, columns)
-    timings["total"] = time.perf_counter() - t0
+    target, reference = inp.target, inp.reference
     results = {
         "schema_version": rs.SCHEMA_VERSION,
         "command": "mia",
@@ -121,14 +115,14 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         "data": {
             "members": {"path": config.members, "n": int((labels == 1).sum())},
             "nonmembers": {"path": config.nonmembers, "n": int((labels == 0).sum())},
-            "skipped": [s.to_dict() for s in skipped],
+            "skipped": [s.to_dict() for s in inp.skipped],
         },
         "attacks": {s.column: {"name": s.attack.name, "params": s.params, "description": s.attack.description} for s in specs},
         "metrics": metrics,
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
-        "scoring": {view: st.__dict__ for view, st in view_stats.items()},
-        "timings_s": timings,
-        "warnings": warnings,
+        "scoring": {model: st.__dict__ for model, st in view_stats.items()},
+        "timings_s": timings.seconds,
+        "warnings": inp.warnings,
         "notes": notes,
     }
     if config.report:
@@ -136,7 +130,35 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
 
         write_mia_report(out, results, columns)
     rs.write_results(out, results)
-    return MiaOutcome(out, results, warnings)
+    return MiaOutcome(out, results, inp.warnings)
+
+
+def _prepare(config: MiaConfig, *, needs_reference: bool) -> _Inputs:
+    members = read_texts(config.members, label=1, skip_invalid=config.skip_invalid)
+    nonmembers = read_texts(config.nonmembers, label=0, skip_invalid=config.skip_invalid)
+    options = LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code)
+    target = load_causal_lm(config.model, options)
+    reference = load_causal_lm(config.reference, options) if needs_reference else None
+    records = members.records + nonmembers.records
+    records, target_ids, ref_ids, short = _tokenize_and_check(target, reference, records, config.skip_invalid)
+    _check_both_labels(records, config)
+    warnings = _overlap_warnings(members.records, nonmembers.records)
+    return _Inputs(records, members.skipped + nonmembers.skipped + short, warnings, target, reference, target_ids, ref_ids)
+
+
+class _Timings:
+    """``with timings("stage"):`` adds the stage's wall time; ``total`` covers them all."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t = time.perf_counter()
+        yield
+        self.seconds[stage] = time.perf_counter() - t
+        self.seconds["total"] = time.perf_counter() - self._start
 
 
 def score_views(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -175,8 +176,6 @@ def score_texts(
         In the order of ``texts``.
     stats : ScoreStats
     """
-    import time
-
     start = time.perf_counter()
     settings = settings or ScoreSettings()
     length, stride = settings.window(model)

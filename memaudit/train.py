@@ -109,8 +109,8 @@ def train_lm(model, stream: np.ndarray, settings: TrainSettings, *, on_step: Cal
     AdamW with linear warm-up and cosine decay. ``on_step(step, loss)`` is called after each step.
     Returns the list of losses.
     """
-    if len(stream) < settings.seq_len + 1:
-        raise InputError(f"corpus has {len(stream)} tokens; at least seq_len + 1 = {settings.seq_len + 1} needed")
+    if len(stream) < settings.seq_len:
+        raise InputError(f"corpus has {len(stream)} tokens; at least seq_len = {settings.seq_len} needed")
     gen = torch.Generator().manual_seed(settings.seed)
     data = torch.from_numpy(stream)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -118,11 +118,9 @@ def train_lm(model, stream: np.ndarray, settings: TrainSettings, *, on_step: Cal
     model.train()
     losses = []
     for step in range(settings.steps):
-        starts = torch.randint(0, len(data) - settings.seq_len, (settings.batch_size,), generator=gen)
-        batch = torch.stack([data[s : s + settings.seq_len + 1] for s in starts])  # (B, T+1)
-        out = model(input_ids=batch[:, :-1], labels=batch[:, :-1])
-        # labels are shifted inside the model, so the last input position predicts nothing;
-        # feeding T+1 tokens would waste one, so we accept T-1 targets per row here.
+        starts = torch.randint(0, len(data) - settings.seq_len + 1, (settings.batch_size,), generator=gen)
+        batch = torch.stack([data[s : s + settings.seq_len] for s in starts])  # (B, T)
+        out = model(input_ids=batch, labels=batch)  # the model shifts labels: T - 1 targets per row
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

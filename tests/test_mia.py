@@ -190,3 +190,16 @@ def test_attacks_command_lists_every_attack():
 def test_mia_help_explains_inputs():
     r = runner.invoke(app, ["mia", "--help"])
     assert r.exit_code == 0 and "--members" in r.stdout and "--reference" in r.stdout
+
+
+def test_config_file_then_flags(target_dir, data_files, tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(f'members = "{data_files["members"]}"\nnonmembers = "{data_files["nonmembers"]}"\n'
+                   'attacks = "loss,zlib"\nn_bootstrap = 25\nseed = 3\n')
+    r = mia("--config", cfg, "--model", target_dir, "--attacks", "min_k:k=0.5", "--out", tmp_path / "run", "--no-report")
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
+    assert (config["attacks"], config["n_bootstrap"], config["seed"]) == ("min_k:k=0.5", 25, 3)
+    (tmp_path / "bad.json").write_text('{"atacks": "loss"}')
+    r = mia("--config", tmp_path / "bad.json", "--model", target_dir)
+    assert r.exit_code == 2 and "unknown setting(s): atacks" in r.stderr
