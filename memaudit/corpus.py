@@ -62,3 +62,35 @@ def stdlib_snippets(n: int, *, chars: int = 240, seed: int = 0) -> list[str]:
         raise InputError(f"the standard library yielded only {len(out)} snippets, {n} asked for")
     rng.shuffle(out)  # neighbours share a file; shuffled, any two slices are exchangeable samples
     return out
+
+
+def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> list[str]:
+    """Training documents from ``"stdlib"``, a folder of text files, a JSONL or txt file or parquet.
+
+    ``max_chars`` keeps whole documents until the total reaches it (for ``stdlib`` the files
+    are shuffled with ``seed`` first, so a slice mixes many modules).
+
+    Raises
+    ------
+    InputError
+        A path that does not exist or holds no text.
+    """
+    from .data import read_texts
+
+    if spec == "stdlib":
+        files = stdlib_files()
+        random.Random(seed).shuffle(files)
+        docs = (f.read_text(encoding="utf-8", errors="replace") for f in files)
+    else:
+        docs = (r.text for r in read_texts(spec).records)
+    out, total = [], 0
+    for doc in docs:
+        if not doc.strip():
+            continue
+        out.append(doc)
+        total += len(doc)
+        if max_chars is not None and total >= max_chars:
+            break
+    if not out:
+        raise InputError("the corpus holds no text", path=spec)
+    return out

@@ -1,7 +1,8 @@
 """Small GPT-2-style language models trained from scratch, for tests, the demo and lab experiments.
 
 Read top to bottom: train a byte-level BPE tokenizer, build a GPT-2 config of a named size,
-pack texts into one token stream, and train on random windows of it. The result is a
+pack texts into one token stream, and ``fit`` the model on batches drawn from it (random
+windows here; the lab's insertion schedule in :mod:`memaudit.trainer`). The result is a
 standard Hugging Face model directory (safetensors + tokenizer) that every command loads.
 """
 
@@ -103,32 +104,59 @@ def token_stream(tokenizer, texts: Sequence[str]) -> np.ndarray:
     return np.fromiter((t for doc in ids for t in (*doc, eos_id)), dtype=np.int64)
 
 
-def train_lm(model, stream: np.ndarray, settings: TrainSettings, *, on_step: Callable[[int, float], None] | None = None):
-    """Train on ``settings.steps`` batches of random windows of the token stream.
-
-    AdamW with linear warm-up and cosine decay. ``on_step(step, loss)`` is called after each step.
-    Returns the list of losses.
-    """
+def random_windows(stream: np.ndarray, settings: TrainSettings) -> Callable[[int], torch.Tensor]:
+    """Batches of ``batch_size`` random windows of the stream; batch ``step`` is the same on every call."""
     if len(stream) < settings.seq_len:
         raise InputError(f"corpus has {len(stream)} tokens; at least seq_len = {settings.seq_len} needed")
-    gen = torch.Generator().manual_seed(settings.seed)
-    data = torch.from_numpy(stream)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, settings))
+    data = torch.from_numpy(stream.astype(np.int64))
+
+    def batch_at(step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        starts = torch.randint(0, len(data) - settings.seq_len + 1, (settings.batch_size,), generator=gen)
+        return torch.stack([data[s : s + settings.seq_len] for s in starts])  # (B, T)
+
+    return batch_at
+
+
+def make_optimizer(model, settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def fit(
+    model,
+    batch_at: Callable[[int], torch.Tensor],
+    settings: TrainSettings,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Callable[[int], None] | None = None,
+    checkpoint_every: int = 0,
+) -> list[float]:
+    """Train from ``start_step`` to ``settings.steps``; batch ``s`` is ``batch_at(s)``, a (B, T) tensor.
+
+    AdamW, gradient clipping at 1.0, linear warm-up then cosine decay to 10%. The learning
+    rate is a pure function of the step, so a run resumed from a checkpoint (weights and
+    optimizer state) continues exactly as an uninterrupted one. ``on_step(step, loss)`` runs
+    after each step; ``checkpoint(step)`` every ``checkpoint_every`` steps.
+    """
+    optimizer = optimizer or make_optimizer(model, settings)
     model.train()
     losses = []
-    for step in range(settings.steps):
-        starts = torch.randint(0, len(data) - settings.seq_len + 1, (settings.batch_size,), generator=gen)
-        batch = torch.stack([data[s : s + settings.seq_len] for s in starts])  # (B, T)
-        out = model(input_ids=batch, labels=batch)  # the model shifts labels: T - 1 targets per row
-        out.loss.backward()
+    for step in range(start_step, settings.steps):
+        batch = batch_at(step)  # (B, T)
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * _lr_factor(step, settings)
+        loss = model(input_ids=batch, labels=batch).loss  # the model shifts labels: T - 1 targets a row
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(out.loss.item())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, losses[-1])
+        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
+            checkpoint(step + 1)
     model.eval()
     return losses
 
@@ -176,6 +204,6 @@ def train_small_lm(
     if tokenizer is None:
         tokenizer = train_bpe_tokenizer(tokenizer_texts or texts, vocab_size=vocab_size)
     model = build_model(tokenizer, size=size, context=context, seed=settings.seed)
-    losses = train_lm(model, token_stream(tokenizer, texts), settings, on_step=on_step)
+    losses = fit(model, random_windows(token_stream(tokenizer, texts), settings), settings, on_step=on_step)
     extra = {"size": size, "context": context, "settings": asdict(settings), "final_loss": losses[-1]}
     return save_model_dir(model, tokenizer, out_dir, extra=extra)
