@@ -77,3 +77,10 @@ class ScoreCache:
         for row, h in enumerate(hashes):
             self._where[h] = (shard, row)
         return shard
+
+
+def resolve_cache_root(cache_dir: str | None, no_cache: bool) -> Path | None:
+    """The cache root a command uses: none with ``no_cache``, else the given dir, else the default."""
+    if no_cache:
+        return None
+    return Path(cache_dir) if cache_dir else default_cache_root()

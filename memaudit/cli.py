@@ -69,6 +69,7 @@ class StageBars:
             TextColumn("{task.description:<20}"),
             BarColumn(),
             MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -76,10 +77,10 @@ class StageBars:
         )
         self.tasks: dict[str, int] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total)
-        self.progress.update(self.tasks[stage], completed=done, total=total)
+            self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
+        self.progress.update(self.tasks[stage], completed=done, total=total, note=note)
 
     def __enter__(self):
         self.progress.start()
@@ -169,6 +170,136 @@ def _print_mia_summary(results: dict) -> None:
         console.print(f"[dim]note: {note}[/]")
 
 
+@app.command()
+@reports_errors
+def extract(
+    model: Optional[str] = typer.Option(None, "--model", help="Model dir (local, safetensors)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Texts: .jsonl, .txt, .parquet or a folder."),
+    prefix_tokens: Optional[int] = typer.Option(None, "--prefix-tokens", "-k", help="Prompt length K in tokens [default: 32]."),
+    suffix_tokens: Optional[int] = typer.Option(None, "--suffix-tokens", "-m", help="Tokens M to generate and compare [default: 32]."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Metadata field to group rates by (e.g. repetitions)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory [default: runs/extract]."),
+    config: Optional[str] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags override it."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, ..."),
+    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help="Allow a model's own code to run."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts decoded together [default: 64]."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Score cache root."),
+    no_cache: Optional[bool] = typer.Option(None, "--no-cache", help="Keep no scores on disk."),
+    skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help="Skip invalid or too-short texts instead of stopping."),
+    no_report: Optional[bool] = typer.Option(None, "--no-report", help="Skip report.html."),
+):
+    """Verbatim extraction: does greedy decoding from a text's first K tokens reproduce the next M?
+
+    Reports exact, loose (token Levenshtein similarity >= 0.75) and token-match rates with
+    95% Wilson intervals, overall and per --group-by value, and each text's extraction
+    strength (1 - shortest reproducing prefix / length).
+    """
+    from .config import ExtractConfig, resolve_config
+    from .extract import run_extract
+
+    cfg = resolve_config(
+        ExtractConfig, config_file=config, model=model, data=data, prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens,
+        group_by=group_by, out=out, dtype=dtype, device=device, trust_remote_code=trust_remote_code, batch_size=batch_size,
+        cache_dir=cache_dir, no_cache=no_cache, skip_invalid=skip_invalid, report=None if no_report is None else not no_report,
+    )
+    with StageBars() as bars:
+        outcome = run_extract(cfg, progress=bars)
+    _print_rates_table(outcome.results["rates"], cfg.group_by)
+    out_console.print(f"results: {outcome.out_dir / 'results.json'}")
+    if cfg.report:
+        out_console.print(f"report:  {outcome.out_dir / 'report.html'}")
+
+
+def _print_rates_table(rates: dict, group_by: str | None) -> None:
+    table = Table(title="Verbatim extraction")
+    for col in ("group", "texts", "exact", "loose", "token match", "strength"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    rows = [("all", rates["overall"])] + [(f"{group_by}={g}", r) for g, r in rates.get("by_group", {}).items()]
+    for name, r in rows:
+        table.add_row(
+            name, str(r["n"]), f"{r['exact']['value']:.3f}", f"{r['loose']['value']:.3f}", f"{r['token_match']:.3f}",
+            f"{r['extraction_strength']:.3f}",
+        )
+    out_console.print(table)
+
+
+canaries_app = typer.Typer(no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger.")
+app.add_typer(canaries_app, name="canaries")
+
+
+def _int_list(text: str, name: str) -> tuple[int, ...]:
+    from .errors import InputError
+
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a comma list of integers, got '{text}'") from None
+    if not values:
+        raise InputError(f"{name} is empty")
+    return values
+
+
+@canaries_app.command("make")
+@reports_errors
+def canaries_make(
+    out: str = typer.Option("canaries.jsonl", "--out", help="The ledger to write (JSONL)."),
+    repetitions: str = typer.Option("1,2,4,8,16,32", "--repetitions", help="Repetition counts; each gets --per-level canaries."),
+    per_level: int = typer.Option(4, "--per-level", help="Canaries per repetition count (each with a held-out twin)."),
+    templates: str = typer.Option("api_key,card,phone,passphrase", "--templates", help="Templates to rotate through."),
+    policy: str = typer.Option("uniform", "--policy", help="When in training they are inserted: uniform, early or late."),
+    seed: int = typer.Option(0, "--seed", help="Seed of names and secrets."),
+):
+    """Make canaries (fake API keys, card numbers, phone numbers, passphrases) and their twins.
+
+    Each canary has a unique prefix and a random secret; its twin comes from the same
+    template and is never inserted. `memaudit train --ledger` inserts the members and
+    records where.
+    """
+    from .canaries import make_canaries, write_ledger
+
+    made = make_canaries(
+        repetitions=_int_list(repetitions, "--repetitions"), per_level=per_level, templates=tuple(templates.split(",")),
+        policy=policy, seed=seed,
+    )
+    write_ledger(out, made)
+    out_console.print(f"{sum(c.member for c in made)} canaries + {sum(not c.member for c in made)} twins -> {out}")
+
+
+@app.command()
+@reports_errors
+def train(
+    corpus: str = typer.Option("stdlib", "--corpus", help="'stdlib' (this Python's standard library), a folder, .jsonl, .txt or .parquet."),
+    out: str = typer.Option(..., "--out", help="Model dir to write (resumes a killed run with the same settings)."),
+    ledger: Optional[str] = typer.Option(None, "--ledger", help="Canary ledger from `memaudit canaries make`: members are inserted."),
+    model_size: str = typer.Option("tiny", "--model-size", help="micro, tiny, small or base."),
+    steps: int = typer.Option(300, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per step."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (warm-up, then cosine decay)."),
+    vocab_size: int = typer.Option(4096, "--vocab-size", help="BPE vocabulary size (trained on the corpus)."),
+    corpus_chars: Optional[int] = typer.Option(None, "--corpus-chars", help="Use only the first documents up to this many characters."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Steps between checkpoints (0: none)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Continue training this model dir instead of a fresh model."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and insertion places."),
+):
+    """Train a GPT-2-style model from scratch with canaries inserted at known counts and times.
+
+    Writes a standard model dir (safetensors + tokenizer) that every command loads, plus the
+    ledger with each insertion's step, row and offset. Killed and restarted with the same
+    settings, it resumes from the last checkpoint and ends with the same weights.
+    """
+    from .trainer import TrainConfig, run_train
+
+    cfg = TrainConfig(
+        corpus=corpus, out=out, ledger=ledger, model_size=model_size, steps=steps, batch_size=batch_size, seq_len=seq_len,
+        lr=lr, vocab_size=vocab_size, corpus_chars=corpus_chars, checkpoint_every=checkpoint_every, init_from=init_from, seed=seed,
+    )
+    with StageBars() as bars:
+        path = run_train(cfg, progress=bars)
+    out_console.print(f"model: {path}")
+
+
 @app.command("attacks")
 @reports_errors
 def list_attacks():
@@ -189,23 +320,36 @@ def list_attacks():
 @app.command()
 @reports_errors
 def demo(
-    out: str = typer.Option("runs/demo", "--out", help="Where the demo writes its models, data and report."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (used by the tests)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of data selection and training."),
+    out: str = typer.Option("runs/demo", "--out", help="Where the demo writes its canaries, model, cache and report."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller run of about 30 seconds (used by the tests)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of canaries, training and evaluation."),
 ):
-    """Train a small model on standard-library source, then audit it for membership.
+    """Plant fake secrets in standard-library source, train a small model, and show what it memorized.
 
-    Everything is made here: texts from this Python's own standard library, a tokenizer,
-    and a GPT-2-style model trained on the member texts. Then `memaudit mia` runs on
-    members vs held-out texts and writes an HTML report whose path is printed.
+    Everything is made here, with no download: canaries at known repetition counts (each
+    with a never-inserted twin), a tokenizer and a GPT-2-style model trained on this
+    Python's own standard library. Then extraction, recognition, exposure and membership
+    inference are measured per repetition count, and one HTML report shows them.
     """
     from .demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick(seed=seed) if quick else DemoSettings(seed=seed)
     with StageBars() as bars:
         outcome = run_demo(Path(out), settings, progress=bars)
-    _print_mia_summary(outcome.results)
-    out_console.print(f"report: {outcome.out_dir / 'report.html'}")
+    _print_demo_summary(outcome.results)
+    out_console.print(f"report: {outcome.report}")
+
+
+def _print_demo_summary(results: dict) -> None:
+    table = Table(title="What the model kept of its canaries (members vs never-seen twins)")
+    for col in ("repetitions", "extracted", "recognition", "exposure (bits)", "twins' exposure", "MIA AUC (loss)"):
+        table.add_column(col, justify="right")
+    for level, r in results["summary"]["by_level"].items():
+        table.add_row(
+            str(level), f"{r['exact']:.2f}", f"{r['recognition']:.2f}", f"{r['exposure']:.1f}", f"{r['twins_exposure']:.1f}",
+            f"{r['auc']['loss']:.2f}",
+        )
+    out_console.print(table)
 
 
 if __name__ == "__main__":

@@ -89,3 +89,32 @@ def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}", path=str(path))
     return data
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Settings of ``memaudit extract``; see ``memaudit extract --help``."""
+
+    model: str
+    data: str
+    prefix_tokens: int = 32
+    suffix_tokens: int = 32
+    group_by: str | None = None
+    out: str = "runs/extract"
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    batch_size: int = 64
+    cache_dir: str | None = None
+    no_cache: bool = False
+    skip_invalid: bool = False
+    report: bool = True
+
+    def __post_init__(self):
+        if self.prefix_tokens < 1 or self.suffix_tokens < 1:
+            raise InputError(f"prefix_tokens and suffix_tokens must be >= 1, got {self.prefix_tokens} and {self.suffix_tokens}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

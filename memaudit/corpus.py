@@ -82,7 +82,7 @@ def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> li
         random.Random(seed).shuffle(files)
         docs = (f.read_text(encoding="utf-8", errors="replace") for f in files)
     else:
-        docs = (r.text for r in read_texts(spec).records)
+        docs = (r.text for r in read_texts(spec, skip_invalid=True).records)  # an empty file is no error in a corpus
     out, total = [], 0
     for doc in docs:
         if not doc.strip():

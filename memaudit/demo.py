@@ -1,72 +1,96 @@
-"""``memaudit demo``: the embedded default, start to finish on a machine with no downloads.
+"""``memaudit demo``: the embedded default, start to finish with no downloads.
 
-Texts come from this Python's standard library. A tokenizer is trained on one slice, a
-small GPT-2-style model is trained for many epochs on the member slice, and the
-membership-inference suite compares members with held-out snippets of the same source.
+Plants canaries (fake API keys, card and phone numbers, passphrases) at known repetition
+counts into this Python's own standard-library source, trains a small GPT-2-style model on
+it, and measures what the model kept of each canary against its never-inserted twin:
+verbatim extraction, recognition, exposure and membership inference. One HTML report shows
+how each grows with repetitions.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import write_text_atomic
-from .config import MiaConfig
-from .corpus import stdlib_snippets
-from .mia import MiaOutcome, StageProgress, run_mia
-from .train import TrainSettings, train_small_lm
+import numpy as np
+
+from . import results as rs
+from .canaries import make_canaries, read_ledger, write_ledger
+from .lab import LAB_ATTACKS, evaluate_canaries
+from .metrics import roc_curve
+from .models.hf import load_causal_lm
+from .trainer import TRAIN_RECORD, TrainConfig, run_train
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    n_members: int = 300
-    n_nonmembers: int = 300
-    n_tokenizer_texts: int = 1500
-    vocab_size: int = 2048
-    size: str = "tiny"
-    steps: int = 240
-    batch_size: int = 16
+    """The demo's visible defaults: about 3 minutes on 2 CPU cores."""
+
+    repetitions: tuple[int, ...] = (1, 4, 16, 64, 256)
+    per_level: int = 8
+    model_size: str = "tiny"
+    steps: int = 300
     seq_len: int = 128
+    batch_size: int = 16
+    corpus_chars: int = 200_000
+    vocab_size: int = 2048
+    lr: float = 1e-3
+    n_candidates: int = 128
     seed: int = 0
 
     @classmethod
     def quick(cls, *, seed: int = 0) -> "DemoSettings":
-        return cls(
-            n_members=100, n_nonmembers=100, n_tokenizer_texts=500, vocab_size=1024, size="micro", steps=150, seq_len=64, seed=seed
-        )
+        """About 30 seconds: fewer canaries, a smaller slice of the corpus, shorter sequences."""
+        return cls(repetitions=(1, 16, 256), per_level=4, steps=120, seq_len=64, corpus_chars=60_000, n_candidates=50, seed=seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def run_demo(out: Path, settings: DemoSettings, *, progress: StageProgress | None = None) -> MiaOutcome:
+@dataclass
+class DemoOutcome:
+    out_dir: Path
+    report: Path
+    results: dict
+
+
+def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome:
+    t0 = time.perf_counter()
     s = settings
-    snippets = stdlib_snippets(s.n_tokenizer_texts + s.n_members + s.n_nonmembers, seed=s.seed)
-    tok_texts = snippets[: s.n_tokenizer_texts]
-    members = snippets[s.n_tokenizer_texts : s.n_tokenizer_texts + s.n_members]
-    nonmembers = snippets[s.n_tokenizer_texts + s.n_members :]
-    data = out / "data"
-    for name, texts in (("members", members), ("nonmembers", nonmembers)):
-        lines = (json.dumps({"id": f"{name}-{i:04d}", "text": t}) for i, t in enumerate(texts))
-        write_text_atomic(data / f"{name}.jsonl", "\n".join(lines) + "\n")
-    write_text_atomic(out / "demo_settings.json", json.dumps(asdict(s), indent=2))
+    out = Path(out)
+    ledger_path = write_ledger(out / "canaries.jsonl", make_canaries(repetitions=s.repetitions, per_level=s.per_level, seed=s.seed))
+    train = TrainConfig(
+        corpus="stdlib", out=str(out / "model"), ledger=str(ledger_path), model_size=s.model_size, steps=s.steps,
+        batch_size=s.batch_size, seq_len=s.seq_len, lr=s.lr, vocab_size=s.vocab_size, corpus_chars=s.corpus_chars,
+        seed=s.seed, checkpoint_every=max(1, s.steps // 5),
+    )
+    model_dir = run_train(train, progress=progress)
+    model = load_causal_lm(model_dir)
+    canaries = read_ledger(model_dir / "ledger.jsonl")
+    ev = evaluate_canaries(model, canaries, n_candidates=s.n_candidates, cache_root=out / "cache", seed=s.seed, progress=progress)
 
-    train = TrainSettings(steps=s.steps, batch_size=s.batch_size, seq_len=s.seq_len, seed=s.seed)
-    on_step = (lambda step, loss: progress("training (steps)", step, s.steps)) if progress else None
-    model_dir = train_small_lm(
-        members,
-        out / "model",
-        size=s.size,
-        context=max(256, s.seq_len),
-        vocab_size=s.vocab_size,
-        tokenizer_texts=tok_texts,
-        settings=train,
-        on_step=on_step,
-    )
-    config = MiaConfig(
-        model=str(model_dir),
-        members=str(data / "members.jsonl"),
-        nonmembers=str(data / "nonmembers.jsonl"),
-        out=str(out / "mia"),
-        cache_dir=str(out / "cache"),
-        seed=s.seed,
-    )
-    return run_mia(config, progress=progress)
+    rows = ev["canaries"]
+    labels = np.array([r.canary.member for r in rows], dtype=int)
+    columns = {
+        **{f: [getattr(r.canary, f) for r in rows] for f in ("id", "pair_id", "template", "level", "member", "repetitions", "text", "secret")},
+        **{f: [getattr(r, f) for r in rows] for f in ("generated", "exact", "secret_found", "token_match", "exposure", "exposure_rank")},
+        **{name: v.tolist() for name, v in ev["attack_scores"].items()},
+    }
+    rs.begin_run(out)
+    rs.write_scores(out, columns)
+    results = {
+        **rs.run_header("demo", settings, {"target": model}),
+        "training": json.loads((model_dir / TRAIN_RECORD).read_text()),
+        "attacks": LAB_ATTACKS.split(","),
+        "summary": ev["summary"],
+        "metrics": ev["summary"]["mia"],
+        "roc": {name: dict(zip(("fpr", "tpr"), (a.tolist() for a in roc_curve(v, labels)[:2]))) for name, v in ev["attack_scores"].items()},
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
+    from .report import write_demo_report
+
+    report = write_demo_report(out, results, columns)
+    rs.write_results(out, results)
+    return DemoOutcome(out, report, results)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import results as rs
 from .attacks import AttackInputs, AttackSpec, parse_attacks
-from .cache import default_cache_root
+from .cache import resolve_cache_root
 from .config import MiaConfig
 from .data import Skipped, TextRecord, read_texts, text_hash
 from .errors import InputError
@@ -88,7 +88,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
             [r.text for r in inp.records],
             settings,
             lowercase=any("lowercase" in s.attack.needs for s in specs),
-            cache_root=None if config.no_cache else Path(config.cache_dir) if config.cache_dir else default_cache_root(),
+            cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
             token_ids=(inp.target_ids, inp.reference_ids),
             progress=progress,
         )
@@ -105,12 +105,8 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
     rs.write_scores(out, columns)
     target, reference = inp.target, inp.reference
     results = {
-        "schema_version": rs.SCHEMA_VERSION,
-        "command": "mia",
-        "config": config.to_dict(),
+        **rs.run_header("mia", config, {"target": target, "reference": reference}),
         "score_settings": {**settings.__dict__, "window": dict(zip(("max_length", "stride"), settings.window(target)))},
-        **rs.environment(),
-        "models": {"target": target.describe(), **({"reference": reference.describe()} if reference else {})},
         "reference_tokenizer_differs": bool(reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint),
         "data": {
             "members": {"path": config.members, "n": int((labels == 1).sum())},

@@ -50,6 +50,19 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def run_header(command: str, config, models: dict) -> dict[str, Any]:
+    """The part of results.json every command shares: schema, command, resolved config, environment, models."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "command": command,
+        "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+        **environment(),
+        "models": {role: m.describe() for role, m in models.items() if m is not None},
+        "warnings": [],
+        "notes": [],
+    }
+
+
 def begin_run(out_dir: str | Path) -> Path:
     """Create the run dir and retire a previous run's results.json, so a failure can't look finished."""
     out = Path(out_dir)

@@ -48,7 +48,7 @@ class TrainSettings:
     steps: int = 200
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup: int = 20
     weight_decay: float = 0.0
     seed: int = 0

@@ -42,7 +42,7 @@ class TrainConfig:
     steps: int = 300
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup: int = 20
     vocab_size: int = 4096
     context: int = 256
@@ -66,8 +66,10 @@ class TrainConfig:
         )
 
     def identity(self) -> str:
-        """Hash of everything that decides the weights (not where they are written)."""
-        return hashlib.sha256(json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of everything that decides the weights: the settings and the ledger's content, not paths."""
+        ledger = hashlib.sha256(Path(self.ledger).read_bytes()).hexdigest() if self.ledger else None
+        ident = {**asdict(self), "out": None, "ledger": ledger}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:

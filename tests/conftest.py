@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-# Every tool's cache and config dir goes under a folder the tests own, before anything imports them.
-_HOME = Path(tempfile.mkdtemp(prefix="memaudit-tests-"))
-for var, sub in (("MPLCONFIGDIR", "mpl"), ("HF_HOME", "hf"), ("SCIKIT_LEARN_DATA", "sklearn"), ("MEMAUDIT_CACHE", "cache"), ("RAY_TMPDIR", "ray")):
-    os.environ[var] = str(_HOME / sub)
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
+import pytest
 
-import pytest  # noqa: E402
-
-from memaudit.corpus import stdlib_snippets  # noqa: E402
-from memaudit.train import TrainSettings, train_bpe_tokenizer, train_small_lm  # noqa: E402
+from memaudit.corpus import stdlib_snippets
+from memaudit.train import TrainSettings, train_bpe_tokenizer, train_small_lm
 
 N = 100  # texts per set
 

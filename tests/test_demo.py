@@ -1,14 +1,39 @@
+"""`memaudit demo --quick` end to end: it must show memorization growing with repetitions."""
+
 import json
 
+import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from memaudit.cli import app
 
 
-def test_quick_demo_trains_audits_and_reports(tmp_path):
-    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    results = json.loads((tmp_path / "mia" / "results.json").read_text())
-    assert results["metrics"]["loss"]["auc"]["value"] > 0.8  # members were trained on for many epochs
-    assert (tmp_path / "mia" / "report.html").is_file() and (tmp_path / "model" / "model.safetensors").is_file()
-    assert str(tmp_path / "mia" / "report.html") in r.stdout.replace("\n", "")
+    return out, r
+
+
+def test_memorization_grows_with_repetitions(demo_run):
+    out, _ = demo_run
+    levels = json.loads((out / "results.json").read_text())["summary"]["by_level"]
+    low, high = levels[min(levels, key=int)], levels[max(levels, key=int)]
+    assert high["exact"] > low["exact"]
+    assert high["auc"]["loss"] > low["auc"]["loss"] and high["auc"]["loss"] >= 0.9
+    assert high["recognition"] > low["recognition"]
+    assert high["exposure"] > high["twins_exposure"] + 10  # bits
+
+
+def test_demo_writes_report_ledger_and_scores(demo_run):
+    out, r = demo_run
+    assert str(out / "report.html") in r.stdout.replace("\n", "")
+    html = (out / "report.html").read_text()
+    assert "Memorization grows with repetitions" in html and "<mark><b>" in html  # an extracted secret, highlighted
+    table = pq.read_table(out / "scores.parquet").to_pydict()
+    assert set(table["member"]) == {True, False} and "exposure" in table and "min_k_pp" in table
+    ledger = [json.loads(line) for line in (out / "model" / "ledger.jsonl").read_text().splitlines()]
+    assert all(len(c["insertions"]) == c["repetitions"] for c in ledger)
+    assert not any(c["insertions"] for c in ledger if not c["member"])

@@ -1,5 +1,7 @@
 """Self-contained HTML reports: figures are embedded as base64 PNG, so no network is needed to view one."""
 
+from .demo import write_demo_report
+from .extract import write_extract_report
 from .mia import write_mia_report
 
-__all__ = ["write_mia_report"]
+__all__ = ["write_demo_report", "write_extract_report", "write_mia_report"]

@@ -44,3 +44,21 @@ def histogram_figure(scores: np.ndarray, labels: np.ndarray, title: str) -> str:
     ax.set(title=title, xlabel="score (higher = more likely member)", ylabel="texts")
     ax.legend(fontsize=8)
     return to_data_uri(fig)
+
+
+def curves_figure(x: list, series: dict[str, list[float]], *, xlabel: str, ylabel: str, title: str = "", logx: bool = False) -> str:
+    """One line per series against a shared x (e.g. a rate per repetition count)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    numeric = all(isinstance(v, (int, float)) for v in x)
+    positions = x if numeric else list(range(len(x)))
+    for name, ys in series.items():
+        ax.plot(positions, ys, marker="o", label=name)
+    if logx and numeric:
+        ax.set_xscale("log", base=2)
+    if not numeric:
+        ax.set_xticks(positions, [str(v) for v in x], rotation=30)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return to_data_uri(fig)

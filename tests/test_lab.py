@@ -1,0 +1,182 @@
+"""The memorization lab: canaries, insertion, the resumable trainer, generation and extraction."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from memaudit.canaries import TEMPLATES, candidates, make_canaries, read_ledger, write_ledger
+from memaudit.errors import InputError
+from memaudit.extraction import compare, extraction_strength
+from memaudit.generation import greedy_generate
+from memaudit.insertion import Schedule, canary_tokens, plan_insertions
+from memaudit.lab import exposure, prompt_split
+from memaudit.models import load_causal_lm
+from memaudit.scoring import score_texts
+from memaudit.train import EOS, TrainSettings, train_small_lm
+from memaudit.trainer import TrainConfig, run_train
+
+
+def test_canaries_have_unique_prefixes_and_never_inserted_twins(tmp_path):
+    made = make_canaries(repetitions=(1, 4, 32), per_level=4, seed=3)
+    assert len({c.prefix for c in made}) == len(made)
+    for c in made:
+        assert c.text.startswith(c.prefix) and c.secret in c.text
+        twin = next(t for t in made if t.id == c.pair_id)
+        assert twin.template == c.template and twin.level == c.level and twin.member != c.member
+        assert (c.repetitions == c.level) if c.member else c.repetitions == 0
+    assert read_ledger(write_ledger(tmp_path / "l.jsonl", made)) == made
+    assert make_canaries(repetitions=(1, 4, 32), per_level=4, seed=3) == made  # seeded
+    pool = candidates(made[0], 20)
+    assert len(set(pool)) == 20 and made[0].text not in pool and all(p.startswith(made[0].prefix) for p in pool)
+
+
+def test_bad_ledgers_name_file_and_line(tmp_path):
+    good = make_canaries(repetitions=(1,), per_level=1)[0].to_json()
+    for lines, message in (([good, "{oops"], "malformed JSON"), ([good, '{"id": "x"}'], "ledger entry lacks")):
+        p = tmp_path / "bad.jsonl"
+        p.write_text("\n".join(lines) + "\n")
+        with pytest.raises(InputError, match=message) as e:
+            read_ledger(p)
+        assert e.value.line == 2
+    with pytest.raises(InputError, match="unknown position policy"):
+        make_canaries(policy="middle")
+
+
+def test_insertions_land_where_the_ledger_says(tokenizer):
+    made = make_canaries(repetitions=(3, 7), per_level=2, policy="early", seed=1)
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    tokens = canary_tokens(tokenizer, made, eos)
+    plan = plan_insertions(made, tokens, steps=30, batch_size=4, seq_len=64, seed=0)
+    by_id = {}
+    for ins in plan:
+        by_id.setdefault(ins.canary, []).append(ins)
+    assert {c.id: len(by_id.get(c.id, [])) for c in made} == {c.id: c.repetitions for c in made}
+    assert len({(i.step, i.row, i.offset) for i in plan}) == len(plan)
+    assert all(i.step < 10 for i in plan)  # "early": the first third of 30 steps
+    schedule = Schedule(np.arange(5000) % 700, steps=30, batch_size=4, seq_len=64, insertions=plan, tokens=tokens)
+    for ins in plan:
+        row = schedule.batch(ins.step)[ins.row].numpy()
+        body = tokens[ins.canary][1:-1]
+        np.testing.assert_array_equal(row[ins.offset : ins.offset + len(body)], body)
+        assert ins.stream_offset == (ins.step * 4 + ins.row) * 64 + ins.offset
+
+
+def test_canary_that_does_not_tokenize_is_refused(tokenizer):
+    c = make_canaries(repetitions=(1,), per_level=1)[0]
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="does not tokenize cleanly"):
+        canary_tokens(tokenizer, [replace(c, text="x")], 0)
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    ledger = write_ledger(tmp_path / "l.jsonl", make_canaries(repetitions=(2, 5), per_level=2))
+    common = dict(corpus="stdlib", ledger=str(ledger), model_size="micro", steps=12, batch_size=4, seq_len=64,
+                  corpus_chars=20_000, vocab_size=512, context=64, checkpoint_every=4)
+    straight = run_train(TrainConfig(out=str(tmp_path / "a"), **common))
+
+    class Killed(Exception):
+        pass
+
+    def die_at_7(stage, done, total, note=""):
+        if done == 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_train(TrainConfig(out=str(tmp_path / "b"), **common), progress=die_at_7)
+    assert not (tmp_path / "b" / "memaudit_train.json").exists()
+    assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-0000004"]
+    resumed = run_train(TrainConfig(out=str(tmp_path / "b"), **common))
+    assert json.loads((resumed / "memaudit_train.json").read_text())["resumed_from_step"] == 4
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ledger_out = read_ledger(resumed / "ledger.jsonl")
+    assert all(len(c.insertions) == c.repetitions for c in ledger_out)
+
+    with pytest.raises(InputError, match="another config"):
+        run_train(TrainConfig(out=str(tmp_path / "b"), **{**common, "steps": 13}))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"steps": 0}, "steps must be >= 1"), ({"model_size": "huge"}, "unknown model size"), ({"seq_len": 512}, "exceeds the model context")],
+)
+def test_bad_train_settings(overrides, message, tmp_path):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(corpus="stdlib", out=str(tmp_path), **overrides)
+
+
+def test_empty_corpus_is_refused(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("   \n")
+    with pytest.raises(InputError, match="no valid texts|holds no text"):
+        run_train(TrainConfig(corpus=str(tmp_path / "docs"), out=str(tmp_path / "m"), steps=1))
+
+
+@pytest.fixture(scope="module")
+def repeated_model(snippets, tokenizer, tmp_path_factory):
+    """A micro model whose corpus holds one text 50 times among 100 texts seen once."""
+    text = snippets["members"][0]
+    corpus = [text] * 50 + snippets["nonmembers"]
+    path = train_small_lm(corpus, tmp_path_factory.mktemp("rep") / "m", tokenizer=tokenizer,
+                          settings=TrainSettings(steps=400, batch_size=16, seq_len=128, lr=3e-3))
+    return load_causal_lm(path), text
+
+
+def test_text_seen_50_times_is_extracted_unseen_is_not(repeated_model, snippets):
+    model, seen = repeated_model
+    unseen = snippets["nonmembers2"][:5]
+    ids = model.encode([seen, *unseen])
+    generated = greedy_generate(model, [t[:8] for t in ids], 16)
+    results = [compare(g, t[8:24]) for g, t in zip(generated, ids)]
+    assert results[0].exact
+    assert not any(r.exact for r in results[1:]) and max(r.token_match for r in results[1:]) < 0.5
+
+
+def naive_greedy(model, prompt, n):
+    ids = list(prompt)
+    for _ in range(n):
+        with torch.no_grad():
+            logits = model.model(input_ids=torch.tensor([ids])).logits  # no cache, no batch
+        ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def test_batched_cached_generation_equals_a_plain_loop(repeated_model, snippets):
+    model, seen = repeated_model
+    texts = [seen, *snippets["members"][1:6], *snippets["nonmembers2"][:6]]
+    prompts = [t[: 3 + i] for i, t in enumerate(model.encode(texts))]  # lengths differ: left padding
+    assert greedy_generate(model, prompts, 12, batch_size=5) == [naive_greedy(model, p, 12) for p in prompts]
+
+
+def test_extraction_strength_equals_brute_force(repeated_model, snippets):
+    model, seen = repeated_model
+    texts = [seen, snippets["nonmembers2"][0][:60]]
+    scores, _ = score_texts(model, texts)
+    for text, strength in zip(texts, extraction_strength(scores)):
+        ids = model.encode([text])[0]
+        n = len(ids)
+        k_star = next((k for k in range(1, n) if naive_greedy(model, ids[:k], n - k) == ids[k:]), n)
+        assert strength == pytest.approx(1 - k_star / n if k_star < n else 0.0)
+    assert extraction_strength(scores)[0] > 0.5
+
+
+def test_prompt_split_cuts_at_the_prefix(tokenizer):
+    for c in make_canaries(repetitions=(1,), per_level=4):
+        prompt, rest = prompt_split(tokenizer, c)
+        assert tokenizer.decode(prompt + rest) == c.text
+        assert c.prefix.startswith(tokenizer.decode(prompt)) and c.secret in tokenizer.decode(rest)
+
+
+def test_exposure_of_a_memorized_secret_is_high():
+    rng = np.random.default_rng(0)
+    cands = rng.normal(50, 5, 500)
+    high, rank_high = exposure(10.0, cands, TEMPLATES["api_key"].bits)
+    low, rank_low = exposure(50.0, cands, TEMPLATES["api_key"].bits)
+    assert rank_high == 1 and high > 20 and 0.5 < low < 1.5 and 200 < rank_low < 300
+    assert exposure(-1e9, cands, 32.0)[0] == 32.0  # capped at log2 |R|
