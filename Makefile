@@ -31,6 +31,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mia.py
+	$(PY) benchmarks/bench_lab.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -342,7 +342,7 @@ def demo(
 
 def _print_demo_summary(results: dict) -> None:
     table = Table(title="What the model kept of its canaries (members vs never-seen twins)")
-    for col in ("repetitions", "extracted", "recognition", "exposure (bits)", "twins' exposure", "MIA AUC (loss)"):
+    for col in ("reps", "extracted", "recognized", "exposure", "twins' exp.", "AUC (loss)"):
         table.add_column(col, justify="right")
     for level, r in results["summary"]["by_level"].items():
         table.add_row(

@@ -55,6 +55,8 @@ def curves_figure(x: list, series: dict[str, list[float]], *, xlabel: str, ylabe
         ax.plot(positions, ys, marker="o", label=name)
     if logx and numeric:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(positions, [f"{v:g}" for v in positions])  # 1, 4, 16 rather than 2^0, 2^2, 2^4
+        ax.minorticks_off()
     if not numeric:
         ax.set_xticks(positions, [str(v) for v in x], rotation=30)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
