@@ -78,16 +78,18 @@ class StageBars:
         self.tasks: dict[str, int] = {}
 
     def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
+        if not self.tasks:  # shown from the first report on: a run that fails early prints nothing here
+            self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
         self.progress.update(self.tasks[stage], completed=done, total=total, note=note)
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.tasks:
+            self.progress.stop()
 
 
 @app.command()
@@ -280,7 +282,7 @@ def train(
     vocab_size: int = typer.Option(4096, "--vocab-size", help="BPE vocabulary size (trained on the corpus)."),
     corpus_chars: Optional[int] = typer.Option(None, "--corpus-chars", help="Use only the first documents up to this many characters."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Steps between checkpoints (0: none)."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", help="Continue training this model dir instead of a fresh model."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Continue training this model dir (its tokenizer and size are kept)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and insertion places."),
 ):
     """Train a GPT-2-style model from scratch with canaries inserted at known counts and times.

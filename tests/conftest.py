@@ -38,14 +38,14 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def target_dir(snippets, tokenizer, workdir) -> Path:
     """A micro GPT-2 trained for ~25 epochs on the member texts."""
-    settings = TrainSettings(steps=200, batch_size=16, seq_len=64, seed=0)
+    settings = TrainSettings(steps=200, batch_size=16, seq_len=64, lr=3e-3, seed=0)
     return train_small_lm(snippets["members"], workdir / "target", tokenizer=tokenizer, settings=settings)
 
 
 @pytest.fixture(scope="session")
 def reference_dir(snippets, workdir) -> Path:
     """A reference model on other text of the same source, with its own tokenizer."""
-    settings = TrainSettings(steps=60, batch_size=16, seq_len=64, seed=1)
+    settings = TrainSettings(steps=60, batch_size=16, seq_len=64, lr=3e-3, seed=1)
     return train_small_lm(
         snippets["reference_corpus"], workdir / "reference", vocab_size=768, tokenizer_texts=snippets["tokenizer"], settings=settings
     )

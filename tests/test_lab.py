@@ -180,3 +180,62 @@ def test_exposure_of_a_memorized_secret_is_high():
     low, rank_low = exposure(50.0, cands, TEMPLATES["api_key"].bits)
     assert rank_high == 1 and high > 20 and 0.5 < low < 1.5 and 200 < rank_low < 300
     assert exposure(-1e9, cands, 32.0)[0] == 32.0  # capped at log2 |R|
+
+
+def test_extract_command_groups_and_reports(repeated_model, snippets, tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    model, seen = repeated_model
+    rows = [{"id": "seen", "text": seen, "repetitions": 50}] + [
+        {"id": f"u{i}", "text": t, "repetitions": 0} for i, t in enumerate(snippets["nonmembers2"][:6])
+    ]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "8", "-m", "16",
+                            "--group-by", "repetitions", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["rates"]["by_group"]["50"]["exact"]["value"] == 1.0 and res["rates"]["by_group"]["0"]["exact"]["value"] == 0.0
+    assert res["rates"]["overall"]["n"] == 7 and "<mark>" in (tmp_path / "run" / "report.html").read_text()
+
+    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "20", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "d.jsonl:1: text has 59 tokens; prefix + suffix = 120 needed" in r.stderr
+    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "100"])
+    assert r.exit_code == 2 and "exceeds the model's context of 128" in r.stderr
+    assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_canaries_make_and_train_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    runner = CliRunner()
+    ledger = tmp_path / "c.jsonl"
+    r = runner.invoke(app, ["canaries", "make", "--out", str(ledger), "--repetitions", "1,3", "--per-level", "2"])
+    assert r.exit_code == 0 and "4 canaries + 4 twins" in r.stdout
+    r = runner.invoke(app, ["train", "--ledger", str(ledger), "--out", str(tmp_path / "m"), "--model-size", "micro", "--steps", "10",
+                            "--batch-size", "4", "--seq-len", "64", "--corpus-chars", "20000", "--vocab-size", "512"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m" / "model.safetensors").is_file() and len(read_ledger(tmp_path / "m" / "ledger.jsonl")) == 8
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "z"), "--steps", "0"])
+    assert r.exit_code == 2 and "steps must be >= 1" in r.stderr
+    r = runner.invoke(app, ["canaries", "make", "--repetitions", "1,x"])
+    assert r.exit_code == 2 and "comma list of integers" in r.stderr
+
+
+def test_init_from_continues_an_existing_model(tmp_path, snippets):
+    from safetensors.torch import load_file
+
+    ledger = write_ledger(tmp_path / "l.jsonl", make_canaries(repetitions=(1,), per_level=1))
+    common = dict(model_size="micro", batch_size=4, seq_len=64, vocab_size=512, context=64, checkpoint_every=0)
+    first = run_train(TrainConfig(corpus="stdlib", out=str(tmp_path / "a"), ledger=str(ledger), steps=4, corpus_chars=20_000, **common))
+    docs = tmp_path / "new.txt"
+    docs.write_text("\n".join(snippets["nonmembers2"][:40]))
+    second = run_train(TrainConfig(corpus=str(docs), out=str(tmp_path / "b"), init_from=str(first), steps=3, **common))
+    assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
