@@ -284,6 +284,7 @@ def train(
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Steps between checkpoints (0: none)."),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="Continue training this model dir (its tokenizer and size are kept)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order and insertion places."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, ...; training is float32."),
 ):
     """Train a GPT-2-style model from scratch with canaries inserted at known counts and times.
 
@@ -296,6 +297,7 @@ def train(
     cfg = TrainConfig(
         corpus=corpus, out=out, ledger=ledger, model_size=model_size, steps=steps, batch_size=batch_size, seq_len=seq_len,
         lr=lr, vocab_size=vocab_size, corpus_chars=corpus_chars, checkpoint_every=checkpoint_every, init_from=init_from, seed=seed,
+        device=device,
     )
     with StageBars() as bars:
         path = run_train(cfg, progress=bars)

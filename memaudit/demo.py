@@ -10,6 +10,7 @@ how each grows with repetitions.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from .canaries import make_canaries, read_ledger, write_ledger
 from .lab import LAB_ATTACKS, evaluate_canaries
 from .metrics import roc_curve
 from .models.hf import load_causal_lm
-from .trainer import TRAIN_RECORD, TrainConfig, run_train
+from .trainer import TRAIN_RECORD, TrainConfig, run_train, stored_identity
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
         batch_size=s.batch_size, seq_len=s.seq_len, lr=s.lr, vocab_size=s.vocab_size, corpus_chars=s.corpus_chars,
         seed=s.seed, checkpoint_every=max(1, s.steps // 5),
     )
+    if stored_identity(train.out) not in (None, train.identity()):
+        shutil.rmtree(train.out)  # the demo owns its out dir: a model of other settings is retrained
     model_dir = run_train(train, progress=progress)
     model = load_causal_lm(model_dir)
     canaries = read_ledger(model_dir / "ledger.jsonl")

@@ -141,10 +141,11 @@ def fit(
     after each step; ``checkpoint(step)`` every ``checkpoint_every`` steps.
     """
     optimizer = optimizer or make_optimizer(model, settings)
+    device = next(model.parameters()).device
     model.train()
     losses = []
     for step in range(start_step, settings.steps):
-        batch = batch_at(step)  # (B, T)
+        batch = batch_at(step).to(device)  # (B, T)
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * _lr_factor(step, settings)
         loss = model(input_ids=batch, labels=batch).loss  # the model shifts labels: T - 1 targets a row

@@ -25,6 +25,7 @@ from .canaries import read_ledger, with_insertions, write_ledger
 from .corpus import load_corpus
 from .errors import InputError
 from .insertion import Schedule, canary_tokens, plan_insertions
+from .models.hf import LoadOptions
 from .train import EOS, SIZES, TrainSettings, build_model, fit, make_optimizer, token_stream, train_bpe_tokenizer
 
 TRAIN_RECORD = "memaudit_train.json"
@@ -50,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     init_from: str | None = None
+    device: str = "auto"  # auto: CUDA when present; training is always float32
 
     def __post_init__(self):
         if self.model_size not in SIZES:
@@ -81,6 +83,7 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     docs = load_corpus(config.corpus, max_chars=config.corpus_chars, seed=config.seed)
     t0 = time.perf_counter()
     tokenizer, model = _tokenizer_and_model(config, out, docs)
+    model.to(LoadOptions(device=config.device).resolve_device())
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     tokens = canary_tokens(tokenizer, [c for c in canaries if c.member], eos_id)
     plan = plan_insertions(
@@ -131,16 +134,24 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         "seconds_this_session": time.perf_counter() - t0,
     }
     write_text_atomic(out / TRAIN_RECORD, json.dumps(rs._jsonable(record), indent=2) + "\n")
-    for old in out.glob("checkpoint-*"):
+    for old in [*out.glob("checkpoint-*"), *out.glob(".checkpoint-*.tmp")]:
         shutil.rmtree(old, ignore_errors=True)
     return out
 
 
+def stored_identity(out: str | Path) -> str | None:
+    """The config identity of the (finished or checkpointed) run in ``out``, if any."""
+    out = Path(out)
+    if (out / TRAIN_RECORD).is_file():
+        return json.loads((out / TRAIN_RECORD).read_text()).get("identity")
+    found = _checkpoints(out)
+    return json.loads((found[-1][1] / "state.json").read_text())["identity"] if found else None
+
+
 def _finished(out: Path, config: TrainConfig) -> bool:
-    record = out / TRAIN_RECORD
-    if not record.is_file():
+    if not (out / TRAIN_RECORD).is_file():
         return False
-    if json.loads(record.read_text()).get("identity") != config.identity():
+    if stored_identity(out) != config.identity():
         raise InputError(f"{out} holds a finished training run with another config; choose another --out")
     return True
 
@@ -150,7 +161,7 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str]):
     if config.init_from:
         from .models.hf import load_causal_lm
 
-        base = load_causal_lm(config.init_from, options=None)
+        base = load_causal_lm(config.init_from, LoadOptions(dtype="float32", device=config.device))
         model, tokenizer = base.model.float().train(), base.tokenizer
         return tokenizer, model
     if (out / "tokenizer.json").is_file():
@@ -202,7 +213,7 @@ def _resume(out: Path, config: TrainConfig, model, optimizer) -> int:
     if not found:
         return 0
     step, d = found[-1]
-    if json.loads((d / "state.json").read_text())["identity"] != config.identity():
+    if stored_identity(out) != config.identity():
         raise InputError(f"{out} holds checkpoints of a run with another config; choose another --out")
     load_model(model, str(d / "model.safetensors"))
     state: dict[int, dict] = {}
