@@ -226,6 +226,53 @@ def _print_rates_table(rates: dict, group_by: str | None) -> None:
     out_console.print(table)
 
 
+@app.command("dataset-inference")
+@reports_errors
+def dataset_inference(
+    model: Optional[str] = typer.Option(None, "--model", help="Model dir (local, safetensors)."),
+    suspect: Optional[str] = typer.Option(None, "--suspect", help="The texts suspected to have been trained on."),
+    validation: Optional[str] = typer.Option(None, "--validation", help="Comparable texts surely not trained on."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Reference model dir: adds the reference feature."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory [default: runs/dataset-inference]."),
+    config: Optional[str] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags override it."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Claim 'trained on' when p < alpha [default: 0.1]."),
+    n_splits: Optional[int] = typer.Option(None, "--splits", help="Seeded half/half splits; the median p-value is reported [default: 10]."),
+    false_positive_check: Optional[bool] = typer.Option(None, "--false-positive-check", help="Also test two halves of the validation set against each other, repeatedly."),
+    fp_repeats: Optional[int] = typer.Option(None, "--fp-repeats", help="Repeats of the false-positive check [default: 50]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the splits [default: 0]."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16, float16."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, ..."),
+    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code", help="Allow a model's own code to run."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Score cache root."),
+    no_cache: Optional[bool] = typer.Option(None, "--no-cache", help="Keep no scores on disk."),
+    skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help="Skip invalid records instead of stopping."),
+    no_report: Optional[bool] = typer.Option(None, "--no-report", help="Skip report.html."),
+):
+    """Dataset inference (Maini et al. 2024): was this set of texts trained on? Answers with a p-value.
+
+    Combines many membership features with a classifier fitted on half of each set and a
+    one-sided Welch t-test on the other halves; needs at least 10 texts in each set.
+    """
+    from .config import DatasetInferenceConfig, resolve_config
+    from .dataset_inference import run_dataset_inference
+
+    cfg = resolve_config(
+        DatasetInferenceConfig, config_file=config, model=model, suspect=suspect, validation=validation, reference=reference,
+        out=out, alpha=alpha, n_splits=n_splits, false_positive_check=false_positive_check, fp_repeats=fp_repeats, seed=seed,
+        dtype=dtype, device=device, trust_remote_code=trust_remote_code, cache_dir=cache_dir, no_cache=no_cache,
+        skip_invalid=skip_invalid, report=None if no_report is None else not no_report,
+    )
+    with StageBars() as bars:
+        results = run_dataset_inference(cfg, progress=bars)
+    out_console.print(f"p-value {results['p_value']:.3g}: {results['verdict']}")
+    check = results["false_positive_check"]
+    if check:
+        out_console.print(f"false-positive check: {100 * check['share_below_alpha']:.0f}% of {len(check['p_values'])} runs had p < {cfg.alpha:g}")
+    for w in results["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+    out_console.print(f"results: {Path(cfg.out) / 'results.json'}")
+
+
 canaries_app = typer.Typer(no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger.")
 app.add_typer(canaries_app, name="canaries")
 

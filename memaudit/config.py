@@ -118,3 +118,35 @@ class ExtractConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetInferenceConfig:
+    """Settings of ``memaudit dataset-inference``; see its ``--help``."""
+
+    model: str
+    suspect: str
+    validation: str
+    reference: str | None = None
+    out: str = "runs/dataset-inference"
+    alpha: float = 0.1
+    n_splits: int = 10
+    false_positive_check: bool = False
+    fp_repeats: int = 50
+    seed: int = 0
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    cache_dir: str | None = None
+    no_cache: bool = False
+    skip_invalid: bool = False
+    report: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.alpha < 1:
+            raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.n_splits < 1 or self.fp_repeats < 1:
+            raise InputError("n_splits and fp_repeats must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

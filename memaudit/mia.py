@@ -51,7 +51,7 @@ def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec],
 
 
 @dataclass
-class _Inputs:
+class PreparedSets:
     """Everything checked and loaded before a single output file is touched."""
 
     records: list[TextRecord]
@@ -69,7 +69,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
     Every input is checked before anything is written: a bad input raises and leaves no
     ``results.json`` behind.
     """
-    timings = _Timings()
+    timings = Timings()
     specs, notes = select_attacks(config.attacks, has_reference=config.reference is not None)
     settings = ScoreSettings(
         max_length=config.max_length,
@@ -79,7 +79,14 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         shard_texts=config.shard_texts,
     )
     with timings("prepare"):
-        inp = _prepare(config, needs_reference=any("reference" in s.attack.needs for s in specs))
+        inp = prepare_sets(
+            config.members,
+            config.nonmembers,
+            model=config.model,
+            reference=config.reference if any("reference" in s.attack.needs for s in specs) else None,
+            options=LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code),
+            skip_invalid=config.skip_invalid,
+        )
         settings.window(inp.target)  # a bad window setting fails here, before any work
     with timings("scoring"):
         views, view_stats = score_views(
@@ -129,20 +136,33 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
     return MiaOutcome(out, results, inp.warnings)
 
 
-def _prepare(config: MiaConfig, *, needs_reference: bool) -> _Inputs:
-    members = read_texts(config.members, label=1, skip_invalid=config.skip_invalid)
-    nonmembers = read_texts(config.nonmembers, label=0, skip_invalid=config.skip_invalid)
-    options = LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code)
-    target = load_causal_lm(config.model, options)
-    reference = load_causal_lm(config.reference, options) if needs_reference else None
-    records = members.records + nonmembers.records
-    records, target_ids, ref_ids, short = _tokenize_and_check(target, reference, records, config.skip_invalid)
-    _check_both_labels(records, config)
-    warnings = _overlap_warnings(members.records, nonmembers.records)
-    return _Inputs(records, members.skipped + nonmembers.skipped + short, warnings, target, reference, target_ids, ref_ids)
+def prepare_sets(
+    positives: str,
+    negatives: str,
+    *,
+    model: str,
+    reference: str | None,
+    options: LoadOptions,
+    skip_invalid: bool,
+    names: tuple[str, str] = ("members", "non-members"),
+) -> PreparedSets:
+    """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
+
+    Everything that can be wrong with the input fails here, before any output is written.
+    """
+    pos = read_texts(positives, label=1, skip_invalid=skip_invalid)
+    neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
+    target = load_causal_lm(model, options)
+    ref = load_causal_lm(reference, options) if reference else None
+    records, target_ids, ref_ids, short = tokenize_and_check(target, ref, pos.records + neg.records, skip_invalid)
+    for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):
+        if not any(r.label == label for r in records):
+            raise InputError(f"no valid {name} left to score", path=path)
+    warnings = overlap_warnings(pos.records, neg.records, names)
+    return PreparedSets(records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids)
 
 
-class _Timings:
+class Timings:
     """``with timings("stage"):`` adds the stage's wall time; ``total`` covers them all."""
 
     def __init__(self):
@@ -193,14 +213,14 @@ def score_views(
     return AttackInputs(list(texts), **views), view_stats
 
 
-def _overlap_warnings(members: list[TextRecord], nonmembers: list[TextRecord]) -> list[str]:
-    shared = {text_hash(r.text) for r in members} & {text_hash(r.text) for r in nonmembers}
+def overlap_warnings(first: list[TextRecord], second: list[TextRecord], names=("members", "non-members")) -> list[str]:
+    shared = {text_hash(r.text) for r in first} & {text_hash(r.text) for r in second}
     if not shared:
         return []
-    return [f"{len(shared)} text(s) appear among both members and non-members"]
+    return [f"{len(shared)} text(s) appear among both {names[0]} and {names[1]}"]
 
 
-def _tokenize_and_check(target, reference, records, skip_invalid):
+def tokenize_and_check(target, reference, records, skip_invalid):
     """Token ids under each model; a text with fewer than 2 tokens has nothing to score."""
     models = [("target", target)] + ([("reference", reference)] if reference is not None else [])
     ids = {name: m.encode([r.text for r in records]) for name, m in models}
@@ -216,12 +236,6 @@ def _tokenize_and_check(target, reference, records, skip_invalid):
         skipped.append(Skipped(r.path or r.id, r.line, reason))
     pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
     return pick(records), pick(ids["target"]), pick(ids["reference"]) if reference is not None else None, skipped
-
-
-def _check_both_labels(records, config):
-    for label, name, path in ((1, "members", config.members), (0, "non-members", config.nonmembers)):
-        if not any(r.label == label for r in records):
-            raise InputError(f"no valid {name} left to score", path=path)
 
 
 def _score_columns(records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]) -> dict[str, list]:

@@ -1,7 +1,8 @@
 """Self-contained HTML reports: figures are embedded as base64 PNG, so no network is needed to view one."""
 
+from .dataset_inference import write_dataset_inference_report
 from .demo import write_demo_report
 from .extract import write_extract_report
 from .mia import write_mia_report
 
-__all__ = ["write_demo_report", "write_extract_report", "write_mia_report"]
+__all__ = ["write_dataset_inference_report", "write_demo_report", "write_extract_report", "write_mia_report"]
