@@ -21,6 +21,7 @@ from .atomic import write_text_atomic
 from .errors import InputError
 
 POLICIES = ("uniform", "early", "late")
+TRAP = "trap"  # the template name of copyright traps (memaudit.traps): no prefix, the whole text is the secret
 DEFAULT_REPETITIONS = (1, 2, 4, 8, 16, 32)
 
 # Short, common, distinct words for names and passphrases (about 8 bits a word).
@@ -100,7 +101,8 @@ class Canary:
     level: int  # the repetition count of the pair: members and twins are grouped by it
     policy: str
     member: bool
-    insertions: list[dict] = field(default_factory=list)  # filled by the trainer
+    insertions: list[dict] = field(default_factory=list)  # filled by the trainer (or trap injection)
+    meta: dict = field(default_factory=dict)  # e.g. a trap's length, perplexity and bucket
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -181,7 +183,7 @@ def read_ledger(path: str | Path) -> list[Canary]:
     if not p.is_file():
         raise InputError("ledger not found", path=str(p))
     names = {f.name for f in Canary.__dataclass_fields__.values()}
-    required = names - {"insertions"}
+    required = names - {"insertions", "meta"}
     out = []
     for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
@@ -194,7 +196,7 @@ def read_ledger(path: str | Path) -> list[Canary]:
         if missing:
             raise InputError(f"ledger entry lacks {', '.join(sorted(missing))}", path=str(p), line=lineno)
         c = Canary(**{k: v for k, v in obj.items() if k in names})
-        if c.template not in TEMPLATES:
+        if c.template not in TEMPLATES and c.template != TRAP:
             raise InputError(f"unknown template '{c.template}'", path=str(p), line=lineno)
         if not c.text.startswith(c.prefix) or c.secret not in c.text[len(c.prefix):]:
             raise InputError("text does not start with its prefix followed by its secret", path=str(p), line=lineno)

@@ -273,6 +273,91 @@ def dataset_inference(
     out_console.print(f"results: {Path(cfg.out) / 'results.json'}")
 
 
+traps_app = typer.Typer(no_args_is_help=True, help="Copyright traps: make, inject into documents, detect in a model.")
+app.add_typer(traps_app, name="traps")
+
+
+@traps_app.command("make")
+@reports_errors
+def traps_make(
+    reference: str = typer.Option(..., "--reference", help="Reference model dir to sample traps from."),
+    out: str = typer.Option("traps.jsonl", "--out", help="The trap ledger to write."),
+    lengths: str = typer.Option("25,50,100", "--lengths", help="Trap lengths in reference tokens."),
+    per_bucket: int = typer.Option(4, "--per-bucket", help="Traps per length and perplexity bucket (plus as many controls)."),
+    buckets: int = typer.Option(3, "--buckets", help="Perplexity buckets (quantiles of the sampled pool)."),
+    pool_factor: int = typer.Option(10, "--pool-factor", help="Sequences sampled per trap needed (raise it when too few are distinct)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling."),
+):
+    """Sample trap sequences from a reference LM, bucket them by perplexity, keep distinct ones.
+
+    Each bucket gets --per-bucket traps to inject and as many controls that are never injected.
+    """
+    from .canaries import write_ledger
+    from .models.hf import load_causal_lm
+    from .traps import make_traps
+
+    with StageBars() as bars:
+        made = make_traps(load_causal_lm(reference), lengths=_int_list(lengths, "--lengths"), per_bucket=per_bucket,
+                          n_buckets=buckets, pool_factor=pool_factor, seed=seed, progress=bars)
+    write_ledger(out, made)
+    out_console.print(f"{sum(t.member for t in made)} traps + {sum(not t.member for t in made)} controls -> {out}")
+
+
+@traps_app.command("inject")
+@reports_errors
+def traps_inject(
+    ledger: str = typer.Option(..., "--ledger", help="Trap ledger from `memaudit traps make`."),
+    docs: str = typer.Option(..., "--docs", help="Documents: 'stdlib', a folder, .jsonl, .txt or .parquet."),
+    out: str = typer.Option(..., "--out", help="The injected corpus to write (.jsonl); the originals are untouched."),
+    repetitions: str = typer.Option("1,10,100", "--repetitions", help="Copies per trap, rotated over the traps of each bucket."),
+    corpus_chars: Optional[int] = typer.Option(None, "--corpus-chars", help="Use only the first documents up to this many characters."),
+    seed: int = typer.Option(0, "--seed", help="Seed of documents and positions."),
+):
+    """Put one trap per document, repeated n times at line (or word) starts, and record every offset.
+
+    Writes the corpus as JSONL (feed it to `memaudit train --corpus`) and the ledger with
+    each copy's document and character offset next to it (<out>.ledger.jsonl).
+    """
+    import json as _json
+
+    from .atomic import write_text_atomic
+    from .canaries import read_ledger, write_ledger
+    from .corpus import load_corpus
+    from .traps import inject_traps
+
+    documents = [(f"doc-{i:05d}", d) for i, d in enumerate(load_corpus(docs, max_chars=corpus_chars, seed=seed))]
+    new_docs, traps = inject_traps(read_ledger(ledger), documents, repetitions=_int_list(repetitions, "--repetitions"), seed=seed)
+    write_text_atomic(out, "".join(_json.dumps({"id": i, "text": t}) + "\n" for i, t in new_docs))
+    ledger_out = write_ledger(Path(out).with_suffix(".ledger.jsonl"), traps)
+    out_console.print(f"{len(new_docs)} documents -> {out}; ledger with offsets -> {ledger_out}")
+
+
+@traps_app.command("detect")
+@reports_errors
+def traps_detect(
+    model: str = typer.Option(..., "--model", help="The model suspected of training on the documents."),
+    reference: str = typer.Option(..., "--reference", help="A reference model that surely did not (e.g. the one traps came from)."),
+    ledger: str = typer.Option(..., "--ledger", help="The ledger `memaudit traps inject` wrote."),
+    out: str = typer.Option("runs/traps", "--out", help="Run directory."),
+    cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Score cache root."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+):
+    """Detect injected traps: AUC of traps vs controls per length x repetitions x perplexity bucket."""
+    from .cache import resolve_cache_root
+    from .traps import run_traps_detect
+
+    with StageBars() as bars:
+        results = run_traps_detect(model=model, reference=reference, ledger=ledger, out=out,
+                                   cache_root=resolve_cache_root(cache_dir, False), seed=seed, progress=bars)
+    table = Table(title="Trap detection, buckets pooled (AUC)")
+    for col in ("length", "repetitions", *results["attacks"]):
+        table.add_column(col, justify="right")
+    for c in results["pooled_grid"]:
+        table.add_row(str(c["length"]), str(c["repetitions"]), *(f"{c[a]['value']:.2f}" for a in results["attacks"]))
+    out_console.print(table)
+    out_console.print(f"report: {Path(out) / 'report.html'}")
+
+
 canaries_app = typer.Typer(no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger.")
 app.add_typer(canaries_app, name="canaries")
 

@@ -62,7 +62,27 @@ def greedy_generate(
     return out
 
 
-def _generate_batch(model, prompts, max_new_tokens: int) -> list[list[int]]:
+@torch.no_grad()
+def sample(model, prompt: Sequence[int], n: int, length: int, *, temperature: float, seed: int, batch_size: int = 64) -> list[list[int]]:
+    """``n`` sampled continuations of ``length`` tokens of one prompt, at a temperature, seeded."""
+    if temperature <= 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        out.extend(_generate_batch(model, [prompt] * rows, length, temperature=temperature, generator=gen))
+    return out
+
+
+def _next_token(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _generate_batch(model, prompts, max_new_tokens: int, *, temperature: float = 0.0, generator=None) -> list[list[int]]:
     lm, device = model.model, model.device
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, P), left-padded
@@ -74,14 +94,14 @@ def _generate_batch(model, prompts, max_new_tokens: int) -> list[list[int]]:
     positions = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, P): each row counts its own tokens
     cache = _cache_name(lm)
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    token = out.logits[:, -1].argmax(-1)  # (B,)
+    token = _next_token(out.logits[:, -1], temperature, generator)  # (B,)
     tokens = [token]
     for _ in range(max_new_tokens - 1):
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
         positions = positions[:, -1:] + 1  # (B, 1)
         past = {cache: getattr(out, cache)}
         out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True, **past)
-        token = out.logits[:, -1].argmax(-1)
+        token = _next_token(out.logits[:, -1], temperature, generator)
         tokens.append(token)
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
 

@@ -1,0 +1,101 @@
+"""Copyright traps end to end: make from a reference, inject, train, detect."""
+
+import json
+import re
+
+import pytest
+
+from memaudit.canaries import read_ledger, write_ledger
+from memaudit.corpus import stdlib_snippets
+from memaudit.errors import InputError
+from memaudit.models import load_causal_lm
+from memaudit.traps import inject_traps, jaccard, make_traps, run_traps_detect
+from memaudit.trainer import TrainConfig, run_train
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    return load_causal_lm(reference_dir)
+
+
+@pytest.fixture(scope="module")
+def traps(reference):
+    return make_traps(reference, lengths=(20, 30), per_bucket=4, n_buckets=2, pool_factor=30, seed=0)
+
+
+def test_traps_are_distinct_bucketed_and_paired(traps, reference):
+    assert len(traps) == 32 and sum(t.member for t in traps) == 16
+    for t in traps:
+        ids = reference.tokenizer(t.text, verbose=False)["input_ids"]
+        assert len(ids) == t.meta["length"]  # survives decode / re-encode at its length
+        lo, hi = t.meta["bucket_edges"][t.meta["bucket"]], t.meta["bucket_edges"][t.meta["bucket"] + 1]
+        assert lo <= t.meta["perplexity"] <= hi
+        twin = next(c for c in traps if c.id == t.pair_id)
+        assert twin.member != t.member and twin.meta["bucket"] == t.meta["bucket"] and twin.meta["length"] == t.meta["length"]
+    same_length = [t for t in traps if t.meta["length"] == 20]
+    tok = reference.tokenizer
+    for i, a in enumerate(same_length):
+        for b in same_length[i + 1 :]:
+            if a.meta["bucket"] == b.meta["bucket"]:
+                assert jaccard(tok(a.text)["input_ids"], tok(b.text)["input_ids"]) <= 0.2
+
+
+@pytest.fixture(scope="module")
+def injected(traps):
+    docs = [(f"d{i}", d) for i, d in enumerate(stdlib_snippets(200, chars=600, seed=7))]
+    new_docs, placed = inject_traps(traps, docs, repetitions=(1, 100), seed=0)
+    return docs, new_docs, placed
+
+
+def test_offsets_point_at_the_trap_and_never_split_a_word_or_line(injected):
+    docs, new_docs, placed = injected
+    text_of = dict(new_docs)
+    originals = dict(docs)
+    for t in placed:
+        if not t.member:
+            assert t.repetitions == 0 and not t.insertions and t.level in (1, 100)
+            continue
+        assert len(t.insertions) == t.repetitions
+        for ins in t.insertions:
+            text, o = text_of[ins["doc"]], ins["char_offset"]
+            assert text[o : o + len(t.text)] == t.text
+            assert o == 0 or text[o - 1] in "\n "  # starts at a line or word boundary
+            assert text[o + len(t.text)] in "\n "  # and is followed by a separator
+        stripped = text_of[t.insertions[0]["doc"]].replace(t.text + "\n", "").replace(t.text + " ", "")
+        assert stripped == originals[t.insertions[0]["doc"]]  # removing the copies gives the original back
+
+
+def test_documents_too_short_or_too_few(traps):
+    with pytest.raises(InputError, match="need as many documents"):
+        inject_traps(traps, [("a", "x" * 1000)])
+    with pytest.raises(InputError, match="documents shorter than a trap"):
+        inject_traps(traps, [(f"d{i}", "tiny") for i in range(40)])
+
+
+def test_more_repetitions_are_detected_better(injected, reference_dir, tmp_path):
+    _, new_docs, placed = injected
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in new_docs))
+    ledger = write_ledger(tmp_path / "ledger.jsonl", placed)
+    model = run_train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "m"), model_size="micro", steps=150, batch_size=16,
+                                  seq_len=64, lr=3e-3, vocab_size=1024, context=128, checkpoint_every=0))
+    res = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run"),
+                           cache_root=tmp_path / "cache", n_bootstrap=200)
+    auc = {(c["length"], c["repetitions"]): c["loss"]["value"] for c in res["pooled_grid"]}
+    for length in (20, 30):
+        assert auc[(length, 100)] > auc[(length, 1)] + 0.2
+    chance = res["controls_vs_controls"]["loss"]
+    assert chance["ci_low"] <= 0.5 <= chance["ci_high"]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Detection grid" in html and re.search(r"data:image/png;base64", html)
+
+    again = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run2"),
+                             cache_root=tmp_path / "cache", n_bootstrap=200)
+    assert all(s["forward_passes"] == 0 for s in again["scoring"].values())  # a second detect reuses the cache
+
+
+def test_reference_with_another_tokenizer_is_refused(injected, target_dir, tmp_path):
+    ledger = write_ledger(tmp_path / "l.jsonl", injected[2])
+    with pytest.raises(InputError, match="traps were made with a reference whose tokenizer"):
+        run_traps_detect(model=str(target_dir), reference=str(target_dir), ledger=str(ledger), out=str(tmp_path / "r"))
+    assert read_ledger(ledger)
