@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mia.py
 	$(PY) benchmarks/bench_lab.py
+	$(PY) benchmarks/bench_traps.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -285,7 +285,7 @@ def traps_make(
     lengths: str = typer.Option("25,50,100", "--lengths", help="Trap lengths in reference tokens."),
     per_bucket: int = typer.Option(4, "--per-bucket", help="Traps per length and perplexity bucket (plus as many controls)."),
     buckets: int = typer.Option(3, "--buckets", help="Perplexity buckets (quantiles of the sampled pool)."),
-    pool_factor: int = typer.Option(10, "--pool-factor", help="Sequences sampled per trap needed (raise it when too few are distinct)."),
+    pool_factor: int = typer.Option(25, "--pool-factor", help="Sequences sampled per trap needed (raise it when too few are distinct)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling."),
 ):
     """Sample trap sequences from a reference LM, bucket them by perplexity, keep distinct ones.

@@ -48,7 +48,7 @@ def make_traps(
     per_bucket: int = 4,
     n_buckets: int = 3,
     temperatures=(0.7, 1.0, 1.3, 1.6),
-    pool_factor: int = 10,
+    pool_factor: int = 25,
     seed: int = 0,
     progress=None,
 ) -> list[Canary]:
