@@ -340,15 +340,22 @@ def traps_detect(
     ledger: str = typer.Option(..., "--ledger", help="The ledger `memaudit traps inject` wrote."),
     out: str = typer.Option("runs/traps", "--out", help="Run directory."),
     cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Score cache root."),
+    docs: Optional[str] = typer.Option(None, "--docs", help="The injected corpus, to score each trap after its document context."),
+    context_chars: int = typer.Option(0, "--context-chars", help="Characters of preceding document text to condition on (needs --docs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ):
-    """Detect injected traps: AUC of traps vs controls per length x repetitions x perplexity bucket."""
+    """Detect injected traps: AUC of traps vs controls per length x repetitions x perplexity bucket.
+
+    With --docs and --context-chars, traps are also scored after the document text that
+    precedes them (controls after the same text as their paired trap).
+    """
     from .cache import resolve_cache_root
     from .traps import run_traps_detect
 
     with StageBars() as bars:
         results = run_traps_detect(model=model, reference=reference, ledger=ledger, out=out,
-                                   cache_root=resolve_cache_root(cache_dir, False), seed=seed, progress=bars)
+                                   cache_root=resolve_cache_root(cache_dir, False), seed=seed, progress=bars,
+                                   docs=docs, context_chars=context_chars)
     table = Table(title="Trap detection, buckets pooled (AUC)")
     for col in ("length", "repetitions", *results["attacks"]):
         table.add_column(col, justify="right")

@@ -222,9 +222,51 @@ def controls_at_chance(traps: list[Canary], scores: dict[str, np.ndarray], *, se
 DETECT_ATTACKS = "reference,loss,min_k"
 
 
+def trap_contexts(traps: list[Canary], docs: dict[str, str], chars: int) -> list[str]:
+    """The text before each injected trap's first copy (from a line start, at most ``chars`` long).
+
+    A control gets the context of its paired trap, so both are read in the same place.
+    """
+    by_id = {t.id: t for t in traps}
+    out = []
+    for t in traps:
+        owner = t if t.member else by_id.get(t.pair_id)
+        if owner is None or not owner.insertions:
+            out.append("")
+            continue
+        ins = owner.insertions[0]
+        if ins["doc"] not in docs:
+            raise InputError(f"document {ins['doc']} of trap {owner.id} is not in the given documents")
+        text, offset = docs[ins["doc"]], ins["char_offset"]
+        ctx = text[max(0, offset - chars) : offset]
+        cut = ctx.find("\n")
+        out.append(ctx[cut + 1 :] if offset - chars > 0 and cut >= 0 else ctx)
+    return out
+
+
+def conditional_logp(model, texts: list[str], contexts: list[str], *, cache_root=None) -> np.ndarray:
+    """Mean log-probability of each text's tokens given its context (the text alone where the context is empty)."""
+    whole, _ = score_texts(model, [c + t for c, t in zip(contexts, texts)], cache_root=cache_root)
+    ctx_only, _ = score_texts(model, [c if c else t for c, t in zip(contexts, texts)], cache_root=cache_root)
+    out = np.empty(len(texts))
+    for i, c in enumerate(contexts):
+        w = whole.text(i)
+        if not c:
+            out[i] = w.logp.mean(dtype=np.float64)
+            continue
+        k = ctx_only.text(i)
+        n = len(w.token_ids) - len(k.token_ids)
+        out[i] = (w.logp.sum(dtype=np.float64) - k.logp.sum(dtype=np.float64)) / max(n, 1)
+    return out
+
+
 def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, options=None, cache_root=None, n_bootstrap: int = 1000,
-                     seed: int = 0, report: bool = True, progress=None) -> dict:
-    """Score every trap and control with the target and the reference; AUC grids; write the run dir."""
+                     seed: int = 0, report: bool = True, progress=None, docs: str | None = None, context_chars: int = 0) -> dict:
+    """Score every trap and control with the target and the reference; AUC grids; write the run dir.
+
+    With ``docs`` (the injected corpus) and ``context_chars``, also score each trap given the
+    document text before it (``loss+context``, ``reference+context``).
+    """
     from . import results as rs
     from .attacks import parse_attacks
     from .canaries import read_ledger
@@ -252,6 +294,15 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         texts = [t.text for t in traps]
         views, stats = score_views(target, ref, texts, ScoreSettings(), lowercase=False, cache_root=cache_root, progress=progress)
         scores = {s.column: s(views) for s in parse_attacks(DETECT_ATTACKS)}
+        if context_chars > 0:
+            if docs is None:
+                raise InputError("scoring traps in context needs the injected documents (--docs)")
+            from .data import read_texts
+
+            contexts = trap_contexts(traps, {r.id: r.text for r in read_texts(docs).records}, context_chars)
+            target_ctx = conditional_logp(target, texts, contexts, cache_root=cache_root)
+            scores["loss+context"] = target_ctx
+            scores["reference+context"] = target_ctx - conditional_logp(ref, texts, contexts, cache_root=cache_root)
     with timings("grids"):
         grid = detection_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         pooled = pooled_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
@@ -267,10 +318,11 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         **{k: v.tolist() for k, v in scores.items()},
     }
     rs.write_scores(run, columns)
-    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed}
+    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed,
+              "docs": docs, "context_chars": context_chars}
     results = {
         **rs.run_header("traps detect", config, {"target": target, "reference": ref}),
-        "attacks": DETECT_ATTACKS.split(","),
+        "attacks": list(scores),
         "grid": grid,
         "pooled_grid": pooled,
         "controls_vs_controls": chance,

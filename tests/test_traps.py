@@ -9,7 +9,7 @@ from memaudit.canaries import read_ledger, write_ledger
 from memaudit.corpus import stdlib_snippets
 from memaudit.errors import InputError
 from memaudit.models import load_causal_lm
-from memaudit.traps import inject_traps, jaccard, make_traps, run_traps_detect
+from memaudit.traps import inject_traps, jaccard, make_traps, run_traps_detect, trap_contexts
 from memaudit.trainer import TrainConfig, run_train
 
 
@@ -92,6 +92,27 @@ def test_more_repetitions_are_detected_better(injected, reference_dir, tmp_path)
     again = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run2"),
                              cache_root=tmp_path / "cache", n_bootstrap=200)
     assert all(s["forward_passes"] == 0 for s in again["scoring"].values())  # a second detect reuses the cache
+
+    in_context = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run3"),
+                                  cache_root=tmp_path / "cache", n_bootstrap=200, docs=str(corpus), context_chars=300)
+    auc = {(c["length"], c["repetitions"]): c["loss+context"]["value"] for c in in_context["pooled_grid"]}
+    assert "reference+context" in in_context["attacks"] and auc[(20, 100)] > auc[(20, 1)]
+
+
+def test_contexts_end_where_the_trap_starts(injected):
+    _, new_docs, placed = injected
+    docs = dict(new_docs)
+    contexts = trap_contexts(placed, docs, 200)
+    by_id = {t.id: (t, c) for t, c in zip(placed, contexts)}
+    for t, ctx in zip(placed, contexts):
+        owner = t if t.member else by_id[t.pair_id][0]
+        ins = owner.insertions[0]
+        text = docs[ins["doc"]]
+        assert text[: ins["char_offset"]].endswith(ctx) and len(ctx) <= 200
+        start = ins["char_offset"] - len(ctx)
+        assert start == 0 or text[start - 1] == "\n" or len(ctx) == 200  # from a line start unless none is near
+        if not t.member:
+            assert ctx == by_id[t.pair_id][1]  # a control is read after its trap's context
 
 
 def test_reference_with_another_tokenizer_is_refused(injected, target_dir, tmp_path):
