@@ -73,7 +73,7 @@ def begin_run(out_dir: str | Path) -> Path:
 
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
     path = Path(out_dir) / "results.json"
-    write_text_atomic(path, json.dumps(_jsonable(results), indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(jsonable(results), indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -106,15 +106,16 @@ def metadata_columns(metas: list[dict[str, Any]], taken: set[str]) -> dict[str, 
     return out
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to null, paths to str."""
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     if isinstance(obj, Path):

@@ -133,7 +133,7 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         "losses_this_session": losses,
         "seconds_this_session": time.perf_counter() - t0,
     }
-    write_text_atomic(out / TRAIN_RECORD, json.dumps(rs._jsonable(record), indent=2) + "\n")
+    write_text_atomic(out / TRAIN_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
     for old in [*out.glob("checkpoint-*"), *out.glob(".checkpoint-*.tmp")]:
         shutil.rmtree(old, ignore_errors=True)
     return out

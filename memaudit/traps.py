@@ -17,11 +17,16 @@ from dataclasses import replace
 
 import numpy as np
 
-from .canaries import TRAP, Canary
+from . import results as rs
+from .attacks import parse_attacks
+from .canaries import TRAP, Canary, read_ledger
+from .data import read_texts
 from .errors import InputError
 from .generation import sample
 from .metrics import membership_metrics
-from .scoring import score_texts
+from .mia import Timings, score_views
+from .models.hf import LoadOptions, load_causal_lm
+from .scoring import ScoreSettings, score_texts
 
 JACCARD_MAX = 0.2
 
@@ -267,13 +272,6 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
     With ``docs`` (the injected corpus) and ``context_chars``, also score each trap given the
     document text before it (``loss+context``, ``reference+context``).
     """
-    from . import results as rs
-    from .attacks import parse_attacks
-    from .canaries import read_ledger
-    from .mia import Timings, score_views
-    from .models.hf import LoadOptions, load_causal_lm
-    from .scoring import ScoreSettings
-
     timings = Timings()
     with timings("prepare"):
         traps = read_ledger(ledger)
@@ -297,8 +295,6 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         if context_chars > 0:
             if docs is None:
                 raise InputError("scoring traps in context needs the injected documents (--docs)")
-            from .data import read_texts
-
             contexts = trap_contexts(traps, {r.id: r.text for r in read_texts(docs).records}, context_chars)
             target_ctx = conditional_logp(target, texts, contexts, cache_root=cache_root)
             scores["loss+context"] = target_ctx
