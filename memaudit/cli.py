@@ -273,6 +273,34 @@ def dataset_inference(
     out_console.print(f"results: {Path(cfg.out) / 'results.json'}")
 
 
+corpus_app = typer.Typer(no_args_is_help=True, help="The embedded corpus: this Python's standard-library source.")
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("snippets")
+@reports_errors
+def corpus_snippets(
+    out: str = typer.Option(..., "--out", help="JSONL file to write (fields: id, text)."),
+    n: int = typer.Option(200, "--n", help="Snippets to write."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many first: two offsets give disjoint sets of one distribution."),
+    chars: int = typer.Option(240, "--chars", help="About this many characters each, cut at line ends."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle (keep it when taking disjoint slices)."),
+):
+    """Write standard-library source snippets as JSONL: members, non-members, suspects, validation sets."""
+    import json as _json
+
+    from .atomic import write_text_atomic
+    from .corpus import stdlib_snippets
+
+    if n < 1 or offset < 0:
+        from .errors import InputError
+
+        raise InputError("--n must be >= 1 and --offset >= 0")
+    texts = stdlib_snippets(offset + n, chars=chars, seed=seed)[offset:]
+    write_text_atomic(out, "".join(_json.dumps({"id": f"s{offset + i:05d}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    out_console.print(f"{len(texts)} snippets -> {out}")
+
+
 traps_app = typer.Typer(no_args_is_help=True, help="Copyright traps: make, inject into documents, detect in a model.")
 app.add_typer(traps_app, name="traps")
 

@@ -5,6 +5,7 @@ It ships with every Python, so tests and the demo need no download. Test suites 
 
 from __future__ import annotations
 
+import functools
 import random
 import sysconfig
 from pathlib import Path
@@ -32,36 +33,37 @@ def stdlib_snippets(n: int, *, chars: int = 240, seed: int = 0) -> list[str]:
     """``n`` distinct, non-overlapping source snippets of about ``chars`` characters.
 
     Snippets start at a line boundary and end at the last line break before ``chars``, so
-    they read as code; blank-ish ones are skipped. They are returned shuffled, so that any
-    two slices of the list are samples of the same distribution (members and non-members
-    must not differ by which files they came from). Deterministic for a given seed and Python.
+    they read as code; blank-ish ones are skipped. Every snippet of the library is cut, the
+    pool is shuffled with ``seed``, and the first ``n`` are returned: any two slices are
+    samples of the same distribution (members and non-members must not differ by which
+    files they came from), and a longer request extends a shorter one, so ``[:k]`` and
+    ``[k:]`` of two calls never overlap. Deterministic for a given seed and Python.
     """
-    rng = random.Random(seed)
-    files = stdlib_files()
-    rng.shuffle(files)
-    seen: set[str] = set()
-    out: list[str] = []
-    for f in files:
+    pool = list(_snippet_pool(chars))
+    random.Random(seed).shuffle(pool)
+    if len(pool) < n:
+        raise InputError(f"the standard library yielded only {len(pool)} snippets, {n} asked for")
+    return pool[:n]
+
+
+@functools.lru_cache(maxsize=4)
+def _snippet_pool(chars: int) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for f in stdlib_files():
         try:
             text = f.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
         pos = 0
-        while pos < len(text) and len(out) < n:
+        while pos < len(text):
             piece = text[pos : pos + chars]
             cut = piece.rfind("\n")
             piece = piece[:cut] if cut > chars // 2 else piece
             pos += max(len(piece), 1) + 1
             snippet = piece.strip("\n")
-            if len(snippet.split()) >= 8 and snippet not in seen:
-                seen.add(snippet)
-                out.append(snippet)
-        if len(out) >= n:
-            break
-    if len(out) < n:
-        raise InputError(f"the standard library yielded only {len(out)} snippets, {n} asked for")
-    rng.shuffle(out)  # neighbours share a file; shuffled, any two slices are exchangeable samples
-    return out
+            if len(snippet.split()) >= 8:
+                seen.setdefault(snippet)
+    return tuple(seen)
 
 
 def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> list[str]:

@@ -72,3 +72,18 @@ def test_missing_file_unknown_format_and_nothing_valid(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(InputError, match="not UTF-8"):
         read_texts(tmp_path / "bin.txt")
+
+
+def test_corpus_snippets_command_gives_disjoint_slices(tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli import app
+
+    runner = CliRunner()
+    for offset in (0, 30):
+        r = runner.invoke(app, ["corpus", "snippets", "--n", "30", "--offset", str(offset), "--out", str(tmp_path / f"{offset}.jsonl")])
+        assert r.exit_code == 0, r.output
+    a, b = (read_texts(tmp_path / f"{o}.jsonl").records for o in (0, 30))
+    assert len(a) == len(b) == 30 and not {x.text for x in a} & {x.text for x in b}
+    r = runner.invoke(app, ["corpus", "snippets", "--n", "0", "--out", str(tmp_path / "x.jsonl")])
+    assert r.exit_code == 2 and "--n must be >= 1" in r.stderr

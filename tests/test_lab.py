@@ -202,7 +202,8 @@ def test_extract_command_groups_and_reports(repeated_model, snippets, tmp_path):
     assert res["rates"]["overall"]["n"] == 7 and "<mark>" in (tmp_path / "run" / "report.html").read_text()
 
     r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "20", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and r.stderr.startswith("error: ") and "d.jsonl:1: text has 59 tokens; prefix + suffix = 120 needed" in r.stderr
+    n_seen = len(model.encode([seen])[0])
+    assert r.exit_code == 2 and r.stderr.startswith("error: ") and f"d.jsonl:1: text has {n_seen} tokens; prefix + suffix = 120 needed" in r.stderr
     r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "100"])
     assert r.exit_code == 2 and "exceeds the model's context of 128" in r.stderr
     assert not (tmp_path / "x" / "results.json").exists()

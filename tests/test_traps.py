@@ -20,11 +20,11 @@ def reference(reference_dir):
 
 @pytest.fixture(scope="module")
 def traps(reference):
-    return make_traps(reference, lengths=(20, 30), per_bucket=4, n_buckets=2, pool_factor=30, seed=0)
+    return make_traps(reference, lengths=(20, 30), per_bucket=8, n_buckets=2, pool_factor=60, seed=0)
 
 
 def test_traps_are_distinct_bucketed_and_paired(traps, reference):
-    assert len(traps) == 32 and sum(t.member for t in traps) == 16
+    assert len(traps) == 64 and sum(t.member for t in traps) == 32
     for t in traps:
         ids = reference.tokenizer(t.text, verbose=False)["input_ids"]
         assert len(ids) == t.meta["length"]  # survives decode / re-encode at its length
@@ -77,8 +77,8 @@ def test_more_repetitions_are_detected_better(injected, reference_dir, tmp_path)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in new_docs))
     ledger = write_ledger(tmp_path / "ledger.jsonl", placed)
-    model = run_train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "m"), model_size="micro", steps=150, batch_size=16,
-                                  seq_len=64, lr=3e-3, vocab_size=1024, context=128, checkpoint_every=0))
+    model = run_train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "m"), model_size="micro", steps=300, batch_size=16,
+                                  seq_len=128, lr=3e-3, vocab_size=1024, context=128, checkpoint_every=0))
     res = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run"),
                            cache_root=tmp_path / "cache", n_bootstrap=200)
     auc = {(c["length"], c["repetitions"]): c["loss"]["value"] for c in res["pooled_grid"]}
