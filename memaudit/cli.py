@@ -287,17 +287,15 @@ def corpus_snippets(
     seed: int = typer.Option(0, "--seed", help="Seed of the shuffle (keep it when taking disjoint slices)."),
 ):
     """Write standard-library source snippets as JSONL: members, non-members, suspects, validation sets."""
-    import json as _json
-
-    from .atomic import write_text_atomic
     from .corpus import stdlib_snippets
+    from .data import write_texts
 
     if n < 1 or offset < 0:
         from .errors import InputError
 
         raise InputError("--n must be >= 1 and --offset >= 0")
     texts = stdlib_snippets(offset + n, chars=chars, seed=seed)[offset:]
-    write_text_atomic(out, "".join(_json.dumps({"id": f"s{offset + i:05d}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    write_texts(out, ((f"s{offset + i:05d}", t) for i, t in enumerate(texts)))
     out_console.print(f"{len(texts)} snippets -> {out}")
 
 
@@ -346,16 +344,14 @@ def traps_inject(
     Writes the corpus as JSONL (feed it to `memaudit train --corpus`) and the ledger with
     each copy's document and character offset next to it (<out>.ledger.jsonl).
     """
-    import json as _json
-
-    from .atomic import write_text_atomic
     from .canaries import read_ledger, write_ledger
     from .corpus import load_corpus
+    from .data import write_texts
     from .traps import inject_traps
 
     documents = [(f"doc-{i:05d}", d) for i, d in enumerate(load_corpus(docs, max_chars=corpus_chars, seed=seed))]
     new_docs, traps = inject_traps(read_ledger(ledger), documents, repetitions=_int_list(repetitions, "--repetitions"), seed=seed)
-    write_text_atomic(out, "".join(_json.dumps({"id": i, "text": t}) + "\n" for i, t in new_docs))
+    write_texts(out, new_docs)
     ledger_out = write_ledger(Path(out).with_suffix(".ledger.jsonl"), traps)
     out_console.print(f"{len(new_docs)} documents -> {out}; ledger with offsets -> {ledger_out}")
 

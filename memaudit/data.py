@@ -108,6 +108,14 @@ def read_texts(path: str | Path, *, label: int | None = None, skip_invalid: bool
     return ReadResult(records, skipped)
 
 
+def write_texts(path: str | Path, items) -> Path:
+    """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically; ``read_texts`` reads it back."""
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in items))
+    return Path(path)
+
+
 def _pick_reader(p: Path):
     if p.is_dir():
         return _read_folder

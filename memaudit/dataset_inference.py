@@ -17,6 +17,7 @@ import numpy as np
 
 from . import results as rs
 from .attacks import AttackInputs, parse_attacks
+from .attacks.base import lowest_k_mean
 from .cache import resolve_cache_root
 from .errors import InputError
 from .mia import Timings, prepare_sets, score_views
@@ -36,14 +37,9 @@ def features(inputs: AttackInputs) -> tuple[np.ndarray, list[str]]:
         specs.append("reference")
     columns = {s.column: s(inputs) for s in parse_attacks(",".join(specs))}
     for k in K_VALUES:  # max_k: mean of the k% most likely tokens
-        columns[f"max_k:k={k:g}"] = np.array([_highest_k_mean(t.logp, k) for t in inputs.target])
+        columns[f"max_k:k={k:g}"] = np.array([-lowest_k_mean(-t.logp, k) for t in inputs.target])
     names = list(columns)
     return np.column_stack([columns[n] for n in names]), names
-
-
-def _highest_k_mean(values: np.ndarray, k: float) -> float:
-    n_keep = max(1, int(k * len(values) + 1e-9))
-    return float(np.sort(values)[-n_keep:].mean(dtype=np.float64))
 
 
 @dataclass(frozen=True)
