@@ -100,6 +100,7 @@ def mia(
     nonmembers: Optional[str] = typer.Option(None, "--nonmembers", help="Known non-members, same formats."),
     reference: Optional[str] = typer.Option(None, "--reference", help="Reference model dir for the 'reference' attack (its tokenizer may differ)."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="'all' (default) or a comma list, e.g. 'loss,zlib,min_k:k=0.1'. See `memaudit attacks`."),
+    index: Optional[str] = typer.Option(None, "--index", help="Corpus index (`memaudit index build`): add each text's corpus count and AUC per duplication bucket."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory for results.json, scores.parquet, report.html [default: runs/mia]."),
     config: Optional[str] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags given here override it."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
@@ -134,6 +135,7 @@ def mia(
         nonmembers=nonmembers,
         reference=reference,
         attacks=attacks,
+        index=index,
         out=out,
         dtype=dtype,
         device=device,
@@ -168,6 +170,14 @@ def _print_mia_summary(results: dict) -> None:
     for name, m in sorted(results["metrics"].items(), key=lambda kv: -kv[1]["auc"]["value"]):
         table.add_row(name, fmt(m["auc"]), f"{m['tpr@1%fpr']['value']:.3f}", f"{m['tpr@0.1%fpr']['value']:.3f}")
     out_console.print(table)
+    if "by_duplication" in results:
+        dup = Table(title="AUC by corpus occurrences of the member texts (vs all non-members)")
+        attacks = list(results["metrics"])
+        for col in ("occurrences", "members", *attacks):
+            dup.add_column(col, justify="right")
+        for b, g in results["by_duplication"].items():
+            dup.add_row(b, str(g["members"]), *(f"{g['metrics'][a]['auc']['value']:.3f}" for a in attacks))
+        out_console.print(dup)
     for note in results["notes"]:
         console.print(f"[dim]note: {note}[/]")
 
@@ -180,6 +190,7 @@ def extract(
     prefix_tokens: Optional[int] = typer.Option(None, "--prefix-tokens", "-k", help="Prompt length K in tokens [default: 32]."),
     suffix_tokens: Optional[int] = typer.Option(None, "--suffix-tokens", "-m", help="Tokens M to generate and compare [default: 32]."),
     group_by: Optional[str] = typer.Option(None, "--group-by", help="Metadata field to group rates by (e.g. repetitions)."),
+    index: Optional[str] = typer.Option(None, "--index", help="Corpus index (`memaudit index build`): add each text's corpus count and rates per duplication bucket (1, 2-4, 5-16, 17-64, >64)."),
     out: Optional[str] = typer.Option(None, "--out", help="Run directory [default: runs/extract]."),
     config: Optional[str] = typer.Option(None, "--config", help="JSON or TOML file of settings; flags override it."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."),
@@ -202,7 +213,7 @@ def extract(
 
     cfg = resolve_config(
         ExtractConfig, config_file=config, model=model, data=data, prefix_tokens=prefix_tokens, suffix_tokens=suffix_tokens,
-        group_by=group_by, out=out, dtype=dtype, device=device, trust_remote_code=trust_remote_code, batch_size=batch_size,
+        group_by=group_by, index=index, out=out, dtype=dtype, device=device, trust_remote_code=trust_remote_code, batch_size=batch_size,
         cache_dir=cache_dir, no_cache=no_cache, skip_invalid=skip_invalid, report=None if no_report is None else not no_report,
     )
     with StageBars() as bars:
@@ -218,6 +229,7 @@ def _print_rates_table(rates: dict, group_by: str | None) -> None:
     for col in ("group", "texts", "exact", "loose", "token match", "strength"):
         table.add_column(col, justify="left" if col == "group" else "right")
     rows = [("all", rates["overall"])] + [(f"{group_by}={g}", r) for g, r in rates.get("by_group", {}).items()]
+    rows += [(f"corpus count {g}", r) for g, r in rates.get("by_duplication", {}).items()]
     for name, r in rows:
         table.add_row(
             name, str(r["n"]), f"{r['exact']['value']:.3f}", f"{r['loose']['value']:.3f}", f"{r['token_match']:.3f}",
@@ -517,6 +529,9 @@ def _print_demo_summary(results: dict) -> None:
             f"{r['auc']['loss']:.2f}",
         )
     out_console.print(table)
+
+
+from . import cli_index  # noqa: E402,F401  registers `memaudit index ...` and `memaudit overlap`
 
 
 if __name__ == "__main__":

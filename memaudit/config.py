@@ -23,6 +23,7 @@ class MiaConfig:
     nonmembers: str
     reference: str | None = None
     attacks: str = "all"
+    index: str | None = None
     out: str = "runs/mia"
     dtype: str = "auto"
     device: str = "auto"
@@ -100,6 +101,7 @@ class ExtractConfig:
     prefix_tokens: int = 32
     suffix_tokens: int = 32
     group_by: str | None = None
+    index: str | None = None
     out: str = "runs/extract"
     dtype: str = "auto"
     device: str = "auto"

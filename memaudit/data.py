@@ -108,6 +108,24 @@ def read_texts(path: str | Path, *, label: int | None = None, skip_invalid: bool
     return ReadResult(records, skipped)
 
 
+def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | None = None):
+    """Yield the records of ``read_texts`` one at a time (for corpora too big to hold as a list).
+
+    Invalid records raise, or with ``skip_invalid`` are appended to ``skipped`` (when given).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or directory", path=str(path))
+    for item in _pick_reader(p)(p, None):
+        if isinstance(item, InputError):
+            if not skip_invalid:
+                raise item
+            if skipped is not None:
+                skipped.append(Skipped(item.path or str(p), item.line, item.reason))
+        else:
+            yield item
+
+
 def write_texts(path: str | Path, items) -> Path:
     """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically; ``read_texts`` reads it back."""
     from .atomic import write_text_atomic

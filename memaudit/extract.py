@@ -10,6 +10,7 @@ from . import results as rs
 from .cache import resolve_cache_root
 from .config import ExtractConfig
 from .data import Skipped, read_texts
+from .duplication import bucket_order, corpus_counts, duplication_bucket, open_index_for
 from .errors import InputError
 from .extraction import compare, extraction_strength, rates
 from .generation import greedy_generate
@@ -30,6 +31,7 @@ def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
     t0 = time.perf_counter()
     data = read_texts(config.data, skip_invalid=config.skip_invalid)
     model = load_causal_lm(config.model, LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code))
+    index = open_index_for(config.index, model) if config.index else None  # a wrong index fails before any work
     k, m = config.prefix_tokens, config.suffix_tokens
     if k + m > model.max_length:
         raise InputError(f"prefix + suffix = {k + m} tokens exceeds the model's context of {model.max_length}")
@@ -61,15 +63,19 @@ def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
     groups = [str(r.meta.get(config.group_by, MISSING)) for r in records] if config.group_by else None
     summary = {"overall": rates(matches, strength)}
     if groups is not None:
-        summary["by_group"] = {
-            g: rates([mt for mt, gg in zip(matches, groups) if gg == g], [s for s, gg in zip(strength, groups) if gg == g])
-            for g in sorted(set(groups), key=_sort_key)
-        }
+        summary["by_group"] = _grouped_rates(matches, strength, groups, sorted(set(groups), key=_sort_key))
+    duplication = {}
+    if index is not None:
+        counts = corpus_counts(index, ids)
+        buckets = [duplication_bucket(int(c)) for c in counts]
+        summary["by_duplication"] = _grouped_rates(matches, strength, buckets, bucket_order(buckets))
+        duplication = {"corpus_count": counts.tolist(), "duplication": buckets}
     decode = model.tokenizer.decode
     columns = {
         "id": [r.id for r in records],
         "source": [r.where for r in records],
         **({config.group_by: groups} if groups is not None else {}),
+        **duplication,
         **{f: [getattr(mt, f) for mt in matches] for f in ("exact", "token_match", "loose", "longest_prefix")},
         "extraction_strength": strength.tolist(),
         "prefix": [decode(t[:k]) for t in ids],
@@ -91,6 +97,13 @@ def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
         write_extract_report(out, results, columns)
     rs.write_results(out, results)
     return ExtractOutcome(out, results)
+
+
+def _grouped_rates(matches, strength, groups: list[str], order: list[str]) -> dict:
+    return {
+        g: rates([mt for mt, gg in zip(matches, groups) if gg == g], [s for s, gg in zip(strength, groups) if gg == g])
+        for g in order
+    }
 
 
 def _sort_key(key: str):

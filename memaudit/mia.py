@@ -20,6 +20,7 @@ from .attacks import AttackInputs, AttackSpec, parse_attacks
 from .cache import resolve_cache_root
 from .config import MiaConfig
 from .data import Skipped, TextRecord, read_texts, text_hash
+from .duplication import bucket_order, corpus_counts, duplication_bucket, open_index_for
 from .errors import InputError
 from .metrics import membership_metrics, roc_curve
 from .models.hf import LoadOptions, load_causal_lm
@@ -88,6 +89,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
             skip_invalid=config.skip_invalid,
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
+        index = open_index_for(config.index, inp.target) if config.index else None
     with timings("scoring"):
         views, view_stats = score_views(
             inp.target,
@@ -107,8 +109,15 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
             for col, v in attack_scores.items()
         }
 
+        by_duplication, dup_columns = {}, {}
+        if index is not None:
+            counts = corpus_counts(index, inp.target_ids)
+            buckets = np.array([duplication_bucket(int(c)) for c in counts])
+            by_duplication = _metrics_by_bucket(attack_scores, labels, buckets, config)
+            dup_columns = {"corpus_count": counts.tolist(), "duplication": buckets.tolist()}
+
     out = rs.begin_run(config.out)
-    columns = _score_columns(inp.records, views.target.n_tokens, attack_scores)
+    columns = {**_score_columns(inp.records, views.target.n_tokens, attack_scores), **dup_columns}
     rs.write_scores(out, columns)
     target, reference = inp.target, inp.reference
     results = {
@@ -122,6 +131,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         },
         "attacks": {s.column: {"name": s.attack.name, "params": s.params, "description": s.attack.description} for s in specs},
         "metrics": metrics,
+        **({"by_duplication": by_duplication} if index is not None else {}),
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
@@ -248,6 +258,21 @@ def _score_columns(records: list[TextRecord], n_tokens, attack_scores: dict[str,
     columns.update(rs.metadata_columns([r.meta for r in records], set(rs.RESERVED_COLUMNS) | set(attack_scores)))
     columns.update({k: v.tolist() for k, v in attack_scores.items()})
     return columns
+
+
+def _metrics_by_bucket(attack_scores: dict[str, np.ndarray], labels: np.ndarray, buckets: np.ndarray, config: MiaConfig) -> dict:
+    """Each duplication bucket's members against all non-members: does duplication make membership easier to see?"""
+    out = {}
+    for b in bucket_order(buckets[labels == 1].tolist()):
+        keep = (labels == 0) | (buckets == b)
+        out[b] = {
+            "members": int(((labels == 1) & keep).sum()),
+            "metrics": {
+                col: {k: e.to_dict() for k, e in membership_metrics(v[keep], labels[keep], n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
+                for col, v in attack_scores.items()
+            },
+        }
+    return out
 
 
 def _roc_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:

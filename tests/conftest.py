@@ -58,6 +58,25 @@ def target(target_dir):
     return load_causal_lm(target_dir)
 
 
+REPEATS = 50
+
+
+@pytest.fixture(scope="session")
+def repeated_corpus(snippets) -> list[str]:
+    """One text 50 times among 100 texts seen once."""
+    return [snippets["members"][0]] * REPEATS + snippets["nonmembers"]
+
+
+@pytest.fixture(scope="session")
+def repeated_model(repeated_corpus, tokenizer, tmp_path_factory):
+    """A micro model trained on ``repeated_corpus``, and the repeated text."""
+    from memaudit.models import load_causal_lm
+
+    path = train_small_lm(repeated_corpus, tmp_path_factory.mktemp("rep") / "m", tokenizer=tokenizer,
+                          settings=TrainSettings(steps=400, batch_size=16, seq_len=128, lr=3e-3))
+    return load_causal_lm(path), repeated_corpus[0]
+
+
 @pytest.fixture(scope="session")
 def data_files(snippets, workdir) -> dict[str, Path]:
     out = {}

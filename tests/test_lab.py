@@ -118,16 +118,6 @@ def test_empty_corpus_is_refused(tmp_path):
         run_train(TrainConfig(corpus=str(tmp_path / "docs"), out=str(tmp_path / "m"), steps=1))
 
 
-@pytest.fixture(scope="module")
-def repeated_model(snippets, tokenizer, tmp_path_factory):
-    """A micro model whose corpus holds one text 50 times among 100 texts seen once."""
-    text = snippets["members"][0]
-    corpus = [text] * 50 + snippets["nonmembers"]
-    path = train_small_lm(corpus, tmp_path_factory.mktemp("rep") / "m", tokenizer=tokenizer,
-                          settings=TrainSettings(steps=400, batch_size=16, seq_len=128, lr=3e-3))
-    return load_causal_lm(path), text
-
-
 def test_text_seen_50_times_is_extracted_unseen_is_not(repeated_model, snippets):
     model, seen = repeated_model
     unseen = snippets["nonmembers2"][:5]

@@ -203,3 +203,26 @@ def test_config_file_then_flags(target_dir, data_files, tmp_path):
     (tmp_path / "bad.json").write_text('{"atacks": "loss"}')
     r = mia("--config", tmp_path / "bad.json", "--model", target_dir)
     assert r.exit_code == 2 and "unknown setting(s): atacks" in r.stderr
+
+
+def test_index_adds_corpus_counts_and_auc_per_duplication_bucket(full_run, target_dir, snippets, data_files, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from memaudit.index_build import IndexBuildConfig, build_index
+
+    members = snippets["members"]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in members + members[:20] * 9])
+    build_index(IndexBuildConfig(corpus=str(corpus), tokenizer=str(target_dir), out=str(tmp_path / "idx"), max_shard_tokens=4000))
+    cache, _ = full_run
+    r = mia("--model", target_dir, "--members", data_files["members"], "--nonmembers", data_files["nonmembers"], "--attacks", "loss,zlib",
+            "--index", tmp_path / "idx", "--out", tmp_path / "run", "--cache-dir", cache / "cache")
+    assert r.exit_code == 0, r.output
+    assert "AUC by corpus occurrences" in r.stdout
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    table = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
+    assert table["corpus_count"] == [10] * 20 + [1] * 80 + [0] * 100  # members: 20 seen ten times, 80 once; non-members absent
+    assert list(res["by_duplication"]) == ["1", "5-16"]
+    for bucket, rows in (("1", range(20, 200)), ("5-16", [*range(20), *range(100, 200)])):
+        auc = roc_auc_score([table["label"][i] for i in rows], [table["loss"][i] for i in rows])
+        assert res["by_duplication"][bucket]["metrics"]["loss"]["auc"]["value"] == pytest.approx(auc)
+    assert "By duplication" in (tmp_path / "run" / "report.html").read_text()

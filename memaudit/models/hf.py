@@ -69,7 +69,7 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     """
     options = options or LoadOptions()
     model_dir = _check_model_dir(Path(path), options)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = options.resolve_device()
     dtype = options.resolve_dtype(device)
@@ -78,12 +78,22 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
         model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=dtype, **kwargs)
     except (ValueError, KeyError, OSError) as e:
         raise ModelLoadError(f"{model_dir}: not a loadable causal LM ({_first_line(e)})") from e
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
-    except (ValueError, KeyError, OSError, TypeError) as e:
-        raise ModelLoadError(f"{model_dir}: cannot load its tokenizer ({_first_line(e)})") from e
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
     model.to(device).eval()
     return HFCausalLM(model, tokenizer, model_dir=model_dir, dtype=dtype)
+
+
+def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False):
+    """The tokenizer of a local model (or tokenizer-only) directory; never downloads."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir() or not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{p}: not a local directory with tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
+    try:
+        return AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        raise ModelLoadError(f"{p}: cannot load its tokenizer ({_first_line(e)})") from e
 
 
 def _check_model_dir(p: Path, options: LoadOptions) -> Path:
