@@ -144,7 +144,7 @@ def test_a_killed_build_reuses_its_finished_shards(corpus_file, target_dir, tmp_
     assert encoded == []  # every shard's tokens were reused
     n_shards = len(resumed.shards)
     assert len(sorted_dirs) == 2 + (n_shards - 2)  # only the unsorted shards were sorted
-    fresh = build_index(IndexBuildConfig(corpus=str(path), tokenizer=str(target_dir), out=str(tmp_path / "fresh"), max_shard_tokens=1500))
+    build_index(IndexBuildConfig(corpus=str(path), tokenizer=str(target_dir), out=str(tmp_path / "fresh"), max_shard_tokens=1500))
     for k in range(n_shards):
         for name in ("tokens.npy", "sa.npy", "doc_starts.npy", "docs.json"):
             assert (tmp_path / "idx" / f"shard-{k:05d}" / name).read_bytes() == (tmp_path / "fresh" / f"shard-{k:05d}" / name).read_bytes()

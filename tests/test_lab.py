@@ -12,9 +12,8 @@ from memaudit.extraction import compare, extraction_strength
 from memaudit.generation import greedy_generate
 from memaudit.insertion import Schedule, canary_tokens, plan_insertions
 from memaudit.lab import exposure, prompt_split
-from memaudit.models import load_causal_lm
 from memaudit.scoring import score_texts
-from memaudit.train import EOS, TrainSettings, train_small_lm
+from memaudit.train import EOS
 from memaudit.trainer import TrainConfig, run_train
 
 
