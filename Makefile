@@ -30,9 +30,11 @@ demo: $(STAMP)
 	$(VENV)/bin/memaudit demo
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_mia.py
 	$(PY) benchmarks/bench_lab.py
 	$(PY) benchmarks/bench_traps.py
+	$(PY) benchmarks/bench_index.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -88,6 +88,7 @@ def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
         **rs.run_header("extract", config, {"target": model}),
         "data": {"path": config.data, "n": len(records), "skipped": [s.to_dict() for s in skipped]},
         "rates": summary,
+        **({"index": index.describe()} if index is not None else {}),
         "scoring": asdict(score_stats),
         "timings_s": {"total": time.perf_counter() - t0},
     }

@@ -291,6 +291,23 @@ class CorpusIndex(_Queries):
         per_shard = [s.longest(query) for s in self.shards]
         return [max(col) for col in zip(*per_shard)] if per_shard else [0] * len(query)
 
+    @property
+    def fingerprint(self) -> str | None:
+        """Identity of the indexed content: token type, tokenizer and every shard's document hash."""
+        if not self.meta.get("shards"):
+            return None
+        import hashlib
+
+        parts = [self.meta.get("dtype", ""), str(self.tokenizer_fingerprint)] + [e.get("docs_sha256", "") for e in self.meta["shards"]]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        """What a run's results.json records about the index it used."""
+        return {
+            "path": str(self.root) if self.root else None, "fingerprint": self.fingerprint, "corpus": self.meta.get("corpus"),
+            "tokens": len(self), "documents": self.n_docs, "shards": len(self.shards),
+        }
+
     def tokenizer(self):
         """The tokenizer the index was built with (a copy stored in the index directory)."""
         from .models.hf import load_tokenizer

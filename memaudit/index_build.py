@@ -33,7 +33,7 @@ Progress = Callable[..., None]  # (stage, done, total, note="")
 ENGINES = ("local", "ray")
 # Peak bytes per token of a shard's build (token array + libdivsufsort's byte suffix array +
 # the aligned copy), by token width; measured by benchmarks/bench_index.py.
-BUILD_BYTES_PER_TOKEN = {2: 18, 4: 30}
+BUILD_BYTES_PER_TOKEN = {2: 24, 4: 40}
 
 
 @dataclass(frozen=True)

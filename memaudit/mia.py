@@ -131,7 +131,7 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         },
         "attacks": {s.column: {"name": s.attack.name, "params": s.params, "description": s.attack.description} for s in specs},
         "metrics": metrics,
-        **({"by_duplication": by_duplication} if index is not None else {}),
+        **({"index": index.describe(), "by_duplication": by_duplication} if index is not None else {}),
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,

@@ -95,7 +95,7 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     rs.write_scores(out, columns)
     results = {
         **rs.run_header("overlap", config, {"target": model}),
-        "index": {"path": config.index, "tokens": len(index), "documents": index.n_docs, "shards": len(index.shards)},
+        "index": index.describe(),
         "data": {"path": config.prompts, "prompts": len(data.records), "generations": len(rows), "skipped": [s.to_dict() for s in data.skipped]},
         "overlap": summary,
         "timings_s": {"generate": t_gen - t0, "lookup": t_look - t_gen, "total": time.perf_counter() - t0},

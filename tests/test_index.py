@@ -159,7 +159,8 @@ def test_ray_build_equals_local_build(corpus_file, target_dir, tmp_path):
     for f in sorted((tmp_path / "local").glob("shard-*/*")):
         assert f.read_bytes() == (tmp_path / "ray" / f.relative_to(tmp_path / "local")).read_bytes(), f
     strip = lambda m: {k: v for k, v in m.items() if k != "build"}  # noqa: E731  (timings and engine differ)
-    assert strip(local.meta) == {**strip(ray.meta), "tokenizer": local.meta["tokenizer"]}
+    assert strip(local.meta) == strip(ray.meta)
+    assert local.fingerprint == ray.fingerprint
 
 
 def test_index_commands(corpus_file, target_dir, target, tmp_path):
@@ -213,6 +214,7 @@ def test_extract_and_overlap_with_an_index(repeated_model, repeated_corpus, snip
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "ov" / "results.json").read_text())
     gens = pq.read_table(tmp_path / "ov" / "scores.parquet").to_pydict()
+    assert res["index"]["fingerprint"] and res["index"]["documents"] == len(repeated_corpus)
     assert gens["coverage"][0] > 0.9 and res["overlap"]["longest"]["max"] >= 20  # the text seen 50 times comes back
     assert res["overlap"]["top_sources"][0]["source"] in {f"c{i}" for i in range(50)}
     assert "<mark>" in (tmp_path / "ov" / "report.html").read_text()
