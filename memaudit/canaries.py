@@ -208,3 +208,28 @@ def read_ledger(path: str | Path) -> list[Canary]:
 
 def with_insertions(canaries: list[Canary], insertions: dict[str, list[dict]]) -> list[Canary]:
     return [replace(c, insertions=insertions.get(c.id, [])) for c in canaries]
+
+
+def split_ledger(canaries: list[Canary], *, min_repetitions: int = 1) -> tuple[list[Canary], list[Canary]]:
+    """(members inserted at least ``min_repetitions`` times, their never-inserted twins): a forget set and its holdout.
+
+    >>> made = make_canaries(repetitions=(1, 8), per_level=2)
+    >>> forget, holdout = split_ledger(made, min_repetitions=8)
+    >>> [c.repetitions for c in forget], [c.member for c in holdout]
+    ([8, 8], [False, False])
+    """
+    forget = [c for c in canaries if c.member and c.repetitions >= min_repetitions]
+    by_id = {c.id: c for c in canaries}
+    holdout = [by_id[c.pair_id] for c in forget if c.pair_id in by_id]
+    if not forget:
+        raise InputError(f"no member canary was inserted {min_repetitions} times or more")
+    return forget, holdout
+
+
+def write_texts_with_prefix(path, canaries: list[Canary]):
+    """Canaries as JSONL texts that ``read_texts`` takes (``prefix``, ``repetitions`` and ``template`` kept as metadata)."""
+    from .atomic import write_text_atomic
+
+    rows = [{"id": c.id, "text": c.text, "prefix": c.prefix, "repetitions": c.repetitions, "template": c.template} for c in canaries]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path

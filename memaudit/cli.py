@@ -443,6 +443,23 @@ def canaries_make(
     out_console.print(f"{sum(c.member for c in made)} canaries + {sum(not c.member for c in made)} twins -> {out}")
 
 
+@canaries_app.command("split")
+@reports_errors
+def canaries_split(
+    ledger: str = typer.Option(..., "--ledger", help="A ledger (e.g. the one `memaudit train` wrote into its model dir)."),
+    min_repetitions: int = typer.Option(1, "--min-repetitions", help="Members inserted at least this often form the forget set."),
+    forget: str = typer.Option("forget.jsonl", "--forget", help="Where to write the forget set (JSONL with text and prefix)."),
+    holdout: str = typer.Option("holdout.jsonl", "--holdout", help="Where to write their never-inserted twins."),
+):
+    """Split a ledger into a forget set (members) and a holdout (their twins) for `unlearn` / `unlearn-eval`."""
+    from .canaries import read_ledger, split_ledger, write_texts_with_prefix
+
+    f, h = split_ledger(read_ledger(ledger), min_repetitions=min_repetitions)
+    write_texts_with_prefix(forget, f)
+    write_texts_with_prefix(holdout, h)
+    out_console.print(f"{len(f)} canaries -> {forget}, {len(h)} twins -> {holdout}")
+
+
 @app.command()
 @reports_errors
 def train(
@@ -531,7 +548,7 @@ def _print_demo_summary(results: dict) -> None:
     out_console.print(table)
 
 
-from . import cli_index  # noqa: E402,F401  registers `memaudit index ...` and `memaudit overlap`
+from . import cli_index, cli_unlearn  # noqa: E402,F401  register `index ...`, `overlap`, `unlearn`, `unlearn-eval`
 
 
 if __name__ == "__main__":

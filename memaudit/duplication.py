@@ -49,6 +49,14 @@ def open_index_for(index_path: str, model) -> CorpusIndex:
     return index
 
 
+MIN_TRIMMED = 8  # texts at least this long are counted without their first and last token
+
+
 def corpus_counts(index: CorpusIndex, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
-    """Occurrences of each whole token sequence in the indexed corpus."""
-    return np.array([index.count(ids) for ids in token_ids], dtype=np.int64)
+    """Occurrences of each text's tokens in the indexed corpus.
+
+    A text cut out of a document tokenizes differently at its edges than inside it (BPE
+    joins a word to the space or newline before it), so texts of ``MIN_TRIMMED`` tokens or
+    more are counted without their first and last token.
+    """
+    return np.array([index.count(ids[1:-1] if len(ids) >= MIN_TRIMMED else ids) for ids in token_ids], dtype=np.int64)

@@ -169,8 +169,12 @@ def _lr_factor(step: int, s: TrainSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None) -> Path:
-    """Write a model directory atomically (a temp dir renamed into place)."""
+def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None, keep: Sequence[str] = ()) -> Path:
+    """Write a model directory atomically (a temp dir renamed into place).
+
+    ``keep`` names entries of an existing ``out_dir`` (e.g. checkpoint subdirectories) that
+    move into the new one instead of being deleted with the old.
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -180,6 +184,9 @@ def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None 
         if extra is not None:
             (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        for name in keep:
+            if (out / name).exists():
+                (out / name).rename(tmp / name)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -1,0 +1,344 @@
+"""``memaudit unlearn-eval``: is it gone, and what did removing it cost? Hard to fool by design.
+
+Every model (the original, each unlearned one, the retrained gold standard) is measured the
+same way, from one scoring pass per text (cached, so the original is never scored twice):
+
+- forget-set extraction: exact from the argmax flags of the scoring pass (greedy decoding
+  reproduces the continuation exactly iff every continuation token is the argmax), loose
+  from one batched greedy generation;
+- membership inference, forget vs holdout, with the lab's attacks (ideal: the retrained
+  model's AUC, near 0.5);
+- NLL on retain texts (and its change from the original, paired) and on a general corpus;
+- a relearning attack: a few fine-tuning steps on half of the forget set, then extraction
+  and NLL on the other half (forgetting that is only suppression comes back);
+- calibration: checkpoints along each method's run (``unlearn --save-every``) give a
+  forget-vs-retain trade-off curve; methods are compared at matched retain cost.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import results as rs
+from ..attacks import parse_attacks
+from ..cache import resolve_cache_root
+from ..corpus import load_corpus
+from ..data import TextRecord, read_texts
+from ..errors import InputError
+from ..extraction import compare, wilson_interval
+from ..generation import greedy_generate
+from ..lab import LAB_ATTACKS
+from ..metrics import membership_metrics
+from ..mia import score_views
+from ..models.hf import LoadOptions, load_causal_lm
+from ..scoring import ScoreSettings, score_texts
+from ..train import EOS
+from .loop import pad_batch
+from .run import UNLEARN_RECORD
+
+
+@dataclass(frozen=True)
+class UnlearnEvalConfig:
+    """Settings of ``memaudit unlearn-eval``; see its ``--help``."""
+
+    original: str
+    forget: str
+    holdout: str
+    retain: str
+    unlearned: tuple[str, ...] = ()
+    retrained: str | None = None
+    retrain: bool = False
+    general: str | None = None
+    retain_chars: int | None = 200_000
+    eval_texts: int = 200
+    chunk_chars: int = 400
+    prefix_tokens: int = 32
+    suffix_tokens: int = 32
+    relearn_steps: int = 10
+    relearn_lr: float = 1e-3
+    retain_budget: float = 0.1
+    n_bootstrap: int = 1000
+    seed: int = 0
+    out: str = "runs/unlearn-eval"
+    cache_dir: str | None = None
+    no_cache: bool = False
+    device: str = "auto"
+    report: bool = True
+
+    def __post_init__(self):
+        if self.retrain and self.retrained:
+            raise InputError("give --retrained DIR or --retrain, not both")
+        if self.eval_texts < 2 or self.relearn_steps < 0 or self.retain_budget < 0:
+            raise InputError("eval_texts must be >= 2, relearn_steps and retain_budget >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalSets:
+    forget: list[TextRecord]
+    holdout: list[TextRecord]
+    retain: list[str]
+    general: list[str]
+
+    def texts(self) -> list[str]:
+        return [r.text for r in self.forget] + [r.text for r in self.holdout] + self.retain + self.general
+
+    def slices(self) -> dict[str, slice]:
+        a, b, c = len(self.forget), len(self.forget) + len(self.holdout), len(self.forget) + len(self.holdout) + len(self.retain)
+        return {"forget": slice(0, a), "holdout": slice(a, b), "retain": slice(b, c), "general": slice(c, c + len(self.general))}
+
+
+def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path, dict]:
+    """Evaluate every model and write results.json, scores.parquet and report.html."""
+    t0 = time.perf_counter()
+    sets = load_sets(config)
+    out = rs.begin_run(config.out)
+    models = {"original": config.original}
+    for path in config.unlearned:
+        models[_model_name(path, models)] = path
+    if config.retrain:
+        from .retrain import retrain_without
+
+        models["retrained"] = str(retrain_without(config.original, [r.text for r in sets.forget], out, progress=progress))
+    elif config.retrained:
+        models["retrained"] = config.retrained
+    half_a, half_b = _halves(len(sets.forget), config.seed)
+    per_model, described, rows, originals = {}, {}, [], None
+    for name, path in models.items():
+        m = evaluate_model(path, sets, config, (half_a, half_b), baseline=originals, progress=progress)
+        if name == "original":
+            originals = m["_per_text"]
+        per_model[name] = {k: v for k, v in m.items() if not k.startswith("_")}
+        described[name] = m["_describe"]
+        per_model[name]["kind"] = "original" if name == "original" else "retrained" if name == "retrained" else "unlearned"
+        rows += [{"model": name, **r} for r in m["_rows"]]
+    calibration = calibrate({n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"}, sets, config, originals, per_model, progress)
+    results = {
+        **rs.run_header("unlearn-eval", config, {}),
+        "models": described,
+        "data": {k: len(getattr(sets, k)) for k in ("forget", "holdout", "retain", "general")},
+        "evaluation": per_model,
+        "calibration": calibration,
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
+    rs.write_scores(out, {k: [r.get(k) for r in rows] for k in rows[0]})
+    if config.report:
+        from ..report import write_unlearn_report
+
+        write_unlearn_report(out, results)
+    rs.write_results(out, results)
+    return out, results
+
+
+def load_sets(config: UnlearnEvalConfig) -> EvalSets:
+    forget = read_texts(config.forget).records
+    holdout = read_texts(config.holdout).records
+    if len(forget) < 2 or len(holdout) < 2:
+        raise InputError("forget and holdout need at least 2 texts each (the relearning attack splits the forget set)")
+    retain = corpus_chunks(load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed), config.eval_texts, config.chunk_chars)
+    general = corpus_chunks(load_corpus(config.general, seed=config.seed), config.eval_texts, config.chunk_chars) if config.general else []
+    return EvalSets(forget, holdout, retain, general)
+
+
+def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:
+    """``n`` pieces of about ``chars`` characters cut at line ends, spread evenly over the documents.
+
+    >>> corpus_chunks(["a\\nb\\nc\\nd\\n"], 2, 4)
+    ['a\\nb', 'c\\nd']
+    """
+    pieces = []
+    for d in docs:
+        pos = 0
+        while pos < len(d):
+            piece = d[pos : pos + chars]
+            cut = piece.rfind("\n")
+            piece = piece[:cut] if cut > 0 and pos + chars < len(d) else piece
+            pos += max(len(piece), 1) + 1
+            if piece.strip():
+                pieces.append(piece.strip("\n"))
+    if len(pieces) < 2:
+        raise InputError("the retain/general corpus is too small to cut into evaluation texts")
+    keep = np.unique(np.linspace(0, len(pieces) - 1, min(n, len(pieces))).astype(int))
+    return [pieces[i] for i in keep]
+
+
+def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves, *, baseline=None, progress=None, full: bool = True) -> dict:
+    """Every measure of one model; ``full=False`` (checkpoints) skips generation and relearning."""
+    lm = load_causal_lm(path, LoadOptions(dtype="float32", device=config.device))
+    stage = (lambda name: (lambda d, n: progress(f"{Path(path).name}: {name}", d, n))) if progress else (lambda name: None)
+    # one pass per text: forget and holdout also lowercased (for the lowercase attack), retain and general not
+    texts, n_mia = sets.texts(), len(sets.forget) + len(sets.holdout)
+    cache = resolve_cache_root(config.cache_dir, config.no_cache)
+    inputs, stats = score_views(lm, None, texts[:n_mia], ScoreSettings(), lowercase=True, cache_root=cache)
+    rest, rest_stats = score_texts(lm, texts[n_mia:], ScoreSettings(), cache_root=cache)
+    sl = sets.slices()
+    prompts = [prompt_length(lm, r, config.prefix_tokens) for r in sets.forget]
+    forget_scores = [inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)]
+    exact_flags = [bool(t.is_argmax[k - 1 : k - 1 + config.suffix_tokens].all()) for t, k in zip(forget_scores, prompts)]
+    every = [*inputs.target, *rest]
+    nll = np.array([-float(np.mean(t.logp)) for t in every])  # mean token NLL per text
+    ntok = np.array([len(t.logp) for t in every])
+    labels = np.r_[np.ones(len(sets.forget), int), np.zeros(len(sets.holdout), int)]
+    attack_scores = {s.column: s(inputs) for s in parse_attacks(LAB_ATTACKS)}
+    out = {
+        "path": str(path),
+        "fingerprint": lm.fingerprint,
+        "method": _method_of(path),
+        "forget": {"exact": _rate(exact_flags), "nll": _mean_ci(nll[sl["forget"]], ntok[sl["forget"]], config)},
+        "mia": {col: membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed)["auc"].to_dict() for col, v in attack_scores.items()},
+        "retain": _nll_block(nll, ntok, sl["retain"], baseline, config),
+        "general": _nll_block(nll, ntok, sl["general"], baseline, config) if sets.general else None,
+        "passes": {"scoring": stats["target"].forward_passes + rest_stats.forward_passes},
+        "_per_text": nll,
+        "_describe": lm.describe(),
+    }
+    if full:
+        ids = lm.encode([r.text for r in sets.forget])
+        generated = greedy_generate(lm, [t[:k] for t, k in zip(ids, prompts)], config.suffix_tokens, progress=stage("extracting"))
+        matches = [compare(g[: len(t[k : k + config.suffix_tokens])], t[k : k + config.suffix_tokens]) for g, t, k in zip(generated, ids, prompts)]
+        out["forget"]["loose"] = _rate([m.loose for m in matches])
+        out["forget"]["exact_generated"] = _rate([m.exact for m in matches])  # equals "exact": a cross-check
+        out["passes"]["generation_prompts"] = len(generated)
+        if config.relearn_steps:
+            out["relearn"] = relearn_attack(lm, ids, prompts, halves, config)
+    out["_rows"] = [
+        {"set": s, "id": rec_id, "nll": float(nll[i])}
+        for s, sl_ in sl.items()
+        for i, rec_id in zip(range(sl_.start, sl_.stop), _ids(sets, s))
+    ]
+    return out
+
+
+def prompt_length(lm, record: TextRecord, prefix_tokens: int) -> int:
+    """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one (canaries), else
+    ``prefix_tokens`` (at most half the text)."""
+    ids = lm.encode([record.text])[0]
+    prefix = record.meta.get("prefix")
+    if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
+        j = 1
+        while j < len(ids) - 1 and prefix.startswith(lm.tokenizer.decode(ids[: j + 1])):
+            j += 1
+        return j
+    return max(1, min(prefix_tokens, len(ids) // 2))
+
+
+def relearn_attack(lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig) -> dict:
+    """Fine-tune a copy on half A of the forget set; how much of half B comes back?"""
+    a, b = halves
+    eos = lm.tokenizer.convert_tokens_to_ids(EOS) if EOS in lm.tokenizer.get_vocab() else (lm.tokenizer.eos_token_id or 0)
+    model = copy.deepcopy(lm.model).float()
+    before = _teacher_forced(model, [ids[i] for i in b], [prompts[i] for i in b], eos, config.suffix_tokens)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.relearn_lr, weight_decay=0.0)
+    batch, mask = pad_batch([ids[i] + [eos] for i in a], eos, lm.device)
+    labels = batch.masked_fill(mask == 0, -100)
+    model.train()
+    for _ in range(config.relearn_steps):
+        model(input_ids=batch, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    after = _teacher_forced(model, [ids[i] for i in b], [prompts[i] for i in b], eos, config.suffix_tokens)
+    return {
+        "half_a": len(a), "half_b": len(b), "steps": config.relearn_steps,
+        "exact_before": _rate(before[0]), "exact_after": _rate(after[0]),
+        "nll_before": float(np.mean(before[1])), "nll_after": float(np.mean(after[1])),
+        "nll_recovered": float(np.mean(before[1]) - np.mean(after[1])),
+    }
+
+
+@torch.no_grad()
+def _teacher_forced(model, seqs, prompts, pad_id: int, suffix: int) -> tuple[list[bool], list[float]]:
+    """Per sequence: does greedy decoding from its prompt reproduce it (all continuation tokens argmax), and its continuation NLL."""
+    ids, mask = pad_batch(seqs, pad_id, next(model.parameters()).device)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    is_max = logits.argmax(-1) == ids[:, 1:]
+    exact, nll = [], []
+    for r, (s, k) in enumerate(zip(seqs, prompts)):
+        span = slice(k - 1, min(len(s) - 1, k - 1 + suffix))
+        exact.append(bool(is_max[r, span].all()))
+        nll.append(float(-logp[r, span].mean()))
+    return exact, nll
+
+
+def calibrate(unlearned: dict[str, str], sets, config, originals, per_model, progress) -> dict:
+    """Each method's checkpoints as a forget-vs-retain curve, and the point within the retain budget whose
+    forget-vs-holdout AUC is closest to the retrained model's (an AUC far below it is over-forgetting, which
+    is as visible to an attacker as remembering)."""
+    # the AUC an unlearned model should have: the retrained model's, or chance without one
+    target = per_model["retrained"]["mia"]["loss"]["value"] if "retrained" in per_model else 0.5
+    out = {"retain_budget": config.retain_budget, "target_auc": target, "methods": {}}
+    for name, path in unlearned.items():
+        points = []
+        for ckpt in sorted(Path(path).glob("step-*")):
+            m = evaluate_model(str(ckpt), sets, config, None, baseline=originals, progress=progress, full=False)
+            points.append(_point(m, int(ckpt.name.split("-")[1])))
+        final = json.loads((Path(path) / UNLEARN_RECORD).read_text()).get("step") if (Path(path) / UNLEARN_RECORD).is_file() else None
+        points.append(_point(per_model[name], final))
+        within = [p for p in points if p["retain_delta"] <= config.retain_budget]
+        chosen = min(within, key=lambda p: (abs(p["mia_auc"] - target), p["forget_exact"])) if within else None
+        out["methods"][name] = {"curve": points, "chosen": chosen}
+    return out
+
+
+def _point(m: dict, step) -> dict:
+    return {
+        "step": step, "retain_delta": m["retain"]["delta"]["value"] if m["retain"]["delta"] else 0.0,
+        "forget_exact": m["forget"]["exact"]["value"], "forget_nll": m["forget"]["nll"]["value"], "mia_auc": m["mia"]["loss"]["value"],
+    }
+
+
+def _nll_block(nll, ntok, sl: slice, baseline, config) -> dict:
+    block = {"nll": _mean_ci(nll[sl], ntok[sl], config), "delta": None}
+    if baseline is not None:
+        block["delta"] = _mean_ci(nll[sl] - baseline[sl], ntok[sl], config)
+    return block
+
+
+def _mean_ci(values: np.ndarray, weights: np.ndarray, config) -> dict:
+    """Token-weighted mean with a bootstrap 95% CI over texts."""
+    values, weights = np.asarray(values, float), np.asarray(weights, float)
+    mean = float(np.average(values, weights=weights))
+    rng = np.random.default_rng(config.seed)
+    idx = rng.integers(0, len(values), (config.n_bootstrap, len(values)))
+    boots = (values[idx] * weights[idx]).sum(1) / weights[idx].sum(1)
+    return {"value": mean, "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+
+
+def _rate(flags) -> dict:
+    n, k = len(flags), int(sum(flags))
+    return {"value": k / n if n else float("nan"), "ci": list(wilson_interval(k, n)), "n": n}
+
+
+def _halves(n: int, seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[: n // 2].tolist()), sorted(order[n // 2 :].tolist())
+
+
+def _ids(sets: EvalSets, name: str) -> list[str]:
+    if name in ("forget", "holdout"):
+        return [r.id for r in getattr(sets, name)]
+    return [f"{name}-{i}" for i in range(len(getattr(sets, name)))]
+
+
+def _model_name(path: str, taken: dict) -> str:
+    name = _method_of(path) or Path(path).name
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    return name
+
+
+def _method_of(path: str) -> str | None:
+    record = Path(path) / UNLEARN_RECORD
+    return json.loads(record.read_text()).get("method") if record.is_file() else None

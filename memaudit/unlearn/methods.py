@@ -1,0 +1,89 @@
+"""Unlearning objectives: each is a loss over one step's forget and retain batches.
+
+A method is a small pure function of :class:`StepInputs`; the one training loop in
+``loop.py`` computes those inputs and minimises whatever the method returns. Adding a method
+touches this module and its test, never the loop. Definitions: shared/REFERENCES.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What a method's loss may use. Log-probabilities are summed over each forget sequence's tokens."""
+
+    forget_logp: torch.Tensor  # (B,) log p_theta(y) of each forget sequence
+    forget_tokens: torch.Tensor  # (B,) tokens scored in each sequence
+    reference_logp: torch.Tensor | None  # (B,) log p_ref(y) under the model before unlearning
+    retain_nll: torch.Tensor | None  # () mean token NLL of the retain batch
+    beta: float
+    gamma: float
+    retain_weight: float
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    loss: Callable[[StepInputs], torch.Tensor]
+    needs_retain: bool = False  # refuses to run without retain data
+    uses_retain: bool = False  # adds the retain NLL when retain data is given
+    needs_reference: bool = False
+    default_beta: float = 0.1
+
+
+METHODS: Registry[Method] = Registry("unlearning method")
+
+
+def forget_nll(x: StepInputs) -> torch.Tensor:
+    """Mean token NLL of the forget batch."""
+    return -x.forget_logp.sum() / x.forget_tokens.sum()
+
+
+def _with_retain(loss: torch.Tensor, x: StepInputs) -> torch.Tensor:
+    return loss if x.retain_nll is None else loss + x.retain_weight * x.retain_nll
+
+
+def gradient_ascent(x: StepInputs) -> torch.Tensor:
+    """Raise the forget set's NLL: ``-NLL(F)``."""
+    return -forget_nll(x)
+
+
+def gradient_difference(x: StepInputs) -> torch.Tensor:
+    """Raise the forget NLL while keeping the retain NLL low: ``-NLL(F) + w NLL(R)``."""
+    return -forget_nll(x) + x.retain_weight * x.retain_nll
+
+
+def npo(x: StepInputs) -> torch.Tensor:
+    """Negative preference optimisation: ``(2/beta) mean log(1 + (p_theta/p_ref)^beta)`` (+ retain NLL).
+
+    ``log(1 + e^z) = softplus(z)`` with ``z = beta (log p_theta - log p_ref)``; bounded below,
+    so unlike gradient ascent it slows down once the forget set is unlikely.
+    """
+    z = x.beta * (x.forget_logp - x.reference_logp)
+    return _with_retain((2.0 / x.beta) * F.softplus(z).mean(), x)
+
+
+def simnpo(x: StepInputs) -> torch.Tensor:
+    """SimNPO: reference-free, length-normalised NPO with a margin gamma (+ retain NLL).
+
+    ``-(2/beta) log sigmoid(-(beta/|y|) log p_theta(y) - gamma) = (2/beta) softplus((beta/|y|) log p_theta(y) + gamma)``.
+    """
+    z = x.beta * x.forget_logp / x.forget_tokens + x.gamma
+    return _with_retain((2.0 / x.beta) * F.softplus(z).mean(), x)
+
+
+METHODS.add("ga", Method("ga", "gradient ascent on the forget set", gradient_ascent))
+METHODS.add("grad_diff", Method("grad_diff", "gradient ascent on forget + descent on retain", gradient_difference, needs_retain=True))
+METHODS.add("npo", Method("npo", "negative preference optimisation against the original model (+ retain NLL)", npo, uses_retain=True, needs_reference=True))
+METHODS.add("simnpo", Method("simnpo", "reference-free length-normalised NPO with a margin (+ retain NLL)", simnpo, uses_retain=True, default_beta=2.5))
+
+EDIT_METHODS = ("kfac",)  # weight edits without gradient steps on the forget set (kfac.py)
