@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_lab.py
 	$(PY) benchmarks/bench_traps.py
 	$(PY) benchmarks/bench_index.py
+	$(PY) benchmarks/bench_unlearn.py
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -12,9 +12,12 @@
    no relearning attack), counted by a hook on the model class: text rows through a full
    forward, and all tokens processed (decoding steps included). The naive evaluation runs
    the model once per metric per model, as per-metric evaluators do: greedy decoding for
-   exact and again for loose extraction, one pass per attack (two for lowercase), one for
-   retain and general NLL, and the original again for every NLL change. Also the same
-   evaluation a second time, when the original's scores come from the cache.
+   exact and again for loose extraction, one pass for the forget NLL, one per attack (two
+   for lowercase), one for retain and general NLL, and the original again for every NLL
+   change. Per text, MIA costs 6 passes there and 2 here, extraction 2 generations there and
+   1 here, retain/general NLL 1 (2 for a change) there and 1 here, so the ratio depends on
+   how large the retain and general sets are. Also the same evaluation a second time, when
+   every model's scores come from the cache.
 """
 
 from __future__ import annotations
@@ -44,12 +47,12 @@ from memaudit.unlearn.run import UnlearnConfig, run_unlearn  # noqa: E402
 
 
 class Counter:
-    """Counts what every GPT-2 forward call processes."""
+    """Counts what every forward call of the GPT-2 body processes (scoring calls the body directly)."""
 
     def __init__(self):
-        from transformers import GPT2LMHeadModel
+        from transformers import GPT2Model
 
-        self.cls, self.original = GPT2LMHeadModel, GPT2LMHeadModel.forward
+        self.cls, self.original = GPT2Model, GPT2Model.forward
         self.rows = self.tokens = 0
         counter = self
 
@@ -60,7 +63,7 @@ class Counter:
                 counter.rows += ids.shape[0] if ids.shape[1] > 1 else 0
             return counter.original(model, *args, **kwargs)
 
-        GPT2LMHeadModel.forward = counted
+        GPT2Model.forward = counted
 
     def reset(self) -> dict:
         out = {"text_rows": self.rows, "tokens": self.tokens}
@@ -139,6 +142,7 @@ def naive_evaluation(paths: dict[str, str], cfg: UnlearnEvalConfig, forget, hold
         for _ in ("exact", "loose"):
             for p in prompts:
                 greedy_generate(lm, [p], cfg.suffix_tokens, batch_size=1)
+        nll(lm, forget)  # forget NLL
         for attack in ("loss", "zlib", "min_k", "min_k_pp", "lowercase"):
             nll(lm, forget + holdout)
             if attack == "lowercase":
