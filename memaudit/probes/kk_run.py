@@ -1,0 +1,123 @@
+"""``memaudit probe kk make`` / ``run``: puzzles to JSONL, and a model's accuracy, consistency and LiMem."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import results as rs
+from ..atomic import write_text_atomic
+from ..errors import InputError
+from ..generation import greedy_generate
+from ..models.hf import LoadOptions, load_causal_lm
+from .consistency import limem_with_ci
+from .kk import LOGIC_PERTURBATIONS, PERTURBATIONS, from_row, make_puzzles, parse_answer, render_puzzle, to_row
+
+
+def write_puzzles(path: str | Path, people: list[int], n: int, *, depth: int = 2, seed: int = 0) -> Path:
+    rows = [to_row(p) for p in make_puzzles(people, n, depth=depth, seed=seed)]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return Path(path)
+
+
+def read_puzzles(path: str | Path) -> list:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such file", path=str(p))
+    out = []
+    for line_no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not JSON ({e.msg})", path=str(p), line=line_no) from None
+        if not isinstance(row, dict):
+            raise InputError("a puzzle row must be a JSON object", path=str(p), line=line_no)
+        out.append(from_row(row, where=f"{p}:{line_no}"))
+    if not out:
+        raise InputError("no puzzles in this file", path=str(p))
+    return out
+
+
+@dataclass(frozen=True)
+class KKRunConfig:
+    model: str
+    data: str
+    perturbations: tuple[str, ...] = ("leaf", "statement", "names", "roles", "order")
+    out: str = "runs/kk"
+    max_new_tokens: int | None = None  # None: long enough for the longest answer
+    batch_size: int = 16
+    n_bootstrap: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    report: bool = True
+
+    def __post_init__(self):
+        unknown = [k for k in self.perturbations if k not in PERTURBATIONS]
+        if unknown:
+            raise InputError(f"unknown perturbation '{unknown[0]}' (known: {', '.join(PERTURBATIONS)})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
+    t0 = time.perf_counter()
+    puzzles = read_puzzles(config.data)
+    model = load_causal_lm(config.model, LoadOptions(device=config.device))
+    variants = {"original": puzzles}
+    for kind in config.perturbations:
+        rng = random.Random(f"{config.seed}-{kind}")
+        variants[kind] = [PERTURBATIONS[kind](p, rng) for p in puzzles]
+    correct, outputs = {}, {}
+    for name, ps in variants.items():
+        correct[name], outputs[name] = answer_all(model, ps, config, progress=(lambda d, n, name=name: progress(f"solving: {name}", d, n)) if progress else None)
+    orig = correct["original"]
+    summary = {
+        kind: {**limem_with_ci(orig, correct[kind], n_bootstrap=config.n_bootstrap, seed=config.seed), "changes_answer": kind in LOGIC_PERTURBATIONS}
+        for kind in config.perturbations
+    }
+    by_people = {}
+    for n_people in sorted({p.n for p in puzzles}):
+        idx = [i for i, p in enumerate(puzzles) if p.n == n_people]
+        by_people[n_people] = {kind: limem_with_ci([orig[i] for i in idx], [correct[kind][i] for i in idx], n_bootstrap=200, seed=config.seed)
+                               for kind in config.perturbations}
+    out = rs.begin_run(config.out)
+    columns = {"id": [p.meta.get("id") for p in puzzles], "people": [p.n for p in puzzles]}
+    for name in variants:
+        columns[f"{name}_correct"] = correct[name]
+        columns[f"{name}_output"] = outputs[name]
+    rs.write_scores(out, columns)
+    results = {
+        **rs.run_header("probe kk run", config, {"target": model}),
+        "data": {"path": config.data, "puzzles": len(puzzles), "skipped": []},
+        "accuracy": sum(orig) / len(orig),
+        "perturbations": summary,
+        "by_people": by_people,
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
+    if config.report:
+        from ..report import write_kk_report
+
+        write_kk_report(out, results)
+    rs.write_results(out, results)
+    return out, results
+
+
+def answer_all(model, puzzles, config: KKRunConfig, *, progress=None) -> tuple[list[bool], list[str]]:
+    """Greedy answers to every puzzle, parsed and checked against its one solution."""
+    from .kk import render_answer
+
+    prompts = [model.encode([render_puzzle(p) + "\nAnswer:"])[0] for p in puzzles]
+    longest = max(len(model.encode([" " + render_answer(p)])[0]) for p in puzzles)
+    room = model.max_length - max(len(x) for x in prompts)
+    new = min(config.max_new_tokens or longest + 4, room)
+    if new < 1:
+        raise InputError(f"puzzles of {max(len(x) for x in prompts)} tokens leave no room to answer in the model's context of {model.max_length}")
+    generated = greedy_generate(model, prompts, new, batch_size=config.batch_size, progress=progress)
+    texts = [model.tokenizer.decode(g) for g in generated]
+    return [parse_answer(t, p) == p.solution() for t, p in zip(texts, puzzles)], texts

@@ -1,0 +1,115 @@
+"""Knights and Knaves: puzzles, perturbations, parser, LiMem, and the memorization effect on a trained model."""
+
+import itertools
+import json
+import random
+
+import pytest
+from typer.testing import CliRunner
+
+from memaudit.cli import app
+from memaudit.errors import InputError
+from memaudit.probes.consistency import limem, limem_with_ci
+from memaudit.probes.kk import LOGIC_PERTURBATIONS, PERTURBATIONS, Puzzle, make_puzzles, parse_answer, render_answer, to_row
+from memaudit.probes.kk_run import KKRunConfig, read_puzzles, run_kk, write_puzzles
+from memaudit.trainer import TrainConfig, run_train
+
+runner = CliRunner()
+PY_OPS = {"and": "({} and {})", "or": "({} or {})", "implies": "((not {}) or {})", "iff": "({} == {})"}
+
+
+def as_python(expr) -> str:
+    """The formula as a Python expression over x0..xN-1: an evaluator independent of the library's."""
+    if expr[0] == "is":
+        return f"(x{expr[1]} == {expr[2]})"
+    if expr[0] == "not":
+        return f"(not {as_python(expr[1])})"
+    return PY_OPS[expr[0]].format(as_python(expr[1]), as_python(expr[2]))
+
+
+def brute_force(p: Puzzle) -> list[tuple[bool, ...]]:
+    code = [compile(as_python(s), "<kk>", "eval") for s in p.statements]
+    out = []
+    for values in itertools.product((False, True), repeat=p.n):
+        env = {f"x{k}": v for k, v in enumerate(values)}
+        if all(eval(c, {}, env) == values[k] for k, c in enumerate(code)):  # noqa: S307  (our own formulas)
+            out.append(values)
+    return out
+
+
+def test_every_puzzle_has_exactly_one_solution():
+    puzzles = make_puzzles(range(2, 9), 6, seed=3)
+    assert sorted({p.n for p in puzzles}) == list(range(2, 9))
+    for p in puzzles:
+        sols = brute_force(p)
+        assert len(sols) == 1 and sols[0] == p.solution()
+
+
+def test_perturbations_keep_one_solution_and_change_it_only_when_logical():
+    rng = random.Random(0)
+    for p in make_puzzles(range(2, 7), 5, seed=4):
+        for kind, perturb in PERTURBATIONS.items():
+            q = perturb(p, rng)
+            sols = brute_force(q)
+            assert len(sols) == 1
+            if kind in LOGIC_PERTURBATIONS:
+                assert sols[0] != p.solution() and q.names == p.names
+            else:
+                assert sols[0] == p.solution()
+                assert (render_answer(q) == render_answer(p)) == (kind == "order")  # only the wording changes
+
+
+def test_parser_reads_good_answers_and_rejects_malformed_ones():
+    p = Puzzle((("is", 1, True), ("is", 0, True), ("not", ("is", 0, False))), ("Alice", "Bob", "Carol"))
+    assert parse_answer("(1) Alice is a knight. (2) Bob is a knave. (3) Carol is a knight.", p) == (True, False, True)
+    assert parse_answer(" (1) Alice is a knight. (2) Bob is a knight. (3) Carol is a knave.<|endoftext|>An island", p) == (True, True, False)
+    for bad in (
+        "(1) Alice is a knight. (2) Bob is a knave.",  # someone missing
+        "(1) Alice is a knight. (2) Alice is a knave. (3) Carol is a knight.",  # repeated
+        "(1) Alice is a knight. (2) Dave is a knave. (3) Carol is a knight.",  # not in the puzzle
+        "(1) Alice is a knight. (2) Bob is a liar. (3) Carol is a knight.",  # another puzzle's role word
+        "Alice is a knight, Bob is a knave, Carol is a knight.",  # not the format
+    ):
+        assert parse_answer(bad, p) is None, bad
+
+
+def test_limem_equals_its_formula():
+    correct = [1, 1, 1, 1, 0, 0, 1, 0]
+    perturbed = [1, 0, 0, 1, 1, 0, 0, 0]
+    acc, cr = 5 / 8, 2 / 5  # 5 solved; 2 of those still solved after perturbation
+    r = limem(correct, perturbed)
+    assert r["accuracy"] == acc and r["consistency"] == cr and r["limem"] == pytest.approx(acc * (1 - cr))
+    ci = limem_with_ci(correct, perturbed, n_bootstrap=200)
+    assert ci["limem"]["ci"][0] <= r["limem"] <= ci["limem"]["ci"][1]
+
+
+def test_bad_puzzle_files_name_file_and_line(tmp_path):
+    good = write_puzzles(tmp_path / "good.jsonl", [3], 2)
+    rows = [json.loads(line) for line in good.read_text().splitlines()]
+    cases = {
+        "not JSON": "{oops\n",
+        "malformed puzzle": json.dumps({**rows[0], "statements": [["xor", ["is", 0, True], ["is", 1, True]]] * 3}) + "\n",
+        "solutions, not exactly one": json.dumps({**rows[0], "statements": [["is", 1, True], ["is", 0, True], ["is", 0, True]]}) + "\n",
+    }
+    for message, line in cases.items():
+        path = tmp_path / "bad.jsonl"
+        path.write_text(good.read_text() + line)
+        with pytest.raises(InputError, match=message) as e:
+            read_puzzles(path)
+        assert "bad.jsonl:3" in str(e.value)
+    r = runner.invoke(app, ["probe", "kk", "make", "--people", "2-8", "--out", str(tmp_path / "x.jsonl")])
+    assert r.exit_code == 2 and "--people must look like" in r.stderr
+
+
+def test_a_model_trained_on_puzzles_recites_them(tmp_path):
+    """The paper's finding, small: high accuracy on the training puzzles, none once the logic changes."""
+    data = write_puzzles(tmp_path / "kk.jsonl", [3], 12, seed=0)
+    model = run_train(TrainConfig(corpus=str(data), out=str(tmp_path / "m"), model_size="micro", steps=600, seq_len=256, lr=3e-3,
+                                  vocab_size=512, checkpoint_every=0))
+    out, res = run_kk(KKRunConfig(model=str(model), data=str(data), out=str(tmp_path / "run"), n_bootstrap=200))
+    assert res["accuracy"] >= 0.5
+    for kind in LOGIC_PERTURBATIONS:
+        s = res["perturbations"][kind]
+        assert s["perturbed_accuracy"]["value"] <= res["accuracy"] - 0.3 and s["limem"]["value"] >= 0.3
+    assert (out / "report.html").is_file() and json.loads((out / "results.json").read_text())["data"]["puzzles"] == 12
+    assert to_row(read_puzzles(data)[0])["answer"] in data.read_text()
