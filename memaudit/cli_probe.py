@@ -70,3 +70,57 @@ def kk_run(
         table.add_row(k, f"{s['perturbed_accuracy']['value']:.3f}", f"{s['consistency']['value']:.3f}", f"{s['limem']['value']:.3f}")
     out_console.print(table)
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+@probe_app.command("temporal")
+@reports_errors
+def temporal(
+    model: str = typer.Option(..., "--model", help="Model dir (local, safetensors)."),
+    facts: str = typer.Option(..., "--facts", help="JSONL of dated facts: date (YYYY-MM-DD), prompt, answer (numeric or text)."),
+    cutoff: str = typer.Option(..., "--cutoff", help="The model's training cutoff (YYYY-MM-DD); facts on or after it count as after."),
+    period: str = typer.Option("quarter", "--period", help="Bars of the plot: year, quarter or month."),
+    tolerance: float = typer.Option(0.0, "--tolerance", help="Numeric answers: largest relative error counted correct."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
+    out: str = typer.Option("runs/temporal", "--out", help="Run directory."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+):
+    """Accuracy on dated facts before vs after the training cutoff, per period, with a plot."""
+    from .probes.temporal import TemporalConfig, run_temporal
+
+    cfg = TemporalConfig(model=model, facts=facts, cutoff=cutoff, period=period, tolerance=tolerance, max_new_tokens=max_new_tokens,
+                         out=out, device=device)
+    with StageBars() as bars:
+        path, res = run_temporal(cfg, progress=bars)
+    b, a = res["before"], res["after"]
+    out_console.print(f"accuracy before {res['cutoff']}: {b['value']:.3f} (n={b['n']}); after: {a['value']:.3f} (n={a['n']})")
+    out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+@probe_app.command("temporal-make")
+@reports_errors
+def temporal_make(
+    start: str = typer.Option("2020-01-01", "--start", help="First date."),
+    end: str = typer.Option("2023-12-31", "--end", help="Last date."),
+    per_month: int = typer.Option(2, "--per-month", help="Facts per month."),
+    cutoff: str = typer.Option(None, "--cutoff", help="Also write the facts before this date as a training corpus (--train-out)."),
+    train_out: str = typer.Option("facts-train.jsonl", "--train-out", help="Training corpus of the facts before --cutoff."),
+    seed: int = typer.Option(0, "--seed", help="Seed of items, days and prices."),
+    out: str = typer.Option("facts.jsonl", "--out", help="JSONL of every fact (date, prompt, answer, text)."),
+):
+    """Synthetic dated facts (invented prices), and optionally the training corpus of those before a cutoff."""
+    import datetime as dt
+
+    from .probes.temporal import make_facts, write_facts
+
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        cut = dt.date.fromisoformat(cutoff) if cutoff else None
+    except ValueError as e:
+        raise InputError(f"dates must be YYYY-MM-DD ({e})") from None
+    rows = make_facts(first, last, per_month=per_month, seed=seed)
+    write_facts(out, rows)
+    out_console.print(f"{len(rows)} facts -> {out}")
+    if cut is not None:
+        before = [r for r in rows if r["date"] < cut.isoformat()]
+        write_facts(train_out, before)
+        out_console.print(f"{len(before)} facts before {cut} -> {train_out} (train on it, then probe with --cutoff {cut})")

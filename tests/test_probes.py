@@ -113,3 +113,49 @@ def test_a_model_trained_on_puzzles_recites_them(tmp_path):
         assert s["perturbed_accuracy"]["value"] <= res["accuracy"] - 0.3 and s["limem"]["value"] >= 0.3
     assert (out / "report.html").is_file() and json.loads((out / "results.json").read_text())["data"]["puzzles"] == 12
     assert to_row(read_puzzles(data)[0])["answer"] in data.read_text()
+
+
+def test_temporal_groups_across_the_cutoff():
+    import datetime as dt
+
+    from memaudit.probes.temporal import Fact, group_by_cutoff
+
+    dates = ["2021-11-30", "2021-12-31", "2022-01-01", "2022-02-15", "2022-04-01"]
+    facts = [Fact(dt.date.fromisoformat(d), "p", "1", True) for d in dates]
+    g = group_by_cutoff(facts, [True, True, False, True, False], dt.date(2022, 1, 1), "quarter")
+    assert g["before"]["n"] == 2 and g["before"]["value"] == 1.0 and g["after"]["n"] == 3 and g["after"]["value"] == pytest.approx(1 / 3)
+    assert {k: (v["side"], v["n"]) for k, v in g["by_period"].items()} == {"2021-Q4": ("before", 2), "2022-Q1": ("after", 2), "2022-Q2": ("after", 1)}
+    g = group_by_cutoff(facts, [True] * 5, dt.date(2022, 2, 1), "quarter")
+    assert g["by_period"]["2022-Q1"]["side"] == "straddles"
+
+
+def test_temporal_bad_inputs(tmp_path, target_dir):
+    from memaudit.probes.temporal import TemporalConfig, make_facts, read_facts, run_temporal, write_facts
+    import datetime as dt
+
+    facts = write_facts(tmp_path / "f.jsonl", make_facts(dt.date(2021, 1, 1), dt.date(2021, 6, 30)))
+    (tmp_path / "bad.jsonl").write_text(facts.read_text() + json.dumps({"date": "2021-13-01", "prompt": "p", "answer": "1"}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:13: bad date"):
+        read_facts(tmp_path / "bad.jsonl")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"date": "2021-01-01", "prompt": "p"}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:1: missing field 'answer'"):
+        read_facts(tmp_path / "bad.jsonl")
+    with pytest.raises(InputError, match="outside the facts' range"):
+        run_temporal(TemporalConfig(model=str(target_dir), facts=str(facts), cutoff="2023-01-01", out=str(tmp_path / "r")))
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path):
+    import datetime as dt
+
+    from memaudit.probes.temporal import TemporalConfig, make_facts, run_temporal, write_facts
+
+    rows = make_facts(dt.date(2021, 1, 1), dt.date(2022, 12, 31), per_month=2, seed=0)
+    facts = write_facts(tmp_path / "facts.jsonl", rows)
+    train = write_facts(tmp_path / "train.jsonl", [r for r in rows if r["date"] < "2022-01-01"])
+    model = run_train(TrainConfig(corpus=str(train), out=str(tmp_path / "m"), model_size="micro", steps=600, seq_len=64, lr=3e-3,
+                                  vocab_size=512, checkpoint_every=0))
+    out, res = run_temporal(TemporalConfig(model=str(model), facts=str(facts), cutoff="2022-01-01", out=str(tmp_path / "run")))
+    assert res["before"]["n"] == res["after"]["n"] == 24
+    assert res["before"]["value"] >= res["after"]["value"] + 0.2
+    assert (out / "report.html").is_file()
