@@ -124,3 +124,37 @@ def temporal_make(
         before = [r for r in rows if r["date"] < cut.isoformat()]
         write_facts(train_out, before)
         out_console.print(f"{len(before)} facts before {cut} -> {train_out} (train on it, then probe with --cutoff {cut})")
+
+
+@probe_app.command("retention")
+@reports_errors
+def retention(
+    model: str = typer.Option(..., "--model", help="Model dir trained with the ledger's canaries (e.g. by `memaudit train --ledger`)."),
+    ledger: str = typer.Option(..., "--ledger", help="The ledger (members and their twins)."),
+    continue_corpus: str = typer.Option(..., "--continue-corpus", help="New data to continue training on: 'stdlib', a folder, .jsonl, .txt, .parquet."),
+    steps_list: str = typer.Option("0,10,100,1000", "--steps-list", help="Steps of continued training at which to measure."),
+    continue_chars: int = typer.Option(300_000, "--continue-chars", help="Use only the first documents of the new data up to this many characters."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the continued training."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per step."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data order."),
+    out: str = typer.Option("runs/retention", "--out", help="Run directory."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+):
+    """Recognition and recall of each repetition level while training continues on new data (the model dir is not changed)."""
+    from .cli import _int_list
+    from .probes.retention import RetentionConfig, run_retention
+
+    cfg = RetentionConfig(model=model, ledger=ledger, continue_corpus=continue_corpus, steps_list=_int_list(steps_list, "--steps-list"),
+                          continue_chars=continue_chars, lr=lr, batch_size=batch_size, seq_len=seq_len, seed=seed, out=out, device=device)
+    with StageBars() as bars:
+        path, res = run_retention(cfg, progress=bars)
+    table = Table(title="Retention (recognition / recall)")
+    levels = list(next(iter(res["curve"].values())))
+    table.add_column("step", justify="right")
+    for lv in levels:
+        table.add_column(f"{lv} reps", justify="right")
+    for s, row in res["curve"].items():
+        table.add_row(s, *(f"{row[lv]['recognition']:.2f} / {row[lv]['recall']:.2f}" for lv in levels))
+    out_console.print(table)
+    out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")

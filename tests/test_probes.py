@@ -159,3 +159,23 @@ def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path
     assert res["before"]["n"] == res["after"]["n"] == 24
     assert res["before"]["value"] >= res["after"]["value"] + 0.2
     assert (out / "report.html").is_file()
+
+
+def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, snippets):
+    from memaudit.canaries import make_canaries, write_ledger
+    from memaudit.data import write_texts
+    from memaudit.probes.retention import RetentionConfig, run_retention
+
+    ledger = write_ledger(tmp_path / "c.jsonl", make_canaries(repetitions=(1, 256), per_level=6))
+    model = run_train(TrainConfig(corpus="stdlib", corpus_chars=30_000, ledger=str(ledger), out=str(tmp_path / "m"), model_size="micro",
+                                  steps=600, seq_len=64, lr=3e-3, vocab_size=1024, checkpoint_every=0))
+    new_data = write_texts(tmp_path / "new.jsonl", ((f"n{i}", t) for i, t in enumerate(snippets["reference_corpus"])))
+    out, res = run_retention(RetentionConfig(model=str(model), ledger=str(model / "ledger.jsonl"), continue_corpus=str(new_data),
+                                             steps_list=(0, 10, 50), seq_len=64, out=str(tmp_path / "run")))
+    assert list(res["curve"]) == ["0", "10", "50"]
+    for step in res["curve"].values():  # recognition of the repeated canaries holds; the once-seen ones are at chance
+        assert step["256"]["recognition"] >= step["1"]["recognition"] + 0.3
+    assert res["curve"]["0"]["256"]["recall"] > res["curve"]["0"]["1"]["recall"]  # recall exists before training goes on
+    assert (out / "report.html").is_file()
+    with pytest.raises(InputError, match="increasing"):
+        RetentionConfig(model="m", ledger="l", continue_corpus="c", steps_list=(10, 5))
