@@ -158,3 +158,52 @@ def retention(
         table.add_row(s, *(f"{row[lv]['recognition']:.2f} / {row[lv]['recall']:.2f}" for lv in levels))
     out_console.print(table)
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+@probe_app.command("recall")
+@reports_errors
+def recall(
+    model: str = typer.Option(..., "--model", help="Model dir (local, safetensors)."),
+    task: str = typer.Option("mqar", "--task", help="mqar (associative recall on token ids) or niah (needle in a haystack)."),
+    lengths: str = typer.Option("64,128,256", "--lengths", help="Context lengths in tokens (at most the model's context)."),
+    pairs: str = typer.Option("2,4,8,16", "--pairs", help="mqar: key-value pairs per sequence."),
+    depths: str = typer.Option("0,0.25,0.5,0.75,1", "--depths", help="niah: where the needle sits (0 start, 1 end)."),
+    n: int = typer.Option(64, "--n", help="Sequences per cell."),
+    filler: str = typer.Option("stdlib", "--filler", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of keys, values and needles."),
+    out: str = typer.Option("runs/recall", "--out", help="Run directory."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+):
+    """Recall from the context: accuracy against length and pairs (mqar) or needle depth (niah), as a heatmap."""
+    from .cli import _int_list
+    from .probes.recall import RecallConfig, run_recall
+
+    try:
+        depth_values = tuple(float(x) for x in depths.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"--depths must be numbers between 0 and 1, got '{depths}'") from None
+    cfg = RecallConfig(model=model, task=task, lengths=_int_list(lengths, "--lengths"), pairs=_int_list(pairs, "--pairs"), depths=depth_values,
+                       n=n, filler=filler, seed=seed, out=out, device=device)
+    with StageBars() as bars:
+        path, res = run_recall(cfg, progress=bars)
+    cells = ", ".join(f"{k}: {v:.2f}" for k, v in res["grid"].items() if v is not None)
+    out_console.print(f"{task} accuracy (length x {res['axis']}): {cells}")
+    out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+@probe_app.command("recall-train")
+@reports_errors
+def recall_train(
+    out: str = typer.Option(..., "--out", help="Model dir to write."),
+    length: int = typer.Option(64, "--length", help="Training sequence length."),
+    pairs: int = typer.Option(8, "--pairs", help="Key-value pairs per training sequence."),
+    steps: int = typer.Option(3000, "--steps", help="Optimizer steps."),
+    size: str = typer.Option("micro", "--model-size", help="micro, tiny, small or base."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation and data."),
+):
+    """Train a small attention model on MQAR at one length, to probe with `memaudit probe recall`."""
+    from .probes.recall import train_mqar_model
+
+    with StageBars() as bars:
+        path = train_mqar_model(out, length=length, pairs=pairs, steps=steps, size=size, seed=seed, progress=bars)
+    out_console.print(f"model: {path}")

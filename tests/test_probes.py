@@ -179,3 +179,42 @@ def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, sn
     assert (out / "report.html").is_file()
     with pytest.raises(InputError, match="increasing"):
         RetentionConfig(model="m", ledger="l", continue_corpus="c", steps_list=(10, 5))
+
+
+def test_mqar_oracle_is_perfect_and_random_guessing_is_at_chance():
+    import numpy as np
+
+    from memaudit.probes.recall import MQAR, mqar_accuracy
+
+    task = MQAR(vocab=512, length=128, pairs=16)
+    ids, mask = task.batch(200, seed=0)
+    assert mask.sum(1).tolist() == [16] * 200 and (ids[:, 1:][mask[:, :-1]] >= 256).all()  # values follow the query keys
+
+    def oracle(batch):
+        out = np.zeros_like(batch)
+        for r, seq in enumerate(batch):
+            seen = {}
+            for t in range(len(seq) - 1):
+                if t % 2 == 0 and t < 2 * task.pairs:
+                    seen[seq[t]] = seq[t + 1]  # the context's pairs
+                out[r, t] = seen.get(seq[t], 0)
+        return out
+
+    rng = np.random.default_rng(1)
+    assert mqar_accuracy(oracle, ids, mask) == 1.0
+    chance = mqar_accuracy(lambda b: rng.integers(256, 512, b.shape), ids, mask)
+    assert abs(chance - 1 / 256) < 0.004
+    with pytest.raises(InputError, match="length >= 4 x pairs"):
+        MQAR(vocab=512, length=30, pairs=8)
+
+
+def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tmp_path):
+    from memaudit.probes.recall import RecallConfig, run_recall
+
+    out, res = run_recall(RecallConfig(model=str(target_dir), lengths=(32, 64), pairs=(2, 16), n=8, out=str(tmp_path / "mq")))
+    assert res["grid"]["32x16"] is None and all(0 <= res["grid"][k] <= 1 for k in ("32x2", "64x2", "64x16"))
+    assert (out / "report.html").is_file()
+    out, res = run_recall(RecallConfig(model=str(target_dir), task="niah", lengths=(64, 100), depths=(0.0, 1.0), n=2, out=str(tmp_path / "nh")))
+    assert set(res["grid"]) == {"64x0", "64x1", "100x0", "100x1"}
+    r = runner.invoke(app, ["probe", "recall", "--model", str(target_dir), "--lengths", "64,4096", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "length 4096 is longer than the model's context of 128 tokens" in r.stderr
