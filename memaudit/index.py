@@ -67,10 +67,13 @@ class _Queries:
         >>> o["coverage"], o["longest"], o["spans"][0]["docs"]
         (0.6, 3, [0])
         """
+        q = [int(t) for t in query]
+        return self.overlap_of(q, self.longest(q), min_tokens=min_tokens, doc_limit=doc_limit)
+
+    def overlap_of(self, q: list[int], lengths: list[int], *, min_tokens: int = 8, doc_limit: int = 5) -> dict:
+        """``overlap`` from already computed ``longest(q)``."""
         if min_tokens < 1:
             raise InputError(f"min_tokens must be at least 1, got {min_tokens}")
-        q = [int(t) for t in query]
-        lengths = self.longest(q)
         covered = np.zeros(len(q), dtype=bool)
         spans, reach = [], 0
         for i, n in enumerate(lengths):

@@ -82,8 +82,8 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     generated, rows = _generate(model, prompts, config, progress), []
     t_gen = time.perf_counter()
     for n, (prompt_row, gen) in enumerate(generated):
-        found = index.overlap(gen, min_tokens=config.min_tokens, doc_limit=config.doc_limit)
-        lengths = index.longest(gen) if len(THRESHOLDS) else []
+        lengths = index.longest(gen)  # once: the spans and the coverage at every threshold come from it
+        found = index.overlap_of(list(map(int, gen)), lengths, min_tokens=config.min_tokens, doc_limit=config.doc_limit)
         rows.append((prompt_row, gen, found, lengths))
         if progress:
             progress("looking up", n + 1, len(generated))
