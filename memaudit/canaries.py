@@ -179,20 +179,14 @@ def write_ledger(path: str | Path, canaries: list[Canary]) -> Path:
 
 def read_ledger(path: str | Path) -> list[Canary]:
     """Read and check a ledger; errors name the file and line."""
+    from .data import jsonl_objects
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError("ledger not found", path=str(p))
     names = {f.name for f in Canary.__dataclass_fields__.values()}
     required = names - {"insertions", "meta"}
     out = []
-    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON ({e.msg})", path=str(p), line=lineno) from None
-        missing = required - set(obj) if isinstance(obj, dict) else required
+    for lineno, obj in jsonl_objects(p, what="ledger"):
+        missing = required - set(obj)
         if missing:
             raise InputError(f"ledger entry lacks {', '.join(sorted(missing))}", path=str(p), line=lineno)
         c = Canary(**{k: v for k, v in obj.items() if k in names})

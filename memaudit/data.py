@@ -126,6 +126,23 @@ def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | 
             yield item
 
 
+def jsonl_objects(path: str | Path, *, what: str = "file"):
+    """(line number, object) for every non-blank line of a JSONL file; bad JSON or a non-object names file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} not found", path=str(p))
+    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", path=str(p), line=lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError("each line must be a JSON object", path=str(p), line=lineno)
+        yield lineno, obj
+
+
 def write_texts(path: str | Path, items) -> Path:
     """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically; ``read_texts`` reads it back."""
     from .atomic import write_text_atomic

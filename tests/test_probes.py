@@ -87,7 +87,7 @@ def test_bad_puzzle_files_name_file_and_line(tmp_path):
     good = write_puzzles(tmp_path / "good.jsonl", [3], 2)
     rows = [json.loads(line) for line in good.read_text().splitlines()]
     cases = {
-        "not JSON": "{oops\n",
+        "malformed JSON": "{oops\n",
         "malformed puzzle": json.dumps({**rows[0], "statements": [["xor", ["is", 0, True], ["is", 1, True]]] * 3}) + "\n",
         "solutions, not exactly one": json.dumps({**rows[0], "statements": [["is", 1, True], ["is", 0, True], ["is", 0, True]]}) + "\n",
     }

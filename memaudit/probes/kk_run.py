@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import results as rs
 from ..atomic import write_text_atomic
+from ..data import jsonl_objects
 from ..errors import InputError
 from ..generation import greedy_generate
 from ..models.hf import LoadOptions, load_causal_lm
@@ -24,22 +25,9 @@ def write_puzzles(path: str | Path, people: list[int], n: int, *, depth: int = 2
 
 
 def read_puzzles(path: str | Path) -> list:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", path=str(p))
-    out = []
-    for line_no, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"not JSON ({e.msg})", path=str(p), line=line_no) from None
-        if not isinstance(row, dict):
-            raise InputError("a puzzle row must be a JSON object", path=str(p), line=line_no)
-        out.append(from_row(row, where=f"{p}:{line_no}"))
+    out = [from_row(row, where=f"{path}:{n}") for n, row in jsonl_objects(path, what="puzzle file")]
     if not out:
-        raise InputError("no puzzles in this file", path=str(p))
+        raise InputError("no puzzles in this file", path=str(path))
     return out
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import results as rs
 from ..atomic import write_text_atomic
+from ..data import jsonl_objects
 from ..errors import InputError
 from ..extraction import wilson_interval
 from ..generation import greedy_generate
@@ -41,29 +42,21 @@ class Fact:
 
 
 def read_facts(path: str | Path) -> list[Fact]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError("no such file", path=str(p))
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_objects(path, what="facts file"):
         try:
-            row = json.loads(line)
             date = dt.date.fromisoformat(str(row["date"]))
             prompt, answer = row["prompt"], str(row["answer"])
-        except json.JSONDecodeError as e:
-            raise InputError(f"not JSON ({e.msg})", path=str(p), line=n) from None
         except KeyError as e:
-            raise InputError(f"missing field {e}", path=str(p), line=n) from None
-        except (ValueError, TypeError) as e:
-            raise InputError(f"bad date ({e}); use YYYY-MM-DD", path=str(p), line=n) from None
+            raise InputError(f"missing field {e}", path=str(path), line=n) from None
+        except ValueError as e:
+            raise InputError(f"bad date ({e}); use YYYY-MM-DD", path=str(path), line=n) from None
         if not isinstance(prompt, str) or not prompt.strip() or not answer.strip():
-            raise InputError("empty prompt or answer", path=str(p), line=n)
+            raise InputError("empty prompt or answer", path=str(path), line=n)
         numeric = row.get("numeric", NUMBER.fullmatch(answer.strip()) is not None)
         out.append(Fact(date, prompt, answer.strip(), bool(numeric)))
     if not out:
-        raise InputError("no facts in this file", path=str(p))
+        raise InputError("no facts in this file", path=str(path))
     return out
 
 

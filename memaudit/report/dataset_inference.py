@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
@@ -26,8 +25,7 @@ def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
         ax.hist(check["p_values"], bins=10, range=(0, 1), color="#7f8c8d")
         ax.set(xlabel="p-value", ylabel="repeats", title="Two halves of the validation set (should be flat)")
         fp_png = to_data_uri(fig)
-    html = render(
-        "dataset_inference.html",
+    path = write_report(out_dir, "dataset_inference.html",
         title="Dataset inference",
         results=results,
         curve_png=curve_png,
@@ -35,6 +33,4 @@ def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
         weights=list(zip(results["features"], results["splits"]["mean_weights"])),
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path

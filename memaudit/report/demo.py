@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import curves_figure, histogram_figure, roc_figure
-from .render import render
+from .render import write_report
 
 
 def write_demo_report(out_dir: Path, results: dict, columns: dict[str, list]) -> Path:
@@ -33,8 +32,7 @@ def write_demo_report(out_dir: Path, results: dict, columns: dict[str, list]) ->
         for i in np.argsort(-np.array(columns["level"]), kind="stable")
         if columns["member"][i] and columns["secret_found"][i]
     ]
-    html = render(
-        "demo.html",
+    path = write_report(out_dir, "demo.html",
         title="What did the model memorize?",
         results=results,
         levels=levels,
@@ -45,8 +43,6 @@ def write_demo_report(out_dir: Path, results: dict, columns: dict[str, list]) ->
         extracted=extracted,
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from .figures import curves_figure
-from .render import render
+from .render import write_report
 
 MAX_EXAMPLES = 50
 
@@ -23,8 +22,7 @@ def write_extract_report(out_dir: Path, results: dict, columns: dict[str, list])
         figure = curves_figure(x, series, xlabel=results["config"]["group_by"], ylabel="rate", title="extraction by group")
     rows = [i for i, e in enumerate(columns["exact"]) if e][:MAX_EXAMPLES]
     examples = [{k: columns[k][i] for k in ("id", "prefix", "generated", "token_match")} for i in rows]
-    html = render(
-        "extract.html",
+    path = write_report(out_dir, "extract.html",
         title="Verbatim extraction",
         results=results,
         by_group=by_group,
@@ -32,8 +30,6 @@ def write_extract_report(out_dir: Path, results: dict, columns: dict[str, list])
         examples=examples,
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

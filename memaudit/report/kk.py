@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def write_kk_report(out_dir: Path, results: dict) -> Path:
-    html = render("kk.html", title="Knights and Knaves: reasoning or reciting?", results=results, figure=_figure(results),
+    path = write_report(out_dir, "kk.html", title="Knights and Knaves: reasoning or reciting?", results=results, figure=_figure(results),
                   config_json=json.dumps(results["config"], indent=2))
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

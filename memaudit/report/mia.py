@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import histogram_figure, roc_figure
-from .render import render
+from .render import write_report
 
 
 def write_mia_report(out_dir: Path, results: dict, columns: dict[str, list]) -> Path:
@@ -17,8 +16,7 @@ def write_mia_report(out_dir: Path, results: dict, columns: dict[str, list]) -> 
     metrics = results["metrics"]
     aucs = {name: m["auc"]["value"] for name, m in metrics.items()}
     ranked = sorted(metrics, key=lambda n: -aucs[n])
-    html = render(
-        "mia.html",
+    path = write_report(out_dir, "mia.html",
         title="Membership inference",
         results=results,
         ranked=ranked,
@@ -26,6 +24,4 @@ def write_mia_report(out_dir: Path, results: dict, columns: dict[str, list]) -> 
         histograms=[(n, histogram_figure(np.array(columns[n], dtype=float), labels, n)) for n in ranked],
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path

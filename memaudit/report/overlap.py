@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from .figures import curves_figure
-from .render import render
+from .render import write_report
 
 
 def write_overlap_report(out_dir: Path, results: dict, columns: dict[str, list], *, highlights: list[dict]) -> Path:
@@ -17,14 +16,11 @@ def write_overlap_report(out_dir: Path, results: dict, columns: dict[str, list],
         xlabel="minimum span length (tokens)", ylabel="share of generated tokens", title="copied verbatim from the corpus", logx=True,
     )
     examples = [{**h, "id": columns["id"][h["row"]], "sources": columns["sources"][h["row"]]} for h in highlights]
-    html = render(
-        "overlap.html",
+    path = write_report(out_dir, "overlap.html",
         title="Verbatim overlap of generations with the training corpus",
         results=results,
         figure=figure,
         examples=examples,
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def cell_key(length, col) -> str:
@@ -18,10 +17,8 @@ def cell_key(length, col) -> str:
 
 def write_recall_report(out_dir: Path, results: dict, *, rows: list, cols: list) -> Path:
     table = [[results["grid"][cell_key(L, c)] for c in cols] for L in rows]
-    html = render("recall.html", title=f"In-context recall: {results['task'].upper()}", results=results, rows=rows, cols=cols, table=table,
+    path = write_report(out_dir, "recall.html", title=f"In-context recall: {results['task'].upper()}", results=results, rows=rows, cols=cols, table=table,
                   figure=_heatmap(table, rows, cols, results["axis"]), config_json=json.dumps(results["config"], indent=2))
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

@@ -20,3 +20,14 @@ _ENV.filters["ci"] = _ci
 
 def render(template: str, **context) -> str:
     return _ENV.get_template(template).render(**context)
+
+
+def write_report(out_dir, template: str, **context):
+    """Render ``template`` into ``out_dir/report.html`` (atomically); returns its path."""
+    from pathlib import Path
+
+    from ..atomic import write_text_atomic
+
+    path = Path(out_dir) / "report.html"
+    write_text_atomic(path, render(template, **context))
+    return path

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def write_retention_report(out_dir: Path, results: dict) -> Path:
-    html = render("retention.html", title="Retention: recognition and recall under continued training", results=results,
+    path = write_report(out_dir, "retention.html", title="Retention: recognition and recall under continued training", results=results,
                   figure=_figure(results), levels=list(next(iter(results["curve"].values()))), config_json=json.dumps(results["config"], indent=2))
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

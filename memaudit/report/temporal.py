@@ -7,18 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 SIDE_COLORS = {"before": "#2980b9", "after": "#c0392b", "straddles": "#7f8c8d"}
 
 
 def write_temporal_report(out_dir: Path, results: dict) -> Path:
-    html = render("temporal.html", title="Temporal contamination: before and after the cutoff", results=results, figure=_figure(results),
+    path = write_report(out_dir, "temporal.html", title="Temporal contamination: before and after the cutoff", results=results, figure=_figure(results),
                   config_json=json.dumps(results["config"], indent=2))
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def heatmap(cells: list[dict], attack: str) -> str:
@@ -32,13 +31,10 @@ def heatmap(cells: list[dict], attack: str) -> str:
 
 
 def write_traps_report(out_dir: Path, results: dict) -> Path:
-    html = render(
-        "traps.html",
+    path = write_report(out_dir, "traps.html",
         title="Copyright-trap detection",
         results=results,
         heatmaps=[heatmap(results["pooled_grid"], a) for a in results["attacks"]],
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path

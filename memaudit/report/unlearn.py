@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from .figures import plt, to_data_uri
-from .render import render
+from .render import write_report
 
 
 def write_unlearn_report(out_dir: Path, results: dict) -> Path:
     models = results["evaluation"]
-    html = render(
-        "unlearn.html",
+    path = write_report(out_dir, "unlearn.html",
         title="Unlearning: is it gone, and at what cost?",
         results=results,
         models=models,
@@ -23,8 +21,6 @@ def write_unlearn_report(out_dir: Path, results: dict) -> Path:
         tradeoff=_tradeoff(results["calibration"]) if results["calibration"]["methods"] else None,
         config_json=json.dumps(results["config"], indent=2),
     )
-    path = Path(out_dir) / "report.html"
-    write_text_atomic(path, html)
     return path
 
 
