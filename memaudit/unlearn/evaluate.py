@@ -209,7 +209,8 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
         out["forget"]["exact_generated"] = _rate([m.exact for m in matches])  # equals "exact": a cross-check
         out["passes"]["generation_prompts"] = len(generated)
         if config.relearn_steps:
-            out["relearn"] = relearn_attack(lm, ids, prompts, halves, config)
+            continuation_nll = [float(-np.mean(t.logp[k - 1 : k - 1 + config.suffix_tokens])) for t, k in zip(forget_scores, prompts)]
+            out["relearn"] = relearn_attack(lm, ids, prompts, halves, config, before=(exact_flags, continuation_nll))
     out["_rows"] = [
         {"set": s, "id": rec_id, "nll": float(nll[i])}
         for s, sl_ in sl.items()
@@ -231,12 +232,16 @@ def prompt_length(lm, record: TextRecord, prefix_tokens: int) -> int:
     return max(1, min(prefix_tokens, len(ids) // 2))
 
 
-def relearn_attack(lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig) -> dict:
-    """Fine-tune a copy on half A of the forget set; how much of half B comes back?"""
+def relearn_attack(lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig, *, before) -> dict:
+    """Fine-tune a copy on half A of the forget set; how much of half B comes back?
+
+    ``before``: (exact flags, continuation NLLs) of every forget text under the model as it is,
+    read off its scoring pass; half B's are compared with the same measures after relearning.
+    """
     a, b = halves
     eos = lm.tokenizer.convert_tokens_to_ids(EOS) if EOS in lm.tokenizer.get_vocab() else (lm.tokenizer.eos_token_id or 0)
     model = copy.deepcopy(lm.model).float()
-    before = _teacher_forced(model, [ids[i] for i in b], [prompts[i] for i in b], eos, config.suffix_tokens)
+    before = ([before[0][i] for i in b], [before[1][i] for i in b])
     torch.manual_seed(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.relearn_lr, weight_decay=0.0)
     batch, mask = pad_batch([ids[i] + [eos] for i in a], eos, lm.device)
