@@ -99,12 +99,11 @@ def index_locate(
     table = Table(title=f"{index.count(tokens):,} occurrence(s)")
     for col in ("document", "offset", "in context"):
         table.add_column(col)
+    m = len(tokens)
     for doc, offset in index.locate(tokens, limit=limit):
-        text = index.document(doc)
-        before = decode(text[max(0, offset - context) : offset])
-        match = decode(text[offset : offset + len(tokens)])
-        after = decode(text[offset + len(tokens) : offset + len(tokens) + context])
-        table.add_row(index.doc_id(doc), str(offset), f"{before!r} [{match!r}] {after!r}")
+        before = decode(index.document(doc, offset - context, offset))
+        after = decode(index.document(doc, offset + m, offset + m + context))
+        table.add_row(index.doc_id(doc), str(offset), f"{before!r} [{decode(index.document(doc, offset, offset + m))!r}] {after!r}")
     out_console.print(table)
 
 

@@ -327,14 +327,16 @@ class CorpusIndex(_Queries):
                 self._doc_ids += json.loads((self.root / entry["dir"] / "docs.json").read_text())
         return self._doc_ids[doc] if self._doc_ids else str(doc)
 
-    def document(self, doc: int) -> list[int]:
-        """The token ids of one document."""
+    def document(self, doc: int, start: int = 0, stop: int | None = None) -> list[int]:
+        """The token ids of one document, or of its ``[start, stop)`` slice (read from the memory map only)."""
         for s in self.shards:
             if s.first_doc <= doc < s.first_doc + s.n_docs:
                 i = doc - s.first_doc
-                start = int(s.doc_starts[i])
+                begin = int(s.doc_starts[i])
                 end = int(s.doc_starts[i + 1]) - 1 if i + 1 < s.n_docs else len(s.tokens) - 1
-                return s.tokens[start:end].astype(np.int64).tolist()
+                lo = begin + max(0, start)
+                hi = end if stop is None else min(end, begin + stop)
+                return s.tokens[lo:max(lo, hi)].astype(np.int64).tolist()
         raise InputError(f"document {doc} is not in the index ({self.n_docs} documents)")
 
     @classmethod

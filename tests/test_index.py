@@ -106,7 +106,7 @@ def test_build_from_a_corpus_equals_brute_force_and_shards_agree(corpus_file, ta
     assert len(one.shards) == 1 and len(many.shards) >= 4
     docs = target.encode(texts)
     assert len(one) == len(many) == sum(map(len, docs)) and many.n_docs == len(texts)
-    assert many.doc_id(61) == "doc61" and many.document(61) == docs[61]
+    assert many.doc_id(61) == "doc61" and many.document(61) == docs[61] and many.document(61, 2, 5) == docs[61][2:5]
     rng = np.random.default_rng(0)
     for _ in range(25):
         d = docs[int(rng.integers(0, len(docs)))]
