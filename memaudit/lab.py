@@ -42,10 +42,16 @@ def prompt_split(tokenizer, canary: Canary) -> tuple[list[int], list[int]]:
     from the tokenized full text: the longest run of tokens that decodes inside the prefix.
     """
     ids = tokenizer(canary.text, verbose=False)["input_ids"]
-    j = 1
-    while j < len(ids) - 1 and canary.prefix.startswith(tokenizer.decode(ids[: j + 1])):
-        j += 1
+    j = prefix_cut(tokenizer, ids, canary.prefix)
     return ids[:j], ids[j:]
+
+
+def prefix_cut(tokenizer, ids: list[int], prefix: str) -> int:
+    """How many of a text's tokens decode inside its ``prefix`` (at least 1, leaving at least 1)."""
+    j = 1
+    while j < len(ids) - 1 and prefix.startswith(tokenizer.decode(ids[: j + 1])):
+        j += 1
+    return j
 
 
 def exposure(secret_nll: float, candidate_nll: np.ndarray, space_bits: float) -> tuple[float, int]:

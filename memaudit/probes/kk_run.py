@@ -100,8 +100,8 @@ def answer_all(model, puzzles, config: KKRunConfig, *, progress=None) -> tuple[l
     """Greedy answers to every puzzle, parsed and checked against its one solution."""
     from .kk import render_answer
 
-    prompts = [model.encode([render_puzzle(p) + "\nAnswer:"])[0] for p in puzzles]
-    longest = max(len(model.encode([" " + render_answer(p)])[0]) for p in puzzles)
+    prompts = model.encode([render_puzzle(p) + "\nAnswer:" for p in puzzles])
+    longest = max(map(len, model.encode([" " + render_answer(p) for p in puzzles])))
     room = model.max_length - max(len(x) for x in prompts)
     new = min(config.max_new_tokens or longest + 4, room)
     if new < 1:

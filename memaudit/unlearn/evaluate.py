@@ -34,7 +34,7 @@ from ..data import TextRecord, read_texts
 from ..errors import InputError
 from ..extraction import compare, wilson_interval
 from ..generation import greedy_generate
-from ..lab import LAB_ATTACKS
+from ..lab import LAB_ATTACKS, prefix_cut
 from ..metrics import membership_metrics
 from ..mia import score_views
 from ..models.hf import LoadOptions, load_causal_lm
@@ -181,7 +181,8 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
     inputs, stats = score_views(lm, None, texts[:n_mia], ScoreSettings(), lowercase=True, cache_root=cache)
     rest, rest_stats = score_texts(lm, texts[n_mia:], ScoreSettings(), cache_root=cache)
     sl = sets.slices()
-    prompts = [prompt_length(lm, r, config.prefix_tokens) for r in sets.forget]
+    ids = lm.encode([r.text for r in sets.forget])  # once: prompts, generation and relearning all use them
+    prompts = [prompt_length(lm, r, t, config.prefix_tokens) for r, t in zip(sets.forget, ids)]
     forget_scores = [inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)]
     exact_flags = [bool(t.is_argmax[k - 1 : k - 1 + config.suffix_tokens].all()) for t, k in zip(forget_scores, prompts)]
     every = [*inputs.target, *rest]
@@ -202,7 +203,6 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
         "_describe": lm.describe(),
     }
     if full:
-        ids = lm.encode([r.text for r in sets.forget])
         generated = greedy_generate(lm, [t[:k] for t, k in zip(ids, prompts)], config.suffix_tokens, progress=stage("extracting"))
         matches = [compare(g[: len(t[k : k + config.suffix_tokens])], t[k : k + config.suffix_tokens]) for g, t, k in zip(generated, ids, prompts)]
         out["forget"]["loose"] = _rate([m.loose for m in matches])
@@ -219,16 +219,12 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
     return out
 
 
-def prompt_length(lm, record: TextRecord, prefix_tokens: int) -> int:
+def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) -> int:
     """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one (canaries), else
     ``prefix_tokens`` (at most half the text)."""
-    ids = lm.encode([record.text])[0]
     prefix = record.meta.get("prefix")
     if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
-        j = 1
-        while j < len(ids) - 1 and prefix.startswith(lm.tokenizer.decode(ids[: j + 1])):
-            j += 1
-        return j
+        return prefix_cut(lm.tokenizer, ids, prefix)
     return max(1, min(prefix_tokens, len(ids) // 2))
 
 
