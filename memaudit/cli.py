@@ -548,7 +548,7 @@ def _print_demo_summary(results: dict) -> None:
     out_console.print(table)
 
 
-from . import cli_index, cli_probe, cli_unlearn  # noqa: E402,F401  register `index ...`, `overlap`, `probe ...`, `unlearn`, `unlearn-eval`
+from . import cli_diffusion, cli_index, cli_probe, cli_unlearn  # noqa: E402,F401  register `diffusion ...`, `index ...`, `overlap`, `probe ...`, `unlearn`, `unlearn-eval`
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Effective model memorization (EMM): the largest training-set size at which R >= 90%.
+
+One model per (conditioning, size), trained under the same budget, each measured with the
+replication ratio at every checkpoint (the max over checkpoints counts, as in Gu et al.).
+Jobs run in parallel processes, one torch thread each; each job's result is kept in its
+model dir, so a killed sweep resumes and only reruns what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..errors import InputError
+from .train import CONDITIONINGS
+
+TARGET = 0.9
+
+
+@dataclass(frozen=True)
+class EMMConfig:
+    """Settings of ``memaudit diffusion emm``; see its ``--help``."""
+
+    images: str = "digits"
+    sizes: tuple[int, ...] = (20, 50, 100, 200, 500, 1000)
+    conditionings: tuple[str, ...] = ("none", "class", "random-labels")
+    classes: int = 10  # labels of the random-label models
+    steps: int = 2000
+    batch_size: int = 128
+    width: int = 16
+    checkpoints: int = 4
+    samples: int = 500
+    sampling_steps: int = 50
+    seed: int = 0
+    workers: int = 0  # 0: one per CPU core
+    out: str = "runs/emm"
+    report: bool = True
+
+    def __post_init__(self):
+        if not self.sizes or min(self.sizes) < 2:
+            raise InputError("sizes must be a non-empty list of training-set sizes >= 2")
+        for c in self.conditionings:
+            if c not in CONDITIONINGS:
+                raise InputError(f"unknown conditioning '{c}' (known: {', '.join(CONDITIONINGS)})")
+        if self.samples < 1 or self.workers < 0:
+            raise InputError("samples must be >= 1 and workers >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def jobs(self) -> list[tuple[str, int]]:
+        return [(c, n) for c in self.conditionings for n in sorted(set(self.sizes))]
+
+
+def emm_from_curve(sizes, ratios, target: float = TARGET) -> dict:
+    """Largest |D| with R >= target, linearly interpolated at the last downward crossing.
+
+    Examples
+    --------
+    >>> emm_from_curve([100, 200, 400], [1.0, 0.8, 0.2])["emm"]
+    150.0
+    >>> emm_from_curve([100, 200], [0.5, 0.2])["emm"] is None
+    True
+    """
+    s, r = np.asarray(sizes, dtype=float), np.asarray(ratios, dtype=float)
+    order = np.argsort(s)
+    s, r = s[order], r[order]
+    above = np.flatnonzero(r >= target)
+    if len(above) == 0:
+        return {"emm": None, "bound": "below", "note": f"R < {target:.0%} at every size, so the EMM is below {s[0]:g}"}
+    i = above[-1]
+    if i == len(s) - 1:
+        return {"emm": float(s[i]), "bound": "above", "note": f"R >= {target:.0%} up to the largest size, so the EMM is at least {s[i]:g}"}
+    emm = s[i] + (r[i] - target) / (r[i] - r[i + 1]) * (s[i + 1] - s[i])
+    return {"emm": float(emm), "bound": "interpolated", "note": f"between measured sizes {s[i]:g} (R {r[i]:.2f}) and {s[i + 1]:g} (R {r[i + 1]:.2f})"}
+
+
+def run_job(config: EMMConfig, conditioning: str, n: int, model_dir: str) -> dict:
+    """Train one model (or resume it) and measure R at every checkpoint; the result is cached in the model dir."""
+    import torch
+
+    torch.set_num_threads(1)
+    from .images import load_images
+    from .measure import measure_checkpoints
+    from .train import DiffusionTrainConfig, run_diffusion_train
+
+    t0 = time.perf_counter()
+    train = DiffusionTrainConfig(images=config.images, n=n, out=model_dir, conditioning=conditioning,
+                                 classes=config.classes if conditioning == "random-labels" else None, steps=config.steps,
+                                 batch_size=config.batch_size, width=config.width, checkpoints=config.checkpoints, seed=config.seed)
+    run_diffusion_train(train)
+    t_train = time.perf_counter() - t0
+    images = load_images(config.images)
+    result = measure_checkpoints(model_dir, images, samples=config.samples, sampling_steps=config.sampling_steps, seed=config.seed)
+    return {"conditioning": conditioning, "n": n, "model": model_dir, **result,
+            "seconds": {"train": t_train, "total": time.perf_counter() - t0}}
+
+
+def run_jobs(config: EMMConfig, out: Path, *, progress: Callable | None = None) -> list[dict]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    jobs = config.jobs()
+    workers = min(len(jobs), config.workers or os.cpu_count() or 1)
+    results = []
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(run_job, config, c, n, str(out / "models" / f"{c}-n{n}")): (c, n) for c, n in jobs}
+        for done, fut in enumerate(as_completed(futures), 1):
+            results.append(fut.result())
+            if progress:
+                c, n = futures[fut]
+                progress("training and measuring", done, len(jobs), f"{c} n={n}: R {results[-1]['max_ratio']:.2f}")
+    return sorted(results, key=lambda r: (config.conditionings.index(r["conditioning"]), r["n"]))
+
+
+def curves(results: list[dict]) -> dict:
+    """Per conditioning: sizes, R (max over checkpoints) with CIs, and the EMM."""
+    out = {}
+    for c in dict.fromkeys(r["conditioning"] for r in results):
+        rows = [r for r in results if r["conditioning"] == c]
+        sizes, ratios = [r["n"] for r in rows], [r["max_ratio"] for r in rows]
+        out[c] = {"sizes": sizes, "ratio": ratios, "ci_low": [r["max_ci"][0] for r in rows], "ci_high": [r["max_ci"][1] for r in rows],
+                  "best_step": [r["max_step"] for r in rows], **emm_from_curve(sizes, ratios)}
+    return out
+
+
+def write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

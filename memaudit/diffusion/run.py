@@ -1,0 +1,189 @@
+"""Run dirs of ``memaudit diffusion memorization | emm | detect``: results.json, scores.parquet, report.html."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import results as rs
+from ..atomic import write_text_atomic
+from ..errors import InputError
+from .images import load_images
+from .model import load_diffusion_model
+
+MEMORIZED_CLASS = 0.5  # a class counts as memorized when at least half of its samples copy a training image
+
+
+@dataclass(frozen=True)
+class MemorizationConfig:
+    model: str
+    train: str | None = None  # None: the exact images the model trained on
+    samples: int = 1000
+    sampling_steps: int = 50
+    guidance: float = 1.0
+    seed: int = 0
+    out: str = "runs/diffusion-memorization"
+    report: bool = True
+
+    def __post_init__(self):
+        if self.samples < 1 or self.sampling_steps < 1:
+            raise InputError("samples and sampling_steps must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_memorization(config: MemorizationConfig, *, progress=None):
+    from .measure import load_replication, measure_checkpoints
+
+    t0 = time.perf_counter()
+    model = load_diffusion_model(config.model)
+    if config.guidance != 1.0 and not model.classes:
+        raise InputError(f"--guidance {config.guidance} needs a conditional model; {config.model} is unconditional")
+    images = load_images(model.train_set.source if config.train is None else config.train)
+    train_pixels = images.pixels[model.train_set.indices] if config.train is None else images.pixels
+    if train_pixels.shape[1:] != (model.unet.config.channels, model.unet.config.size, model.unet.config.size):
+        raise InputError(f"--train images are {train_pixels.shape[1:]} but the model makes "
+                         f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}")
+    out = rs.begin_run(config.out)
+    m = measure_checkpoints(config.model, images, samples=config.samples, sampling_steps=config.sampling_steps, guidance=config.guidance,
+                            seed=config.seed, train_pixels=train_pixels, progress=progress)
+    rep = load_replication(m["samples_file"])
+    ratio = rep.neighbours.ratio()
+    rs.write_scores(out, {"id": list(range(len(ratio))), "label": rep.labels.tolist(), "nearest": rep.neighbours.index1.tolist(),
+                          "d1": rep.neighbours.d1.tolist(), "d2": rep.neighbours.d2.tolist(), "ratio": ratio.tolist(),
+                          "memorized": (ratio < 1 / 3).tolist()})
+    results = {**rs.run_header("diffusion memorization", config, {"target": model}), **m, "threshold": "d1/d2 < 1/3",
+               "train_images": len(train_pixels), "timings_s": {"total": time.perf_counter() - t0}}
+    if model.classes:
+        per_label = m["per_checkpoint"][str(m["max_step"])]["per_label"]
+        results["prompt_files"] = write_class_labels(out, per_label)
+    if config.report:
+        from ..report.diffusion import write_memorization_report
+
+        write_memorization_report(out, results, rep, train_pixels)
+    rs.write_results(out, results)
+    return out, results
+
+
+def write_class_labels(out: Path, per_label: dict) -> dict:
+    """prompts.txt (class ids) and labels.txt (1 = memorized), ready for ``memaudit diffusion detect``."""
+    classes = sorted(int(c) for c in per_label)
+    write_text_atomic(out / "prompts.txt", "".join(f"{c}\n" for c in classes))
+    write_text_atomic(out / "labels.txt", "".join(f"{int(per_label[c] >= MEMORIZED_CLASS)}\n" for c in classes))
+    return {"prompts": str(out / "prompts.txt"), "labels": str(out / "labels.txt"), "memorized_if_class_ratio_at_least": MEMORIZED_CLASS}
+
+
+def run_emm(config, *, progress=None):
+    from .emm import curves, run_jobs
+
+    t0 = time.perf_counter()
+    load_images(config.images)  # a bad source fails here, before any worker starts
+    out = rs.begin_run(config.out)
+    jobs = run_jobs(config, out, progress=progress)
+    rs.write_scores(out, {"conditioning": [j["conditioning"] for j in jobs], "n": [j["n"] for j in jobs],
+                          "max_ratio": [j["max_ratio"] for j in jobs], "max_step": [j["max_step"] for j in jobs],
+                          "final_ratio": [j["final_ratio"] for j in jobs], "train_seconds": [j["seconds"]["train"] for j in jobs]})
+    results = {**rs.run_header("diffusion emm", config, {}), "target": 0.9, "curves": curves(jobs), "jobs": jobs,
+               "timings_s": {"total": time.perf_counter() - t0}}
+    if config.report:
+        from ..report.diffusion import write_emm_report
+
+        write_emm_report(out, results)
+    rs.write_results(out, results)
+    return out, results
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    model: str
+    prompts: str
+    labels: str
+    noises: int = 4
+    guidance: float = 3.0
+    low_t: float = 0.1
+    wen_steps: int = 5
+    seed: int = 0
+    out: str = "runs/diffusion-detect"
+    device: str = "cpu"
+    n_bootstrap: int = 1000
+    report: bool = True
+
+    def __post_init__(self):
+        if self.noises < 1 or not 0 < self.low_t < 1 or self.wen_steps < 1:
+            raise InputError("noises and wen_steps must be >= 1 and low_t in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_lines(path: str, field: str, what: str) -> list[str]:
+    """Plain lines, or the ``field`` of each JSONL object; blank lines are skipped."""
+    from ..data import jsonl_objects
+
+    p = Path(path)
+    if p.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for lineno, obj in jsonl_objects(p, what=what):
+            if field not in obj:
+                raise InputError(f"no '{field}' field", path=str(p), line=lineno)
+            rows.append(str(obj[field]))
+        return rows
+    if not p.is_file():
+        raise InputError(f"{what} not found", path=str(p))
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_labels(path: str, n: int) -> np.ndarray:
+    values = read_lines(path, "label", "labels file")
+    for i, v in enumerate(values, 1):
+        if v not in ("0", "1", "True", "False", "true", "false"):
+            raise InputError(f"label '{v}' is not 0 or 1", path=path, line=i)
+    if len(values) != n:
+        raise InputError(f"{len(values)} labels for {n} prompts; give one label per prompt", path=path)
+    y = np.array([v in ("1", "True", "true") for v in values], dtype=int)
+    if y.sum() < 2 or (1 - y).sum() < 2:
+        raise InputError(f"need at least 2 memorized and 2 non-memorized prompts; got {y.sum()} and {(1 - y).sum()}", path=path)
+    return y
+
+
+def load_adapter(model_dir: str, device: str):
+    from .detect import TinyAdapter
+
+    if (Path(model_dir) / "model_index.json").is_file():
+        from .sd_adapter import DiffusersAdapter
+
+        return DiffusersAdapter(model_dir, device=device), {"path": model_dir, "architecture": "diffusers pipeline"}
+    model = load_diffusion_model(model_dir)
+    return TinyAdapter(model.unet), model.describe()
+
+
+def run_detect(config: DetectConfig, *, progress=None):
+    from .detect import DetectSettings, evaluate, features
+
+    t0 = time.perf_counter()
+    prompts = read_lines(config.prompts, "prompt", "prompts file")
+    if not prompts:
+        raise InputError("no prompts", path=config.prompts)
+    labels = read_labels(config.labels, len(prompts))
+    adapter, described = load_adapter(config.model, config.device)
+    out = rs.begin_run(config.out)
+    settings = DetectSettings(noises=config.noises, low_t=config.low_t, guidance=config.guidance, wen_steps=config.wen_steps, seed=config.seed)
+    feats = features(adapter, prompts, settings, progress=progress)
+    ev = evaluate(feats, labels, seed=config.seed, n_bootstrap=config.n_bootstrap)
+    rs.write_scores(out, {"id": list(range(len(prompts))), "label": labels.tolist(), "prompt": prompts,
+                          **{k: v.tolist() for k, v in feats.items()}, "combined": ev["scores"]["combined"].tolist()})
+    header = rs.run_header("diffusion detect", config, {})
+    header["models"] = {"target": described}
+    results = {**header, "data": {"prompts": len(prompts), "memorized": int(labels.sum())}, "metrics": ev["metrics"],
+               "weights": ev["weights"], "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
+               "timings_s": {"total": time.perf_counter() - t0}}
+    if config.report:
+        from ..report.diffusion import write_detect_report
+
+        write_detect_report(out, results, ev["scores"], labels)
+    rs.write_results(out, results)
+    return out, results

@@ -1,0 +1,229 @@
+"""``memaudit diffusion train``: a small DDPM trained on N images, with checkpoints kept for the ratio.
+
+The model dir holds ``config.json`` (the UNet and the whole training config), ``train_set.json``
+(which source images, with the labels the model saw), ``model.safetensors`` (final weights),
+``checkpoints/step-*/model.safetensors`` and ``memaudit_diffusion.json``, written last: its
+presence means the run finished. Every step's batch, timesteps, noise and label dropout come
+from a generator seeded by (seed, step), so a run killed midway resumes from its last
+checkpoint and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .. import results as rs
+from ..atomic import write_text_atomic
+from ..errors import InputError
+from .ddpm import T, add_noise, alphas_bar, to_model_space
+from .images import ImageSet, balanced_subset, load_images
+from .unet import TinyUNet, UNetConfig
+
+RECORD = "memaudit_diffusion.json"
+CONDITIONINGS = ("none", "class", "random-labels")
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """Settings of ``memaudit diffusion train``; see its ``--help``."""
+
+    images: str
+    n: int
+    out: str
+    conditioning: str = "none"
+    classes: int | None = None  # random-labels: how many labels (default 10); class: taken from the source
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-3
+    width: int = 32
+    label_dropout: float = 0.1  # classifier-free guidance: share of steps trained with the null label
+    checkpoints: int = 4  # evenly spaced over the run, the last one at the final step
+    resize: int | None = None
+    seed: int = 0
+    indices: tuple[int, ...] | None = field(default=None, repr=False)  # explicit training images (overrides n's subset)
+
+    def __post_init__(self):
+        if self.conditioning not in CONDITIONINGS:
+            raise InputError(f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})")
+        if self.classes is not None and self.conditioning != "random-labels":
+            raise InputError("--classes is only for --conditioning random-labels (class conditioning uses the source's classes)")
+        if self.steps < 1 or self.batch_size < 1 or self.n < 1 or self.checkpoints < 1 or self.lr <= 0:
+            raise InputError("steps, batch_size, n and checkpoints must be >= 1 and lr > 0")
+        if not 0 <= self.label_dropout < 1:
+            raise InputError("label_dropout must lie in [0, 1)")
+        if self.width % 8:
+            raise InputError("width must be a multiple of 8 (GroupNorm uses 8 groups)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> str:
+        return hashlib.sha256(json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()).hexdigest()[:16]
+
+    def checkpoint_steps(self) -> list[int]:
+        return sorted({max(1, round(self.steps * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+
+
+@dataclass(frozen=True)
+class TrainSet:
+    """The images a model trained on: source indices, the labels it saw (-1 = none) and how many labels exist."""
+
+    source: str
+    indices: np.ndarray
+    labels: np.ndarray
+    classes: int
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "indices": self.indices.tolist(), "labels": self.labels.tolist(), "classes": self.classes}
+
+
+def make_train_set(config: DiffusionTrainConfig, images: ImageSet) -> TrainSet:
+    if config.indices is not None:
+        idx = np.asarray(config.indices, dtype=np.int64)
+        if idx.min() < 0 or idx.max() >= len(images):
+            raise InputError(f"training indices must lie in [0, {len(images)})")
+    else:
+        idx = balanced_subset(images, config.n, seed=config.seed)
+    if config.conditioning == "none":
+        return TrainSet(images.source, idx, np.full(len(idx), -1), 0)
+    if config.conditioning == "class":
+        if (images.labels[idx] < 0).any():
+            raise InputError(f"{images.source} has no class labels (use class subfolders) for --conditioning class")
+        return TrainSet(images.source, idx, images.labels[idx], len(images.class_names))
+    classes = config.classes or 10
+    labels = np.random.default_rng(config.seed + 1).integers(0, classes, len(idx))
+    return TrainSet(images.source, idx, labels, classes)
+
+
+def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | None = None) -> Path:
+    """Train (resume, or return at once when this exact run already finished) and write the model dir."""
+    out = Path(config.out)
+    if _finished(out) == config.identity():
+        return out
+    images = load_images(config.images, resize=config.resize)
+    train_set = make_train_set(config, images)
+    pixels = to_model_space(images.pixels[train_set.indices])  # (N, C, H, W) in [-1, 1]
+    c, h, w = images.shape
+    if h != w or h % 4:
+        raise InputError(f"images are {w}x{h}; the UNet needs square images with a side divisible by 4 (use --resize)")
+    unet_config = UNetConfig(channels=c, size=h, width=config.width, classes=train_set.classes)
+    torch.manual_seed(config.seed)
+    model = TinyUNet(unet_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORD).unlink(missing_ok=True)
+    start = _resume(out, config, model, opt)
+    _write_json(out / "config.json", {"unet": unet_config.to_dict(), "train": config.to_dict(), "identity": config.identity()})
+    _write_json(out / "train_set.json", train_set.to_dict())
+    labels = torch.as_tensor(train_set.labels)
+    losses, t0 = [], time.perf_counter()
+    abar = alphas_bar()
+    model.train()
+    for step in range(start, config.steps):
+        loss = _train_step(model, opt, pixels, labels, config, step, abar)
+        losses.append(loss)
+        if step + 1 in config.checkpoint_steps():
+            _save_checkpoint(out, config, model, opt, step + 1)
+        if progress:
+            progress("training the diffusion model", step + 1, config.steps, f"loss {loss:.4f}")
+    _finish(out, config, train_set, losses, time.perf_counter() - t0, start)
+    return out
+
+
+def _train_step(model, opt, pixels, labels, config, step: int, abar) -> float:
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    rows = torch.randint(0, len(pixels), (config.batch_size,), generator=gen)
+    x0 = pixels[rows]  # (B, C, H, W)
+    t = torch.randint(0, T, (len(rows),), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    lab = None
+    if model.config.classes:
+        lab = labels[rows].clone()
+        lab[torch.rand(len(rows), generator=gen) < config.label_dropout] = model.config.classes  # the null label
+    loss = torch.nn.functional.mse_loss(model(add_noise(x0, t, noise, abar), t, lab), noise)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(rs.jsonable(obj), indent=2) + "\n")
+
+
+def _finished(out: Path) -> str | None:
+    f = out / RECORD
+    return json.loads(f.read_text())["identity"] if f.is_file() else None
+
+
+def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every finished checkpoint, oldest first."""
+    found = []
+    for d in (Path(model_dir) / "checkpoints").glob("step-*"):
+        if (d / "model.safetensors").is_file() and (d / "state.json").is_file():
+            found.append((int(d.name.split("-")[1]), d))
+    return sorted(found)
+
+
+def _save_checkpoint(out: Path, config, model, opt, step: int) -> None:
+    from safetensors.torch import save_file, save_model
+
+    tmp = out / "checkpoints" / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    save_file(_optimizer_tensors(opt), str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "identity": config.identity()}))
+    final = out / "checkpoints" / f"step-{step:07d}"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+def _resume(out: Path, config, model, opt) -> int:
+    """Load the newest checkpoint of this config; its step, or 0 (checkpoints of another config are removed)."""
+    from safetensors.torch import load_file, load_model
+
+    found = checkpoints(out)
+    if found and json.loads((found[-1][1] / "state.json").read_text())["identity"] != config.identity():
+        if (out / "config.json").is_file():
+            shutil.rmtree(out / "checkpoints")
+            return 0
+        raise InputError(f"{out} holds checkpoints of an unknown run; choose another --out")
+    if not found:
+        return 0
+    step, d = found[-1]
+    load_model(model, str(d / "model.safetensors"))
+    state: dict[int, dict] = {}
+    for key, value in load_file(str(d / "optimizer.safetensors")).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return step
+
+
+def _optimizer_tensors(opt) -> dict[str, torch.Tensor]:
+    return {f"{i}.{name}": (v if torch.is_tensor(v) else torch.tensor(v))
+            for i, state in opt.state_dict()["state"].items() for name, v in state.items()}
+
+
+def _finish(out: Path, config, train_set: TrainSet, losses: list[float], seconds: float, start: int) -> None:
+    from ..models.hf import model_fingerprint
+
+    last = checkpoints(out)[-1][1]
+    shutil.copyfile(last / "model.safetensors", out / ".model.safetensors.tmp")
+    (out / ".model.safetensors.tmp").replace(out / "model.safetensors")
+    record = {**rs.environment(), "identity": config.identity(), "config": config.to_dict(), "n_train": len(train_set.indices),
+              "resumed_from_step": start, "train_seconds": seconds, "final_loss": float(np.mean(losses[-50:])) if losses else None,
+              "fingerprint": model_fingerprint(out)}
+    _write_json(out / RECORD, record)

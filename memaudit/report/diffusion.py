@@ -1,0 +1,87 @@
+"""Reports of ``memaudit diffusion memorization | emm | detect``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .figures import plt, roc_figure, to_data_uri
+from .render import write_report
+
+
+def write_memorization_report(out_dir: Path, results: dict, rep, train_pixels: np.ndarray) -> Path:
+    steps = [int(s) for s in results["per_checkpoint"]]
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    ax.plot(steps, [results["per_checkpoint"][str(s)]["ratio"] for s in steps], marker="o")
+    ax.set(xlabel="training step", ylabel="replication ratio R", ylim=(-0.02, 1.02), title="R per checkpoint")
+    ax.grid(alpha=0.3)
+    return write_report(out_dir, "diffusion_memorization.html", title="Diffusion memorization: replication ratio", results=results,
+                        curve=to_data_uri(fig), grid=pairs_grid(rep, train_pixels), config_json=json.dumps(results["config"], indent=2))
+
+
+def pairs_grid(rep, train_pixels: np.ndarray, *, k: int = 12, title: str = "") -> str:
+    """The k most-memorized samples (lowest d1/d2) above their nearest training images."""
+    ratio = rep.neighbours.ratio()
+    order = np.argsort(ratio, kind="stable")[:k]
+    fig, axes = plt.subplots(2, len(order), figsize=(1.1 * len(order) + 0.4, 2.7), squeeze=False)
+    for col, i in enumerate(order):
+        for row, img in enumerate((rep.samples[i], train_pixels[rep.neighbours.index1[i]])):
+            ax = axes[row][col]
+            ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][col].set_title(f"{ratio[i]:.2f}", fontsize=8, color="#c0392b" if ratio[i] < 1 / 3 else "#333")
+    axes[0][0].set_ylabel("generated", fontsize=8)
+    axes[1][0].set_ylabel("nearest\ntraining", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return to_data_uri(fig)
+
+
+def _to_hwc(img: np.ndarray) -> np.ndarray:
+    return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+
+
+def write_emm_report(out_dir: Path, results: dict) -> Path:
+    from ..diffusion.images import load_images
+    from ..diffusion.measure import load_replication
+
+    grids = {}
+    images = load_images(results["config"]["images"])
+    for c, curve in results["curves"].items():  # the smallest training set of each conditioning: the clearest copies
+        job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
+        train_idx = json.loads((Path(job["model"]) / "train_set.json").read_text())["indices"]
+        grids[c] = pairs_grid(load_replication(job["samples_file"]), images.pixels[train_idx], title=f"{c}, |D| = {job['n']}")
+    return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
+                        figure=_emm_figure(results), grids=grids, config_json=json.dumps(results["config"], indent=2))
+
+
+def _emm_figure(results: dict) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (c, curve) in enumerate(results["curves"].items()):
+        x, y = curve["sizes"], curve["ratio"]
+        err = [np.subtract(y, curve["ci_low"]), np.subtract(curve["ci_high"], y)]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=f"C{i}", label=c)
+        if curve["bound"] == "interpolated":
+            ax.axvline(curve["emm"], color=f"C{i}", ls=":", lw=1)
+    ax.axhline(results["target"], color="k", ls="--", lw=0.8, label=f"R = {results['target']:.0%}")
+    ax.set_xscale("log")
+    ax.set(xlabel="training-set size |D|", ylabel="replication ratio R (max over checkpoints)", ylim=(-0.02, 1.02),
+           title="R vs training-set size; dotted: EMM")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return to_data_uri(fig)
+
+
+def write_detect_report(out_dir: Path, results: dict, scores: dict, labels: np.ndarray) -> Path:
+    from ..metrics import roc_curve
+
+    roc = {}
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(s, labels)
+        roc[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    aucs = {k: v["auc"]["value"] for k, v in results["metrics"].items()}
+    return write_report(out_dir, "diffusion_detect.html", title="Noise-space detection of memorized prompts", results=results,
+                        figure=roc_figure(roc, aucs), config_json=json.dumps(results["config"], indent=2))
