@@ -25,7 +25,7 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
 @reports_errors
 def train(
     images: str = typer.Option("digits", "--images", help="'digits' (scikit-learn's bundled 8x8 digits) or a folder of images (class subfolders give labels)."),
-    n: int = typer.Option(..., "--n", help="Training images, class-balanced."),
+    n: Optional[int] = typer.Option(None, "--n", help="Training images, class-balanced [default: all of them]."),
     conditioning: str = typer.Option("none", "--conditioning", help="none, class (the source's labels) or random-labels."),
     classes: Optional[int] = typer.Option(None, "--classes", help="Number of random labels (random-labels only) [default: 10]."),
     steps: int = typer.Option(3000, "--steps", help="Optimizer steps."),
@@ -135,3 +135,20 @@ def detect(
                       f"{m['tpr@1%fpr']['value']:.3f}", f"{m['tpr@3%fpr']['value']:.3f}")
     out_console.print(table)
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+@diffusion_app.command("make-classes")
+@reports_errors
+def make_classes(
+    images: str = typer.Option("digits", "--images", help="Source images ('digits' or a folder with class subfolders)."),
+    few: int = typer.Option(20, "--few", help="Classes holding a single image (memorized by design)."),
+    many: int = typer.Option(20, "--many", help="Classes holding --many-images images of one source class each."),
+    many_images: int = typer.Option(30, "--many-images", help="Images per 'many' class."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the image choice."),
+    out: str = typer.Option(..., "--out", help="New folder: one subfolder per class, plus prompts.txt and labels.txt for `detect`."),
+):
+    """Write a class-folder dataset with one-image and many-image classes: the test bed of `diffusion detect`."""
+    from .diffusion.images import load_images, write_skewed_folder
+
+    made = write_skewed_folder(load_images(images), out, few=few, many=many, many_images=many_images, seed=seed)
+    out_console.print(f"{made['classes']} classes, {made['images']} images -> {out}\nprompts: {made['prompts']}\nlabels:  {made['labels']}")

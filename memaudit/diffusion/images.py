@@ -7,6 +7,7 @@ name is the class, as in torchvision's ImageFolder). Every image must have one s
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +126,48 @@ def balanced_subset(images: ImageSet, n: int, *, seed: int = 0) -> np.ndarray:
                 picked.append(by_class[c][depth])
         depth += 1
     return np.sort(np.array(picked, dtype=np.int64))
+
+
+def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20, many_images: int = 30, seed: int = 0) -> dict:
+    """A class-folder dataset for detection: ``few`` classes of one image each (easy to memorize) and
+    ``many`` classes of ``many_images`` images of one source class each; no image is used twice.
+
+    Also writes ``prompts.txt`` (class ids in the order a loader assigns them) and ``labels.txt``
+    (1 for the one-image classes: memorized by design; ``memaudit diffusion memorization`` measures it).
+    """
+    from PIL import Image
+
+    from ..atomic import write_text_atomic
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} exists and is not empty; choose a new --out")
+    rng = np.random.default_rng(seed)
+    source_classes = np.unique(images.labels[images.labels >= 0]) if (images.labels >= 0).any() else np.array([-1])
+    pools = {c: list(rng.permutation(np.flatnonzero(images.labels == c))) for c in source_classes}
+    groups = []
+    for k in range(many):
+        pool = pools[source_classes[k % len(source_classes)]]
+        if len(pool) < many_images:
+            raise InputError(f"{images.source} has too few images for {many} classes of {many_images}")
+        groups.append((f"many-{k:03d}", [pool.pop() for _ in range(many_images)]))
+    for k in range(few):
+        pool = pools[source_classes[k % len(source_classes)]]
+        if not pool:
+            raise InputError(f"{images.source} has too few images for {few} one-image classes")
+        groups.append((f"few-{k:03d}", [pool.pop()]))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, idx in groups:
+        (tmp / name).mkdir(parents=True)
+        for i in idx:
+            img = images.pixels[i]
+            Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(tmp / name / f"{i:05d}.png")
+    names = sorted(name for name, _ in groups)  # the loader's class order
+    write_text_atomic(tmp / "prompts.txt", "".join(f"{i}\n" for i in range(len(names))))
+    write_text_atomic(tmp / "labels.txt", "".join(f"{int(n.startswith('few'))}\n" for n in names))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return {"classes": len(names), "images": sum(len(i) for _, i in groups), "prompts": str(out / "prompts.txt"), "labels": str(out / "labels.txt")}

@@ -60,6 +60,6 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
 
 
 def _fingerprint(weights: Path) -> str:
-    from ..models.hf import _file_digest
+    from ..models.hf import file_digest
 
-    return _file_digest(weights)[:16]
+    return file_digest(weights)[:16]

@@ -156,7 +156,8 @@ def load_adapter(model_dir: str, device: str):
     if (Path(model_dir) / "model_index.json").is_file():
         from .sd_adapter import DiffusersAdapter
 
-        return DiffusersAdapter(model_dir, device=device), {"path": model_dir, "architecture": "diffusers pipeline"}
+        adapter = DiffusersAdapter(model_dir, device=device)
+        return adapter, adapter.describe()
     model = load_diffusion_model(model_dir)
     return TinyAdapter(model.unet), model.describe()
 

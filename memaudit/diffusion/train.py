@@ -38,7 +38,7 @@ class DiffusionTrainConfig:
     """Settings of ``memaudit diffusion train``; see its ``--help``."""
 
     images: str
-    n: int
+    n: int | None  # None: every image of the source
     out: str
     conditioning: str = "none"
     classes: int | None = None  # random-labels: how many labels (default 10); class: taken from the source
@@ -57,7 +57,7 @@ class DiffusionTrainConfig:
             raise InputError(f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})")
         if self.classes is not None and self.conditioning != "random-labels":
             raise InputError("--classes is only for --conditioning random-labels (class conditioning uses the source's classes)")
-        if self.steps < 1 or self.batch_size < 1 or self.n < 1 or self.checkpoints < 1 or self.lr <= 0:
+        if self.steps < 1 or self.batch_size < 1 or (self.n is not None and self.n < 1) or self.checkpoints < 1 or self.lr <= 0:
             raise InputError("steps, batch_size, n and checkpoints must be >= 1 and lr > 0")
         if not 0 <= self.label_dropout < 1:
             raise InputError("label_dropout must lie in [0, 1)")
@@ -93,7 +93,7 @@ def make_train_set(config: DiffusionTrainConfig, images: ImageSet) -> TrainSet:
         if idx.min() < 0 or idx.max() >= len(images):
             raise InputError(f"training indices must lie in [0, {len(images)})")
     else:
-        idx = balanced_subset(images, config.n, seed=config.seed)
+        idx = balanced_subset(images, config.n or len(images), seed=config.seed)
     if config.conditioning == "none":
         return TrainSet(images.source, idx, np.full(len(idx), -1), 0)
     if config.conditioning == "class":

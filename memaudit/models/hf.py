@@ -206,7 +206,7 @@ def model_fingerprint(model_dir: Path) -> str:
     h.update(json.dumps(_read_json(model_dir / "config.json"), sort_keys=True).encode())
     for f in sorted(model_dir.glob("*.safetensors")):
         h.update(f.name.encode())
-        h.update(_file_digest(f).encode())
+        h.update(file_digest(f).encode())
     return h.hexdigest()[:16]
 
 
@@ -216,11 +216,11 @@ def tokenizer_fingerprint(model_dir: Path) -> str:
         f = model_dir / name
         if f.is_file():
             h.update(name.encode())
-            h.update(_file_digest(f).encode())
+            h.update(file_digest(f).encode())
     return h.hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
