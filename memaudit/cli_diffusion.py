@@ -7,18 +7,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .cli import StageBars, app, out_console, reports_errors
-from .errors import InputError
+from .cli import StageBars, _int_list, app, out_console, reports_errors
 
 diffusion_app = typer.Typer(no_args_is_help=True, help="Diffusion models: train small ones, measure replication, EMM, and detect memorized prompts.")
 app.add_typer(diffusion_app, name="diffusion")
-
-
-def int_list(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(f"{option} must be a comma list of integers, e.g. 20,50,100; got '{text}'") from None
 
 
 @diffusion_app.command("train")
@@ -77,7 +69,7 @@ def memorization(
 @reports_errors
 def emm(
     images: str = typer.Option("digits", "--images", help="'digits' or a folder of images."),
-    sizes: str = typer.Option("20,50,100,200,500,1000", "--sizes", help="Training-set sizes, one model each."),
+    sizes: str = typer.Option("10,20,30,50,100,200", "--sizes", help="Training-set sizes, one model each."),
     conditioning: str = typer.Option("none,class,random-labels", "--conditioning", help="Conditionings to compare, comma separated."),
     classes: int = typer.Option(10, "--classes", help="Number of random labels."),
     steps: int = typer.Option(2000, "--steps", help="Optimizer steps per model (the same budget for every size)."),
@@ -92,7 +84,7 @@ def emm(
     from .diffusion.emm import EMMConfig
     from .diffusion.run import run_emm
 
-    cfg = EMMConfig(images=images, sizes=int_list(sizes, "--sizes"), conditionings=tuple(c for c in conditioning.split(",") if c),
+    cfg = EMMConfig(images=images, sizes=_int_list(sizes, "--sizes"), conditionings=tuple(c for c in conditioning.split(",") if c),
                     classes=classes, steps=steps, batch_size=batch_size, width=width, samples=samples, seed=seed, workers=workers, out=out)
     with StageBars() as bars:
         path, results = run_emm(cfg, progress=bars)
@@ -141,14 +133,15 @@ def detect(
 @reports_errors
 def make_classes(
     images: str = typer.Option("digits", "--images", help="Source images ('digits' or a folder with class subfolders)."),
-    few: int = typer.Option(20, "--few", help="Classes holding a single image (memorized by design)."),
+    few: int = typer.Option(20, "--few", help="Classes holding a single image, duplicated --copies times (memorized by design)."),
     many: int = typer.Option(20, "--many", help="Classes holding --many-images images of one source class each."),
     many_images: int = typer.Option(30, "--many-images", help="Images per 'many' class."),
+    copies: int = typer.Option(10, "--copies", help="Copies of each 'few' class's image."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image choice."),
     out: str = typer.Option(..., "--out", help="New folder: one subfolder per class, plus prompts.txt and labels.txt for `detect`."),
 ):
     """Write a class-folder dataset with one-image and many-image classes: the test bed of `diffusion detect`."""
     from .diffusion.images import load_images, write_skewed_folder
 
-    made = write_skewed_folder(load_images(images), out, few=few, many=many, many_images=many_images, seed=seed)
+    made = write_skewed_folder(load_images(images), out, few=few, many=many, many_images=many_images, copies=copies, seed=seed)
     out_console.print(f"{made['classes']} classes, {made['images']} images -> {out}\nprompts: {made['prompts']}\nlabels:  {made['labels']}")

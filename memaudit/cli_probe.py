@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 from rich.table import Table
 
@@ -169,6 +171,7 @@ def recall(
     pairs: str = typer.Option("2,4,8,16", "--pairs", help="mqar: key-value pairs per sequence."),
     depths: str = typer.Option("0,0.25,0.5,0.75,1", "--depths", help="niah: where the needle sits (0 start, 1 end)."),
     n: int = typer.Option(64, "--n", help="Sequences per cell."),
+    vocab: Optional[int] = typer.Option(None, "--vocab", help="mqar: ids used [default: what `probe recall-train` recorded, else the model's vocabulary]."),
     filler: str = typer.Option("stdlib", "--filler", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt)."),
     seed: int = typer.Option(0, "--seed", help="Seed of keys, values and needles."),
     out: str = typer.Option("runs/recall", "--out", help="Run directory."),
@@ -183,7 +186,7 @@ def recall(
     except ValueError:
         raise InputError(f"--depths must be numbers between 0 and 1, got '{depths}'") from None
     cfg = RecallConfig(model=model, task=task, lengths=_int_list(lengths, "--lengths"), pairs=_int_list(pairs, "--pairs"), depths=depth_values,
-                       n=n, filler=filler, seed=seed, out=out, device=device)
+                       n=n, vocab=vocab, filler=filler, seed=seed, out=out, device=device)
     with StageBars() as bars:
         path, res = run_recall(cfg, progress=bars)
     cells = ", ".join(f"{k}: {v:.2f}" for k, v in res["grid"].items() if v is not None)
@@ -195,15 +198,18 @@ def recall(
 @reports_errors
 def recall_train(
     out: str = typer.Option(..., "--out", help="Model dir to write."),
-    length: int = typer.Option(64, "--length", help="Training sequence length."),
-    pairs: int = typer.Option(8, "--pairs", help="Key-value pairs per training sequence."),
-    steps: int = typer.Option(3000, "--steps", help="Optimizer steps."),
+    length: int = typer.Option(32, "--length", help="Training sequence length."),
+    pairs: int = typer.Option(4, "--pairs", help="Key-value pairs per training sequence."),
+    vocab: int = typer.Option(64, "--vocab", help="MQAR ids used (keys below vocab/2, values above); `probe recall` reads it from the model dir."),
+    steps: int = typer.Option(600, "--steps", help="Optimizer steps."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate (at 3e-3 some seeds stay on the plateau)."),
     size: str = typer.Option("micro", "--model-size", help="micro, tiny, small or base."),
+    arch: str = typer.Option("llama", "--arch", help="llama (rotary positions) or gpt2 (learned absolute positions)."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation and data."),
 ):
     """Train a small attention model on MQAR at one length, to probe with `memaudit probe recall`."""
     from .probes.recall import train_mqar_model
 
     with StageBars() as bars:
-        path = train_mqar_model(out, length=length, pairs=pairs, steps=steps, size=size, seed=seed, progress=bars)
+        path = train_mqar_model(out, length=length, pairs=pairs, vocab=vocab, steps=steps, lr=lr, size=size, arch=arch, seed=seed, progress=bars)
     out_console.print(f"model: {path}")

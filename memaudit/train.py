@@ -73,14 +73,24 @@ def train_bpe_tokenizer(texts: Sequence[str], *, vocab_size: int = 4096):
     return GPT2TokenizerFast(vocab=bpe.get_vocab(), merges=merges, unk_token=EOS, bos_token=EOS, eos_token=EOS)
 
 
-def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int = 0):
-    """A freshly initialised GPT2LMHeadModel of a named size."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+ARCHS = ("gpt2", "llama")  # learned absolute positions vs rotary (RoPE) positions
+
+
+def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int = 0, arch: str = "gpt2"):
+    """A freshly initialised GPT-2 (learned positions) or Llama-style (RoPE) causal LM of a named size."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if size not in SIZES:
         raise InputError(f"unknown model size '{size}' (known: {', '.join(SIZES)})")
+    if arch not in ARCHS:
+        raise InputError(f"unknown architecture '{arch}' (known: {', '.join(ARCHS)})")
     s = SIZES[size]
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    torch.manual_seed(seed)
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.n_embd, intermediate_size=2 * s.n_embd,
+                                            num_hidden_layers=s.n_layer, num_attention_heads=s.n_head, num_key_value_heads=s.n_head,
+                                            max_position_embeddings=context, bos_token_id=eos_id, eos_token_id=eos_id))
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=context,
@@ -93,7 +103,6 @@ def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int 
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    torch.manual_seed(seed)
     return GPT2LMHeadModel(config)
 
 

@@ -193,9 +193,9 @@ def test_emm_sweep_end_to_end(tmp_path):
 @pytest.fixture(scope="module")
 def skewed_model(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("skewed")
-    made = write_skewed_folder(digits, root / "images", few=12, many=12, many_images=30, seed=0)
+    made = write_skewed_folder(digits, root / "images", few=12, many=12, many_images=20, copies=20, seed=0)
     model = run_diffusion_train(DiffusionTrainConfig(images=str(root / "images"), n=None, out=str(root / "model"), conditioning="class",
-                                                     steps=600, **FAST))
+                                                     steps=1500, **FAST))
     return model, made
 
 
@@ -208,6 +208,18 @@ def test_detection_separates_memorized_classes(skewed_model, tmp_path):
     assert (out / "report.html").is_file() and len(results["weights"]) == 2
 
 
+def test_duplicated_one_image_classes_are_the_memorized_ones(skewed_model, tmp_path):
+    model, made = skewed_model
+    out, results = run_memorization(MemorizationConfig(model=str(model), samples=480, sampling_steps=25, out=str(tmp_path / "m")))
+    design = np.loadtxt(made["labels"], dtype=int)
+    per_label = results["per_checkpoint"][str(results["max_step"])]["per_label"]
+    r = np.array([per_label[c] for c in range(len(design))])
+    assert r[design == 1].mean() > 0.4 and r[design == 0].max() < 0.1, r
+    assert results["train_images"] == 12 + 12 * 20  # the 20 copies of each one-image class are searched once
+    measured = np.loadtxt(out / "labels.txt", dtype=int)  # written for `diffusion detect`
+    assert (measured <= design).all() and measured.sum() >= 4
+
+
 def test_detection_input_errors(skewed_model, small_and_large, tmp_path):
     model, made = skewed_model
     labels = tmp_path / "labels.txt"
@@ -215,7 +227,7 @@ def test_detection_input_errors(skewed_model, small_and_large, tmp_path):
     with pytest.raises(InputError, match="2 labels for 24 prompts"):
         run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
     labels.write_text("1\nyes\n")
-    with pytest.raises(InputError, match="line 2"):
+    with pytest.raises(InputError, match=r"labels.txt:2: label .yes. is not 0 or 1"):
         run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
     with pytest.raises(InputError, match="unconditional"):
         TinyAdapter(load_diffusion_model(small_and_large[0]).unet)

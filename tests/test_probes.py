@@ -184,28 +184,40 @@ def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, sn
 def test_mqar_oracle_is_perfect_and_random_guessing_is_at_chance():
     import numpy as np
 
-    from memaudit.probes.recall import MQAR, mqar_accuracy
+    from memaudit.probes.recall import ANSWER_SLOT, MQAR, mqar_accuracy
 
     task = MQAR(vocab=512, length=128, pairs=16)
-    ids, mask = task.batch(200, seed=0)
-    assert mask.sum(1).tolist() == [16] * 200 and (ids[:, 1:][mask[:, :-1]] >= 256).all()  # values follow the query keys
+    ids, targets = task.batch(200, seed=0)
+    asked = targets >= 0
+    assert asked.sum(1).tolist() == [16] * 200 and (targets[asked] >= 256).all()
+    assert (ids[:, 1:][asked[:, :-1]] == ANSWER_SLOT).all()  # a query key is never followed by its value
+    assert not np.isin(targets[asked].reshape(200, 16), ids[:, 2 * 16 :]).any()  # values appear only in the context
 
     def oracle(batch):
         out = np.zeros_like(batch)
         for r, seq in enumerate(batch):
-            seen = {}
-            for t in range(len(seq) - 1):
-                if t % 2 == 0 and t < 2 * task.pairs:
-                    seen[seq[t]] = seq[t + 1]  # the context's pairs
-                out[r, t] = seen.get(seq[t], 0)
+            pairs = {seq[t]: seq[t + 1] for t in range(0, 2 * task.pairs, 2)}  # the context's pairs
+            for t in range(len(seq)):
+                out[r, t] = pairs.get(seq[t], 0) if t >= 2 * task.pairs else 0
         return out
 
     rng = np.random.default_rng(1)
-    assert mqar_accuracy(oracle, ids, mask) == 1.0
-    chance = mqar_accuracy(lambda b: rng.integers(256, 512, b.shape), ids, mask)
+    assert mqar_accuracy(oracle, ids, targets) == 1.0
+    chance = mqar_accuracy(lambda b: rng.integers(256, 512, b.shape), ids, targets)
     assert abs(chance - 1 / 256) < 0.004
     with pytest.raises(InputError, match="length >= 4 x pairs"):
         MQAR(vocab=512, length=30, pairs=8)
+
+
+def test_a_small_attention_model_learns_mqar_at_its_training_length(tmp_path):
+    from memaudit.probes.recall import RecallConfig, run_recall, train_mqar_model
+
+    model = train_mqar_model(tmp_path / "mqar-model", length=32, pairs=4, steps=600, seed=0)
+    out, res = run_recall(RecallConfig(model=str(model), lengths=(32, 256), pairs=(4, 8), n=64, out=str(tmp_path / "run")))
+    assert res["mqar_vocab"] == 64 and res["trained_on"]["length"] == 32  # read from the model dir
+    assert res["grid"]["32x4"] > 0.9, res["grid"]
+    assert res["grid"]["256x8"] < res["grid"]["32x4"]  # recall falls beyond the training length
+    assert res["grid"]["256x8"] > 10 * res["chance"]
 
 
 def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tmp_path):

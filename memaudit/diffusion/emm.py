@@ -29,7 +29,7 @@ class EMMConfig:
     """Settings of ``memaudit diffusion emm``; see its ``--help``."""
 
     images: str = "digits"
-    sizes: tuple[int, ...] = (20, 50, 100, 200, 500, 1000)
+    sizes: tuple[int, ...] = (10, 20, 30, 50, 100, 200)
     conditionings: tuple[str, ...] = ("none", "class", "random-labels")
     classes: int = 10  # labels of the random-label models
     steps: int = 2000
@@ -89,18 +89,28 @@ def run_job(config: EMMConfig, conditioning: str, n: int, model_dir: str) -> dic
     torch.set_num_threads(1)
     from .images import load_images
     from .measure import measure_checkpoints
-    from .train import DiffusionTrainConfig, run_diffusion_train
+    from .train import run_diffusion_train
 
     t0 = time.perf_counter()
-    train = DiffusionTrainConfig(images=config.images, n=n, out=model_dir, conditioning=conditioning,
-                                 classes=config.classes if conditioning == "random-labels" else None, steps=config.steps,
-                                 batch_size=config.batch_size, width=config.width, checkpoints=config.checkpoints, seed=config.seed)
-    run_diffusion_train(train)
+    run_diffusion_train(train_config(config, conditioning, n, model_dir))
     t_train = time.perf_counter() - t0
     images = load_images(config.images)
     result = measure_checkpoints(model_dir, images, samples=config.samples, sampling_steps=config.sampling_steps, seed=config.seed)
     return {"conditioning": conditioning, "n": n, "model": model_dir, **result,
             "seconds": {"train": t_train, "total": time.perf_counter() - t0}}
+
+
+def train_config(config: EMMConfig, conditioning: str, n: int, model_dir: str):
+    from .train import DiffusionTrainConfig
+
+    return DiffusionTrainConfig(images=config.images, n=n, out=model_dir, conditioning=conditioning,
+                                classes=config.classes if conditioning == "random-labels" else None, steps=config.steps,
+                                batch_size=config.batch_size, width=config.width, checkpoints=config.checkpoints, seed=config.seed)
+
+
+def job_dir(config: EMMConfig, out: Path, conditioning: str, n: int) -> str:
+    """One dir per training config: a rerun with other settings trains anew instead of clashing."""
+    return str(out / "models" / f"{conditioning}-n{n}-{train_config(config, conditioning, n, '').identity()[:8]}")
 
 
 def run_jobs(config: EMMConfig, out: Path, *, progress: Callable | None = None) -> list[dict]:
@@ -111,7 +121,7 @@ def run_jobs(config: EMMConfig, out: Path, *, progress: Callable | None = None) 
     workers = min(len(jobs), config.workers or os.cpu_count() or 1)
     results = []
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(run_job, config, c, n, str(out / "models" / f"{c}-n{n}")): (c, n) for c, n in jobs}
+        futures = {pool.submit(run_job, config, c, n, job_dir(config, out, c, n)): (c, n) for c, n in jobs}
         for done, fut in enumerate(as_completed(futures), 1):
             results.append(fut.result())
             if progress:

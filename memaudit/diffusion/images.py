@@ -128,9 +128,11 @@ def balanced_subset(images: ImageSet, n: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.array(picked, dtype=np.int64))
 
 
-def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20, many_images: int = 30, seed: int = 0) -> dict:
-    """A class-folder dataset for detection: ``few`` classes of one image each (easy to memorize) and
-    ``many`` classes of ``many_images`` images of one source class each; no image is used twice.
+def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20, many_images: int = 30, copies: int = 10,
+                        seed: int = 0) -> dict:
+    """A class-folder dataset for detection: ``few`` classes of one image each, duplicated ``copies``
+    times (duplicated training images are the ones models memorize), and ``many`` classes of
+    ``many_images`` distinct images of one source class each; no source image serves two classes.
 
     Also writes ``prompts.txt`` (class ids in the order a loader assigns them) and ``labels.txt``
     (1 for the one-image classes: memorized by design; ``memaudit diffusion memorization`` measures it).
@@ -155,14 +157,14 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
         pool = pools[source_classes[k % len(source_classes)]]
         if not pool:
             raise InputError(f"{images.source} has too few images for {few} one-image classes")
-        groups.append((f"few-{k:03d}", [pool.pop()]))
+        groups.append((f"few-{k:03d}", [pool.pop()] * copies))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for name, idx in groups:
         (tmp / name).mkdir(parents=True)
-        for i in idx:
+        for copy, i in enumerate(idx):
             img = images.pixels[i]
-            Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(tmp / name / f"{i:05d}.png")
+            Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(tmp / name / f"{i:05d}-{copy:03d}.png")
     names = sorted(name for name, _ in groups)  # the loader's class order
     write_text_atomic(tmp / "prompts.txt", "".join(f"{i}\n" for i in range(len(names))))
     write_text_atomic(tmp / "labels.txt", "".join(f"{int(n.startswith('few'))}\n" for n in names))
@@ -171,3 +173,10 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
         out.rmdir()
     tmp.rename(out)
     return {"classes": len(names), "images": sum(len(i) for _, i in groups), "prompts": str(out / "prompts.txt"), "labels": str(out / "labels.txt")}
+
+
+def unique_images(pixels: np.ndarray) -> np.ndarray:
+    """The distinct images, in first-seen order: copies of one image must not be each other's nearest neighbour."""
+    flat = np.ascontiguousarray(pixels.reshape(len(pixels), -1))
+    _, first = np.unique(flat, axis=0, return_index=True)
+    return pixels[np.sort(first)]

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_output, write_text_atomic
-from .images import ImageSet
+from .images import ImageSet, unique_images
 from .model import load_diffusion_model
 from .neighbours import Neighbours
 from .replication import Replication, replication
 from .train import checkpoints
+
+VERSION = 2  # part of the cache key: bump when sampling or measuring changes
 
 
 def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_steps: int = 50, guidance: float = 1.0,
@@ -27,6 +29,7 @@ def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_s
     final = load_diffusion_model(model_dir)
     if train_pixels is None:
         train_pixels = images.pixels[final.train_set.indices]
+    train_pixels = unique_images(train_pixels)
     key = _key(final.fingerprint, train_pixels, samples, sampling_steps, guidance, seed)
     cache = Path(model_dir) / "replication" / f"{key}.json"
     if cache.is_file():
@@ -35,7 +38,8 @@ def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_s
     steps = [s for s, _ in checkpoints(model_dir)]
     for i, step in enumerate(steps):
         model = load_diffusion_model(model_dir, step=step)
-        rep = replication(model.unet, train_pixels, samples=samples, steps=sampling_steps, guidance=guidance, seed=seed)
+        rep = replication(model.unet, train_pixels, samples=samples, train_labels=final.train_set.labels, steps=sampling_steps,
+                          guidance=guidance, seed=seed)
         per_step[step] = rep.summary()
         if best is None or per_step[step]["ratio"] > per_step[best[0]]["ratio"]:
             best = (step, rep)
@@ -51,7 +55,7 @@ def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_s
 
 
 def _key(fingerprint: str, train_pixels: np.ndarray, samples: int, sampling_steps: int, guidance: float, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([fingerprint, samples, sampling_steps, guidance, seed]).encode())
+    h = hashlib.sha256(json.dumps([VERSION, fingerprint, samples, sampling_steps, guidance, seed]).encode())
     h.update(np.ascontiguousarray(train_pixels).tobytes())
     return h.hexdigest()[:16]
 

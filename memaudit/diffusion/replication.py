@@ -2,7 +2,8 @@
 
 A generated image x is memorized when ``d1 / d2 < 1/3``, d1 and d2 its distances to the
 nearest and second-nearest training image. Conditional models are sampled with labels drawn
-uniformly from their classes, so every class weighs the same.
+uniformly from the labels their training images carry, so every class weighs the same (a
+random label that no training image got is never asked for).
 """
 
 from __future__ import annotations
@@ -39,17 +40,18 @@ class Replication:
         return out
 
 
-def sample_labels(classes: int, n: int, seed: int) -> np.ndarray:
-    if not classes:
+def sample_labels(train_labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` labels drawn uniformly from those present in the training set (-1s when unconditional)."""
+    present = np.unique(train_labels[train_labels >= 0])
+    if not len(present):
         return np.full(n, -1)
-    return np.random.default_rng(seed + 17).integers(0, classes, n)
+    return np.random.default_rng(seed + 17).choice(present, n)
 
 
-def replication(unet, train_pixels: np.ndarray, *, samples: int, steps: int = 50, guidance: float = 1.0, seed: int = 0,
-                labels: np.ndarray | None = None) -> Replication:
-    """Generate ``samples`` images and find each one's two nearest training images."""
-    if labels is None:
-        labels = sample_labels(unet.config.classes, samples, seed)
+def replication(unet, train_pixels: np.ndarray, *, samples: int, train_labels: np.ndarray, steps: int = 50, guidance: float = 1.0,
+                seed: int = 0) -> Replication:
+    """Generate ``samples`` images (labels as in ``sample_labels``) and find each one's two nearest training images."""
+    labels = sample_labels(train_labels, samples, seed) if unet.config.classes else np.full(samples, -1)
     lab = torch.as_tensor(labels) if unet.config.classes else None
     images = sample(unet, samples, steps=steps, labels=lab, guidance=guidance, seed=seed)
     return Replication(images, labels, two_nearest(images, train_pixels))

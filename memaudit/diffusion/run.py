@@ -11,7 +11,7 @@ import numpy as np
 from .. import results as rs
 from ..atomic import write_text_atomic
 from ..errors import InputError
-from .images import load_images
+from .images import load_images, unique_images
 from .model import load_diffusion_model
 
 MEMORIZED_CLASS = 0.5  # a class counts as memorized when at least half of its samples copy a training image
@@ -44,7 +44,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
     if config.guidance != 1.0 and not model.classes:
         raise InputError(f"--guidance {config.guidance} needs a conditional model; {config.model} is unconditional")
     images = load_images(model.train_set.source if config.train is None else config.train)
-    train_pixels = images.pixels[model.train_set.indices] if config.train is None else images.pixels
+    train_pixels = unique_images(images.pixels[model.train_set.indices] if config.train is None else images.pixels)
     if train_pixels.shape[1:] != (model.unet.config.channels, model.unet.config.size, model.unet.config.size):
         raise InputError(f"--train images are {train_pixels.shape[1:]} but the model makes "
                          f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}")

@@ -14,7 +14,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,6 @@ class DiffusionTrainConfig:
     checkpoints: int = 4  # evenly spaced over the run, the last one at the final step
     resize: int | None = None
     seed: int = 0
-    indices: tuple[int, ...] | None = field(default=None, repr=False)  # explicit training images (overrides n's subset)
 
     def __post_init__(self):
         if self.conditioning not in CONDITIONINGS:
@@ -88,12 +87,7 @@ class TrainSet:
 
 
 def make_train_set(config: DiffusionTrainConfig, images: ImageSet) -> TrainSet:
-    if config.indices is not None:
-        idx = np.asarray(config.indices, dtype=np.int64)
-        if idx.min() < 0 or idx.max() >= len(images):
-            raise InputError(f"training indices must lie in [0, {len(images)})")
-    else:
-        idx = balanced_subset(images, config.n or len(images), seed=config.seed)
+    idx = balanced_subset(images, config.n or len(images), seed=config.seed)
     if config.conditioning == "none":
         return TrainSet(images.source, idx, np.full(len(idx), -1), 0)
     if config.conditioning == "class":
@@ -108,7 +102,10 @@ def make_train_set(config: DiffusionTrainConfig, images: ImageSet) -> TrainSet:
 def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | None = None) -> Path:
     """Train (resume, or return at once when this exact run already finished) and write the model dir."""
     out = Path(config.out)
-    if _finished(out) == config.identity():
+    stored = _stored_identity(out)
+    if stored is not None and stored != config.identity():
+        raise InputError(f"{out} holds a diffusion model trained with other settings; choose another --out")
+    if (out / RECORD).is_file():
         return out
     images = load_images(config.images, resize=config.resize)
     train_set = make_train_set(config, images)
@@ -162,9 +159,10 @@ def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(rs.jsonable(obj), indent=2) + "\n")
 
 
-def _finished(out: Path) -> str | None:
-    f = out / RECORD
-    return json.loads(f.read_text())["identity"] if f.is_file() else None
+def _stored_identity(out: Path) -> str | None:
+    """The identity of the run this dir holds (finished or not), from its config.json."""
+    f = out / "config.json"
+    return json.loads(f.read_text()).get("identity") if f.is_file() else None
 
 
 def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
@@ -191,15 +189,12 @@ def _save_checkpoint(out: Path, config, model, opt, step: int) -> None:
 
 
 def _resume(out: Path, config, model, opt) -> int:
-    """Load the newest checkpoint of this config; its step, or 0 (checkpoints of another config are removed)."""
+    """Load the newest checkpoint of this config; its step, or 0."""
     from safetensors.torch import load_file, load_model
 
     found = checkpoints(out)
     if found and json.loads((found[-1][1] / "state.json").read_text())["identity"] != config.identity():
-        if (out / "config.json").is_file():
-            shutil.rmtree(out / "checkpoints")
-            return 0
-        raise InputError(f"{out} holds checkpoints of an unknown run; choose another --out")
+        raise InputError(f"{out} holds checkpoints of another run; choose another --out")
     if not found:
         return 0
     step, d = found[-1]

@@ -1,9 +1,13 @@
 """In-context recall: how much can a sequence model look up from its own context?
 
-**MQAR** (multi-query associative recall, Zoology): on the model's own vocabulary ids, a
-context of D key-value pairs (keys from the lower half of the vocabulary, values from the
-upper), filler tokens up to the asked length, then every key again followed by its value.
-Accuracy is read on the value positions only: is the value the argmax right after its key?
+**MQAR** (multi-query associative recall, Zoology): on ids 0..V-1 of the model's vocabulary,
+a context of D key-value pairs (keys from [17, V/2), values from [V/2, V)), filler tokens up
+to the asked length, then every key again in a new order, each followed by an answer slot
+(id 0), never by its value: the model must look each value up in the context. (With the values
+written after the queries, the last query's value could be found by elimination, a shortcut
+a small model learns instead of recall.) Accuracy is read at the query keys only: is the
+argmax next token the key's value? V defaults to the vocabulary the model was trained on with
+``probe recall-train`` (recorded in its dir), else the model's vocabulary size.
 **Needle in a haystack**: a sentence "The special magic number for KEY is VALUE." at a chosen
 depth of filler text from the corpus, then the question; correct when the generation holds
 the value. Both are measured over a grid (length x pairs, length x depth) and drawn as heatmaps.
@@ -21,11 +25,12 @@ import torch
 from ..errors import InputError
 
 FILLER = 16  # ids 1..16 pad MQAR contexts and never serve as keys or values
+ANSWER_SLOT = 0  # follows each query key in place of its value
 
 
 @dataclass(frozen=True)
 class MQAR:
-    """One MQAR layout over a vocabulary of ``vocab`` ids."""
+    """One MQAR layout over ids ``0..vocab-1``."""
 
     vocab: int
     length: int
@@ -38,33 +43,32 @@ class MQAR:
             raise InputError(f"a vocabulary of {self.vocab} has too few key ids for {self.pairs} pairs")
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (T,), target mask (T,)): mask[t] is True where ids[t + 1] is a value to recall after its key."""
+        """(ids (T,), targets (T,)): targets[t] is the value the model should predict after ids[t]; -1 where nothing is asked."""
         keys = rng.choice(np.arange(FILLER + 1, self.vocab // 2), self.pairs, replace=False)
         values = rng.integers(self.vocab // 2, self.vocab, self.pairs)
         order = rng.permutation(self.pairs)
         context = np.stack([keys, values], 1).reshape(-1)  # k1 v1 k2 v2 ...
-        queries = np.stack([keys[order], values[order]], 1).reshape(-1)
+        queries = np.stack([keys[order], np.full(self.pairs, ANSWER_SLOT)], 1).reshape(-1)  # k 0 k 0 ...
         filler = rng.integers(1, FILLER + 1, self.length - len(context) - len(queries))
         ids = np.concatenate([context, filler, queries])
-        mask = np.zeros(self.length, dtype=bool)
-        mask[len(context) + len(filler) :: 2] = True  # each query key: the next token is its value
-        return ids, mask
+        targets = np.full(self.length, -1)
+        targets[len(context) + len(filler) :: 2] = values[order]  # at each query key: its value
+        return ids, targets
 
     def batch(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
-        pairs = [self.sample(rng) for _ in range(n)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        rows = [self.sample(rng) for _ in range(n)]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # (B, T) ids -> (B, T) predicted next ids
 
 
-def mqar_accuracy(predict: Predictor, ids: np.ndarray, mask: np.ndarray) -> float:
-    """Share of value positions where the predicted next token is the value."""
+def mqar_accuracy(predict: Predictor, ids: np.ndarray, targets: np.ndarray) -> float:
+    """Share of query keys after which the predicted next token is the key's value."""
     pred = predict(ids)  # (B, T)
-    targets = np.zeros_like(ids)
-    targets[:, :-1] = ids[:, 1:]
-    return float((pred[mask] == targets[mask]).mean())
+    asked = targets >= 0
+    return float((pred[asked] == targets[asked]).mean())
 
 
 def model_predictor(lm, batch_size: int = 32) -> Predictor:
@@ -85,8 +89,10 @@ def check_length(lm, length: int) -> None:
         raise InputError(f"length {length} is longer than the model's context of {lm.max_length} tokens")
 
 
-def mqar_grid(lm, lengths, pairs, *, n: int = 64, seed: int = 0, predict: Predictor | None = None) -> dict:
-    """MQAR accuracy for every (length, pairs) that fits (pairs x 4 <= length); None where it does not."""
+def mqar_grid(lm, lengths, pairs, *, vocab: int, n: int = 64, seed: int = 0, predict: Predictor | None = None) -> dict:
+    """MQAR accuracy over ids < ``vocab`` for every (length, pairs) that fits (pairs x 4 <= length); None where it does not."""
+    if not 2 * (FILLER + 2) <= vocab <= lm.vocab_size:
+        raise InputError(f"MQAR vocabulary {vocab} must lie in [{2 * (FILLER + 2)}, {lm.vocab_size}] (the model's vocabulary)")
     for L in lengths:
         check_length(lm, L)
     predict = predict or model_predictor(lm)
@@ -96,8 +102,8 @@ def mqar_grid(lm, lengths, pairs, *, n: int = 64, seed: int = 0, predict: Predic
             if 4 * D > L:
                 grid[f"{L}x{D}"] = None
                 continue
-            ids, mask = MQAR(lm.vocab_size, L, D).batch(n, seed + 7919 * L + D)
-            grid[f"{L}x{D}"] = mqar_accuracy(predict, ids, mask)
+            ids, targets = MQAR(vocab, L, D).batch(n, seed + 7919 * L + D)
+            grid[f"{L}x{D}"] = mqar_accuracy(predict, ids, targets)
     return grid
 
 
@@ -136,22 +142,30 @@ def niah_grid(lm, filler_text: str, lengths, depths, *, n: int = 8, seed: int = 
     return grid
 
 
-def train_mqar_model(out_dir, *, length: int = 64, pairs: int = 8, steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
-                     size: str = "micro", seed: int = 0, progress=None):
-    """A small attention model trained on MQAR sequences of one length (loss on value positions only)."""
-    from ..corpus import stdlib_snippets
-    from ..train import build_model, save_model_dir, train_bpe_tokenizer
+def train_mqar_model(out_dir, *, length: int = 32, pairs: int = 4, vocab: int = 64, steps: int = 600, batch_size: int = 64,
+                     lr: float = 1e-3, size: str = "micro", arch: str = "llama", seed: int = 0, progress=None):
+    """A small attention model trained on MQAR over ids < ``vocab`` at one length (loss at the query keys only).
 
-    tokenizer = train_bpe_tokenizer(stdlib_snippets(300, seed=seed), vocab_size=512)  # any vocabulary: MQAR works on ids
-    model = build_model(tokenizer, size=size, context=max(256, length), seed=seed)
-    task = MQAR(len(tokenizer), length, pairs)
+    The model's vocabulary is exactly the task's ``vocab`` ids (``id_tokenizer``). Measured on a
+    CPU (micro size, length 32, 4 pairs, 600 steps): ``arch="llama"`` (rotary positions) at
+    lr 1e-3 reaches 1.0 for 10 of 10 seeds (at lr 3e-3, 4 of 6; the others stay stuck even
+    after 1500 steps). With a 512-id output vocabulary, ``arch="gpt2"`` (learned absolute
+    positions), or length 64 with 8 pairs, it stayed for thousands of steps on the plateau of
+    answering with some value from the context.
+    """
+    from ..train import build_model, save_model_dir
+
+    tokenizer = id_tokenizer(vocab)
+    model = build_model(tokenizer, size=size, context=max(256, length), seed=seed, arch=arch)
+    task = MQAR(vocab, length, pairs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     for step in range(steps):
-        ids, mask = task.batch(batch_size, seed * 1_000_003 + step)
-        x = torch.as_tensor(ids, dtype=torch.long)
+        ids, targets = task.batch(batch_size, seed * 1_000_003 + step)
+        x = torch.as_tensor(ids, dtype=torch.long)  # (B, T)
+        t = torch.as_tensor(targets[:, :-1])
         labels = torch.full_like(x, -100)
-        labels[:, 1:][torch.as_tensor(mask[:, :-1])] = x[:, 1:][torch.as_tensor(mask[:, :-1])]  # the model shifts labels by one
+        labels[:, 1:][t >= 0] = t[t >= 0]  # the model shifts labels by one: position p + 1 holds what p must predict
         loss = model(input_ids=x, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -160,7 +174,31 @@ def train_mqar_model(out_dir, *, length: int = 64, pairs: int = 8, steps: int = 
         if progress:
             progress("training on MQAR", step + 1, steps, f"loss {loss.item():.3f}")
     model.eval()
-    return save_model_dir(model, tokenizer, out_dir, extra={"task": "mqar", "length": length, "pairs": pairs, "steps": steps, "size": size})
+    return save_model_dir(model, tokenizer, out_dir, extra={"task": "mqar", "length": length, "pairs": pairs, "mqar_vocab": vocab,
+                                                            "steps": steps, "lr": lr, "size": size, "arch": arch, "seed": seed})
+
+
+def id_tokenizer(vocab: int):
+    """A word-level tokenizer over ``vocab`` ids: id 0 is the end-of-text token, id i > 0 is the word ``t<i>``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from ..train import EOS
+
+    words = {EOS: 0, **{f"t{i}": i for i in range(1, vocab)}}
+    tok = Tokenizer(models.WordLevel(words, unk_token=EOS))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=EOS, bos_token=EOS, eos_token=EOS)
+
+
+def mqar_training(model_dir) -> dict | None:
+    """How a ``probe recall-train`` model was trained (length, pairs, mqar_vocab, ...), or None."""
+    import json
+    from pathlib import Path
+
+    f = Path(model_dir) / "memaudit_train.json"
+    record = json.loads(f.read_text()) if f.is_file() else {}
+    return record if record.get("task") == "mqar" else None
 
 
 @dataclass(frozen=True)
@@ -171,6 +209,7 @@ class RecallConfig:
     pairs: tuple[int, ...] = (2, 4, 8, 16)
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     n: int = 64
+    vocab: int | None = None  # MQAR ids; None: the one the model was trained on, else its vocabulary size
     filler: str = "stdlib"
     seed: int = 0
     out: str = "runs/recall"
@@ -198,11 +237,14 @@ def run_recall(config: RecallConfig, *, progress=None):
 
     t0 = time.perf_counter()
     lm = load_causal_lm(config.model, LoadOptions(device=config.device))
+    trained = mqar_training(config.model)
     if config.task == "mqar":
-        grid = mqar_grid(lm, config.lengths, config.pairs, n=config.n, seed=config.seed)
+        vocab = config.vocab or (trained or {}).get("mqar_vocab") or lm.vocab_size
+        grid = mqar_grid(lm, config.lengths, config.pairs, vocab=vocab, n=config.n, seed=config.seed)
         rows, cols, axis = config.lengths, config.pairs, "pairs"
-        chance = 1 / (lm.vocab_size - lm.vocab_size // 2)
+        chance = 1 / (vocab - vocab // 2)
     else:
+        vocab = None
         filler = "\n".join(load_corpus(config.filler, max_chars=200_000, seed=config.seed))
         grid = niah_grid(lm, filler, config.lengths, config.depths, n=config.n, seed=config.seed)
         rows, cols, axis = config.lengths, config.depths, "depth"
@@ -211,7 +253,8 @@ def run_recall(config: RecallConfig, *, progress=None):
     cells = [(L, c, grid[f"{L}x{c:g}" if isinstance(c, float) else f"{L}x{c}"]) for L in rows for c in cols]
     rs.write_scores(out, {"length": [L for L, _, _ in cells], axis: [c for _, c, _ in cells], "accuracy": [a for _, _, a in cells]})
     results = {**rs.run_header(f"probe recall {config.task}", config, {"target": lm}), "data": {"skipped": []}, "task": config.task,
-               "axis": axis, "grid": grid, "chance": chance, "timings_s": {"total": time.perf_counter() - t0}}
+               "axis": axis, "grid": grid, "chance": chance, "mqar_vocab": vocab,
+               "trained_on": trained, "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
         from ..report import write_recall_report
 

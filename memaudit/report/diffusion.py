@@ -45,7 +45,7 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
 
 
 def write_emm_report(out_dir: Path, results: dict) -> Path:
-    from ..diffusion.images import load_images
+    from ..diffusion.images import load_images, unique_images
     from ..diffusion.measure import load_replication
 
     grids = {}
@@ -53,7 +53,7 @@ def write_emm_report(out_dir: Path, results: dict) -> Path:
     for c, curve in results["curves"].items():  # the smallest training set of each conditioning: the clearest copies
         job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
         train_idx = json.loads((Path(job["model"]) / "train_set.json").read_text())["indices"]
-        grids[c] = pairs_grid(load_replication(job["samples_file"]), images.pixels[train_idx], title=f"{c}, |D| = {job['n']}")
+        grids[c] = pairs_grid(load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), title=f"{c}, |D| = {job['n']}")
     return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
                         figure=_emm_figure(results), grids=grids, config_json=json.dumps(results["config"], indent=2))
 
@@ -62,7 +62,7 @@ def _emm_figure(results: dict) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (c, curve) in enumerate(results["curves"].items()):
         x, y = curve["sizes"], curve["ratio"]
-        err = [np.subtract(y, curve["ci_low"]), np.subtract(curve["ci_high"], y)]
+        err = np.clip([np.subtract(y, curve["ci_low"]), np.subtract(curve["ci_high"], y)], 0, None)  # Wilson ends can round past R
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=f"C{i}", label=c)
         if curve["bound"] == "interpolated":
             ax.axvline(curve["emm"], color=f"C{i}", ls=":", lw=1)
