@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_traps.py
 	$(PY) benchmarks/bench_index.py
 	$(PY) benchmarks/bench_unlearn.py
+	$(PY) benchmarks/bench_diffusion.py
 
 clean:
 	rm -rf $(VENV) .cache runs

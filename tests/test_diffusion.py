@@ -122,7 +122,15 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
-def test_train_config_errors():
+def test_train_config_errors(tmp_path):
+    lm_dir = tmp_path / "lm"
+    lm_dir.mkdir()
+    (lm_dir / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(InputError, match="another kind of model"):  # never writes into another model's dir
+        run_diffusion_train(DiffusionTrainConfig(images="digits", n=5, out=str(lm_dir), steps=1))
+    first = run_diffusion_train(DiffusionTrainConfig(images="digits", n=5, out=str(tmp_path / "d"), steps=1, width=8, checkpoints=1))
+    with pytest.raises(InputError, match="other settings"):
+        run_diffusion_train(DiffusionTrainConfig(images="digits", n=6, out=str(first), steps=1, width=8, checkpoints=1))
     with pytest.raises(InputError, match="unknown conditioning"):
         DiffusionTrainConfig(images="digits", n=5, out="x", conditioning="text")
     with pytest.raises(InputError, match="random-labels"):

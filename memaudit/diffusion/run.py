@@ -179,6 +179,10 @@ def run_detect(config: DetectConfig, *, progress=None):
                           **{k: v.tolist() for k, v in feats.items()}, "combined": ev["scores"]["combined"].tolist()})
     header = rs.run_header("diffusion detect", config, {})
     header["models"] = {"target": described}
+    negatives = int((labels == 0).sum())
+    if negatives < 100:
+        header["notes"].append(f"only {negatives} non-memorized prompts: TPR at 1% or 3% FPR is the TPR at zero false positives "
+                               f"(one false positive is already {1 / negatives:.0%} FPR)")
     results = {**header, "data": {"prompts": len(prompts), "memorized": int(labels.sum())}, "metrics": ev["metrics"],
                "weights": ev["weights"], "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
                "timings_s": {"total": time.perf_counter() - t0}}

@@ -118,18 +118,18 @@ def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | No
     model = TinyUNet(unet_config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RECORD).unlink(missing_ok=True)
     start = _resume(out, config, model, opt)
     _write_json(out / "config.json", {"unet": unet_config.to_dict(), "train": config.to_dict(), "identity": config.identity()})
     _write_json(out / "train_set.json", train_set.to_dict())
     labels = torch.as_tensor(train_set.labels)
     losses, t0 = [], time.perf_counter()
     abar = alphas_bar()
+    save_at = set(config.checkpoint_steps())
     model.train()
     for step in range(start, config.steps):
         loss = _train_step(model, opt, pixels, labels, config, step, abar)
         losses.append(loss)
-        if step + 1 in config.checkpoint_steps():
+        if step + 1 in save_at:
             _save_checkpoint(out, config, model, opt, step + 1)
         if progress:
             progress("training the diffusion model", step + 1, config.steps, f"loss {loss:.4f}")
@@ -160,9 +160,14 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _stored_identity(out: Path) -> str | None:
-    """The identity of the run this dir holds (finished or not), from its config.json."""
+    """The identity of the run this dir holds (finished or not), from its config.json; None for a new dir."""
     f = out / "config.json"
-    return json.loads(f.read_text()).get("identity") if f.is_file() else None
+    if not f.is_file():
+        return None
+    stored = json.loads(f.read_text())
+    if "identity" not in stored or "unet" not in stored:
+        raise InputError(f"{out} holds another kind of model (its config.json is not a diffusion model's); choose another --out")
+    return stored["identity"]
 
 
 def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
