@@ -197,7 +197,7 @@ def _save_checkpoint(out: Path, config: TrainConfig, model, optimizer, step: int
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    save_file(_optimizer_tensors(optimizer), str(tmp / "optimizer.safetensors"))
+    save_file(optimizer_tensors(optimizer), str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step, "identity": config.identity()}))
     tmp.rename(out / f"checkpoint-{step:07d}")
     for s, d in _checkpoints(out):
@@ -207,7 +207,7 @@ def _save_checkpoint(out: Path, config: TrainConfig, model, optimizer, step: int
 
 def _resume(out: Path, config: TrainConfig, model, optimizer) -> int:
     """Load the newest checkpoint of this config into model and optimizer; its step, or 0."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_model
 
     found = _checkpoints(out)
     if not found:
@@ -216,20 +216,28 @@ def _resume(out: Path, config: TrainConfig, model, optimizer) -> int:
     if stored_identity(out) != config.identity():
         raise InputError(f"{out} holds checkpoints of a run with another config; choose another --out")
     load_model(model, str(d / "model.safetensors"))
-    state: dict[int, dict] = {}
-    for key, value in load_file(str(d / "optimizer.safetensors")).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    restore_optimizer(optimizer, d / "optimizer.safetensors")
     return step
 
 
-def _optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state as flat tensors ("<param index>.<name>"), to save as safetensors."""
     tensors = {}
     for index, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
             tensors[f"{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
     return tensors
+
+
+def restore_optimizer(optimizer, path: Path) -> None:
+    """Load state saved from ``optimizer_tensors`` (safetensors: no pickle) into ``optimizer``."""
+    from safetensors.torch import load_file
+
+    state: dict[int, dict] = {}
+    for key, value in load_file(str(path)).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
 
 
 def _write_model(out: Path, model, tokenizer) -> None:

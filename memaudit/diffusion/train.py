@@ -24,6 +24,7 @@ import torch
 from .. import results as rs
 from ..atomic import write_text_atomic
 from ..errors import InputError
+from ..trainer import optimizer_tensors, restore_optimizer
 from .ddpm import T, add_noise, alphas_bar, to_model_space
 from .images import ImageSet, balanced_subset, load_images
 from .unet import TinyUNet, UNetConfig
@@ -186,7 +187,7 @@ def _save_checkpoint(out: Path, config, model, opt, step: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    save_file(_optimizer_tensors(opt), str(tmp / "optimizer.safetensors"))
+    save_file(optimizer_tensors(opt), str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step, "identity": config.identity()}))
     final = out / "checkpoints" / f"step-{step:07d}"
     shutil.rmtree(final, ignore_errors=True)
@@ -195,7 +196,7 @@ def _save_checkpoint(out: Path, config, model, opt, step: int) -> None:
 
 def _resume(out: Path, config, model, opt) -> int:
     """Load the newest checkpoint of this config; its step, or 0."""
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_model
 
     found = checkpoints(out)
     if found and json.loads((found[-1][1] / "state.json").read_text())["identity"] != config.identity():
@@ -204,17 +205,8 @@ def _resume(out: Path, config, model, opt) -> int:
         return 0
     step, d = found[-1]
     load_model(model, str(d / "model.safetensors"))
-    state: dict[int, dict] = {}
-    for key, value in load_file(str(d / "optimizer.safetensors")).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    restore_optimizer(opt, d / "optimizer.safetensors")
     return step
-
-
-def _optimizer_tensors(opt) -> dict[str, torch.Tensor]:
-    return {f"{i}.{name}": (v if torch.is_tensor(v) else torch.tensor(v))
-            for i, state in opt.state_dict()["state"].items() for name, v in state.items()}
 
 
 def _finish(out: Path, config, train_set: TrainSet, losses: list[float], seconds: float, start: int) -> None:
