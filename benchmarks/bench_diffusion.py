@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -80,7 +81,7 @@ def bench_emm() -> None:
         _, results = run_emm(cfg)
         wall = time.perf_counter() - t0
     train = [j["seconds"]["train"] for j in results["jobs"]]
-    print(f"EMM sweep: {len(results['jobs'])} models in {wall / 60:.1f} min wall ({cfg.workers or 'all'} workers); "
+    print(f"EMM sweep: {len(results['jobs'])} models in {wall / 60:.1f} min wall ({cfg.workers or os.cpu_count()} workers); "
           f"training per model median {statistics.median(train):.0f} s")
     for c, curve in results["curves"].items():
         print(f"  {c:14s} R = {', '.join(f'{r:.2f}' for r in curve['ratio'])}  EMM {curve['emm']}")

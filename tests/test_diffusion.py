@@ -307,3 +307,5 @@ def test_cli_train_memorization_and_errors(tmp_path):
     assert r.exit_code != 0 and "no image files" in r.output
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,x"])
     assert r.exit_code != 0 and "--sizes" in r.output
+    r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,5000", "--out", str(tmp_path / "e")])
+    assert r.exit_code != 0 and "5000 training images but digits has 1797" in r.output

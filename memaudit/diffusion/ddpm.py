@@ -32,8 +32,9 @@ def predict_eps(model, x, t, labels=None, guidance: float = 1.0) -> torch.Tensor
     return eps_null + guidance * (eps_label - eps_null)
 
 
-def ddim_timesteps(steps: int) -> list[int]:
-    return np.linspace(T - 1, 0, steps).round().astype(int).tolist()
+def ddim_timesteps(steps: int, total: int = T) -> list[int]:
+    """``steps`` timesteps from ``total - 1`` down to 0, evenly spaced."""
+    return np.linspace(total - 1, 0, steps).round().astype(int).tolist()
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ def _two_pass(adapter, x_T, c, settings: DetectSettings) -> dict[str, torch.Tens
 def _wen(adapter, x, c, settings: DetectSettings) -> torch.Tensor:
     from .ddpm import ddim_timesteps
 
-    abar, ts, norms = adapter.abar, ddim_timesteps(50), []
+    abar, ts, norms = adapter.abar, ddim_timesteps(50, adapter.T), []
     for i, t in enumerate(ts[: settings.wen_steps]):
         eps_u, eps_c = adapter.eps_pair(x, t, c)
         norms.append((eps_c - eps_u).flatten(1).norm(dim=1))

@@ -8,7 +8,6 @@ model dir, so a killed sweep resumes and only reruns what is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +16,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import write_text_atomic
 from ..errors import InputError
 from .train import CONDITIONINGS
 
@@ -139,7 +137,3 @@ def curves(results: list[dict]) -> dict:
         out[c] = {"sizes": sizes, "ratio": ratios, "ci_low": [r["max_ci"][0] for r in rows], "ci_high": [r["max_ci"][1] for r in rows],
                   "best_step": [r["max_step"] for r in rows], **emm_from_curve(sizes, ratios)}
     return out
-
-
-def write_json(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

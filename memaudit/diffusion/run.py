@@ -81,7 +81,9 @@ def run_emm(config, *, progress=None):
     from .emm import curves, run_jobs
 
     t0 = time.perf_counter()
-    load_images(config.images)  # a bad source fails here, before any worker starts
+    images = load_images(config.images)  # a bad source fails here, before any worker starts
+    if max(config.sizes) > len(images):
+        raise InputError(f"--sizes asks for {max(config.sizes)} training images but {images.source} has {len(images)}")
     out = rs.begin_run(config.out)
     jobs = run_jobs(config, out, progress=progress)
     rs.write_scores(out, {"conditioning": [j["conditioning"] for j in jobs], "n": [j["n"] for j in jobs],
