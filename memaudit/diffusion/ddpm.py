@@ -17,19 +17,40 @@ def alphas_bar(steps: int = T) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()  # (T,)
 
 
-def add_noise(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
-    a = abar[t][:, None, None, None]
+def mix(x0: torch.Tensor, noise: torch.Tensor, a) -> torch.Tensor:
+    """x0 noised to the level whose cumulative alpha is ``a`` (a scalar, or one per sample broadcast to x0)."""
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
+def add_noise(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    return mix(x0, noise, abar[t][:, None, None, None])
+
+
+def predict_x0(x: torch.Tensor, eps: torch.Tensor, a) -> torch.Tensor:
+    """The clean image implied by x at cumulative alpha ``a`` and its predicted noise, clamped to [-1, 1]."""
+    return ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, a, a_next) -> torch.Tensor:
+    """One deterministic DDIM step (eta = 0) from cumulative alpha ``a`` to ``a_next``."""
+    return mix(predict_x0(x, eps, a), eps, a_next)
+
+
+def guide(eps_null: torch.Tensor, eps_label: torch.Tensor, guidance: float) -> torch.Tensor:
+    return eps_null + guidance * (eps_label - eps_null)
+
+
+def eps_pair(model, x, t: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(null-label, labelled) noise predictions, run as one batch."""
+    null = torch.full_like(labels, model.config.classes)
+    return model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, labels])).chunk(2)
+
+
 def predict_eps(model, x, t, labels=None, guidance: float = 1.0) -> torch.Tensor:
-    """Noise prediction; with labels and guidance != 1 the null and labelled passes run as one batch."""
+    """Noise prediction; classifier-free guidance when labels are given and guidance != 1."""
     if labels is None or guidance == 1.0:
         return model(x, t, labels)
-    null = torch.full_like(labels, model.config.classes)
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, labels]))
-    eps_null, eps_label = both.chunk(2)
-    return eps_null + guidance * (eps_label - eps_null)
+    return guide(*eps_pair(model, x, t, labels), guidance)
 
 
 def ddim_timesteps(steps: int, total: int = T) -> list[int]:
@@ -58,10 +79,8 @@ def ddim_loop(model, x, *, steps: int, labels, guidance: float, abar) -> torch.T
     for i, t in enumerate(ts):
         tt = torch.full((len(x),), t, dtype=torch.long)
         eps = predict_eps(model, x, tt, labels, guidance)
-        a = abar[t]
-        x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
         a_next = abar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
-        x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        x = ddim_step(x, eps, abar[t], a_next)
     return x
 
 

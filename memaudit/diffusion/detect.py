@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..metrics import membership_metrics
+from .ddpm import T, alphas_bar, ddim_step, ddim_timesteps, eps_pair, guide, mix, predict_x0
 
 FPR_BOUNDS = (0.01, 0.03)
 
@@ -33,8 +34,6 @@ class TinyAdapter:
         if not unet.config.classes:
             raise InputError("this diffusion model is unconditional: guidance norms and noise-space detection need a "
                              "class- or random-label-conditioned model (memaudit diffusion train --conditioning class)")
-        from .ddpm import T, alphas_bar
-
         self.unet, self.T, self.abar = unet, T, alphas_bar()
         self.shape = (unet.config.channels, unet.config.size, unet.config.size)
 
@@ -48,10 +47,7 @@ class TinyAdapter:
 
     @torch.no_grad()
     def eps_pair(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tt = torch.full((len(x),), t, dtype=torch.long)
-        null = torch.full_like(cond, self.unet.config.classes)
-        both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([null, cond]))
-        return both.chunk(2)
+        return eps_pair(self.unet, x, torch.full((len(x),), t, dtype=torch.long), cond)
 
 
 @dataclass(frozen=True)
@@ -84,27 +80,20 @@ def _two_pass(adapter, x_T, c, settings: DetectSettings) -> dict[str, torch.Tens
     T, abar = adapter.T, adapter.abar
     eps_u, eps_c = adapter.eps_pair(x_T, T - 1, c)
     norm = (eps_c - eps_u).flatten(1).norm(dim=1)  # (B,)
-    eps = eps_u + settings.guidance * (eps_c - eps_u)
-    a = abar[T - 1]
-    x0 = ((x_T - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    x0 = predict_x0(x_T, guide(eps_u, eps_c, settings.guidance), abar[T - 1])
     t_low = max(1, int(settings.low_t * T))
-    a_low = abar[t_low]
-    x_low = a_low.sqrt() * x0 + (1 - a_low).sqrt() * x_T  # the same noise, at low noise
+    x_low = mix(x0, x_T, abar[t_low])  # the same noise, at low noise
     eu, ec = adapter.eps_pair(x_low, t_low, c)
     cos = torch.nn.functional.cosine_similarity(eu, ec - eu, dim=1, eps=1e-12)  # (B, H, W): over channels
     return {"noise_norm": norm, "alignment": cos.flatten(1).mean(1)}
 
 
 def _wen(adapter, x, c, settings: DetectSettings) -> torch.Tensor:
-    from .ddpm import ddim_timesteps
-
     abar, ts, norms = adapter.abar, ddim_timesteps(50, adapter.T), []
     for i, t in enumerate(ts[: settings.wen_steps]):
         eps_u, eps_c = adapter.eps_pair(x, t, c)
         norms.append((eps_c - eps_u).flatten(1).norm(dim=1))
-        eps = eps_u + settings.guidance * (eps_c - eps_u)
-        x0 = ((x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1, 1)
-        x = abar[ts[i + 1]].sqrt() * x0 + (1 - abar[ts[i + 1]]).sqrt() * eps
+        x = ddim_step(x, guide(eps_u, eps_c, settings.guidance), abar[t], abar[ts[i + 1]])
     return torch.stack(norms).mean(0)
 
 
