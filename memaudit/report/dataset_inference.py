@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .figures import plt, to_data_uri
@@ -31,6 +30,5 @@ def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
         curve_png=curve_png,
         fp_png=fp_png,
         weights=list(zip(results["features"], results["splits"]["mean_weights"])),
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path

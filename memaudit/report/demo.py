@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ def write_demo_report(out_dir: Path, results: dict, columns: dict[str, list]) ->
         roc_png=roc_figure(results["roc"], aucs),
         loss_png=histogram_figure(np.array(columns["loss"], dtype=float), labels, "mean token log-likelihood"),
         extracted=extracted,
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path
 

@@ -18,7 +18,7 @@ def write_memorization_report(out_dir: Path, results: dict, rep, train_pixels: n
     ax.set(xlabel="training step", ylabel="replication ratio R", ylim=(-0.02, 1.02), title="R per checkpoint")
     ax.grid(alpha=0.3)
     return write_report(out_dir, "diffusion_memorization.html", title="Diffusion memorization: replication ratio", results=results,
-                        curve=to_data_uri(fig), grid=pairs_grid(rep, train_pixels), config_json=json.dumps(results["config"], indent=2))
+                        curve=to_data_uri(fig), grid=pairs_grid(rep, train_pixels))
 
 
 def pairs_grid(rep, train_pixels: np.ndarray, *, k: int = 12, title: str = "") -> str:
@@ -55,7 +55,7 @@ def write_emm_report(out_dir: Path, results: dict) -> Path:
         train_idx = json.loads((Path(job["model"]) / "train_set.json").read_text())["indices"]
         grids[c] = pairs_grid(load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), title=f"{c}, |D| = {job['n']}")
     return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
-                        figure=_emm_figure(results), grids=grids, config_json=json.dumps(results["config"], indent=2))
+                        figure=_emm_figure(results), grids=grids)
 
 
 def _emm_figure(results: dict) -> str:
@@ -84,4 +84,4 @@ def write_detect_report(out_dir: Path, results: dict, scores: dict, labels: np.n
         roc[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
     aucs = {k: v["auc"]["value"] for k, v in results["metrics"].items()}
     return write_report(out_dir, "diffusion_detect.html", title="Noise-space detection of memorized prompts", results=results,
-                        figure=roc_figure(roc, aucs), config_json=json.dumps(results["config"], indent=2))
+                        figure=roc_figure(roc, aucs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .figures import curves_figure
@@ -28,7 +27,6 @@ def write_extract_report(out_dir: Path, results: dict, columns: dict[str, list])
         by_group=by_group,
         figure=figure,
         examples=examples,
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ from .render import write_report
 
 
 def write_kk_report(out_dir: Path, results: dict) -> Path:
-    path = write_report(out_dir, "kk.html", title="Knights and Knaves: reasoning or reciting?", results=results, figure=_figure(results),
-                  config_json=json.dumps(results["config"], indent=2))
+    path = write_report(out_dir, "kk.html", title="Knights and Knaves: reasoning or reciting?", results=results, figure=_figure(results))
     return path
 
 

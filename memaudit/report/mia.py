@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,5 @@ def write_mia_report(out_dir: Path, results: dict, columns: dict[str, list]) -> 
         ranked=ranked,
         roc_png=roc_figure(results["roc"], aucs),
         histograms=[(n, histogram_figure(np.array(columns[n], dtype=float), labels, n)) for n in ranked],
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .figures import curves_figure
@@ -21,6 +20,5 @@ def write_overlap_report(out_dir: Path, results: dict, columns: dict[str, list],
         results=results,
         figure=figure,
         examples=examples,
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path

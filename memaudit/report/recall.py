@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ def cell_key(length, col) -> str:
 def write_recall_report(out_dir: Path, results: dict, *, rows: list, cols: list) -> Path:
     table = [[results["grid"][cell_key(L, c)] for c in cols] for L in rows]
     path = write_report(out_dir, "recall.html", title=f"In-context recall: {results['task'].upper()}", results=results, rows=rows, cols=cols, table=table,
-                  figure=_heatmap(table, rows, cols, results["axis"]), config_json=json.dumps(results["config"], indent=2))
+                  figure=_heatmap(table, rows, cols, results["axis"]))
     return path
 
 

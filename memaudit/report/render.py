@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jinja2
 
 _ENV = jinja2.Environment(
@@ -15,7 +17,12 @@ def _ci(est: dict) -> str:
     return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
 
 
+def _pretty_json(obj) -> str:
+    return json.dumps(obj, indent=2)
+
+
 _ENV.filters["ci"] = _ci
+_ENV.filters["pretty_json"] = _pretty_json  # base.html shows every run's resolved config with it
 
 
 def render(template: str, **context) -> str:

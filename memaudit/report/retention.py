@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .figures import plt, to_data_uri
@@ -11,7 +10,7 @@ from .render import write_report
 
 def write_retention_report(out_dir: Path, results: dict) -> Path:
     path = write_report(out_dir, "retention.html", title="Retention: recognition and recall under continued training", results=results,
-                  figure=_figure(results), levels=list(next(iter(results["curve"].values()))), config_json=json.dumps(results["config"], indent=2))
+                  figure=_figure(results), levels=list(next(iter(results["curve"].values()))))
     return path
 
 

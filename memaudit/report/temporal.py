@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ SIDE_COLORS = {"before": "#2980b9", "after": "#c0392b", "straddles": "#7f8c8d"}
 
 
 def write_temporal_report(out_dir: Path, results: dict) -> Path:
-    path = write_report(out_dir, "temporal.html", title="Temporal contamination: before and after the cutoff", results=results, figure=_figure(results),
-                  config_json=json.dumps(results["config"], indent=2))
+    path = write_report(out_dir, "temporal.html", title="Temporal contamination: before and after the cutoff", results=results, figure=_figure(results))
     return path
 
 

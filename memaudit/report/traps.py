@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,5 @@ def write_traps_report(out_dir: Path, results: dict) -> Path:
         title="Copyright-trap detection",
         results=results,
         heatmaps=[heatmap(results["pooled_grid"], a) for a in results["attacks"]],
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ def write_unlearn_report(out_dir: Path, results: dict) -> Path:
         models=models,
         bars=_bars(models),
         tradeoff=_tradeoff(results["calibration"]) if results["calibration"]["methods"] else None,
-        config_json=json.dumps(results["config"], indent=2),
     )
     return path
 
