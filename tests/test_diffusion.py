@@ -164,10 +164,15 @@ def test_small_training_set_is_replicated_large_is_not(small_and_large, digits):
     assert np.mean(d[:, 0] / d[:, 1] < 1 / 3) == pytest.approx(r_small["max_ratio"])
 
 
-def test_memorization_run_dir_and_cache(small_and_large, tmp_path):
+def test_memorization_run_dir_and_cache(small_and_large, tmp_path, monkeypatch):
     small, _ = small_and_large
-    out, results = run_memorization(MemorizationConfig(model=str(small), samples=100, sampling_steps=20, out=str(tmp_path / "run")))
+    with monkeypatch.context() as m:
+        m.chdir(small.parent)  # the cache is made through a relative model path ...
+        out, results = run_memorization(MemorizationConfig(model=small.name, samples=100, sampling_steps=20, out=str(tmp_path / "run")))
     assert (out / "report.html").is_file() and (out / "scores.parquet").is_file()
+    # ... and read from elsewhere
+    again_out, again = run_memorization(MemorizationConfig(model=str(small), samples=100, sampling_steps=20, out=str(tmp_path / "run2")))
+    assert again["per_checkpoint"] == results["per_checkpoint"] and (again_out / "report.html").is_file()
     assert json.loads((out / "results.json").read_text())["max_step"] == results["max_step"]
     assert results["models"]["target"]["fingerprint"]
     with pytest.raises(InputError, match="unconditional"):

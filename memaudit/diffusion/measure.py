@@ -20,7 +20,7 @@ from .neighbours import Neighbours
 from .replication import Replication, replication
 from .train import checkpoints
 
-VERSION = 2  # part of the cache key: bump when sampling or measuring changes
+VERSION = 3  # part of the cache key: bump when sampling or measuring changes
 
 
 def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_steps: int = 50, guidance: float = 1.0,
@@ -32,8 +32,9 @@ def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_s
     train_pixels = unique_images(train_pixels)
     key = _key(final.fingerprint, train_pixels, samples, sampling_steps, guidance, seed)
     cache = Path(model_dir) / "replication" / f"{key}.json"
+    samples_file = {"samples_file": str(cache.with_suffix(".npz"))}  # not stored: a path relative to where this process runs
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return {**json.loads(cache.read_text()), **samples_file}
     per_step, best = {}, None
     steps = [s for s, _ in checkpoints(model_dir)]
     for i, step in enumerate(steps):
@@ -49,9 +50,9 @@ def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_s
     save_replication(cache.with_suffix(".npz"), rep)
     result = {"per_checkpoint": {str(s): v for s, v in per_step.items()}, "max_ratio": per_step[max_step]["ratio"],
               "max_ci": [per_step[max_step]["ci_low"], per_step[max_step]["ci_high"]], "max_step": max_step,
-              "final_ratio": per_step[steps[-1]]["ratio"], "fingerprint": final.fingerprint, "samples_file": str(cache.with_suffix(".npz"))}
+              "final_ratio": per_step[steps[-1]]["ratio"], "fingerprint": final.fingerprint}
     write_text_atomic(cache, json.dumps(result, indent=2) + "\n")
-    return result
+    return {**result, **samples_file}
 
 
 def _key(fingerprint: str, train_pixels: np.ndarray, samples: int, sampling_steps: int, guidance: float, seed: int) -> str:
