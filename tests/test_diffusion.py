@@ -150,8 +150,8 @@ def test_random_labels_are_random_and_recorded(tmp_path, digits):
 
 def test_small_training_set_is_replicated_large_is_not(small_and_large, digits):
     small, large = small_and_large
-    r_small = measure_checkpoints(small, digits, samples=200, sampling_steps=25)
-    r_large = measure_checkpoints(large, digits, samples=200, sampling_steps=25)
+    r_small = measure_checkpoints(load_diffusion_model(small), digits, samples=200, sampling_steps=25)
+    r_large = measure_checkpoints(load_diffusion_model(large), digits, samples=200, sampling_steps=25)
     assert r_small["max_ratio"] > 0.8, r_small
     assert r_large["max_ratio"] < 0.2 and r_large["max_ratio"] < r_small["max_ratio"] - 0.5
     assert r_small["max_ratio"] == max(v["ratio"] for v in r_small["per_checkpoint"].values())

@@ -87,13 +87,14 @@ def run_job(config: EMMConfig, conditioning: str, n: int, model_dir: str) -> dic
     torch.set_num_threads(1)
     from .images import load_images
     from .measure import measure_checkpoints
+    from .model import load_diffusion_model
     from .train import run_diffusion_train
 
     t0 = time.perf_counter()
     run_diffusion_train(train_config(config, conditioning, n, model_dir))
     t_train = time.perf_counter() - t0
     images = load_images(config.images)
-    result = measure_checkpoints(model_dir, images, samples=config.samples, sampling_steps=config.sampling_steps, seed=config.seed)
+    result = measure_checkpoints(load_diffusion_model(model_dir), images, samples=config.samples, sampling_steps=config.sampling_steps, seed=config.seed)
     return {"conditioning": conditioning, "n": n, "model": model_dir, **result,
             "seconds": {"train": t_train, "total": time.perf_counter() - t0}}
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..atomic import atomic_output, write_text_atomic
 from .images import ImageSet, unique_images
-from .model import load_diffusion_model
+from .model import DiffusionModel, load_diffusion_model
 from .neighbours import Neighbours
 from .replication import Replication, replication
 from .train import checkpoints
@@ -23,15 +23,15 @@ from .train import checkpoints
 VERSION = 3  # part of the cache key: bump when sampling or measuring changes
 
 
-def measure_checkpoints(model_dir, images: ImageSet, *, samples: int, sampling_steps: int = 50, guidance: float = 1.0,
+def measure_checkpoints(final: DiffusionModel, images: ImageSet, *, samples: int, sampling_steps: int = 50, guidance: float = 1.0,
                         seed: int = 0, train_pixels: np.ndarray | None = None, progress=None) -> dict:
-    """R per checkpoint, the max over checkpoints and its step; cached per (model, settings)."""
-    final = load_diffusion_model(model_dir)
+    """R per checkpoint of the model dir ``final`` was loaded from, the max and its step; cached per (model, settings)."""
+    model_dir = final.path
     if train_pixels is None:
         train_pixels = images.pixels[final.train_set.indices]
     train_pixels = unique_images(train_pixels)
     key = _key(final.fingerprint, train_pixels, samples, sampling_steps, guidance, seed)
-    cache = Path(model_dir) / "replication" / f"{key}.json"
+    cache = model_dir / "replication" / f"{key}.json"
     samples_file = {"samples_file": str(cache.with_suffix(".npz"))}  # not stored: a path relative to where this process runs
     if cache.is_file():
         return {**json.loads(cache.read_text()), **samples_file}

@@ -49,7 +49,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         raise InputError(f"--train images are {train_pixels.shape[1:]} but the model makes "
                          f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}")
     out = rs.begin_run(config.out)
-    m = measure_checkpoints(config.model, images, samples=config.samples, sampling_steps=config.sampling_steps, guidance=config.guidance,
+    m = measure_checkpoints(model, images, samples=config.samples, sampling_steps=config.sampling_steps, guidance=config.guidance,
                             seed=config.seed, train_pixels=train_pixels, progress=progress)
     rep = load_replication(m["samples_file"])
     ratio = rep.neighbours.ratio()
