@@ -239,8 +239,8 @@ def test_detection_input_errors(skewed_model, small_and_large, tmp_path):
     labels.write_text("1\n0\n")
     with pytest.raises(InputError, match="2 labels for 24 prompts"):
         run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
-    labels.write_text("1\nyes\n")
-    with pytest.raises(InputError, match=r"labels.txt:2: label .yes. is not 0 or 1"):
+    labels.write_text("1\n\nyes\n")  # a blank line does not shift the reported line number
+    with pytest.raises(InputError, match=r"labels.txt:3: label .yes. is not 0 or 1"):
         run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
     with pytest.raises(InputError, match="unconditional"):
         TinyAdapter(load_diffusion_model(small_and_large[0]).unet)

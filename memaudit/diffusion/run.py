@@ -122,8 +122,8 @@ class DetectConfig:
         return asdict(self)
 
 
-def read_lines(path: str, field: str, what: str) -> list[str]:
-    """Plain lines, or the ``field`` of each JSONL object; blank lines are skipped."""
+def read_lines(path: str, field: str, what: str) -> list[tuple[int, str]]:
+    """(line number, value): plain lines, or the ``field`` of each JSONL object; blank lines are skipped."""
     from ..data import jsonl_objects
 
     p = Path(path)
@@ -132,18 +132,19 @@ def read_lines(path: str, field: str, what: str) -> list[str]:
         for lineno, obj in jsonl_objects(p, what=what):
             if field not in obj:
                 raise InputError(f"no '{field}' field", path=str(p), line=lineno)
-            rows.append(str(obj[field]))
+            rows.append((lineno, str(obj[field])))
         return rows
     if not p.is_file():
         raise InputError(f"{what} not found", path=str(p))
-    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(i, line.strip()) for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
 
 
 def read_labels(path: str, n: int) -> np.ndarray:
-    values = read_lines(path, "label", "labels file")
-    for i, v in enumerate(values, 1):
+    rows = read_lines(path, "label", "labels file")
+    for lineno, v in rows:
         if v not in ("0", "1", "True", "False", "true", "false"):
-            raise InputError(f"label '{v}' is not 0 or 1", path=path, line=i)
+            raise InputError(f"label '{v}' is not 0 or 1", path=path, line=lineno)
+    values = [v for _, v in rows]
     if len(values) != n:
         raise InputError(f"{len(values)} labels for {n} prompts; give one label per prompt", path=path)
     y = np.array([v in ("1", "True", "true") for v in values], dtype=int)
@@ -168,7 +169,7 @@ def run_detect(config: DetectConfig, *, progress=None):
     from .detect import DetectSettings, evaluate, features
 
     t0 = time.perf_counter()
-    prompts = read_lines(config.prompts, "prompt", "prompts file")
+    prompts = [p for _, p in read_lines(config.prompts, "prompt", "prompts file")]
     if not prompts:
         raise InputError("no prompts", path=config.prompts)
     labels = read_labels(config.labels, len(prompts))
