@@ -44,7 +44,6 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
     if not (d / RECORD).is_file():
         raise InputError(f"{d}: training did not finish ({RECORD} missing); rerun the same `memaudit diffusion train` to resume it")
     config = json.loads((d / "config.json").read_text())
-    ts = json.loads((d / "train_set.json").read_text())
     unet = TinyUNet(UNetConfig(**config["unet"]))
     if step is None:
         weights = d / "model.safetensors"
@@ -55,8 +54,13 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
         weights = found[step] / "model.safetensors"
     load_model(unet, str(weights))
     unet.eval()
-    train_set = TrainSet(ts["source"], np.array(ts["indices"], dtype=np.int64), np.array(ts["labels"], dtype=np.int64), ts["classes"])
-    return DiffusionModel(d, unet, train_set, config["train"], step, model_fingerprint(d) if step is None else _fingerprint(weights))
+    return DiffusionModel(d, unet, read_train_set(d), config["train"], step, model_fingerprint(d) if step is None else _fingerprint(weights))
+
+
+def read_train_set(model_dir) -> TrainSet:
+    """The images a model dir was trained on, from its train_set.json."""
+    ts = json.loads((Path(model_dir) / "train_set.json").read_text())
+    return TrainSet(ts["source"], np.array(ts["indices"], dtype=np.int64), np.array(ts["labels"], dtype=np.int64), ts["classes"])
 
 
 def _fingerprint(weights: Path) -> str:

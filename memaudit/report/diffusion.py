@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +46,13 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
 def write_emm_report(out_dir: Path, results: dict) -> Path:
     from ..diffusion.images import load_images, unique_images
     from ..diffusion.measure import load_replication
+    from ..diffusion.model import read_train_set
 
     grids = {}
     images = load_images(results["config"]["images"])
     for c, curve in results["curves"].items():  # the smallest training set of each conditioning: the clearest copies
         job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
-        train_idx = json.loads((Path(job["model"]) / "train_set.json").read_text())["indices"]
+        train_idx = read_train_set(job["model"]).indices
         grids[c] = pairs_grid(load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), title=f"{c}, |D| = {job['n']}")
     return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
                         figure=_emm_figure(results), grids=grids)
