@@ -34,15 +34,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.index import CorpusIndex, SuffixIndex  # noqa: E402
+from memaudit.index.suffix import CorpusIndex, SuffixIndex  # noqa: E402
 
 SEP = 0xFFFF
 
 
 def corpus_docs(n_tokens: int, seed: int = 0) -> list[np.ndarray]:
-    from memaudit.corpus import stdlib_snippets
-    from memaudit.index_build import corpus_documents
-    from memaudit.train import train_bpe_tokenizer
+    from memaudit.io.corpus import stdlib_snippets
+    from memaudit.index.build import corpus_documents
+    from memaudit.lab.lm import train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(stdlib_snippets(3000), vocab_size=4096)
     texts = [t for _, t in corpus_documents("stdlib")]
@@ -140,7 +140,7 @@ def _child_build(engine: str, d: Path) -> None:
     if engine == "ours":
         (d / "sa.npy").unlink(missing_ok=True)
         (d / "shard.json").unlink(missing_ok=True)
-        from memaudit.index_build import sort_shard
+        from memaudit.index.build import sort_shard
 
         t = time.perf_counter()
         sort_shard(str(d))

@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.canaries import make_canaries  # noqa: E402
-from memaudit.corpus import stdlib_snippets  # noqa: E402
-from memaudit.generation import greedy_generate  # noqa: E402
-from memaudit.insertion import Schedule, canary_tokens, plan_insertions  # noqa: E402
+from memaudit.lab.canaries import make_canaries  # noqa: E402
+from memaudit.io.corpus import stdlib_snippets  # noqa: E402
+from memaudit.models.generation import greedy_generate  # noqa: E402
+from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions  # noqa: E402
 from memaudit.models import load_causal_lm  # noqa: E402
-from memaudit.train import EOS, TrainSettings, build_model, fit, save_model_dir, token_stream, train_bpe_tokenizer  # noqa: E402
+from memaudit.lab.lm import EOS, TrainSettings, build_model, fit, save_model_dir, token_stream, train_bpe_tokenizer  # noqa: E402
 
 
 def median_time(fn, repeats):
@@ -117,7 +117,7 @@ def main():
     if args.demo:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "memaudit.cli", "demo", "--out", tmp], check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "memaudit", "demo", "--out", tmp], check=True, capture_output=True)
             print(f"\nmemaudit demo: {time.perf_counter() - t:.0f} s wall time")
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from memaudit.corpus import stdlib_snippets
-from memaudit.train import TrainSettings, train_bpe_tokenizer, train_small_lm
+from memaudit.io.corpus import stdlib_snippets
+from memaudit.lab.lm import TrainSettings, train_bpe_tokenizer, train_small_lm
 
 N = 100  # texts per set
 

@@ -14,7 +14,7 @@ from memaudit.attacks import ATTACKS, AttackInputs, parse_attacks
 from memaudit.errors import InputError, UnknownNameError
 from memaudit.metrics import roc_auc
 from memaudit.models import load_causal_lm
-from memaudit.scoring import score_texts
+from memaudit.scoring.engine import score_texts
 
 COVERED: set[str] = set()
 

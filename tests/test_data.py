@@ -3,7 +3,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memaudit.data import read_texts
+from memaudit.io.texts import read_texts
 from memaudit.errors import InputError
 
 from conftest import write_jsonl
@@ -77,7 +77,7 @@ def test_missing_file_unknown_format_and_nothing_valid(tmp_path):
 def test_corpus_snippets_command_gives_disjoint_slices(tmp_path):
     from typer.testing import CliRunner
 
-    from memaudit.cli import app
+    from memaudit.cli.app import app
 
     runner = CliRunner()
     for offset in (0, 30):

@@ -7,10 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from memaudit.attacks import AttackInputs
-from memaudit.cli import app
-from memaudit.dataset_inference import MIN_TEXTS, false_positive_check, features, infer
+from memaudit.cli.app import app
+from memaudit.mia.dataset_inference import MIN_TEXTS, false_positive_check, features, infer
 from memaudit.errors import InputError
-from memaudit.scoring import score_texts
+from memaudit.scoring.engine import score_texts
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from memaudit.cli import app
+from memaudit.cli.app import app
 
 
 @pytest.fixture(scope="module")

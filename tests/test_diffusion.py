@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from memaudit.cli import app
+from memaudit.cli.app import app
 from memaudit.diffusion.detect import TinyAdapter
 from memaudit.diffusion.emm import EMMConfig, emm_from_curve
 from memaudit.diffusion.images import balanced_subset, load_images, write_skewed_folder

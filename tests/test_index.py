@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from memaudit import index_build
-from memaudit.cli import app
+from memaudit.index import build
+from memaudit.cli.app import app
 from memaudit.errors import InputError
-from memaudit.index import CorpusIndex, SuffixIndex
-from memaudit.index_build import IndexBuildConfig, build_index
+from memaudit.index.suffix import CorpusIndex, SuffixIndex
+from memaudit.index.build import IndexBuildConfig, build_index
 
 
 def brute_count(docs, q):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from memaudit.canaries import TEMPLATES, candidates, make_canaries, read_ledger, write_ledger
+from memaudit.lab.canaries import TEMPLATES, candidates, make_canaries, read_ledger, write_ledger
 from memaudit.errors import InputError
-from memaudit.extraction import compare, extraction_strength
-from memaudit.generation import greedy_generate
-from memaudit.insertion import Schedule, canary_tokens, plan_insertions
-from memaudit.lab import exposure, prompt_split
-from memaudit.scoring import score_texts
-from memaudit.train import EOS
-from memaudit.trainer import TrainConfig, run_train
+from memaudit.lab.verbatim import compare, extraction_strength
+from memaudit.models.generation import greedy_generate
+from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions
+from memaudit.lab.evaluate import exposure, prompt_split
+from memaudit.scoring.engine import score_texts
+from memaudit.lab.lm import EOS
+from memaudit.lab.train import TrainConfig, run_train
 
 
 def test_canaries_have_unique_prefixes_and_never_inserted_twins(tmp_path):
@@ -174,7 +174,7 @@ def test_exposure_of_a_memorized_secret_is_high():
 def test_extract_command_groups_and_reports(repeated_model, snippets, tmp_path):
     from typer.testing import CliRunner
 
-    from memaudit.cli import app
+    from memaudit.cli.app import app
 
     model, seen = repeated_model
     rows = [{"id": "seen", "text": seen, "repetitions": 50}] + [
@@ -201,7 +201,7 @@ def test_extract_command_groups_and_reports(repeated_model, snippets, tmp_path):
 def test_canaries_make_and_train_commands(tmp_path):
     from typer.testing import CliRunner
 
-    from memaudit.cli import app
+    from memaudit.cli.app import app
 
     runner = CliRunner()
     ledger = tmp_path / "c.jsonl"

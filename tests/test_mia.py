@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memaudit.attacks import ATTACKS
-from memaudit.cli import app
+from memaudit.cli.app import app
 
 from conftest import write_jsonl
 
@@ -158,7 +158,7 @@ def test_killed_run_resumes_to_identical_scores(target_dir, data_files, tmp_path
     assert straight.exit_code == 0, straight.output
 
     cache = tmp_path / "cache_killed"
-    args = [sys.executable, "-m", "memaudit.cli", "mia", *map(str, common), "--out", str(tmp_path / "killed"),
+    args = [sys.executable, "-m", "memaudit", "mia", *map(str, common), "--out", str(tmp_path / "killed"),
             "--cache-dir", str(cache), "--no-report"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline = time.time() + 120
@@ -208,7 +208,7 @@ def test_config_file_then_flags(target_dir, data_files, tmp_path):
 def test_index_adds_corpus_counts_and_auc_per_duplication_bucket(full_run, target_dir, snippets, data_files, tmp_path):
     from sklearn.metrics import roc_auc_score
 
-    from memaudit.index_build import IndexBuildConfig, build_index
+    from memaudit.index.build import IndexBuildConfig, build_index
 
     members = snippets["members"]
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in members + members[:20] * 9])

@@ -7,12 +7,12 @@ import random
 import pytest
 from typer.testing import CliRunner
 
-from memaudit.cli import app
+from memaudit.cli.app import app
 from memaudit.errors import InputError
 from memaudit.probes.consistency import limem, limem_with_ci
 from memaudit.probes.kk import LOGIC_PERTURBATIONS, PERTURBATIONS, Puzzle, make_puzzles, parse_answer, render_answer, to_row
 from memaudit.probes.kk_run import KKRunConfig, read_puzzles, run_kk, write_puzzles
-from memaudit.trainer import TrainConfig, run_train
+from memaudit.lab.train import TrainConfig, run_train
 
 runner = CliRunner()
 PY_OPS = {"and": "({} and {})", "or": "({} or {})", "implies": "((not {}) or {})", "iff": "({} == {})"}
@@ -162,8 +162,8 @@ def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path
 
 
 def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, snippets):
-    from memaudit.canaries import make_canaries, write_ledger
-    from memaudit.data import write_texts
+    from memaudit.lab.canaries import make_canaries, write_ledger
+    from memaudit.io.texts import write_texts
     from memaudit.probes.retention import RetentionConfig, run_retention
 
     ledger = write_ledger(tmp_path / "c.jsonl", make_canaries(repetitions=(1, 256), per_level=6))

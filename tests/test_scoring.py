@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from memaudit.scoring import ScoreSettings, score_texts, token_stats, windows_for
+from memaudit.scoring.engine import ScoreSettings, score_texts, token_stats, windows_for
 
 
 def direct_logprobs(model, ids, begin=0):

@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
-from ..registry import Registry
-from ..tokenscores import TokenScores
+from memaudit.errors import InputError
+from memaudit.registry import Registry
+from memaudit.scoring.tokenscores import TokenScores
 
 VIEWS = ("lowercase", "reference")
 

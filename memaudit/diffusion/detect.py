@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..metrics import membership_metrics
+from memaudit.errors import InputError
+from memaudit.metrics import membership_metrics
 from .ddpm import T, alphas_bar, ddim_step, ddim_timesteps, eps_pair, guide, mix, predict_x0
 
 FPR_BOUNDS = (0.01, 0.03)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from memaudit.errors import InputError
 from .train import CONDITIONINGS
 
 TARGET = 0.9

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from memaudit.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -139,7 +139,7 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
     """
     from PIL import Image
 
-    from ..atomic import write_text_atomic
+    from memaudit.io.atomic import write_text_atomic
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

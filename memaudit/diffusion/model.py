@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from memaudit.errors import InputError
 from .train import RECORD, TrainSet, checkpoints
 from .unet import TinyUNet, UNetConfig
 
@@ -36,7 +36,7 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
     """The final weights, or those of checkpoint ``step``."""
     from safetensors.torch import load_model
 
-    from ..models.hf import model_fingerprint
+    from memaudit.models.hf import model_fingerprint
 
     d = Path(model_dir)
     if not (d / "config.json").is_file() or not (d / "train_set.json").is_file():
@@ -64,6 +64,6 @@ def read_train_set(model_dir) -> TrainSet:
 
 
 def _fingerprint(weights: Path) -> str:
-    from ..models.hf import file_digest
+    from memaudit.models.hf import file_digest
 
     return file_digest(weights)[:16]

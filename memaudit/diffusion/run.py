@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import results as rs
-from ..atomic import write_text_atomic
-from ..errors import InputError
+from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
+from memaudit.errors import InputError
 from .images import load_images, unique_images
 from .model import load_diffusion_model
 
@@ -62,7 +62,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         per_label = m["per_checkpoint"][str(m["max_step"])]["per_label"]
         results["prompt_files"] = write_class_labels(out, per_label)
     if config.report:
-        from ..report.diffusion import write_memorization_report
+        from memaudit.report.diffusion import write_memorization_report
 
         write_memorization_report(out, results, rep, train_pixels)
     rs.write_results(out, results)
@@ -92,7 +92,7 @@ def run_emm(config, *, progress=None):
     results = {**rs.run_header("diffusion emm", config, {}), "target": 0.9, "curves": curves(jobs), "jobs": jobs,
                "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
-        from ..report.diffusion import write_emm_report
+        from memaudit.report.diffusion import write_emm_report
 
         write_emm_report(out, results)
     rs.write_results(out, results)
@@ -124,7 +124,7 @@ class DetectConfig:
 
 def read_lines(path: str, field: str, what: str) -> list[tuple[int, str]]:
     """(line number, value): plain lines, or the ``field`` of each JSONL object; blank lines are skipped."""
-    from ..data import jsonl_objects
+    from memaudit.io.texts import jsonl_objects
 
     p = Path(path)
     if p.suffix.lower() in (".jsonl", ".json"):
@@ -190,7 +190,7 @@ def run_detect(config: DetectConfig, *, progress=None):
                "weights": ev["weights"], "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
                "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
-        from ..report.diffusion import write_detect_report
+        from memaudit.report.diffusion import write_detect_report
 
         write_detect_report(out, results, ev["scores"], labels)
     rs.write_results(out, results)

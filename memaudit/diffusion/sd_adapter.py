@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from memaudit.errors import InputError
 
 
 class DiffusersAdapter:
@@ -72,7 +72,7 @@ def pipeline_fingerprint(root: Path) -> str:
     """sha256 over the configs and weights of the parts detection reads."""
     import hashlib
 
-    from ..models.hf import file_digest
+    from memaudit.models.hf import file_digest
 
     h = hashlib.sha256()
     for part in ("unet", "text_encoder", "tokenizer", "scheduler"):

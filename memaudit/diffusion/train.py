@@ -21,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import results as rs
-from ..atomic import write_text_atomic
-from ..errors import InputError
-from ..trainer import optimizer_tensors, restore_optimizer
+from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
+from memaudit.errors import InputError
+from memaudit.lab.train import optimizer_tensors, restore_optimizer
 from .ddpm import T, add_noise, alphas_bar, to_model_space
 from .images import ImageSet, balanced_subset, load_images
 from .unet import TinyUNet, UNetConfig
@@ -210,7 +210,7 @@ def _resume(out: Path, config, model, opt) -> int:
 
 
 def _finish(out: Path, config, train_set: TrainSet, losses: list[float], seconds: float, start: int) -> None:
-    from ..models.hf import model_fingerprint
+    from memaudit.models.hf import model_fingerprint
 
     last = checkpoints(out)[-1][1]
     shutil.copyfile(last / "model.safetensors", out / ".model.safetensors.tmp")

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import InputError, ModelLoadError
+from memaudit.errors import InputError, ModelLoadError
 
 TOKENIZER_FILES = (
     "tokenizer.json",

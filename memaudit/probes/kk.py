@@ -16,7 +16,7 @@ import random
 import re
 from dataclasses import dataclass, field, replace
 
-from ..errors import InputError
+from memaudit.errors import InputError
 
 NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Liam",
          "Mia", "Noah", "Olga", "Paul", "Quinn", "Rosa", "Sam", "Tina", "Uma", "Victor", "Wendy", "Xavier", "Yara", "Zoe")

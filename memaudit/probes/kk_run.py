@@ -8,12 +8,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import results as rs
-from ..atomic import write_text_atomic
-from ..data import jsonl_objects
-from ..errors import InputError
-from ..generation import greedy_generate
-from ..models.hf import LoadOptions, load_causal_lm
+from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
+from memaudit.io.texts import jsonl_objects
+from memaudit.errors import InputError
+from memaudit.models.generation import greedy_generate
+from memaudit.models.hf import LoadOptions, load_causal_lm
 from .consistency import limem_with_ci
 from .kk import LOGIC_PERTURBATIONS, PERTURBATIONS, from_row, make_puzzles, parse_answer, render_puzzle, to_row
 
@@ -89,7 +89,7 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
         "timings_s": {"total": time.perf_counter() - t0},
     }
     if config.report:
-        from ..report import write_kk_report
+        from memaudit.report import write_kk_report
 
         write_kk_report(out, results)
     rs.write_results(out, results)

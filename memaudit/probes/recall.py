@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import InputError
+from memaudit.errors import InputError
 
 FILLER = 16  # ids 1..16 pad MQAR contexts and never serve as keys or values
 ANSWER_SLOT = 0  # follows each query key in place of its value
@@ -126,7 +126,7 @@ def niah_prompt(tokenizer, filler_ids: list[int], length: int, depth: float, key
 
 def niah_grid(lm, filler_text: str, lengths, depths, *, n: int = 8, seed: int = 0, new_tokens: int = 6) -> dict:
     """Share of needles found (the value appears in the generation) per (length, depth)."""
-    from ..generation import greedy_generate
+    from memaudit.models.generation import greedy_generate
 
     for L in lengths:
         check_length(lm, L + new_tokens)
@@ -153,7 +153,7 @@ def train_mqar_model(out_dir, *, length: int = 32, pairs: int = 4, vocab: int = 
     positions), or length 64 with 8 pairs, it stayed for thousands of steps on the plateau of
     answering with some value from the context.
     """
-    from ..train import build_model, save_model_dir
+    from memaudit.lab.lm import build_model, save_model_dir
 
     tokenizer = id_tokenizer(vocab)
     model = build_model(tokenizer, size=size, context=max(256, length), seed=seed, arch=arch)
@@ -183,7 +183,7 @@ def id_tokenizer(vocab: int):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from ..train import EOS
+    from memaudit.lab.lm import EOS
 
     words = {EOS: 0, **{f"t{i}": i for i in range(1, vocab)}}
     tok = Tokenizer(models.WordLevel(words, unk_token=EOS))
@@ -231,9 +231,9 @@ class RecallConfig:
 def run_recall(config: RecallConfig, *, progress=None):
     import time
 
-    from .. import results as rs
-    from ..corpus import load_corpus
-    from ..models.hf import LoadOptions, load_causal_lm
+    from memaudit.io import rundir as rs
+    from memaudit.io.corpus import load_corpus
+    from memaudit.models.hf import LoadOptions, load_causal_lm
 
     t0 = time.perf_counter()
     lm = load_causal_lm(config.model, LoadOptions(device=config.device))
@@ -256,7 +256,7 @@ def run_recall(config: RecallConfig, *, progress=None):
                "axis": axis, "grid": grid, "chance": chance, "mqar_vocab": vocab,
                "trained_on": trained, "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
-        from ..report import write_recall_report
+        from memaudit.report import write_recall_report
 
         write_recall_report(out, results, rows=list(rows), cols=list(cols))
     rs.write_results(out, results)

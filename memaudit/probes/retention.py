@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import results as rs
-from ..canaries import read_ledger
-from ..corpus import load_corpus
-from ..errors import InputError
-from ..extraction import compare
-from ..generation import greedy_generate
-from ..models.hf import LoadOptions, load_causal_lm
-from ..scoring import score_texts
-from ..train import TrainSettings, fit, random_windows, token_stream
+from memaudit.io import rundir as rs
+from memaudit.lab.canaries import read_ledger
+from memaudit.io.corpus import load_corpus
+from memaudit.errors import InputError
+from memaudit.lab.verbatim import compare
+from memaudit.models.generation import greedy_generate
+from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.engine import score_texts
+from memaudit.lab.lm import TrainSettings, fit, random_windows, token_stream
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
     results = {**rs.run_header("probe retention", config, {"target": lm}), "data": {"ledger": config.ledger, "members": len(members), "skipped": []},
                "curve": {str(s): v for s, v in curve.items()}, "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
-        from ..report import write_retention_report
+        from memaudit.report import write_retention_report
 
         write_retention_report(out, results)
     rs.write_results(out, results)

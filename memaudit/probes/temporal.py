@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import results as rs
-from ..atomic import write_text_atomic
-from ..data import jsonl_objects
-from ..errors import InputError
-from ..extraction import wilson_interval
-from ..generation import greedy_generate
-from ..models.hf import LoadOptions, load_causal_lm
+from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
+from memaudit.io.texts import jsonl_objects
+from memaudit.errors import InputError
+from memaudit.lab.verbatim import wilson_interval
+from memaudit.models.generation import greedy_generate
+from memaudit.models.hf import LoadOptions, load_causal_lm
 
 ITEMS = ("zorblat", "quenite", "marlow", "tessik", "brunel", "fandor", "glimmet", "hoxley", "ivrin", "jastro", "kelvane", "lumos")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -175,7 +175,7 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     results = {**rs.run_header("probe temporal", config, {"target": model}), "data": {"path": config.facts, "facts": len(facts), "skipped": []},
                "cutoff": cutoff.isoformat(), **summary, "timings_s": {"total": time.perf_counter() - t0}}
     if config.report:
-        from ..report import write_temporal_report
+        from memaudit.report import write_temporal_report
 
         write_temporal_report(out, results)
     rs.write_results(out, results)

@@ -44,9 +44,9 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
 
 
 def write_emm_report(out_dir: Path, results: dict) -> Path:
-    from ..diffusion.images import load_images, unique_images
-    from ..diffusion.measure import load_replication
-    from ..diffusion.model import read_train_set
+    from memaudit.diffusion.images import load_images, unique_images
+    from memaudit.diffusion.measure import load_replication
+    from memaudit.diffusion.model import read_train_set
 
     grids = {}
     images = load_images(results["config"]["images"])
@@ -76,7 +76,7 @@ def _emm_figure(results: dict) -> str:
 
 
 def write_detect_report(out_dir: Path, results: dict, scores: dict, labels: np.ndarray) -> Path:
-    from ..metrics import roc_curve
+    from memaudit.metrics import roc_curve
 
     roc = {}
     for name, s in scores.items():

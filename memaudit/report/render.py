@@ -33,7 +33,7 @@ def write_report(out_dir, template: str, **context):
     """Render ``template`` into ``out_dir/report.html`` (atomically); returns its path."""
     from pathlib import Path
 
-    from ..atomic import write_text_atomic
+    from memaudit.io.atomic import write_text_atomic
 
     path = Path(out_dir) / "report.html"
     write_text_atomic(path, render(template, **context))

@@ -26,20 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import results as rs
-from ..attacks import parse_attacks
-from ..cache import resolve_cache_root
-from ..corpus import load_corpus
-from ..data import TextRecord, read_texts
-from ..errors import InputError
-from ..extraction import compare, wilson_interval
-from ..generation import greedy_generate
-from ..lab import LAB_ATTACKS, prefix_cut
-from ..metrics import membership_metrics
-from ..mia import score_views
-from ..models.hf import LoadOptions, load_causal_lm
-from ..scoring import ScoreSettings, score_texts
-from ..train import EOS
+from memaudit.io import rundir as rs
+from memaudit.attacks import parse_attacks
+from memaudit.scoring.cache import resolve_cache_root
+from memaudit.io.corpus import load_corpus
+from memaudit.io.texts import TextRecord, read_texts
+from memaudit.errors import InputError
+from memaudit.lab.verbatim import compare, wilson_interval
+from memaudit.models.generation import greedy_generate
+from memaudit.lab.evaluate import LAB_ATTACKS, prefix_cut
+from memaudit.metrics import membership_metrics
+from memaudit.mia.run import score_views
+from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.engine import ScoreSettings, score_texts
+from memaudit.lab.lm import EOS
 from .loop import pad_batch
 from .run import UNLEARN_RECORD
 
@@ -132,7 +132,7 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     }
     rs.write_scores(out, {k: [r.get(k) for r in rows] for k in rows[0]})
     if config.report:
-        from ..report import write_unlearn_report
+        from memaudit.report import write_unlearn_report
 
         write_unlearn_report(out, results)
     rs.write_results(out, results)

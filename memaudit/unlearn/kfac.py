@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import InputError
+from memaudit.errors import InputError
 
 
 def mlp_layers(model, layers: str = "all") -> dict[str, torch.nn.Module]:

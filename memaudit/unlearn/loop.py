@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from memaudit.errors import InputError
 from .methods import Method, StepInputs
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..registry import Registry
+from memaudit.registry import Registry
 
 
 @dataclass(frozen=True)

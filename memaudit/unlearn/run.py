@@ -7,13 +7,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import results as rs
-from ..atomic import write_text_atomic
-from ..corpus import load_corpus
-from ..data import read_texts
-from ..errors import InputError
-from ..models.hf import LoadOptions, load_causal_lm
-from ..train import EOS, TrainSettings, random_windows, save_model_dir, token_stream
+from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
+from memaudit.io.corpus import load_corpus
+from memaudit.io.texts import read_texts
+from memaudit.errors import InputError
+from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.lab.lm import EOS, TrainSettings, random_windows, save_model_dir, token_stream
 from .kfac import collect_factors, curvature_edit, mlp_layers
 from .loop import LoopSettings, unlearn_loop
 from .methods import EDIT_METHODS, METHODS

@@ -1,0 +1,195 @@
+"""``memaudit overlap``: how much of what a model writes is copied verbatim from its training corpus?
+
+The model continues each prompt (greedy, or sampled at a temperature); each continuation is
+looked up in the corpus index: the share of its tokens inside spans of at least
+``min_tokens`` tokens found verbatim in the corpus, those spans with their source
+documents, and the longest span. The regurgitation measure of free generation
+(as in OLMoTrace / infini-gram).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memaudit.io import rundir as rs
+from memaudit.io.texts import read_texts
+from .duplication import open_index_for
+from memaudit.errors import InputError
+from memaudit.lab.verbatim import wilson_interval
+from memaudit.models.generation import greedy_generate, sample
+from memaudit.models.hf import LoadOptions, load_causal_lm
+
+THRESHOLDS = (8, 16, 32, 64)  # coverage is also reported at these span lengths
+TOP_SOURCES = 20
+
+
+@dataclass(frozen=True)
+class OverlapConfig:
+    """Settings of ``memaudit overlap``; see ``memaudit overlap --help``."""
+
+    model: str
+    index: str
+    prompts: str
+    out: str = "runs/overlap"
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    samples: int = 1
+    min_tokens: int = 8
+    doc_limit: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    n_bootstrap: int = 1000
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    skip_invalid: bool = False
+    report: bool = True
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.samples < 1 or self.min_tokens < 1 or self.batch_size < 1:
+            raise InputError("max_new_tokens, samples, min_tokens and batch_size must be at least 1")
+        if self.temperature < 0:
+            raise InputError(f"temperature must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.samples > 1:
+            raise InputError("greedy decoding (temperature 0) gives one continuation per prompt; set --temperature for --samples > 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OverlapOutcome:
+    out_dir: Path
+    results: dict
+
+
+def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
+    """Generate from every prompt, measure verbatim overlap with the corpus, write the run dir."""
+    t0 = time.perf_counter()
+    data = read_texts(config.prompts, skip_invalid=config.skip_invalid)
+    model = load_causal_lm(config.model, LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code))
+    index = open_index_for(config.index, model)
+    room = model.max_length - config.max_new_tokens
+    if room < 1:
+        raise InputError(f"max_new_tokens {config.max_new_tokens} leaves no room for a prompt in the model's context of {model.max_length}")
+    prompts = [ids[-room:] or [model.tokenizer.eos_token_id or 0] for ids in model.encode([r.text for r in data.records])]
+
+    generated, rows = _generate(model, prompts, config, progress), []
+    t_gen = time.perf_counter()
+    for n, (prompt_row, gen) in enumerate(generated):
+        lengths = index.longest(gen)  # once: the spans and the coverage at every threshold come from it
+        found = index.overlap_of(list(map(int, gen)), lengths, min_tokens=config.min_tokens, doc_limit=config.doc_limit)
+        rows.append((prompt_row, gen, found, lengths))
+        if progress:
+            progress("looking up", n + 1, len(generated))
+    t_look = time.perf_counter()
+
+    summary = summarize(rows, index, config)
+    columns = _columns(rows, data.records, model, index)
+    out = rs.begin_run(config.out)
+    rs.write_scores(out, columns)
+    results = {
+        **rs.run_header("overlap", config, {"target": model}),
+        "index": index.describe(),
+        "data": {"path": config.prompts, "prompts": len(data.records), "generations": len(rows), "skipped": [s.to_dict() for s in data.skipped]},
+        "overlap": summary,
+        "timings_s": {"generate": t_gen - t0, "lookup": t_look - t_gen, "total": time.perf_counter() - t0},
+    }
+    if config.report:
+        from memaudit.report import write_overlap_report
+
+        write_overlap_report(out, results, columns, highlights=_highlights(rows, model))
+    rs.write_results(out, results)
+    return OverlapOutcome(out, results)
+
+
+def _generate(model, prompts: list[list[int]], config: OverlapConfig, progress) -> list[tuple[int, list[int]]]:
+    """(prompt row, continuation) pairs: one per prompt when greedy, ``samples`` per prompt when sampled."""
+    if config.temperature == 0:
+        cb = (lambda d, n: progress("generating", d, n)) if progress else None
+        return list(enumerate(greedy_generate(model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb)))
+    out = []
+    for i, p in enumerate(prompts):
+        conts = sample(model, p, config.samples, config.max_new_tokens, temperature=config.temperature, seed=config.seed + i, batch_size=config.batch_size)
+        out += [(i, c) for c in conts]
+        if progress:
+            progress("generating", i + 1, len(prompts))
+    return out
+
+
+def coverage_at(lengths: list[int], n: int) -> float:
+    """Share of positions inside some span of at least ``n`` tokens, from the longest match at each position.
+
+    >>> coverage_at([3, 2, 1, 0, 0], 2)
+    0.6
+    """
+    covered = np.zeros(len(lengths), dtype=bool)
+    for i, m in enumerate(lengths):
+        if m >= n:
+            covered[i : i + m] = True
+    return float(covered.mean()) if len(lengths) else 0.0
+
+
+def summarize(rows, index, config: OverlapConfig) -> dict:
+    coverage = np.array([found["coverage"] for _, _, found, _ in rows])
+    copied = int(sum(bool(found["spans"]) for _, _, found, _ in rows))
+    longest = np.array([found["longest"] for _, _, found, _ in rows])
+    rng = np.random.default_rng(config.seed)
+    boots = [coverage[rng.integers(0, len(coverage), len(coverage))].mean() for _ in range(config.n_bootstrap)] if len(coverage) else []
+    sources = Counter()
+    for _, _, found, _ in rows:
+        for span in found["spans"]:
+            for d in span["docs"]:
+                sources[d] += span["length"]
+    return {
+        "min_tokens": config.min_tokens,
+        "mean_coverage": {
+            "value": float(coverage.mean()) if len(coverage) else float("nan"),
+            "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [float("nan")] * 2,
+        },
+        "share_with_copy": {"value": copied / len(rows) if rows else float("nan"), "ci": list(wilson_interval(copied, len(rows)))},
+        "longest": {"max": int(longest.max(initial=0)), "median": float(np.median(longest)) if len(longest) else float("nan")},
+        "coverage_by_span_length": {str(n): float(np.mean([coverage_at(lengths, n) for *_, lengths in rows])) for n in THRESHOLDS},
+        "top_sources": [{"doc": d, "source": index.doc_id(d), "copied_tokens": t} for d, t in sources.most_common(TOP_SOURCES)],
+    }
+
+
+def _columns(rows, records, model, index) -> dict[str, list]:
+    decode = model.tokenizer.decode
+    return {
+        "id": [records[p].id for p, *_ in rows],
+        "prompt": [records[p].text for p, *_ in rows],
+        "generated": [decode(g) for _, g, *_ in rows],
+        "generated_ids": [list(map(int, g)) for _, g, *_ in rows],
+        "coverage": [f["coverage"] for _, _, f, _ in rows],
+        "longest": [f["longest"] for _, _, f, _ in rows],
+        "n_spans": [len(f["spans"]) for _, _, f, _ in rows],
+        "sources": [sorted({index.doc_id(d) for s in f["spans"] for d in s["docs"]}) for _, _, f, _ in rows],
+        "spans": [f["spans"] for _, _, f, _ in rows],
+    }
+
+
+def _highlights(rows, model, top: int = 30) -> list[dict]:
+    """The most-copied generations as (text, copied?) segments for the report."""
+    decode = model.tokenizer.decode
+    order = sorted(range(len(rows)), key=lambda i: -rows[i][2]["coverage"])[:top]
+    out = []
+    for i in order:
+        _, gen, found, _ = rows[i]
+        if not found["spans"]:
+            break
+        mask = np.zeros(len(gen), dtype=bool)
+        for s in found["spans"]:
+            mask[s["start"] : s["start"] + s["length"]] = True
+        segments, start = [], 0
+        for j in range(1, len(gen) + 1):
+            if j == len(gen) or mask[j] != mask[start]:
+                segments.append({"text": decode(gen[start:j]), "copied": bool(mask[start])})
+                start = j
+        out.append({"row": i, "coverage": found["coverage"], "longest": found["longest"], "segments": segments})
+    return out

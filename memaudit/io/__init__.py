@@ -1,0 +1,1 @@
+"""Input and output: text readers, the embedded corpus, run directories, atomic writes, configuration."""

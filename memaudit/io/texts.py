@@ -1,0 +1,239 @@
+"""Reading texts: JSONL, .txt, a folder of files, or parquet, validated once at the edge.
+
+Every reader returns :class:`TextRecord` objects that remember where they came from
+(file and line), so that any later problem with a record can be reported as ``file:line``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memaudit.errors import InputError
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """One text and what we know about it.
+
+    ``label`` is 1 for a member, 0 for a non-member and None when unknown.
+    ``meta`` holds every other field of the input record (e.g. ``repetitions``).
+    """
+
+    id: str
+    text: str
+    label: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.path is not None else self.id
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An invalid record left out under ``skip_invalid``; kept for results.json."""
+
+    path: str
+    line: int | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "line": self.line, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    records: list[TextRecord]
+    skipped: list[Skipped]
+
+
+def text_hash(text: str) -> str:
+    """Content hash of a text; the key of the score cache and of overlap checks."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_texts(path: str | Path, *, label: int | None = None, skip_invalid: bool = False) -> ReadResult:
+    """Read texts from a JSONL, txt or parquet file, or from a folder (one document per file).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``*.jsonl`` (one JSON object per line with a ``text`` field; optional ``id``; every
+        other field becomes metadata), ``*.txt`` (one document per line), ``*.parquet``
+        (a ``text`` column) or a directory (each regular file is one document).
+    label : int or None, keyword-only
+        Label given to every record (1 member, 0 non-member).
+    skip_invalid : bool, keyword-only
+        Leave out invalid records and list them in ``ReadResult.skipped`` instead of raising.
+
+    Raises
+    ------
+    InputError
+        A missing file, malformed JSON, a record without a non-empty ``text``, or a file
+        without any text; the message names the file and line.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "m.jsonl"
+    >>> _ = p.write_text('{"text": "hello", "kind": "greeting"}\\n')
+    >>> r = read_texts(p, label=1)
+    >>> r.records[0].text, r.records[0].meta
+    ('hello', {'kind': 'greeting'})
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or directory", path=str(path))
+    reader = _pick_reader(p)
+    records: list[TextRecord] = []
+    skipped: list[Skipped] = []
+    for item in reader(p, label):
+        if isinstance(item, InputError):
+            if not skip_invalid:
+                raise item
+            skipped.append(Skipped(item.path or str(p), item.line, item.reason))
+        else:
+            records.append(item)
+    if not records:
+        raise InputError("no valid texts in this input", path=str(path))
+    return ReadResult(records, skipped)
+
+
+def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | None = None):
+    """Yield the records of ``read_texts`` one at a time (for corpora too big to hold as a list).
+
+    Invalid records raise, or with ``skip_invalid`` are appended to ``skipped`` (when given).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file or directory", path=str(path))
+    for item in _pick_reader(p)(p, None):
+        if isinstance(item, InputError):
+            if not skip_invalid:
+                raise item
+            if skipped is not None:
+                skipped.append(Skipped(item.path or str(p), item.line, item.reason))
+        else:
+            yield item
+
+
+def jsonl_objects(path: str | Path, *, what: str = "file"):
+    """(line number, object) for every non-blank line of a JSONL file; bad JSON or a non-object names file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} not found", path=str(p))
+    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", path=str(p), line=lineno) from None
+        if not isinstance(obj, dict):
+            raise InputError("each line must be a JSON object", path=str(p), line=lineno)
+        yield lineno, obj
+
+
+def write_texts(path: str | Path, items) -> Path:
+    """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically; ``read_texts`` reads it back."""
+    from .atomic import write_text_atomic
+
+    write_text_atomic(path, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in items))
+    return Path(path)
+
+
+def _pick_reader(p: Path):
+    if p.is_dir():
+        return _read_folder
+    suffix = p.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl
+    if suffix in PARQUET_SUFFIXES:
+        return _read_parquet
+    if suffix == ".txt":
+        return _read_txt
+    raise InputError(
+        f"unknown input format '{suffix or p.name}'; use .jsonl, .txt, .parquet or a folder",
+        path=str(p),
+    )
+
+
+def _read_jsonl(p: Path, label: int | None):
+    for lineno, raw in enumerate(_lines(p), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            yield InputError(f"malformed JSON ({e.msg} at column {e.colno})", path=str(p), line=lineno)
+            continue
+        if not isinstance(obj, dict):
+            yield InputError("expected a JSON object with a 'text' field", path=str(p), line=lineno)
+            continue
+        yield _record_from_fields(obj, p, lineno, label)
+
+
+def _read_parquet(p: Path, label: int | None):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(p)
+    except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
+        raise InputError(f"cannot read parquet ({e})", path=str(p)) from e
+    if "text" not in table.column_names:
+        raise InputError(f"no 'text' column (columns: {', '.join(table.column_names)})", path=str(p))
+    for row, obj in enumerate(table.to_pylist(), start=1):
+        yield _record_from_fields(obj, p, row, label)
+
+
+def _read_txt(p: Path, label: int | None):
+    for lineno, raw in enumerate(_lines(p), start=1):
+        text = raw.rstrip("\r\n")
+        if text.strip():
+            yield TextRecord(id=f"{p.stem}:{lineno}", text=text, label=label, path=str(p), line=lineno)
+
+
+def _read_folder(p: Path, label: int | None):
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+    for f in files:
+        rel = str(f.relative_to(p))
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            yield InputError("not UTF-8 text", path=str(f))
+            continue
+        if not text.strip():
+            yield InputError("empty text", path=str(f))
+            continue
+        yield TextRecord(id=rel, text=text, label=label, path=str(f), line=None)
+
+
+def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | None):
+    if "text" not in obj:
+        return InputError("missing 'text' field", path=str(p), line=lineno)
+    text = obj["text"]
+    if not isinstance(text, str):
+        return InputError(f"'text' must be a string, got {type(text).__name__}", path=str(p), line=lineno)
+    if not text.strip():
+        return InputError("empty text", path=str(p), line=lineno)
+    rid = obj.get("id")
+    rid = f"{p.stem}:{lineno}" if rid is None else str(rid)
+    meta = {k: v for k, v in obj.items() if k not in ("text", "id")}
+    return TextRecord(id=rid, text=text, label=label, meta=meta, path=str(p), line=lineno)
+
+
+def _lines(p: Path):
+    try:
+        with open(p, encoding="utf-8") as fh:
+            yield from fh
+    except UnicodeDecodeError as e:
+        raise InputError(f"not UTF-8 text (byte {e.start})", path=str(p)) from e

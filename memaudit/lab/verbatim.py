@@ -1,0 +1,85 @@
+"""Verbatim extraction (Carlini et al. 2022): prompt with a text's start, decode greedily, compare.
+
+Per text: ``exact`` (every generated token equals the true continuation), ``token_match``
+(share of equal positions: Pythia's memorization score), ``loose`` (normalised token
+Levenshtein similarity >= 0.75), ``longest_prefix`` (leading tokens that match) and
+``extraction_strength`` = 1 - k*/n, k* the shortest prefix from which greedy decoding
+reproduces the rest of the text.
+
+k* needs no generation at all: greedy decoding from a prefix reproduces the rest exactly
+when the actual token is the argmax at every later position given the true text before it,
+which the scoring engine already records (``is_argmax``). So extraction strength costs the
+one cached forward pass the attacks use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from memaudit.scoring.tokenscores import TokenScores
+
+LOOSE_THRESHOLD = 0.75
+
+
+@dataclass(frozen=True)
+class Match:
+    exact: bool
+    token_match: float
+    loose: bool
+    longest_prefix: int
+
+
+def compare(generated: list[int], truth: list[int]) -> Match:
+    """How well one generation reproduces the true continuation (same length expected).
+
+    Examples
+    --------
+    >>> compare([1, 2, 3, 9], [1, 2, 3, 4])
+    Match(exact=False, token_match=0.75, loose=True, longest_prefix=3)
+    """
+    m = len(truth)
+    equal = [g == t for g, t in zip(generated, truth)]
+    longest = next((i for i, e in enumerate(equal) if not e), len(equal))
+    similarity = 1 - Levenshtein.distance(generated, truth) / m
+    return Match(all(equal) and len(generated) == m, sum(equal) / m, similarity >= LOOSE_THRESHOLD, longest)
+
+
+def extraction_strength(scores: TokenScores) -> np.ndarray:
+    """1 - k*/n per text from the argmax flags; 0 when even the last token is not greedy."""
+    out = np.zeros(len(scores))
+    for i, t in enumerate(scores):
+        n = len(t.token_ids)
+        misses = np.flatnonzero(~t.is_argmax)  # is_argmax[j] is about token j + 1
+        k_star = 1 if len(misses) == 0 else int(misses[-1]) + 2  # prefix must reach past the last miss
+        out[i] = 1 - k_star / n if k_star < n else 0.0
+    return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rates(matches: list[Match], strengths=None) -> dict:
+    """Extraction rates of a group of texts, with Wilson CIs for the proportions."""
+    n = len(matches)
+    exact = sum(m.exact for m in matches)
+    loose = sum(m.loose for m in matches)
+    out = {
+        "n": n,
+        "exact": {"value": exact / n if n else math.nan, "ci": wilson_interval(exact, n)},
+        "loose": {"value": loose / n if n else math.nan, "ci": wilson_interval(loose, n)},
+        "token_match": float(np.mean([m.token_match for m in matches])) if n else math.nan,
+    }
+    if strengths is not None:
+        out["extraction_strength"] = float(np.mean(strengths)) if n else math.nan
+    return out

@@ -1,0 +1,1 @@
+"""Proving training: membership inference (``memaudit mia``), dataset inference, copyright traps."""

@@ -1,0 +1,333 @@
+"""Copyright traps (Meeus et al. 2024): plant sampled sequences in documents, detect them later.
+
+``make_traps`` samples sequences from a reference LM over a temperature sweep, keeps those
+that survive a decode/re-encode round trip at the same length, buckets them by their
+perplexity under the reference (quantile buckets of the pool), rejects near-duplicates
+(Jaccard of token trigram sets > 0.2), and splits each bucket into traps to inject and controls that never
+are. ``inject_traps`` puts one trap per document, repeated n times, at line starts (or word
+starts in single-line text), so no word and no line of code is ever split, and records
+each copy's character offset. Detection compares injected traps with controls from the
+same buckets; see :func:`detection_grid`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+
+from memaudit.io import rundir as rs
+from memaudit.attacks import parse_attacks
+from memaudit.lab.canaries import TRAP, Canary, read_ledger
+from memaudit.io.texts import read_texts
+from memaudit.errors import InputError
+from memaudit.models.generation import sample
+from memaudit.metrics import membership_metrics
+from .run import Timings, score_views
+from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.engine import ScoreSettings, score_texts
+
+JACCARD_MAX = 0.2
+
+
+def jaccard(a, b, n: int = 3) -> float:
+    """Jaccard similarity of the token n-gram sets of two sequences.
+
+    Trigrams rather than single tokens: two unrelated code snippets share most of their
+    single tokens (indentation, brackets, ``self``), so a plain token-set Jaccard would call
+    them duplicates; shared trigrams mean shared phrasing.
+    """
+    a, b = _ngrams(a, n), _ngrams(b, n)
+    return len(a & b) / max(1, len(a | b))
+
+
+def _ngrams(ids, n: int) -> set:
+    return {tuple(ids[i : i + n]) for i in range(max(1, len(ids) - n + 1))}
+
+
+def make_traps(
+    reference,
+    *,
+    lengths=(25, 50, 100),
+    per_bucket: int = 4,
+    n_buckets: int = 3,
+    temperatures=(0.7, 1.0, 1.3, 1.6),
+    pool_factor: int = 25,
+    seed: int = 0,
+    progress=None,
+) -> list[Canary]:
+    """``per_bucket`` traps and as many controls for each length and perplexity bucket.
+
+    Raises
+    ------
+    InputError
+        The reference has no end-of-text token to start from, a length does not fit its
+        context, or too few distinct sequences survive for a bucket.
+    """
+    tok = reference.tokenizer
+    start = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+    if start is None:
+        raise InputError(f"{reference.name}: the tokenizer has no end-of-text or BOS token to start sampling from")
+    traps: list[Canary] = []
+    for done, length in enumerate(lengths, start=1):
+        if length + 1 > reference.max_length:
+            raise InputError(f"trap length {length} does not fit the reference's context of {reference.max_length}")
+        pool = _sample_pool(reference, start, length, 2 * per_bucket * n_buckets * pool_factor, temperatures, seed + length)
+        traps += _bucket_and_pick(reference, pool, length, per_bucket, n_buckets, seed + length)
+        if progress is not None:
+            progress("sampling traps", done, len(lengths))
+    return traps
+
+
+def _sample_pool(reference, start: int, length: int, n: int, temperatures, seed: int) -> list[tuple[list[int], float]]:
+    """(ids, temperature) of sampled sequences that decode and re-encode to themselves."""
+    tok = reference.tokenizer
+    per_t = -(-n // len(temperatures))
+    pool = []
+    for i, t in enumerate(temperatures):
+        for ids in sample(reference, [start], per_t, length, temperature=t, seed=seed * 100 + i):
+            text = tok.decode(ids)
+            if start not in ids and text.strip() and tok(text, verbose=False)["input_ids"] == ids:
+                pool.append((ids, t))
+    return pool
+
+
+def _bucket_and_pick(reference, pool, length, per_bucket, n_buckets, seed) -> list[Canary]:
+    tok = reference.tokenizer
+    texts = [tok.decode(ids) for ids, _ in pool]
+    scores, _ = score_texts(reference, texts)
+    ppl = np.exp(-np.array([t.logp.mean(dtype=np.float64) for t in scores]))
+    edges = np.quantile(ppl, np.linspace(0, 1, n_buckets + 1))
+    bucket_of = np.clip(np.searchsorted(edges, ppl, side="right") - 1, 0, n_buckets - 1)
+    rng = random.Random(seed)
+    out = []
+    for b in range(n_buckets):
+        members = [i for i in range(len(pool)) if bucket_of[i] == b]
+        rng.shuffle(members)
+        accepted: list[int] = []
+        for i in members:
+            if all(jaccard(pool[i][0], pool[j][0]) <= JACCARD_MAX for j in accepted):
+                accepted.append(i)
+            if len(accepted) == 2 * per_bucket:
+                break
+        if len(accepted) < 2 * per_bucket:
+            raise InputError(
+                f"only {len(accepted)} distinct sequences of length {length} in perplexity bucket {b}; "
+                f"{2 * per_bucket} needed: lower --per-bucket or raise --pool-factor"
+            )
+        for k, i in enumerate(accepted):
+            member = k < per_bucket
+            tid = f"{'trap' if member else 'ctrl'}-{length:03d}-{b}-{k % per_bucket:03d}"
+            pair = f"{'ctrl' if member else 'trap'}-{length:03d}-{b}-{k % per_bucket:03d}"
+            meta = {
+                "length": length,
+                "perplexity": float(ppl[i]),
+                "bucket": b,
+                "bucket_edges": edges.tolist(),
+                "temperature": pool[i][1],
+                "reference_tokenizer": reference.tokenizer_fingerprint,
+            }
+            out.append(Canary(tid, pair, TRAP, "", texts[i], texts[i], "", 0, 0, "uniform", member, meta=meta))
+    return out
+
+
+def inject_traps(traps: list[Canary], docs: list[tuple[str, str]], *, repetitions=(1, 10, 100), seed: int = 0):
+    """One trap per document, each repeated n times; returns (new docs, traps with repetitions and offsets).
+
+    Repetition counts rotate over the traps of each (length, bucket) group, so every group
+    holds every count. Offsets are character offsets in the new document.
+
+    Each trap goes to a random document at least as long as itself.
+
+    Raises
+    ------
+    InputError
+        Fewer documents than traps, or too few documents long enough to hold them.
+    """
+    members = sorted((t for t in traps if t.member), key=lambda t: (t.meta.get("length", 0), t.meta.get("bucket", 0), t.id))
+    if len(docs) < len(members):
+        raise InputError(f"{len(members)} traps need as many documents; the corpus has {len(docs)}")
+    rng = random.Random(seed)
+    reps_of = {t.id: repetitions[k % len(repetitions)] for k, t in enumerate(members)}
+    free = list(range(len(docs)))
+    rng.shuffle(free)
+    new_docs, placed = list(docs), {}
+    for trap in sorted(members, key=lambda t: -len(t.text)):  # longest first, while long documents remain
+        d = next((i for i in free if len(docs[i][1]) >= len(trap.text)), None)
+        if d is None:
+            raise InputError(f"no document left with at least {len(trap.text)} characters for trap {trap.id}: documents shorter than a trap cannot hold it")
+        free.remove(d)
+        doc_id, text = docs[d]
+        new_text, offsets = _insert(text, trap.text, reps_of[trap.id], rng)
+        new_docs[d] = (doc_id, new_text)
+        placed[trap.id] = [{"doc": doc_id, "char_offset": o} for o in offsets]
+    out = []
+    for t in traps:
+        n = reps_of.get(t.id if t.member else t.pair_id, 0)
+        out.append(replace(t, repetitions=n if t.member else 0, level=n, insertions=placed.get(t.id, [])))
+    return new_docs, out
+
+
+def _insert(text: str, trap: str, n: int, rng: random.Random) -> tuple[str, list[int]]:
+    """Insert ``trap`` n times at line starts (or word starts); the new text and each copy's offset."""
+    if "\n" in text.strip():
+        sep, starts = "\n", [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text)]
+    else:
+        sep, starts = " ", [0] + [i + 1 for i, ch in enumerate(text) if ch == " " and i + 1 < len(text) and text[i + 1] != " "]
+    positions = sorted(rng.choice(starts) for _ in range(n))
+    pieces, offsets, last, shift = [], [], 0, 0
+    for p in positions:
+        pieces.append(text[last:p])
+        offsets.append(p + shift)
+        pieces.append(trap + sep)
+        shift += len(trap) + len(sep)
+        last = p
+    pieces.append(text[last:])
+    return "".join(pieces), offsets
+
+
+def detection_grid(traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """AUC (with CI) of injected traps vs the controls of their (length, bucket), per (length, repetitions, bucket)."""
+    key = lambda t: (t.meta["length"], t.meta["bucket"])  # noqa: E731
+    cells = sorted({(t.meta["length"], t.level, t.meta["bucket"]) for t in traps if t.member})
+    rows = []
+    for length, reps, bucket in cells:
+        idx_m = [i for i, t in enumerate(traps) if t.member and key(t) == (length, bucket) and t.level == reps]
+        idx_c = [i for i, t in enumerate(traps) if not t.member and key(t) == (length, bucket)]
+        idx = idx_m + idx_c
+        labels = np.r_[np.ones(len(idx_m)), np.zeros(len(idx_c))]
+        row = {"length": length, "repetitions": reps, "bucket": bucket, "traps": len(idx_m), "controls": len(idx_c)}
+        for name, v in scores.items():
+            row[name] = {k: e.to_dict() for k, e in membership_metrics(v[idx], labels, n_bootstrap=n_bootstrap, seed=seed).items()}["auc"]
+        rows.append(row)
+    return rows
+
+
+def pooled_grid(traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
+    """As :func:`detection_grid`, with the perplexity buckets pooled: one cell per (length, repetitions)."""
+    pooled = [replace(t, meta={**t.meta, "bucket": "all"}) for t in traps]
+    return detection_grid(pooled, scores, n_bootstrap=n_bootstrap, seed=seed)
+
+
+def controls_at_chance(traps: list[Canary], scores: dict[str, np.ndarray], *, seed: int = 0) -> dict:
+    """AUC between two random halves of the controls, split within each (length, bucket): should sit near 0.5."""
+    rng = random.Random(seed)
+    first, second = [], []
+    for cell in sorted({(t.meta["length"], t.meta["bucket"]) for t in traps}):
+        idx = [i for i, t in enumerate(traps) if not t.member and (t.meta["length"], t.meta["bucket"]) == cell]
+        rng.shuffle(idx)
+        first += idx[: len(idx) // 2]
+        second += idx[len(idx) // 2 :]
+    idx = first + second
+    labels = np.r_[np.ones(len(first)), np.zeros(len(second))]
+    return {name: membership_metrics(v[idx], labels, n_bootstrap=1000, seed=seed)["auc"].to_dict() for name, v in scores.items()}
+
+
+DETECT_ATTACKS = "reference,loss,min_k"
+
+
+def trap_contexts(traps: list[Canary], docs: dict[str, str], chars: int) -> list[str]:
+    """The text before each injected trap's first copy (from a line start, at most ``chars`` long).
+
+    A control gets the context of its paired trap, so both are read in the same place.
+    """
+    by_id = {t.id: t for t in traps}
+    out = []
+    for t in traps:
+        owner = t if t.member else by_id.get(t.pair_id)
+        if owner is None or not owner.insertions:
+            out.append("")
+            continue
+        ins = owner.insertions[0]
+        if ins["doc"] not in docs:
+            raise InputError(f"document {ins['doc']} of trap {owner.id} is not in the given documents")
+        text, offset = docs[ins["doc"]], ins["char_offset"]
+        ctx = text[max(0, offset - chars) : offset]
+        cut = ctx.find("\n")
+        out.append(ctx[cut + 1 :] if offset - chars > 0 and cut >= 0 else ctx)
+    return out
+
+
+def conditional_logp(model, texts: list[str], contexts: list[str], *, cache_root=None) -> np.ndarray:
+    """Mean log-probability of each text's tokens given its context (the text alone where the context is empty)."""
+    whole, _ = score_texts(model, [c + t for c, t in zip(contexts, texts)], cache_root=cache_root)
+    ctx_only, _ = score_texts(model, [c if c else t for c, t in zip(contexts, texts)], cache_root=cache_root)
+    out = np.empty(len(texts))
+    for i, c in enumerate(contexts):
+        w = whole.text(i)
+        if not c:
+            out[i] = w.logp.mean(dtype=np.float64)
+            continue
+        k = ctx_only.text(i)
+        n = len(w.token_ids) - len(k.token_ids)
+        out[i] = (w.logp.sum(dtype=np.float64) - k.logp.sum(dtype=np.float64)) / max(n, 1)
+    return out
+
+
+def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, options=None, cache_root=None, n_bootstrap: int = 1000,
+                     seed: int = 0, report: bool = True, progress=None, docs: str | None = None, context_chars: int = 0) -> dict:
+    """Score every trap and control with the target and the reference; AUC grids; write the run dir.
+
+    With ``docs`` (the injected corpus) and ``context_chars``, also score each trap given the
+    document text before it (``loss+context``, ``reference+context``).
+    """
+    timings = Timings()
+    with timings("prepare"):
+        traps = read_ledger(ledger)
+        if not all(t.template == TRAP for t in traps):
+            raise InputError("not a trap ledger (make one with `memaudit traps make`)", path=ledger)
+        if not any(t.member and t.insertions for t in traps):
+            raise InputError("no trap in this ledger was injected (use the ledger `memaudit traps inject` wrote)", path=ledger)
+        options = options or LoadOptions()
+        target, ref = load_causal_lm(model, options), load_causal_lm(reference, options)
+        made_with = {t.meta.get("reference_tokenizer") for t in traps}
+        if made_with != {ref.tokenizer_fingerprint}:
+            raise InputError(
+                f"the traps were made with a reference whose tokenizer is {', '.join(sorted(map(str, made_with)))}, "
+                f"but {reference} has tokenizer {ref.tokenizer_fingerprint}: lengths and perplexity buckets would not match",
+                path=ledger,
+            )
+    with timings("scoring"):
+        texts = [t.text for t in traps]
+        views, stats = score_views(target, ref, texts, ScoreSettings(), lowercase=False, cache_root=cache_root, progress=progress)
+        scores = {s.column: s(views) for s in parse_attacks(DETECT_ATTACKS)}
+        if context_chars > 0:
+            if docs is None:
+                raise InputError("scoring traps in context needs the injected documents (--docs)")
+            contexts = trap_contexts(traps, {r.id: r.text for r in read_texts(docs).records}, context_chars)
+            target_ctx = conditional_logp(target, texts, contexts, cache_root=cache_root)
+            scores["loss+context"] = target_ctx
+            scores["reference+context"] = target_ctx - conditional_logp(ref, texts, contexts, cache_root=cache_root)
+    with timings("grids"):
+        grid = detection_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
+        pooled = pooled_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
+        chance = controls_at_chance(traps, scores, seed=seed)
+    run = rs.begin_run(out)
+    columns = {
+        "id": [t.id for t in traps],
+        "member": [t.member for t in traps],
+        "length": [t.meta["length"] for t in traps],
+        "bucket": [t.meta["bucket"] for t in traps],
+        "perplexity": [t.meta["perplexity"] for t in traps],
+        "repetitions": [t.level for t in traps],
+        **{k: v.tolist() for k, v in scores.items()},
+    }
+    rs.write_scores(run, columns)
+    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed,
+              "docs": docs, "context_chars": context_chars}
+    results = {
+        **rs.run_header("traps detect", config, {"target": target, "reference": ref}),
+        "attacks": list(scores),
+        "grid": grid,
+        "pooled_grid": pooled,
+        "controls_vs_controls": chance,
+        "scoring": {m: s.__dict__ for m, s in stats.items()},
+        "timings_s": timings.seconds,
+    }
+    if report:
+        from memaudit.report import write_traps_report
+
+        write_traps_report(run, results)
+    rs.write_results(run, results)
+    return results

@@ -1,0 +1,111 @@
+"""Batched greedy decoding with a KV cache.
+
+Prompts are sorted by length, left-padded into batches, and decoded together: one forward
+pass over the prompts, then one single-token pass per new token that reuses the cached
+keys and values. Position ids follow each row's own tokens, so padding changes nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+import torch
+
+from memaudit.errors import InputError
+
+
+@torch.no_grad()
+def greedy_generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:
+    """Greedy continuations of ``max_new_tokens`` tokens for every prompt (end-of-text does not stop them).
+
+    Parameters
+    ----------
+    model : HFCausalLM
+        An adapter holding a transformers causal LM (``model.model``).
+    prompts : sequence of token-id sequences
+        Each at least one token long.
+    max_new_tokens : int
+    batch_size : int, keyword-only
+    progress : callable(done_prompts, total_prompts), optional
+
+    Returns
+    -------
+    list of list of int
+        The generated ids, in the order of ``prompts``.
+    """
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if any(len(p) < 1 for p in prompts):
+        raise InputError("every prompt needs at least one token")
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + max_new_tokens > model.max_length:
+        raise InputError(
+            f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's context of {model.max_length}"
+        )
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        generated = _generate_batch(model, [prompts[i] for i in chunk], max_new_tokens)
+        for i, g in zip(chunk, generated):
+            out[i] = g
+        if progress is not None:
+            progress(min(start + batch_size, len(order)), len(order))
+    return out
+
+
+@torch.no_grad()
+def sample(model, prompt: Sequence[int], n: int, length: int, *, temperature: float, seed: int, batch_size: int = 64) -> list[list[int]]:
+    """``n`` sampled continuations of ``length`` tokens of one prompt, at a temperature, seeded."""
+    if temperature <= 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        out.extend(_generate_batch(model, [prompt] * rows, length, temperature=temperature, generator=gen))
+    return out
+
+
+def _next_token(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _generate_batch(model, prompts, max_new_tokens: int, *, temperature: float = 0.0, generator=None) -> list[list[int]]:
+    lm, device = model.model, model.device
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, P), left-padded
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, P)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :] = torch.tensor(list(p))
+        mask[r, width - len(p) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, P): each row counts its own tokens
+    cache = _cache_name(lm)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    token = _next_token(out.logits[:, -1], temperature, generator)  # (B,)
+    tokens = [token]
+    for _ in range(max_new_tokens - 1):
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        positions = positions[:, -1:] + 1  # (B, 1)
+        past = {cache: getattr(out, cache)}
+        out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True, **past)
+        token = _next_token(out.logits[:, -1], temperature, generator)
+        tokens.append(token)
+    return torch.stack(tokens, dim=1).tolist()  # (B, M)
+
+
+def _cache_name(lm) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); take whichever this version has."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"

@@ -1,0 +1,309 @@
+"""The scoring engine: one forward pass per text window, every per-token statistic at once.
+
+For each text it records, per token, the log-probability of the actual token, the mean
+``mu`` and standard deviation ``sigma`` of log p(v) under the next-token distribution (for
+Min-K%++), and whether the token was the argmax. Texts longer than the window are scored
+with sliding windows so that every token is scored exactly once, with as much context as
+the window allows. Results are cached on disk in shards (see :mod:`memaudit.scoring.cache`).
+
+How it stays fast and small:
+- windows are sorted by length and packed into batches by a padded-token budget;
+- only the hidden states at scored positions go through the vocabulary projection, in
+  chunks, so memory never holds (batch x length x vocab) logits;
+- statistics are computed in float32 whatever the model's dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .cache import ScoreCache
+from memaudit.io.texts import text_hash
+from memaudit.errors import InputError
+from memaudit.models.base import CausalLM
+from .tokenscores import TextScores, TokenScores
+
+ENGINE_VERSION = 1  # bump when the numbers the engine writes change meaning
+ProgressFn = Callable[[int, int], None]  # (tokens done so far, tokens in total)
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How texts are cut into windows and batched.
+
+    Only ``max_length`` and ``stride`` change the numbers (they are part of the cache key);
+    the rest trade speed for memory.
+
+    Parameters
+    ----------
+    max_length : int or None
+        Window length in tokens; None means the model's context length.
+    stride : int or None
+        How far each next window moves; None means half a window. Tokens past the first
+        window are scored with at least ``max_length - stride`` tokens of context.
+    batch_tokens : int
+        Padded tokens per forward batch.
+    max_batch_size : int
+        Windows per forward batch at most.
+    projection_mb : int
+        Memory budget (MiB) for one chunk of float32 logits in the vocabulary projection.
+    shard_texts : int
+        Texts per cache shard; a finished shard is never recomputed.
+    """
+
+    max_length: int | None = None
+    stride: int | None = None
+    batch_tokens: int = 8192
+    max_batch_size: int = 64
+    projection_mb: int = 128
+    shard_texts: int = 256
+
+    def __post_init__(self):
+        for name in ("batch_tokens", "max_batch_size", "projection_mb", "shard_texts"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise InputError(f"max_length must be >= 2, got {self.max_length}")
+        if self.stride is not None and self.stride < 1:
+            raise InputError(f"stride must be >= 1, got {self.stride}")
+
+    def window(self, model: CausalLM) -> tuple[int, int]:
+        """Resolved (max_length, stride) for this model."""
+        length = self.max_length or model.max_length
+        if length > model.max_length:
+            raise InputError(f"max_length {length} exceeds the model's context of {model.max_length} tokens")
+        stride = self.stride or max(1, length // 2)
+        if stride > length - 1:
+            raise InputError(f"stride {stride} must be smaller than max_length {length}")
+        return length, stride
+
+
+@dataclass
+class ScoreStats:
+    """What one call of :func:`score_texts` did; the cached path does zero forward passes."""
+
+    texts: int = 0
+    unique_texts: int = 0
+    cached_texts: int = 0
+    forward_passes: int = 0  # batched forward calls of the model
+    windows: int = 0
+    tokens_scored: int = 0
+    shards_written: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: "ScoreStats") -> None:
+        for k, v in asdict(other).items():
+            setattr(self, k, getattr(self, k) + v)
+
+
+@dataclass(frozen=True)
+class Window:
+    text: int  # index into the shard's texts
+    begin: int  # first token fed to the model
+    end: int  # one past the last token fed
+    first_scored: int  # first token whose log-prob this window records
+
+
+def windows_for(n_tokens: int, length: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first_scored) for each window of a text of ``n_tokens`` tokens.
+
+    Every token from position 1 on is scored by exactly one window.
+
+    Examples
+    --------
+    >>> windows_for(5, 8, 4)
+    [(0, 5, 1)]
+    >>> windows_for(10, 6, 2)
+    [(0, 6, 1), (2, 8, 6), (4, 10, 8)]
+    """
+    if n_tokens <= length:
+        return [(0, n_tokens, 1)] if n_tokens > 1 else []
+    out, begin, first = [], 0, 1
+    while True:
+        end = min(begin + length, n_tokens)
+        out.append((begin, end, first))
+        if end == n_tokens:
+            return out
+        first, begin = end, begin + stride
+
+
+def scorer_key(model: CausalLM, length: int, stride: int) -> str:
+    ident = {
+        "engine": ENGINE_VERSION,
+        "model": model.fingerprint,
+        "tokenizer": model.tokenizer_fingerprint,
+        "dtype": str(getattr(model, "dtype", "")),
+        "max_length": length,
+        "stride": stride,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def score_texts(
+    model: CausalLM,
+    texts: Sequence[str],
+    settings: ScoreSettings | None = None,
+    *,
+    cache_root=None,
+    token_ids: Sequence[Sequence[int]] | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[TokenScores, ScoreStats]:
+    """Score every token of every text with one forward pass per window.
+
+    Parameters
+    ----------
+    model : CausalLM
+        The model adapter.
+    texts : sequence of str
+        Texts to score; duplicates are scored once.
+    settings : ScoreSettings, optional
+    cache_root : path-like or None, keyword-only
+        Root of the on-disk shard cache; None disables caching.
+    token_ids : sequence of sequences of int, optional, keyword-only
+        The texts already tokenized by ``model.encode`` (saves tokenizing twice).
+    progress : callable(done_tokens, total_tokens), optional, keyword-only
+
+    Returns
+    -------
+    scores : TokenScores
+        In the order of ``texts``.
+    stats : ScoreStats
+    """
+    start = time.perf_counter()
+    settings = settings or ScoreSettings()
+    length, stride = settings.window(model)
+    cache = ScoreCache(cache_root, scorer_key(model, length, stride))
+    hashes = [text_hash(t) for t in texts]
+    stats = ScoreStats(texts=len(texts))
+
+    first_index = {}
+    for i, h in enumerate(hashes):
+        first_index.setdefault(h, i)
+    stats.unique_texts = len(first_index)
+    pending = [h for h in first_index if h not in cache]
+    stats.cached_texts = stats.unique_texts - len(pending)
+    results = cache.load([h for h in first_index if h in cache])
+
+    if pending:
+        if token_ids is None:
+            ids = dict(zip(pending, model.encode([texts[first_index[h]] for h in pending])))
+        else:
+            ids = {h: list(token_ids[first_index[h]]) for h in pending}
+        # Sorted by length (ties by hash) so that batches pad little and a resumed run cuts
+        # the remaining texts into exactly the shards an uninterrupted run would have made.
+        order = sorted(pending, key=lambda h: (len(ids[h]), h))
+        total = sum(len(ids[h]) for h in order)
+        done = 0
+        for s in range(0, len(order), settings.shard_texts):
+            shard = order[s : s + settings.shard_texts]
+            shard_scores, shard_stats = _score_shard(model, [ids[h] for h in shard], length, stride, settings)
+            scored = dict(zip(shard, shard_scores))
+            cache.save(scored)
+            results.update(scored)
+            stats.merge(shard_stats)
+            stats.shards_written += cache.dir is not None
+            done += sum(len(ids[h]) for h in shard)
+            if progress is not None:
+                progress(done, total)
+    stats.seconds = time.perf_counter() - start
+    return TokenScores.from_texts([results[h] for h in hashes]), stats
+
+
+def _score_shard(model, ids: list[list[int]], length, stride, settings) -> tuple[list[TextScores], ScoreStats]:
+    """Score one shard's texts. Results stay on the device until the shard is done: one copy back."""
+    stats = ScoreStats()
+    windows = [Window(i, b, e, f) for i, t in enumerate(ids) for b, e, f in windows_for(len(t), length, stride)]
+    windows.sort(key=lambda w: (w.end - w.begin, w.text, w.begin))
+    n_scored = np.array([max(len(t) - 1, 0) for t in ids])
+    starts = np.concatenate([[0], np.cumsum(n_scored)])  # text i's scored tokens in the flat arrays
+    where, parts = [], []
+    for batch in _batches(windows, settings):
+        parts.append(_score_batch(model, ids, batch, settings))
+        # flat destination of each scored token; scored arrays start at token 1
+        where.append(np.concatenate([starts[w.text] + np.arange(w.first_scored - 1, w.end - 1) for w in batch]))
+        stats.forward_passes += 1
+        stats.windows += len(batch)
+    flat = [np.full(int(starts[-1]), np.nan, np.float32) for _ in range(3)] + [np.zeros(int(starts[-1]), bool)]
+    if parts:
+        dest = np.concatenate(where)
+        for array, values in zip(flat, zip(*parts)):
+            array[dest] = torch.cat(values).cpu().numpy()
+        stats.tokens_scored = len(dest)
+    logp, mu, sigma, argmax = flat
+    texts = []
+    for i, t in enumerate(ids):
+        s = slice(starts[i], starts[i + 1])
+        texts.append(TextScores(np.asarray(t, np.int32), logp[s], mu[s], sigma[s], argmax[s]))
+    return texts, stats
+
+
+def _batches(windows: list[Window], settings: ScoreSettings):
+    batch: list[Window] = []
+    for w in windows:  # sorted by length, so the last window added is the longest
+        width = w.end - w.begin
+        if batch and (width * (len(batch) + 1) > settings.batch_tokens or len(batch) >= settings.max_batch_size):
+            yield batch
+            batch = []
+        batch.append(w)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
+    """Forward one batch of windows; per-token statistics of its scored tokens, on the device."""
+    width = max(w.end - w.begin for w in batch)
+    input_ids = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); right-padded with id 0
+    attention = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); 0 marks the pads
+    rows, cols = [], []
+    for r, w in enumerate(batch):
+        input_ids[r, : w.end - w.begin] = ids[w.text][w.begin : w.end]
+        attention[r, : w.end - w.begin] = 1
+        # the hidden state at position p predicts token p + 1
+        cols.append(np.arange(w.first_scored - 1 - w.begin, w.end - 1 - w.begin))
+        rows.append(np.full(len(cols[-1]), r))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    targets = torch.from_numpy(input_ids[rows, cols + 1]).to(model.device)  # (N,)
+    input_ids, attention = torch.from_numpy(input_ids).to(model.device), torch.from_numpy(attention).to(model.device)
+    index = torch.from_numpy(rows).to(model.device), torch.from_numpy(cols).to(model.device)
+    if getattr(model, "chunked", True):
+        hidden = model.hidden_states(input_ids, attention)[index]  # (N, D)
+        project = model.project
+    else:  # architectures whose logits are not a plain projection of the last hidden state
+        hidden = model.logits(input_ids, attention)[index].float()  # (N, V)
+        project = lambda x: x  # noqa: E731
+    chunk = max(1, settings.projection_mb * 2**20 // (4 * 3 * model.vocab_size))
+    parts = [token_stats(project(hidden[i : i + chunk]), targets[i : i + chunk]) for i in range(0, len(targets), chunk)]
+    return tuple(torch.cat(x) for x in zip(*parts))  # logp, mu, sigma, is_argmax: (N,) each
+
+
+def token_stats(logits: torch.Tensor, targets: torch.Tensor):
+    """Per-position statistics of the next-token distribution.
+
+    Parameters
+    ----------
+    logits : (N, V) float32 tensor
+    targets : (N,) long tensor of the actual next tokens
+
+    Returns
+    -------
+    logp, mu, sigma : (N,) float32
+        log p(target), E[log p], std[log p] under p = softmax(logits).
+    is_argmax : (N,) bool
+    """
+    logp_all = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    p = logp_all.exp()  # (N, V)
+    p_logp = p * logp_all  # (N, V)
+    mu = p_logp.sum(-1)  # (N,)
+    second = torch.linalg.vecdot(p_logp, logp_all)  # (N,) sum_v p log^2 p, no (N, V) temporary
+    sigma = (second - mu * mu).clamp_min(0).sqrt()
+    logp = logp_all.gather(1, targets[:, None]).squeeze(1)
+    is_argmax = logp_all.argmax(-1) == targets
+    return logp, mu, sigma, is_argmax
