@@ -40,8 +40,8 @@ SEP = 0xFFFF
 
 
 def corpus_docs(n_tokens: int, seed: int = 0) -> list[np.ndarray]:
-    from memaudit.io.corpus import stdlib_snippets
     from memaudit.index.build import corpus_documents
+    from memaudit.io.corpus import stdlib_snippets
     from memaudit.lab.lm import train_bpe_tokenizer
 
     tok = train_bpe_tokenizer(stdlib_snippets(3000), vocab_size=4096)

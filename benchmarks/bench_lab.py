@@ -28,12 +28,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.lab.canaries import make_canaries  # noqa: E402
 from memaudit.io.corpus import stdlib_snippets  # noqa: E402
-from memaudit.models.generation import greedy_generate  # noqa: E402
+from memaudit.lab.canaries import make_canaries  # noqa: E402
 from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions  # noqa: E402
+from memaudit.lab.lm import (  # noqa: E402
+    EOS,
+    TrainSettings,
+    build_model,
+    fit,
+    save_model_dir,
+    token_stream,
+    train_bpe_tokenizer,
+)
 from memaudit.models import load_causal_lm  # noqa: E402
-from memaudit.lab.lm import EOS, TrainSettings, build_model, fit, save_model_dir, token_stream, train_bpe_tokenizer  # noqa: E402
+from memaudit.models.generation import greedy_generate  # noqa: E402
 
 
 def median_time(fn, repeats):

@@ -29,12 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memaudit.attacks import parse_attacks  # noqa: E402
+from memaudit.attacks.views import score_views  # noqa: E402
 from memaudit.io.corpus import stdlib_snippets  # noqa: E402
+from memaudit.lab.lm import build_model, save_model_dir, train_bpe_tokenizer  # noqa: E402
 from memaudit.models import load_causal_lm  # noqa: E402
-from memaudit.mia.run import score_views  # noqa: E402
 from memaudit.models.hf import LoadOptions  # noqa: E402
 from memaudit.scoring.engine import ScoreSettings, Window, _batches, windows_for  # noqa: E402
-from memaudit.lab.lm import build_model, save_model_dir, train_bpe_tokenizer  # noqa: E402
 
 ATTACKS = "loss,zlib,min_k,min_k_pp,lowercase,reference"
 

@@ -19,11 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.lab.canaries import write_ledger  # noqa: E402
 from memaudit.io.corpus import stdlib_snippets  # noqa: E402
-from memaudit.models import load_causal_lm  # noqa: E402
-from memaudit.lab.lm import TrainSettings, build_model, save_model_dir, train_bpe_tokenizer, train_small_lm  # noqa: E402
+from memaudit.lab.canaries import write_ledger  # noqa: E402
+from memaudit.lab.lm import (  # noqa: E402
+    TrainSettings,
+    build_model,
+    save_model_dir,
+    train_bpe_tokenizer,
+    train_small_lm,
+)
 from memaudit.mia.traps import inject_traps, make_traps, run_traps_detect  # noqa: E402
+from memaudit.models import load_causal_lm  # noqa: E402
 
 
 def main():

@@ -34,12 +34,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.lab.canaries import make_canaries, split_ledger, write_texts_with_prefix  # noqa: E402
 from memaudit.io.corpus import load_corpus, stdlib_snippets  # noqa: E402
 from memaudit.io.texts import read_texts, write_texts  # noqa: E402
+from memaudit.lab.canaries import make_canaries, split_ledger, write_texts_with_prefix  # noqa: E402
+from memaudit.lab.lm import (  # noqa: E402
+    EOS,
+    TrainSettings,
+    build_model,
+    random_windows,
+    save_model_dir,
+    token_stream,
+    train_bpe_tokenizer,
+)
 from memaudit.models.generation import greedy_generate  # noqa: E402
 from memaudit.models.hf import load_causal_lm  # noqa: E402
-from memaudit.lab.lm import EOS, TrainSettings, build_model, random_windows, save_model_dir, token_stream, train_bpe_tokenizer  # noqa: E402
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, corpus_chunks, run_unlearn_eval  # noqa: E402
 from memaudit.unlearn.loop import LoopSettings, pad_batch, sequence_logp, unlearn_loop  # noqa: E402
 from memaudit.unlearn.methods import METHODS  # noqa: E402

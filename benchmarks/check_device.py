@@ -19,12 +19,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memaudit.attacks import parse_attacks  # noqa: E402
+from memaudit.attacks.views import score_views  # noqa: E402
 from memaudit.io.corpus import stdlib_snippets  # noqa: E402
+from memaudit.lab.lm import TrainSettings, train_bpe_tokenizer, train_small_lm  # noqa: E402
 from memaudit.metrics import roc_auc  # noqa: E402
-from memaudit.mia.run import score_views  # noqa: E402
 from memaudit.models.hf import LoadOptions, load_causal_lm  # noqa: E402
 from memaudit.scoring.engine import ScoreSettings  # noqa: E402
-from memaudit.lab.lm import TrainSettings, train_bpe_tokenizer, train_small_lm  # noqa: E402
 
 
 def main():

@@ -5,6 +5,7 @@ Scores follow the package convention: higher = more likely a member (label 1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,3 +112,13 @@ def _validate(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("need both members (1) and non-members (0)")
     # NaN (an undefined score) ranks as least member-like
     return np.where(np.isnan(s), -np.inf, s), y
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

@@ -3,10 +3,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memaudit.io.texts import read_texts
-from memaudit.errors import InputError
-
 from conftest import write_jsonl
+from memaudit.errors import InputError
+from memaudit.io.texts import read_texts
 
 
 def test_jsonl_keeps_ids_and_metadata(tmp_path):

@@ -8,8 +8,13 @@ from typer.testing import CliRunner
 
 from memaudit.attacks import AttackInputs
 from memaudit.cli.app import app
-from memaudit.mia.dataset_inference import MIN_TEXTS, false_positive_check, features, infer
 from memaudit.errors import InputError
+from memaudit.mia.dataset_inference import (
+    MIN_TEXTS,
+    false_positive_check,
+    features,
+    infer,
+)
 from memaudit.scoring.engine import score_texts
 
 

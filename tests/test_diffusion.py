@@ -17,8 +17,17 @@ from memaudit.diffusion.images import balanced_subset, load_images, write_skewed
 from memaudit.diffusion.measure import measure_checkpoints
 from memaudit.diffusion.model import load_diffusion_model
 from memaudit.diffusion.neighbours import two_nearest
-from memaudit.diffusion.run import DetectConfig, MemorizationConfig, run_detect, run_memorization
-from memaudit.diffusion.train import DiffusionTrainConfig, checkpoints, run_diffusion_train
+from memaudit.diffusion.run import (
+    DetectConfig,
+    MemorizationConfig,
+    run_detect,
+    run_memorization,
+)
+from memaudit.diffusion.train import (
+    DiffusionTrainConfig,
+    checkpoints,
+    run_diffusion_train,
+)
 from memaudit.errors import InputError
 
 runner = CliRunner()

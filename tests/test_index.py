@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from memaudit.index import build
 from memaudit.cli.app import app
 from memaudit.errors import InputError
-from memaudit.index.suffix import CorpusIndex, SuffixIndex
+from memaudit.index import build as index_build
 from memaudit.index.build import IndexBuildConfig, build_index
+from memaudit.index.suffix import CorpusIndex, SuffixIndex
 
 
 def brute_count(docs, q):

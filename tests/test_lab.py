@@ -6,15 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from memaudit.lab.canaries import TEMPLATES, candidates, make_canaries, read_ledger, write_ledger
 from memaudit.errors import InputError
-from memaudit.lab.verbatim import compare, extraction_strength
-from memaudit.models.generation import greedy_generate
-from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions
+from memaudit.lab.canaries import (
+    TEMPLATES,
+    candidates,
+    make_canaries,
+    read_ledger,
+    write_ledger,
+)
 from memaudit.lab.evaluate import exposure, prompt_split
-from memaudit.scoring.engine import score_texts
+from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions
 from memaudit.lab.lm import EOS
 from memaudit.lab.train import TrainConfig, run_train
+from memaudit.lab.verbatim import compare, extraction_strength
+from memaudit.models.generation import greedy_generate
+from memaudit.scoring.engine import score_texts
 
 
 def test_canaries_have_unique_prefixes_and_never_inserted_twins(tmp_path):

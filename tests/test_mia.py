@@ -12,10 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from conftest import write_jsonl
 from memaudit.attacks import ATTACKS
 from memaudit.cli.app import app
-
-from conftest import write_jsonl
 
 runner = CliRunner()
 

@@ -9,10 +9,18 @@ from typer.testing import CliRunner
 
 from memaudit.cli.app import app
 from memaudit.errors import InputError
-from memaudit.probes.consistency import limem, limem_with_ci
-from memaudit.probes.kk import LOGIC_PERTURBATIONS, PERTURBATIONS, Puzzle, make_puzzles, parse_answer, render_answer, to_row
-from memaudit.probes.kk_run import KKRunConfig, read_puzzles, run_kk, write_puzzles
 from memaudit.lab.train import TrainConfig, run_train
+from memaudit.probes.consistency import limem, limem_with_ci
+from memaudit.probes.kk import (
+    LOGIC_PERTURBATIONS,
+    PERTURBATIONS,
+    Puzzle,
+    make_puzzles,
+    parse_answer,
+    render_answer,
+    to_row,
+)
+from memaudit.probes.kk_run import KKRunConfig, read_puzzles, run_kk, write_puzzles
 
 runner = CliRunner()
 PY_OPS = {"and": "({} and {})", "or": "({} or {})", "implies": "((not {}) or {})", "iff": "({} == {})"}
@@ -130,8 +138,15 @@ def test_temporal_groups_across_the_cutoff():
 
 
 def test_temporal_bad_inputs(tmp_path, target_dir):
-    from memaudit.probes.temporal import TemporalConfig, make_facts, read_facts, run_temporal, write_facts
     import datetime as dt
+
+    from memaudit.probes.temporal import (
+        TemporalConfig,
+        make_facts,
+        read_facts,
+        run_temporal,
+        write_facts,
+    )
 
     facts = write_facts(tmp_path / "f.jsonl", make_facts(dt.date(2021, 1, 1), dt.date(2021, 6, 30)))
     (tmp_path / "bad.jsonl").write_text(facts.read_text() + json.dumps({"date": "2021-13-01", "prompt": "p", "answer": "1"}) + "\n")
@@ -148,7 +163,12 @@ def test_temporal_bad_inputs(tmp_path, target_dir):
 def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path):
     import datetime as dt
 
-    from memaudit.probes.temporal import TemporalConfig, make_facts, run_temporal, write_facts
+    from memaudit.probes.temporal import (
+        TemporalConfig,
+        make_facts,
+        run_temporal,
+        write_facts,
+    )
 
     rows = make_facts(dt.date(2021, 1, 1), dt.date(2022, 12, 31), per_month=2, seed=0)
     facts = write_facts(tmp_path / "facts.jsonl", rows)
@@ -162,8 +182,8 @@ def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path
 
 
 def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, snippets):
-    from memaudit.lab.canaries import make_canaries, write_ledger
     from memaudit.io.texts import write_texts
+    from memaudit.lab.canaries import make_canaries, write_ledger
     from memaudit.probes.retention import RetentionConfig, run_retention
 
     ledger = write_ledger(tmp_path / "c.jsonl", make_canaries(repetitions=(1, 256), per_level=6))

@@ -5,12 +5,18 @@ import re
 
 import pytest
 
-from memaudit.lab.canaries import read_ledger, write_ledger
-from memaudit.io.corpus import stdlib_snippets
 from memaudit.errors import InputError
-from memaudit.models import load_causal_lm
-from memaudit.mia.traps import inject_traps, jaccard, make_traps, run_traps_detect, trap_contexts
+from memaudit.io.corpus import stdlib_snippets
+from memaudit.lab.canaries import read_ledger, write_ledger
 from memaudit.lab.train import TrainConfig, run_train
+from memaudit.mia.traps import (
+    inject_traps,
+    jaccard,
+    make_traps,
+    run_traps_detect,
+    trap_contexts,
+)
+from memaudit.models import load_causal_lm
 
 
 @pytest.fixture(scope="module")

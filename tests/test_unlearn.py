@@ -9,12 +9,12 @@ import torch
 from typer.testing import CliRunner
 
 from memaudit.cli.app import app
-from memaudit.io.texts import write_texts
 from memaudit.errors import InputError
-from memaudit.models.hf import load_causal_lm, model_fingerprint
+from memaudit.io.texts import write_texts
 from memaudit.lab.lm import TrainSettings, random_windows, token_stream
 from memaudit.lab.train import TrainConfig, run_train
-from memaudit.unlearn import METHODS, StepInputs
+from memaudit.models.hf import load_causal_lm, model_fingerprint
+from memaudit.unlearn.methods import METHODS, StepInputs
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, run_unlearn_eval
 from memaudit.unlearn.kfac import collect_factors, curvature_edit, mlp_layers
 from memaudit.unlearn.retrain import retrain_config

@@ -22,7 +22,17 @@ import torch
 
 from memaudit.errors import InputError
 from memaudit.metrics import membership_metrics
-from .ddpm import T, alphas_bar, ddim_step, ddim_timesteps, eps_pair, guide, mix, predict_x0
+
+from .ddpm import (
+    T,
+    alphas_bar,
+    ddim_step,
+    ddim_timesteps,
+    eps_pair,
+    guide,
+    mix,
+    predict_x0,
+)
 
 FPR_BOUNDS = (0.01, 0.03)
 

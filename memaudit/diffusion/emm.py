@@ -10,51 +10,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from memaudit.errors import InputError
-from .train import CONDITIONINGS
+from .config import EMMConfig
 
 TARGET = 0.9
-
-
-@dataclass(frozen=True)
-class EMMConfig:
-    """Settings of ``memaudit diffusion emm``; see its ``--help``."""
-
-    images: str = "digits"
-    sizes: tuple[int, ...] = (10, 20, 30, 50, 100, 200)
-    conditionings: tuple[str, ...] = ("none", "class", "random-labels")
-    classes: int = 10  # labels of the random-label models
-    steps: int = 2000
-    batch_size: int = 128
-    width: int = 16
-    checkpoints: int = 4
-    samples: int = 500
-    sampling_steps: int = 50
-    seed: int = 0
-    workers: int = 0  # 0: one per CPU core
-    out: str = "runs/emm"
-    report: bool = True
-
-    def __post_init__(self):
-        if not self.sizes or min(self.sizes) < 2:
-            raise InputError("sizes must be a non-empty list of training-set sizes >= 2")
-        for c in self.conditionings:
-            if c not in CONDITIONINGS:
-                raise InputError(f"unknown conditioning '{c}' (known: {', '.join(CONDITIONINGS)})")
-        if self.samples < 1 or self.workers < 0:
-            raise InputError("samples must be >= 1 and workers >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def jobs(self) -> list[tuple[str, int]]:
-        return [(c, n) for c in self.conditionings for n in sorted(set(self.sizes))]
 
 
 def emm_from_curve(sizes, ratios, target: float = TARGET) -> dict:
@@ -113,8 +76,8 @@ def job_dir(config: EMMConfig, out: Path, conditioning: str, n: int) -> str:
 
 
 def run_jobs(config: EMMConfig, out: Path, *, progress: Callable | None = None) -> list[dict]:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     jobs = config.jobs()
     workers = min(len(jobs), config.workers or os.cpu_count() or 1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.io.atomic import atomic_output, write_text_atomic
+
 from .images import ImageSet, unique_images
 from .model import DiffusionModel, load_diffusion_model
 from .neighbours import Neighbours

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.errors import InputError
+
 from .train import RECORD, TrainSet, checkpoints
 from .unet import TinyUNet, UNetConfig
 

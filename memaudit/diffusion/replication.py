@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from memaudit.lab.verbatim import wilson_interval
+from memaudit.metrics import wilson_interval
+
 from .ddpm import sample
 from .neighbours import Neighbours, two_nearest
 

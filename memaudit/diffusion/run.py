@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
-from memaudit.errors import InputError
+
+from .config import DetectConfig, MemorizationConfig
 from .images import load_images, unique_images
-from .model import load_diffusion_model
+from .model import load_diffusion_model, read_train_set
 
 MEMORIZED_CLASS = 0.5  # a class counts as memorized when at least half of its samples copy a training image
-
-
-@dataclass(frozen=True)
-class MemorizationConfig:
-    model: str
-    train: str | None = None  # None: the exact images the model trained on
-    samples: int = 1000
-    sampling_steps: int = 50
-    guidance: float = 1.0
-    seed: int = 0
-    out: str = "runs/diffusion-memorization"
-    report: bool = True
-
-    def __post_init__(self):
-        if self.samples < 1 or self.sampling_steps < 1:
-            raise InputError("samples and sampling_steps must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_memorization(config: MemorizationConfig, *, progress=None):
@@ -48,24 +31,26 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
     if train_pixels.shape[1:] != (model.unet.config.channels, model.unet.config.size, model.unet.config.size):
         raise InputError(f"--train images are {train_pixels.shape[1:]} but the model makes "
                          f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}")
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "diffusion memorization", config)
+    out = run.path
     m = measure_checkpoints(model, images, samples=config.samples, sampling_steps=config.sampling_steps, guidance=config.guidance,
                             seed=config.seed, train_pixels=train_pixels, progress=progress)
     rep = load_replication(m["samples_file"])
     ratio = rep.neighbours.ratio()
-    rs.write_scores(out, {"id": list(range(len(ratio))), "label": rep.labels.tolist(), "nearest": rep.neighbours.index1.tolist(),
+    run.write_scores({"id": list(range(len(ratio))), "label": rep.labels.tolist(), "nearest": rep.neighbours.index1.tolist(),
                           "d1": rep.neighbours.d1.tolist(), "d2": rep.neighbours.d2.tolist(), "ratio": ratio.tolist(),
                           "memorized": (ratio < 1 / 3).tolist()})
-    results = {**rs.run_header("diffusion memorization", config, {"target": model}), **m, "threshold": "d1/d2 < 1/3",
+    results = {**run.header({"target": model}), **m, "threshold": "d1/d2 < 1/3",
                "train_images": len(train_pixels), "timings_s": {"total": time.perf_counter() - t0}}
     if model.classes:
         per_label = m["per_checkpoint"][str(m["max_step"])]["per_label"]
         results["prompt_files"] = write_class_labels(out, per_label)
+    render = None
     if config.report:
         from memaudit.report.diffusion import write_memorization_report
 
-        write_memorization_report(out, results, rep, train_pixels)
-    rs.write_results(out, results)
+        render = partial(write_memorization_report, rep=rep, train_pixels=train_pixels)
+    run.finish(results, render)
     return out, results
 
 
@@ -84,42 +69,32 @@ def run_emm(config, *, progress=None):
     images = load_images(config.images)  # a bad source fails here, before any worker starts
     if max(config.sizes) > len(images):
         raise InputError(f"--sizes asks for {max(config.sizes)} training images but {images.source} has {len(images)}")
-    out = rs.begin_run(config.out)
-    jobs = run_jobs(config, out, progress=progress)
-    rs.write_scores(out, {"conditioning": [j["conditioning"] for j in jobs], "n": [j["n"] for j in jobs],
+    run = rs.RunDir.begin(config.out, "diffusion emm", config)
+    jobs = run_jobs(config, run.path, progress=progress)
+    run.write_scores({"conditioning": [j["conditioning"] for j in jobs], "n": [j["n"] for j in jobs],
                           "max_ratio": [j["max_ratio"] for j in jobs], "max_step": [j["max_step"] for j in jobs],
                           "final_ratio": [j["final_ratio"] for j in jobs], "train_seconds": [j["seconds"]["train"] for j in jobs]})
-    results = {**rs.run_header("diffusion emm", config, {}), "target": 0.9, "curves": curves(jobs), "jobs": jobs,
+    results = {**run.header(), "target": 0.9, "curves": curves(jobs), "jobs": jobs,
                "timings_s": {"total": time.perf_counter() - t0}}
+    render = None
     if config.report:
         from memaudit.report.diffusion import write_emm_report
 
-        write_emm_report(out, results)
-    rs.write_results(out, results)
-    return out, results
+        render = partial(write_emm_report, grids=smallest_runs(results, images))
+    run.finish(results, render)
+    return run.path, results
 
 
-@dataclass(frozen=True)
-class DetectConfig:
-    model: str
-    prompts: str
-    labels: str
-    noises: int = 4
-    guidance: float = 3.0
-    low_t: float = 0.1
-    wen_steps: int = 5
-    seed: int = 0
-    out: str = "runs/diffusion-detect"
-    device: str = "cpu"
-    n_bootstrap: int = 1000
-    report: bool = True
+def smallest_runs(results: dict, images) -> dict[str, tuple]:
+    """Per conditioning, the smallest training set's (samples file, its unique training images, title): the clearest copies."""
+    from .measure import load_replication
 
-    def __post_init__(self):
-        if self.noises < 1 or not 0 < self.low_t < 1 or self.wen_steps < 1:
-            raise InputError("noises and wen_steps must be >= 1 and low_t in (0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    out = {}
+    for c, curve in results["curves"].items():
+        job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
+        train_idx = read_train_set(job["model"]).indices
+        out[c] = (load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), f"{c}, |D| = {job['n']}")
+    return out
 
 
 def read_lines(path: str, field: str, what: str) -> list[tuple[int, str]]:
@@ -174,13 +149,13 @@ def run_detect(config: DetectConfig, *, progress=None):
         raise InputError("no prompts", path=config.prompts)
     labels = read_labels(config.labels, len(prompts))
     adapter, described = load_adapter(config.model, config.device)
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "diffusion detect", config)
     settings = DetectSettings(noises=config.noises, low_t=config.low_t, guidance=config.guidance, wen_steps=config.wen_steps, seed=config.seed)
     feats = features(adapter, prompts, settings, progress=progress)
     ev = evaluate(feats, labels, seed=config.seed, n_bootstrap=config.n_bootstrap)
-    rs.write_scores(out, {"id": list(range(len(prompts))), "label": labels.tolist(), "prompt": prompts,
+    run.write_scores({"id": list(range(len(prompts))), "label": labels.tolist(), "prompt": prompts,
                           **{k: v.tolist() for k, v in feats.items()}, "combined": ev["scores"]["combined"].tolist()})
-    header = rs.run_header("diffusion detect", config, {})
+    header = run.header()
     header["models"] = {"target": described}
     negatives = int((labels == 0).sum())
     if negatives < 100:
@@ -189,9 +164,10 @@ def run_detect(config: DetectConfig, *, progress=None):
     results = {**header, "data": {"prompts": len(prompts), "memorized": int(labels.sum())}, "metrics": ev["metrics"],
                "weights": ev["weights"], "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
                "timings_s": {"total": time.perf_counter() - t0}}
+    render = None
     if config.report:
         from memaudit.report.diffusion import write_detect_report
 
-        write_detect_report(out, results, ev["scores"], labels)
-    rs.write_results(out, results)
-    return out, results
+        render = partial(write_detect_report, scores=ev["scores"], labels=labels)
+    run.finish(results, render)
+    return run.path, results

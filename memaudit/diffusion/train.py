@@ -10,68 +10,32 @@ checkpoint and ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
-from memaudit.errors import InputError
-from memaudit.lab.train import optimizer_tensors, restore_optimizer
+from memaudit.io.progress import Progress
+from memaudit.models.checkpoints import (
+    list_checkpoints,
+    resume_from_checkpoint,
+    save_checkpoint,
+)
+
+from .config import DiffusionTrainConfig
 from .ddpm import T, add_noise, alphas_bar, to_model_space
 from .images import ImageSet, balanced_subset, load_images
 from .unet import TinyUNet, UNetConfig
 
 RECORD = "memaudit_diffusion.json"
-CONDITIONINGS = ("none", "class", "random-labels")
-Progress = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class DiffusionTrainConfig:
-    """Settings of ``memaudit diffusion train``; see its ``--help``."""
-
-    images: str
-    n: int | None  # None: every image of the source
-    out: str
-    conditioning: str = "none"
-    classes: int | None = None  # random-labels: how many labels (default 10); class: taken from the source
-    steps: int = 3000
-    batch_size: int = 128
-    lr: float = 2e-3
-    width: int = 32
-    label_dropout: float = 0.1  # classifier-free guidance: share of steps trained with the null label
-    checkpoints: int = 4  # evenly spaced over the run, the last one at the final step
-    resize: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.conditioning not in CONDITIONINGS:
-            raise InputError(f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})")
-        if self.classes is not None and self.conditioning != "random-labels":
-            raise InputError("--classes is only for --conditioning random-labels (class conditioning uses the source's classes)")
-        if self.steps < 1 or self.batch_size < 1 or (self.n is not None and self.n < 1) or self.checkpoints < 1 or self.lr <= 0:
-            raise InputError("steps, batch_size, n and checkpoints must be >= 1 and lr > 0")
-        if not 0 <= self.label_dropout < 1:
-            raise InputError("label_dropout must lie in [0, 1)")
-        if self.width % 8:
-            raise InputError("width must be a multiple of 8 (GroupNorm uses 8 groups)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def identity(self) -> str:
-        return hashlib.sha256(json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()).hexdigest()[:16]
-
-    def checkpoint_steps(self) -> list[int]:
-        return sorted({max(1, round(self.steps * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+CHECKPOINT = "step-"  # out/checkpoints/step-0000500/: every one is kept, R is measured at each
 
 
 @dataclass(frozen=True)
@@ -119,7 +83,7 @@ def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | No
     model = TinyUNet(unet_config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     out.mkdir(parents=True, exist_ok=True)
-    start = _resume(out, config, model, opt)
+    start = resume_from_checkpoint(out / "checkpoints", CHECKPOINT, model, opt, identity=config.identity(), owner=out)
     _write_json(out / "config.json", {"unet": unet_config.to_dict(), "train": config.to_dict(), "identity": config.identity()})
     _write_json(out / "train_set.json", train_set.to_dict())
     labels = torch.as_tensor(train_set.labels)
@@ -131,7 +95,7 @@ def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | No
         loss = _train_step(model, opt, pixels, labels, config, step, abar)
         losses.append(loss)
         if step + 1 in save_at:
-            _save_checkpoint(out, config, model, opt, step + 1)
+            save_checkpoint(out / "checkpoints", CHECKPOINT, step + 1, model, opt, identity=config.identity(), keep_older=True)
         if progress:
             progress("training the diffusion model", step + 1, config.steps, f"loss {loss:.4f}")
     _finish(out, config, train_set, losses, time.perf_counter() - t0, start)
@@ -173,40 +137,7 @@ def _stored_identity(out: Path) -> str | None:
 
 def checkpoints(model_dir: Path) -> list[tuple[int, Path]]:
     """(step, dir) of every finished checkpoint, oldest first."""
-    found = []
-    for d in (Path(model_dir) / "checkpoints").glob("step-*"):
-        if (d / "model.safetensors").is_file() and (d / "state.json").is_file():
-            found.append((int(d.name.split("-")[1]), d))
-    return sorted(found)
-
-
-def _save_checkpoint(out: Path, config, model, opt, step: int) -> None:
-    from safetensors.torch import save_file, save_model
-
-    tmp = out / "checkpoints" / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    save_file(optimizer_tensors(opt), str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "identity": config.identity()}))
-    final = out / "checkpoints" / f"step-{step:07d}"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-
-
-def _resume(out: Path, config, model, opt) -> int:
-    """Load the newest checkpoint of this config; its step, or 0."""
-    from safetensors.torch import load_model
-
-    found = checkpoints(out)
-    if found and json.loads((found[-1][1] / "state.json").read_text())["identity"] != config.identity():
-        raise InputError(f"{out} holds checkpoints of another run; choose another --out")
-    if not found:
-        return 0
-    step, d = found[-1]
-    load_model(model, str(d / "model.safetensors"))
-    restore_optimizer(opt, d / "optimizer.safetensors")
-    return step
+    return list_checkpoints(Path(model_dir) / "checkpoints", CHECKPOINT)
 
 
 def _finish(out: Path, config, train_set: TrainSet, losses: list[float], seconds: float, start: int) -> None:

@@ -19,55 +19,27 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from memaudit.io.atomic import write_text_atomic
 from memaudit.errors import InputError
-from .suffix import CorpusIndex, SuffixIndex, suffix_array, token_dtype, write_index_meta
+from memaudit.io.atomic import write_text_atomic
+from memaudit.io.progress import Progress
 
-Progress = Callable[..., None]  # (stage, done, total, note="")
-ENGINES = ("local", "ray")
+from .config import IndexBuildConfig
+from .suffix import (
+    CorpusIndex,
+    SuffixIndex,
+    suffix_array,
+    token_dtype,
+    write_index_meta,
+)
+
 # Peak bytes per token of a shard's build (token array + libdivsufsort's byte suffix array +
 # the aligned copy), by token width; measured by benchmarks/bench_index.py.
-BUILD_BYTES_PER_TOKEN = {2: 24, 4: 40}
-
-
-@dataclass(frozen=True)
-class IndexBuildConfig:
-    """Settings of ``memaudit index build``; see ``memaudit index build --help``."""
-
-    corpus: str
-    tokenizer: str
-    out: str
-    memory_gb: float = 4.0
-    max_shard_tokens: int | None = None
-    engine: str = "local"
-    workers: int = 2
-    ray_address: str | None = None
-    batch_docs: int = 512
-    skip_invalid: bool = False
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine '{self.engine}'; use {' or '.join(ENGINES)}")
-        if self.memory_gb <= 0:
-            raise InputError(f"memory_gb must be positive, got {self.memory_gb}")
-        if self.max_shard_tokens is not None and self.max_shard_tokens < 1:
-            raise InputError(f"max_shard_tokens must be at least 1, got {self.max_shard_tokens}")
-        if self.workers < 1 or self.batch_docs < 1:
-            raise InputError("workers and batch_docs must be at least 1")
-
-    def shard_tokens(self, width: int) -> int:
-        """Tokens per shard: what the memory budget allows, and what a 32-bit suffix array can address."""
-        if self.max_shard_tokens is not None:
-            return self.max_shard_tokens
-        by_memory = int(self.memory_gb * 2**30 / BUILD_BYTES_PER_TOKEN[width])
-        return max(1, min(by_memory, (2**31 - 1) // width - 1))
 
 
 def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -> CorpusIndex:

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from memaudit.errors import InputError
+
 from .suffix import CorpusIndex
 
 # (lowest count, highest count, label); a count of 0 is its own bucket: not in the corpus

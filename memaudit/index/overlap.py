@@ -11,55 +11,24 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.texts import read_texts
-from .duplication import open_index_for
-from memaudit.errors import InputError
-from memaudit.lab.verbatim import wilson_interval
+from memaudit.metrics import wilson_interval
 from memaudit.models.generation import greedy_generate, sample
 from memaudit.models.hf import LoadOptions, load_causal_lm
 
+from .config import OverlapConfig
+from .duplication import open_index_for
+
 THRESHOLDS = (8, 16, 32, 64)  # coverage is also reported at these span lengths
 TOP_SOURCES = 20
-
-
-@dataclass(frozen=True)
-class OverlapConfig:
-    """Settings of ``memaudit overlap``; see ``memaudit overlap --help``."""
-
-    model: str
-    index: str
-    prompts: str
-    out: str = "runs/overlap"
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    samples: int = 1
-    min_tokens: int = 8
-    doc_limit: int = 5
-    batch_size: int = 32
-    seed: int = 0
-    n_bootstrap: int = 1000
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    skip_invalid: bool = False
-    report: bool = True
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1 or self.samples < 1 or self.min_tokens < 1 or self.batch_size < 1:
-            raise InputError("max_new_tokens, samples, min_tokens and batch_size must be at least 1")
-        if self.temperature < 0:
-            raise InputError(f"temperature must be >= 0, got {self.temperature}")
-        if self.temperature == 0 and self.samples > 1:
-            raise InputError("greedy decoding (temperature 0) gives one continuation per prompt; set --temperature for --samples > 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -91,20 +60,22 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
 
     summary = summarize(rows, index, config)
     columns = _columns(rows, data.records, model, index)
-    out = rs.begin_run(config.out)
-    rs.write_scores(out, columns)
+    run = rs.RunDir.begin(config.out, "overlap", config)
+    out = run.path
+    run.write_scores(columns)
     results = {
-        **rs.run_header("overlap", config, {"target": model}),
+        **run.header({"target": model}),
         "index": index.describe(),
         "data": {"path": config.prompts, "prompts": len(data.records), "generations": len(rows), "skipped": [s.to_dict() for s in data.skipped]},
         "overlap": summary,
         "timings_s": {"generate": t_gen - t0, "lookup": t_look - t_gen, "total": time.perf_counter() - t0},
     }
+    render = None
     if config.report:
         from memaudit.report import write_overlap_report
 
-        write_overlap_report(out, results, columns, highlights=_highlights(rows, model))
-    rs.write_results(out, results)
+        render = partial(write_overlap_report, columns=columns, highlights=_highlights(rows, model))
+    run.finish(results, render)
     return OverlapOutcome(out, results)
 
 

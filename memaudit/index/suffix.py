@@ -26,8 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from memaudit.io.atomic import atomic_output, write_text_atomic
 from memaudit.errors import InputError
+from memaudit.io.atomic import atomic_output, write_text_atomic
 
 FORMAT_VERSION = 2
 LOCATE_SCAN = 65_536  # suffix-array entries read to find the first occurrences in corpus order

@@ -1,72 +1,179 @@
 """Run configurations: frozen dataclasses resolved from defaults, then a config file, then CLI flags.
 
-The resolved config is written whole into results.json, so every number can be traced to
-the settings that made it.
+Every command's settings are one frozen dataclass that lives with its capability. Each field
+is declared with :func:`setting`, which holds its help text and flag name next to its
+default, so the command line (``cli.common.config_command``) is generated from the class and
+no default is written twice. The resolved config is written whole into results.json, so
+every number can be traced to the settings that made it.
+
+Values are checked by type whichever way they arrive: ``{"trust_remote_code": "false"}`` in a
+config file is an error (a string is not a bool), not a truthy string.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+import types
+import typing
+from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from memaudit.errors import InputError
 
 
-@dataclass(frozen=True)
-class MiaConfig:
-    """Settings of ``memaudit mia``; see ``memaudit mia --help`` for each one."""
+def setting(
+    default: Any = MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    short: str | None = None,
+    default_text: str | None = None,
+    negate: bool = False,
+    argument: bool = False,
+    repeat: bool = False,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """A config field that also describes its command-line flag.
 
-    model: str
-    members: str
-    nonmembers: str
-    reference: str | None = None
-    attacks: str = "all"
-    index: str | None = None
-    out: str = "runs/mia"
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    max_length: int | None = None
-    stride: int | None = None
-    batch_tokens: int = 8192
-    max_batch_size: int = 64
-    shard_texts: int = 256
-    cache_dir: str | None = None
-    no_cache: bool = False
-    skip_invalid: bool = False
-    n_bootstrap: int = 1000
-    seed: int = 0
-    report: bool = True
+    Parameters
+    ----------
+    default
+        The default; omit it for a required setting.
+    help
+        One line for ``--help`` (the default is appended to it).
+    flag, short
+        The flag's name when it is not ``--field-name``, and a one-letter alias.
+    default_text
+        What ``--help`` says of a default of None (e.g. "the model's context").
+    negate
+        The flag turns the setting off (``--no-report`` for ``report=True``).
+    argument
+        A positional command-line argument instead of a flag.
+    repeat
+        A tuple given by repeating the flag (``--unlearned a --unlearned b``) rather than as
+        a comma list.
+    parse
+        Turns the flag's text into the value (e.g. "2..8" into a list of integers).
 
-    def __post_init__(self):
-        if self.n_bootstrap < 0:
-            raise InputError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Example:
+    ...     steps: int = setting(300, help="Optimizer steps.")
+    >>> resolve_config(Example, steps=None).steps, resolve_config(Example, steps=5).steps
+    (300, 5)
+    """
+    meta = {
+        "help": help, "flag": flag, "short": short, "default_text": default_text, "negate": negate,
+        "argument": argument, "repeat": repeat, "parse": parse,
+    }
+    return field(default=default, metadata=meta)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+def flag_name(f: Field) -> str:
+    """The command-line flag of a config field: its own, or ``--field-name``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def resolve_config(cls, *, config_file: str | None = None, **overrides):
     """Build ``cls`` from its defaults, then ``config_file`` (JSON or TOML), then ``overrides``.
 
-    Overrides that are None are treated as not given, so CLI flags only win when set.
-
-    Examples
-    --------
-    >>> resolve_config(MiaConfig, model="m", members="a.jsonl", nonmembers="b.jsonl", seed=None).seed
-    0
+    Overrides that are None are treated as not given, so CLI flags only win when set. Every
+    value is checked against the field's type; a wrong type is an :class:`InputError` that
+    names the setting (and the config file it came from).
     """
-    known = {f.name for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(_read_config_file(Path(config_file), known))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [f.name for f in fields(cls) if f.name not in values and f.default is MISSING and f.default_factory is MISSING]
+        for name, value in _read_config_file(Path(config_file), set(known)).items():
+            values[name] = coerce(known[name], hints[name], value, label=f"setting '{name}' in {config_file}")
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = coerce(known[name], hints[name], value, label=flag_name(known[name]))
+    missing = [f for f in fields(cls) if f.name not in values and f.default is MISSING and f.default_factory is MISSING]
     if missing:
-        raise InputError(f"missing required setting(s): {', '.join(missing)}")
+        raise InputError(f"missing required setting(s): {', '.join(_describe(f) for f in missing)}")
     return cls(**values)
+
+
+def _describe(f: Field) -> str:
+    return f.name if f.metadata.get("argument") else flag_name(f)
+
+
+def coerce(f: Field, hint: Any, value: Any, *, label: str) -> Any:
+    """``value`` as the field's type: comma lists and JSON lists become tuples; anything else must match.
+
+    ``label`` names where the value came from in the error ("--steps", "setting 'steps' in c.json").
+
+    >>> from dataclasses import fields
+    >>> from memaudit.lab.train import TrainConfig
+    >>> steps = next(f for f in fields(TrainConfig) if f.name == "steps")
+    >>> coerce(steps, int, "300", label="setting 'steps' in c.json")
+    Traceback (most recent call last):
+    ...
+    memaudit.errors.InputError: setting 'steps' in c.json must be an integer, got '300'
+    """
+    parse = f.metadata.get("parse")
+    if parse is not None and isinstance(value, str):
+        value = parse(value)
+    kinds = union_members(hint)
+    if value is None:
+        if type(None) in kinds:
+            return None
+        raise InputError(f"{label} must not be null")
+    for kind in kinds:
+        ok, converted = _convert(kind, value)
+        if ok:
+            return converted
+    names = " or ".join(_kind_name(k, isinstance(value, str)) for k in kinds if k is not type(None))
+    raise InputError(f"{label} must be {names}, got {value!r}")
+
+
+def union_members(hint: Any) -> tuple:
+    """(int, NoneType) for ``int | None``; (hint,) for anything that is not a union."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _convert(kind: Any, value: Any) -> tuple[bool, Any]:
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        items = [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            return False, None
+        converted = [_convert(item, _from_text(item, x)) for x in items]
+        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if kind is str:
+        return isinstance(value, str), value
+    return isinstance(value, kind), value
+
+
+def _from_text(kind: Any, value: Any) -> Any:
+    """An item of a comma list given as text: '3' -> 3 for integer lists, '0.5' -> 0.5 for float lists."""
+    if not isinstance(value, str) or kind is str:
+        return value
+    try:
+        return int(value) if kind is int else float(value) if kind is float else value
+    except ValueError:
+        return value
+
+
+def _kind_name(kind: Any, text: bool = False) -> str:
+    if typing.get_origin(kind) is tuple:
+        item = {int: "integers", float: "numbers", str: "names"}.get(typing.get_args(kind)[0], "values")
+        return f"a comma list of {item}" if text else f"a list of {item}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
 
 
 def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
@@ -90,65 +197,3 @@ def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
     if unknown:
         raise InputError(f"unknown setting(s): {', '.join(sorted(unknown))}", path=str(path))
     return data
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Settings of ``memaudit extract``; see ``memaudit extract --help``."""
-
-    model: str
-    data: str
-    prefix_tokens: int = 32
-    suffix_tokens: int = 32
-    group_by: str | None = None
-    index: str | None = None
-    out: str = "runs/extract"
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    batch_size: int = 64
-    cache_dir: str | None = None
-    no_cache: bool = False
-    skip_invalid: bool = False
-    report: bool = True
-
-    def __post_init__(self):
-        if self.prefix_tokens < 1 or self.suffix_tokens < 1:
-            raise InputError(f"prefix_tokens and suffix_tokens must be >= 1, got {self.prefix_tokens} and {self.suffix_tokens}")
-        if self.batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DatasetInferenceConfig:
-    """Settings of ``memaudit dataset-inference``; see its ``--help``."""
-
-    model: str
-    suspect: str
-    validation: str
-    reference: str | None = None
-    out: str = "runs/dataset-inference"
-    alpha: float = 0.1
-    n_splits: int = 10
-    false_positive_check: bool = False
-    fp_repeats: int = 50
-    seed: int = 0
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    cache_dir: str | None = None
-    no_cache: bool = False
-    skip_invalid: bool = False
-    report: bool = True
-
-    def __post_init__(self):
-        if not 0 < self.alpha < 1:
-            raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.n_splits < 1 or self.fp_repeats < 1:
-            raise InputError("n_splits and fp_repeats must be >= 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

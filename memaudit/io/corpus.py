@@ -8,9 +8,12 @@ from __future__ import annotations
 import functools
 import random
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 from memaudit.errors import InputError
+
+from .config import setting
 
 # test suites, third-party packages, and "encodings" (near-identical codec tables)
 _SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo", "encodings"}
@@ -96,3 +99,27 @@ def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> li
     if not out:
         raise InputError("the corpus holds no text", path=spec)
     return out
+
+
+@dataclass(frozen=True)
+class SnippetsConfig:
+    """Settings of ``memaudit corpus snippets``."""
+
+    out: str = setting(help="JSONL file to write (fields: id, text).")
+    n: int = setting(200, help="Snippets to write.")
+    offset: int = setting(0, help="Skip this many first: two offsets give disjoint sets of one distribution.")
+    chars: int = setting(240, help="About this many characters each, cut at line ends.")
+    seed: int = setting(0, help="Seed of the shuffle (keep it when taking disjoint slices).")
+
+    def __post_init__(self):
+        if self.n < 1 or self.offset < 0:
+            raise InputError("--n must be >= 1 and --offset >= 0")
+
+
+def write_snippets(config: SnippetsConfig) -> int:
+    """Write ``config.n`` snippets from ``config.offset`` on as id/text JSONL; how many were written."""
+    from .texts import write_texts
+
+    texts = stdlib_snippets(config.offset + config.n, chars=config.chars, seed=config.seed)[config.offset :]
+    write_texts(config.out, ((f"s{config.offset + i:05d}", t) for i, t in enumerate(texts)))
+    return len(texts)

@@ -1,7 +1,8 @@
 """The run directory every command writes: results.json, scores.parquet, report.html.
 
-``results.json`` is written last, so its presence means the run finished; a run that fails
-removes the previous one's ``results.json`` before it writes anything else.
+``RunDir`` is the one lifecycle: begin (retire a previous run's ``results.json``), write the
+scores, build the header, render the report, and write ``results.json`` last, so its
+presence means the run finished and a run that fails can never look finished.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -71,6 +73,41 @@ def begin_run(out_dir: str | Path) -> Path:
     return out
 
 
+class RunDir:
+    """One run of one command in one directory: ``begin`` -> scores -> header -> ``finish``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run = RunDir.begin(tempfile.mkdtemp(), "example", {"seed": 0})
+    >>> results = {**run.header(), "answer": 42}
+    >>> run.finish(results).name
+    'results.json'
+    """
+
+    def __init__(self, path: Path, command: str, config):
+        self.path = path
+        self.command = command
+        self.config = config
+
+    @classmethod
+    def begin(cls, out_dir: str | Path, command: str, config) -> RunDir:
+        """Create the dir and retire an old results.json, after every input was checked and before any output."""
+        return cls(begin_run(out_dir), command, config)
+
+    def write_scores(self, columns: dict[str, list | np.ndarray]) -> Path:
+        return write_scores(self.path, columns)
+
+    def header(self, models: dict | None = None) -> dict[str, Any]:
+        return run_header(self.command, self.config, models or {})
+
+    def finish(self, results: dict[str, Any], report: Callable[[Path, dict], Any] | None = None) -> Path:
+        """Render the report (when given) from ``results``, then write results.json: always the last file."""
+        if report is not None:
+            report(self.path, results)
+        return write_results(self.path, results)
+
+
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
     path = Path(out_dir) / "results.json"
     write_text_atomic(path, json.dumps(jsonable(results), indent=2, sort_keys=False) + "\n")
@@ -121,3 +158,18 @@ def jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+class Timings:
+    """``with timings("stage"):`` adds the stage's wall time; ``total`` covers them all."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t = time.perf_counter()
+        yield
+        self.seconds[stage] = time.perf_counter() - t
+        self.seconds["total"] = time.perf_counter() - self._start

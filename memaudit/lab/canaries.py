@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from memaudit.io.atomic import write_text_atomic
 from memaudit.errors import InputError
+from memaudit.io.atomic import write_text_atomic
 
 POLICIES = ("uniform", "early", "late")
 TRAP = "trap"  # the template name of copyright traps (memaudit.mia.traps): no prefix, the whole text is the secret
@@ -227,3 +227,5 @@ def write_texts_with_prefix(path, canaries: list[Canary]):
     rows = [{"id": c.id, "text": c.text, "prefix": c.prefix, "repetitions": c.repetitions, "template": c.template} for c in canaries]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+

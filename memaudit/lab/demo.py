@@ -12,42 +12,20 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from memaudit.io import rundir as rs
-from .canaries import make_canaries, read_ledger, write_ledger
-from .evaluate import LAB_ATTACKS, evaluate_canaries
 from memaudit.metrics import roc_curve
 from memaudit.models.hf import load_causal_lm
+
+from .canaries import make_canaries, read_ledger, write_ledger
+from .config import DemoSettings
+from .evaluate import LAB_ATTACKS, evaluate_canaries
 from .train import TRAIN_RECORD, TrainConfig, run_train, stored_identity
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """The demo's visible defaults: about 3 minutes on 2 CPU cores."""
-
-    repetitions: tuple[int, ...] = (1, 4, 16, 64, 256)
-    per_level: int = 8
-    model_size: str = "tiny"
-    steps: int = 300
-    seq_len: int = 128
-    batch_size: int = 16
-    corpus_chars: int = 200_000
-    vocab_size: int = 2048
-    lr: float = 1e-3
-    n_candidates: int = 128
-    seed: int = 0
-
-    @classmethod
-    def quick(cls, *, seed: int = 0) -> "DemoSettings":
-        """About 30 seconds: fewer canaries, a smaller slice of the corpus, shorter sequences."""
-        return cls(repetitions=(1, 16, 256), per_level=4, steps=120, seq_len=64, corpus_chars=60_000, n_candidates=50, seed=seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -81,10 +59,10 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
         **{f: [getattr(r, f) for r in rows] for f in ("generated", "exact", "secret_found", "token_match", "exposure", "exposure_rank")},
         **{name: v.tolist() for name, v in ev["attack_scores"].items()},
     }
-    rs.begin_run(out)
-    rs.write_scores(out, columns)
+    run = rs.RunDir.begin(out, "demo", settings)
+    run.write_scores(columns)
     results = {
-        **rs.run_header("demo", settings, {"target": model}),
+        **run.header({"target": model}),
         "training": json.loads((model_dir / TRAIN_RECORD).read_text()),
         "attacks": LAB_ATTACKS.split(","),
         "summary": ev["summary"],
@@ -94,6 +72,5 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
     }
     from memaudit.report import write_demo_report
 
-    report = write_demo_report(out, results, columns)
-    rs.write_results(out, results)
-    return DemoOutcome(out, report, results)
+    run.finish(results, partial(write_demo_report, columns=columns))
+    return DemoOutcome(out, out / "report.html", results)

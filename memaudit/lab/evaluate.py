@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from memaudit.attacks import parse_attacks
+from memaudit.attacks.views import score_views
+from memaudit.metrics import membership_metrics, roc_auc
+from memaudit.models.generation import greedy_generate
+from memaudit.scoring.engine import ScoreSettings, score_texts
+
 from .canaries import TEMPLATES, Canary, candidates
 from .verbatim import compare
-from memaudit.models.generation import greedy_generate
-from memaudit.metrics import membership_metrics, roc_auc
-from memaudit.mia.run import score_views
-from memaudit.scoring.engine import ScoreSettings, score_texts
 
 LAB_ATTACKS = "loss,zlib,min_k,min_k_pp,lowercase"
 

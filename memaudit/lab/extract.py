@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
-from memaudit.io import rundir as rs
-from memaudit.scoring.cache import resolve_cache_root
-from memaudit.io.config import ExtractConfig
-from memaudit.io.texts import Skipped, read_texts
-from memaudit.index.duplication import bucket_order, corpus_counts, duplication_bucket, open_index_for
 from memaudit.errors import InputError
-from .verbatim import compare, extraction_strength, rates
+from memaudit.index.duplication import (
+    bucket_order,
+    corpus_counts,
+    duplication_bucket,
+    open_index_for,
+)
+from memaudit.io import rundir as rs
+from memaudit.io.progress import Progress
+from memaudit.io.texts import Skipped, read_texts
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import score_texts
+
+from .config import ExtractConfig
+from .verbatim import compare, extraction_strength, rates
 
 MISSING = "(missing)"
 
@@ -26,7 +34,7 @@ class ExtractOutcome:
     results: dict
 
 
-def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
+def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> ExtractOutcome:
     """Run extraction on every text and write the run dir (results.json last)."""
     t0 = time.perf_counter()
     data = read_texts(config.data, skip_invalid=config.skip_invalid)
@@ -82,21 +90,23 @@ def run_extract(config: ExtractConfig, *, progress=None) -> ExtractOutcome:
         "generated": [decode(g) for g in generated],
         "true_suffix": [decode(t[k : k + m]) for t in ids],
     }
-    out = rs.begin_run(config.out)
-    rs.write_scores(out, columns)
+    run = rs.RunDir.begin(config.out, "extract", config)
+    out = run.path
+    run.write_scores(columns)
     results = {
-        **rs.run_header("extract", config, {"target": model}),
+        **run.header({"target": model}),
         "data": {"path": config.data, "n": len(records), "skipped": [s.to_dict() for s in skipped]},
         "rates": summary,
         **({"index": index.describe()} if index is not None else {}),
         "scoring": asdict(score_stats),
         "timings_s": {"total": time.perf_counter() - t0},
     }
+    render = None
     if config.report:
         from memaudit.report import write_extract_report
 
-        write_extract_report(out, results, columns)
-    rs.write_results(out, results)
+        render = partial(write_extract_report, columns=columns)
+    run.finish(results, render)
     return ExtractOutcome(out, results)
 
 

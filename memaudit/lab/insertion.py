@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .canaries import Canary
 from memaudit.errors import InputError
+
+from .canaries import Canary
 
 POLICY_RANGE = {"uniform": (0.0, 1.0), "early": (0.0, 1 / 3), "late": (2 / 3, 1.0)}
 

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from memaudit.io.atomic import current_umask
 from memaudit.errors import InputError
+from memaudit.io.atomic import current_umask
 
 EOS = "<|endoftext|>"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from memaudit.metrics import wilson_interval
 from memaudit.scoring.tokenscores import TokenScores
 
 LOOSE_THRESHOLD = 0.75
@@ -57,16 +58,6 @@ def extraction_strength(scores: TokenScores) -> np.ndarray:
         k_star = 1 if len(misses) == 0 else int(misses[-1]) + 2  # prefix must reach past the last miss
         out[i] = 1 - k_star / n if k_star < n else 0.0
     return out
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def rates(matches: list[Match], strengths=None) -> dict:

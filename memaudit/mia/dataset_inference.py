@@ -15,14 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memaudit.io import rundir as rs
 from memaudit.attacks import AttackInputs, parse_attacks
 from memaudit.attacks.base import lowest_k_mean
-from memaudit.scoring.cache import resolve_cache_root
+from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
-from .run import Timings, prepare_sets, score_views
+from memaudit.io import rundir as rs
+from memaudit.io.progress import Progress
+from memaudit.io.rundir import Timings
 from memaudit.models.hf import LoadOptions
+from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings
+
+from .config import DatasetInferenceConfig
+from .sets import prepare_sets
 
 MIN_TEXTS = 10  # per set: each half needs enough texts to fit on and to test
 K_VALUES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -125,7 +130,7 @@ def false_positive_check(b: np.ndarray, *, repeats: int = 50, n_splits: int = 10
     return {"p_values": p_values}
 
 
-def run_dataset_inference(config, *, progress=None) -> dict:
+def run_dataset_inference(config: DatasetInferenceConfig, *, progress: Progress | None = None) -> dict:
     """``memaudit dataset-inference``: score both sets once, test, and write the run dir."""
     timings = Timings()
     with timings("prepare"):
@@ -160,16 +165,16 @@ def run_dataset_inference(config, *, progress=None) -> dict:
             check = false_positive_check(b, repeats=config.fp_repeats, n_splits=config.n_splits, seed=config.seed)
             check["share_below_alpha"] = float(np.mean(np.array(check["p_values"]) < config.alpha))
 
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "dataset-inference", config)
     columns = {
         "id": [r.id for r in sets.records],
         "set": ["suspect" if s else "validation" for s in is_suspect],
         "source": [r.where for r in sets.records],
         **{n: x[:, j].tolist() for j, n in enumerate(names)},
     }
-    rs.write_scores(out, columns)
+    run.write_scores(columns)
     results = {
-        **rs.run_header("dataset-inference", config, {"target": sets.target, "reference": sets.reference}),
+        **run.header({"target": sets.target, "reference": sets.reference}),
         "data": {
             "suspect": {"path": config.suspect, "n": int(is_suspect.sum())},
             "validation": {"path": config.validation, "n": int((~is_suspect).sum())},
@@ -186,11 +191,12 @@ def run_dataset_inference(config, *, progress=None) -> dict:
         "timings_s": timings.seconds,
         "warnings": sets.warnings,
     }
+    render = None
     if config.report:
         from memaudit.report import write_dataset_inference_report
 
-        write_dataset_inference_report(out, results)
-    rs.write_results(out, results)
+        render = write_dataset_inference_report
+    run.finish(results, render)
     return results
 
 

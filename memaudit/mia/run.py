@@ -7,26 +7,33 @@ model on the texts (only if given).
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from memaudit.io import rundir as rs
-from memaudit.attacks import AttackInputs, AttackSpec, parse_attacks
-from memaudit.scoring.cache import resolve_cache_root
-from memaudit.io.config import MiaConfig
-from memaudit.io.texts import Skipped, TextRecord, read_texts, text_hash
-from memaudit.index.duplication import bucket_order, corpus_counts, duplication_bucket, open_index_for
+from memaudit.attacks import AttackSpec, parse_attacks
+from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
+from memaudit.index.duplication import (
+    bucket_order,
+    corpus_counts,
+    duplication_bucket,
+    open_index_for,
+)
+from memaudit.io import rundir as rs
+from memaudit.io.progress import Progress
+from memaudit.io.rundir import Timings
+from memaudit.io.texts import TextRecord
 from memaudit.metrics import membership_metrics, roc_curve
-from memaudit.models.hf import LoadOptions, load_causal_lm
-from memaudit.scoring.engine import ScoreSettings, ScoreStats, score_texts
+from memaudit.models.hf import LoadOptions
+from memaudit.scoring.cache import resolve_cache_root
+from memaudit.scoring.engine import ScoreSettings
 
-StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
+from .config import MiaConfig
+from .sets import prepare_sets
+
 MAX_ROC_POINTS = 2000
 
 
@@ -51,20 +58,7 @@ def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec],
     return specs, notes
 
 
-@dataclass
-class PreparedSets:
-    """Everything checked and loaded before a single output file is touched."""
-
-    records: list[TextRecord]
-    skipped: list[Skipped]
-    warnings: list[str]
-    target: object
-    reference: object | None
-    target_ids: list[list[int]]
-    reference_ids: list[list[int]] | None
-
-
-def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaOutcome:
+def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcome:
     """Run the membership-inference suite and write the run directory.
 
     Every input is checked before anything is written: a bad input raises and leaves no
@@ -116,12 +110,13 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
             by_duplication = _metrics_by_bucket(attack_scores, labels, buckets, config)
             dup_columns = {"corpus_count": counts.tolist(), "duplication": buckets.tolist()}
 
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "mia", config)
+    out = run.path
     columns = {**_score_columns(inp.records, views.target.n_tokens, attack_scores), **dup_columns}
-    rs.write_scores(out, columns)
+    run.write_scores(columns)
     target, reference = inp.target, inp.reference
     results = {
-        **rs.run_header("mia", config, {"target": target, "reference": reference}),
+        **run.header({"target": target, "reference": reference}),
         "score_settings": {**settings.__dict__, "window": dict(zip(("max_length", "stride"), settings.window(target)))},
         "reference_tokenizer_differs": bool(reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint),
         "data": {
@@ -138,114 +133,13 @@ def run_mia(config: MiaConfig, *, progress: StageProgress | None = None) -> MiaO
         "warnings": inp.warnings,
         "notes": notes,
     }
+    render = None
     if config.report:
         from memaudit.report import write_mia_report
 
-        write_mia_report(out, results, columns)
-    rs.write_results(out, results)
+        render = partial(write_mia_report, columns=columns)
+    run.finish(results, render)
     return MiaOutcome(out, results, inp.warnings)
-
-
-def prepare_sets(
-    positives: str,
-    negatives: str,
-    *,
-    model: str,
-    reference: str | None,
-    options: LoadOptions,
-    skip_invalid: bool,
-    names: tuple[str, str] = ("members", "non-members"),
-) -> PreparedSets:
-    """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
-
-    Everything that can be wrong with the input fails here, before any output is written.
-    """
-    pos = read_texts(positives, label=1, skip_invalid=skip_invalid)
-    neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
-    target = load_causal_lm(model, options)
-    ref = load_causal_lm(reference, options) if reference else None
-    records, target_ids, ref_ids, short = tokenize_and_check(target, ref, pos.records + neg.records, skip_invalid)
-    for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):
-        if not any(r.label == label for r in records):
-            raise InputError(f"no valid {name} left to score", path=path)
-    warnings = overlap_warnings(pos.records, neg.records, names)
-    return PreparedSets(records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids)
-
-
-class Timings:
-    """``with timings("stage"):`` adds the stage's wall time; ``total`` covers them all."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._start = time.perf_counter()
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t = time.perf_counter()
-        yield
-        self.seconds[stage] = time.perf_counter() - t
-        self.seconds["total"] = time.perf_counter() - self._start
-
-
-def score_views(
-    target,
-    reference,
-    texts: list[str],
-    settings: ScoreSettings,
-    *,
-    lowercase: bool,
-    cache_root=None,
-    token_ids=(None, None),
-    progress: StageProgress | None = None,
-) -> tuple[AttackInputs, dict[str, ScoreStats]]:
-    """Every scored view the attacks need, one forward pass per text per model.
-
-    The lowercased texts go through the target model in the same call as the texts, so a
-    text that is already lower case is scored once and the batches stay full.
-    """
-    n = len(texts)
-    target_texts = list(texts)
-    ids = None if token_ids[0] is None else list(token_ids[0])
-    if lowercase:
-        lowered = [x.lower() for x in texts]
-        target_texts += lowered
-        ids = None if ids is None else ids + target.encode(lowered)
-    stage = lambda name: (lambda d, total: progress(f"scoring {name}", d, total)) if progress else None  # noqa: E731
-    both, stats = score_texts(target, target_texts, settings, cache_root=cache_root, token_ids=ids, progress=stage("target"))
-    view_stats = {"target": stats}
-    views = {"target": both.subset(range(n)) if lowercase else both}
-    if lowercase:
-        views["lowercase"] = both.subset(range(n, 2 * n))
-    if reference is not None:
-        views["reference"], view_stats["reference"] = score_texts(
-            reference, texts, settings, cache_root=cache_root, token_ids=token_ids[1], progress=stage("reference")
-        )
-    return AttackInputs(list(texts), **views), view_stats
-
-
-def overlap_warnings(first: list[TextRecord], second: list[TextRecord], names=("members", "non-members")) -> list[str]:
-    shared = {text_hash(r.text) for r in first} & {text_hash(r.text) for r in second}
-    if not shared:
-        return []
-    return [f"{len(shared)} text(s) appear among both {names[0]} and {names[1]}"]
-
-
-def tokenize_and_check(target, reference, records, skip_invalid):
-    """Token ids under each model; a text with fewer than 2 tokens has nothing to score."""
-    models = [("target", target)] + ([("reference", reference)] if reference is not None else [])
-    ids = {name: m.encode([r.text for r in records]) for name, m in models}
-    keep, skipped = [], []
-    for i, r in enumerate(records):
-        bad = next((name for name, _ in models if len(ids[name][i]) < 2), None)
-        if bad is None:
-            keep.append(i)
-            continue
-        reason = f"text has {len(ids[bad][i])} token(s) under the {bad} tokenizer; at least 2 are needed"
-        if not skip_invalid:
-            raise InputError(reason, path=r.path, line=r.line)
-        skipped.append(Skipped(r.path or r.id, r.line, reason))
-    pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
-    return pick(records), pick(ids["target"]), pick(ids["reference"]) if reference is not None else None, skipped
 
 
 def _score_columns(records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]) -> dict[str, list]:

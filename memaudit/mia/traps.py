@@ -17,14 +17,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from memaudit.io import rundir as rs
 from memaudit.attacks import parse_attacks
-from memaudit.lab.canaries import TRAP, Canary, read_ledger
-from memaudit.io.texts import read_texts
+from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
-from memaudit.models.generation import sample
+from memaudit.io import rundir as rs
+from memaudit.io.rundir import Timings
+from memaudit.io.texts import read_texts
+from memaudit.lab.canaries import TRAP, Canary, read_ledger
 from memaudit.metrics import membership_metrics
-from .run import Timings, score_views
+from memaudit.models.generation import sample
 from memaudit.models.hf import LoadOptions, load_causal_lm
 from memaudit.scoring.engine import ScoreSettings, score_texts
 
@@ -303,7 +304,9 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         grid = detection_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         pooled = pooled_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         chance = controls_at_chance(traps, scores, seed=seed)
-    run = rs.begin_run(out)
+    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed,
+              "docs": docs, "context_chars": context_chars}
+    run = rs.RunDir.begin(out, "traps detect", config)
     columns = {
         "id": [t.id for t in traps],
         "member": [t.member for t in traps],
@@ -313,11 +316,9 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         "repetitions": [t.level for t in traps],
         **{k: v.tolist() for k, v in scores.items()},
     }
-    rs.write_scores(run, columns)
-    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed,
-              "docs": docs, "context_chars": context_chars}
+    run.write_scores(columns)
     results = {
-        **rs.run_header("traps detect", config, {"target": target, "reference": ref}),
+        **run.header({"target": target, "reference": ref}),
         "attacks": list(scores),
         "grid": grid,
         "pooled_grid": pooled,
@@ -325,9 +326,10 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         "scoring": {m: s.__dict__ for m, s in stats.items()},
         "timings_s": timings.seconds,
     }
+    render = None
     if report:
         from memaudit.report import write_traps_report
 
-        write_traps_report(run, results)
-    rs.write_results(run, results)
+        render = write_traps_report
+    run.finish(results, render)
     return results

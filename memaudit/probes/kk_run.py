@@ -5,17 +5,26 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.texts import jsonl_objects
-from memaudit.errors import InputError
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
+
+from .config import KKRunConfig
 from .consistency import limem_with_ci
-from .kk import LOGIC_PERTURBATIONS, PERTURBATIONS, from_row, make_puzzles, parse_answer, render_puzzle, to_row
+from .kk import (
+    LOGIC_PERTURBATIONS,
+    PERTURBATIONS,
+    from_row,
+    make_puzzles,
+    parse_answer,
+    render_puzzle,
+    to_row,
+)
 
 
 def write_puzzles(path: str | Path, people: list[int], n: int, *, depth: int = 2, seed: int = 0) -> Path:
@@ -29,28 +38,6 @@ def read_puzzles(path: str | Path) -> list:
     if not out:
         raise InputError("no puzzles in this file", path=str(path))
     return out
-
-
-@dataclass(frozen=True)
-class KKRunConfig:
-    model: str
-    data: str
-    perturbations: tuple[str, ...] = ("leaf", "statement", "names", "roles", "order")
-    out: str = "runs/kk"
-    max_new_tokens: int | None = None  # None: long enough for the longest answer
-    batch_size: int = 16
-    n_bootstrap: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    report: bool = True
-
-    def __post_init__(self):
-        unknown = [k for k in self.perturbations if k not in PERTURBATIONS]
-        if unknown:
-            raise InputError(f"unknown perturbation '{unknown[0]}' (known: {', '.join(PERTURBATIONS)})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
@@ -74,25 +61,27 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
         idx = [i for i, p in enumerate(puzzles) if p.n == n_people]
         by_people[n_people] = {kind: limem_with_ci([orig[i] for i in idx], [correct[kind][i] for i in idx], n_bootstrap=200, seed=config.seed)
                                for kind in config.perturbations}
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "probe kk run", config)
+    out = run.path
     columns = {"id": [p.meta.get("id") for p in puzzles], "people": [p.n for p in puzzles]}
     for name in variants:
         columns[f"{name}_correct"] = correct[name]
         columns[f"{name}_output"] = outputs[name]
-    rs.write_scores(out, columns)
+    run.write_scores(columns)
     results = {
-        **rs.run_header("probe kk run", config, {"target": model}),
+        **run.header({"target": model}),
         "data": {"path": config.data, "puzzles": len(puzzles), "skipped": []},
         "accuracy": sum(orig) / len(orig),
         "perturbations": summary,
         "by_people": by_people,
         "timings_s": {"total": time.perf_counter() - t0},
     }
+    render = None
     if config.report:
         from memaudit.report import write_kk_report
 
-        write_kk_report(out, results)
-    rs.write_results(out, results)
+        render = write_kk_report
+    run.finish(results, render)
     return out, results
 
 

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
 import torch
 
 from memaudit.errors import InputError
+
+from .config import RecallConfig
 
 FILLER = 16  # ids 1..16 pad MQAR contexts and never serve as keys or values
 ANSWER_SLOT = 0  # follows each query key in place of its value
@@ -201,33 +204,6 @@ def mqar_training(model_dir) -> dict | None:
     return record if record.get("task") == "mqar" else None
 
 
-@dataclass(frozen=True)
-class RecallConfig:
-    model: str
-    task: str = "mqar"
-    lengths: tuple[int, ...] = (64, 128, 256)
-    pairs: tuple[int, ...] = (2, 4, 8, 16)
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    n: int = 64
-    vocab: int | None = None  # MQAR ids; None: the one the model was trained on, else its vocabulary size
-    filler: str = "stdlib"
-    seed: int = 0
-    out: str = "runs/recall"
-    device: str = "auto"
-    report: bool = True
-
-    def __post_init__(self):
-        if self.task not in ("mqar", "niah"):
-            raise InputError(f"unknown task '{self.task}'; use mqar or niah")
-        if any(not 0 <= d <= 1 for d in self.depths):
-            raise InputError("depths must lie in [0, 1]")
-
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
 def run_recall(config: RecallConfig, *, progress=None):
     import time
 
@@ -249,15 +225,17 @@ def run_recall(config: RecallConfig, *, progress=None):
         grid = niah_grid(lm, filler, config.lengths, config.depths, n=config.n, seed=config.seed)
         rows, cols, axis = config.lengths, config.depths, "depth"
         chance = None
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, f"probe recall {config.task}", config)
+    out = run.path
     cells = [(L, c, grid[f"{L}x{c:g}" if isinstance(c, float) else f"{L}x{c}"]) for L in rows for c in cols]
-    rs.write_scores(out, {"length": [L for L, _, _ in cells], axis: [c for _, c, _ in cells], "accuracy": [a for _, _, a in cells]})
-    results = {**rs.run_header(f"probe recall {config.task}", config, {"target": lm}), "data": {"skipped": []}, "task": config.task,
+    run.write_scores({"length": [L for L, _, _ in cells], axis: [c for _, c, _ in cells], "accuracy": [a for _, _, a in cells]})
+    results = {**run.header({"target": lm}), "data": {"skipped": []}, "task": config.task,
                "axis": axis, "grid": grid, "chance": chance, "mqar_vocab": vocab,
                "trained_on": trained, "timings_s": {"total": time.perf_counter() - t0}}
+    render = None
     if config.report:
         from memaudit.report import write_recall_report
 
-        write_recall_report(out, results, rows=list(rows), cols=list(cols))
-    rs.write_results(out, results)
+        render = partial(write_recall_report, rows=list(rows), cols=list(cols))
+    run.finish(results, render)
     return out, results

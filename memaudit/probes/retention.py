@@ -9,43 +9,21 @@ new data. Recall falls steeply over the first updates, recognition holds much lo
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from memaudit.io import rundir as rs
-from memaudit.lab.canaries import read_ledger
-from memaudit.io.corpus import load_corpus
 from memaudit.errors import InputError
+from memaudit.io import rundir as rs
+from memaudit.io.corpus import load_corpus
+from memaudit.lab.canaries import read_ledger
+from memaudit.lab.lm import TrainSettings, fit, random_windows, token_stream
 from memaudit.lab.verbatim import compare
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
 from memaudit.scoring.engine import score_texts
-from memaudit.lab.lm import TrainSettings, fit, random_windows, token_stream
 
-
-@dataclass(frozen=True)
-class RetentionConfig:
-    model: str
-    ledger: str
-    continue_corpus: str
-    steps_list: tuple[int, ...] = (0, 10, 100, 1000)
-    continue_chars: int | None = 300_000
-    lr: float = 1e-3
-    batch_size: int = 16
-    seq_len: int = 128
-    seed: int = 0
-    out: str = "runs/retention"
-    device: str = "auto"
-    report: bool = True
-
-    def __post_init__(self):
-        if not self.steps_list or list(self.steps_list) != sorted(set(self.steps_list)) or self.steps_list[0] < 0:
-            raise InputError(f"steps list must be increasing non-negative integers, got {list(self.steps_list)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .config import RetentionConfig
 
 
 def measure(lm, members, twins) -> dict:
@@ -96,14 +74,16 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
 
     if settings.steps:
         fit(lm.model, random_windows(token_stream(lm.tokenizer, docs), settings), settings, on_step=on_step)
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "probe retention", config)
+    out = run.path
     rows = [{"step": s, "level": lv, **m} for s, levels in curve.items() for lv, m in levels.items()]
-    rs.write_scores(out, {k: [r[k] for r in rows] for k in rows[0]})
-    results = {**rs.run_header("probe retention", config, {"target": lm}), "data": {"ledger": config.ledger, "members": len(members), "skipped": []},
+    run.write_scores({k: [r[k] for r in rows] for k in rows[0]})
+    results = {**run.header({"target": lm}), "data": {"ledger": config.ledger, "members": len(members), "skipped": []},
                "curve": {str(s): v for s, v in curve.items()}, "timings_s": {"total": time.perf_counter() - t0}}
+    render = None
     if config.report:
         from memaudit.report import write_retention_report
 
-        write_retention_report(out, results)
-    rs.write_results(out, results)
+        render = write_retention_report
+    run.finish(results, render)
     return out, results

@@ -16,18 +16,20 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.texts import jsonl_objects
-from memaudit.errors import InputError
-from memaudit.lab.verbatim import wilson_interval
+from memaudit.metrics import wilson_interval
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
+
+from .config import TemporalConfig
 
 ITEMS = ("zorblat", "quenite", "marlow", "tessik", "brunel", "fandor", "glimmet", "hoxley", "ivrin", "jastro", "kelvane", "lumos")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -129,29 +131,6 @@ def group_by_cutoff(facts: list[Fact], correct: list[bool], cutoff: dt.date, per
     return {"before": rate(before), "after": rate(after), "by_period": by_period}
 
 
-@dataclass(frozen=True)
-class TemporalConfig:
-    model: str
-    facts: str
-    cutoff: str
-    period: str = "quarter"
-    tolerance: float = 0.0
-    max_new_tokens: int = 8
-    batch_size: int = 32
-    out: str = "runs/temporal"
-    device: str = "auto"
-    report: bool = True
-
-    def cutoff_date(self) -> dt.date:
-        try:
-            return dt.date.fromisoformat(self.cutoff)
-        except ValueError:
-            raise InputError(f"--cutoff must be a date YYYY-MM-DD, got '{self.cutoff}'") from None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     t0 = time.perf_counter()
     facts = read_facts(config.facts)
@@ -169,14 +148,16 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     summary = group_by_cutoff(facts, correct, cutoff, config.period)
     errors = {side: [e for (c, e), f in zip(scored, facts) if e is not None and (f.date < cutoff) == (side == "before")] for side in ("before", "after")}
     summary["median_relative_error"] = {side: float(np.median(v)) if v else None for side, v in errors.items()}
-    out = rs.begin_run(config.out)
-    rs.write_scores(out, {"date": [f.date.isoformat() for f in facts], "prompt": [f.prompt for f in facts], "answer": [f.answer for f in facts],
+    run = rs.RunDir.begin(config.out, "probe temporal", config)
+    out = run.path
+    run.write_scores({"date": [f.date.isoformat() for f in facts], "prompt": [f.prompt for f in facts], "answer": [f.answer for f in facts],
                           "generated": generated, "correct": correct, "relative_error": [e for _, e in scored]})
-    results = {**rs.run_header("probe temporal", config, {"target": model}), "data": {"path": config.facts, "facts": len(facts), "skipped": []},
+    results = {**run.header({"target": model}), "data": {"path": config.facts, "facts": len(facts), "skipped": []},
                "cutoff": cutoff.isoformat(), **summary, "timings_s": {"total": time.perf_counter() - t0}}
+    render = None
     if config.report:
         from memaudit.report import write_temporal_report
 
-        write_temporal_report(out, results)
-    rs.write_results(out, results)
+        render = write_temporal_report
+    run.finish(results, render)
     return out, results

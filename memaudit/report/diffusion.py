@@ -43,19 +43,11 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
 
 
-def write_emm_report(out_dir: Path, results: dict) -> Path:
-    from memaudit.diffusion.images import load_images, unique_images
-    from memaudit.diffusion.measure import load_replication
-    from memaudit.diffusion.model import read_train_set
-
-    grids = {}
-    images = load_images(results["config"]["images"])
-    for c, curve in results["curves"].items():  # the smallest training set of each conditioning: the clearest copies
-        job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
-        train_idx = read_train_set(job["model"]).indices
-        grids[c] = pairs_grid(load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), title=f"{c}, |D| = {job['n']}")
+def write_emm_report(out_dir: Path, results: dict, grids: dict[str, tuple]) -> Path:
+    """``grids``: per conditioning, (replication, training images, title) of the run whose copies to show."""
+    shown = {c: pairs_grid(rep, train, title=title) for c, (rep, train, title) in grids.items()}
     return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
-                        figure=_emm_figure(results), grids=grids)
+                        figure=_emm_figure(results), grids=shown)
 
 
 def _emm_figure(results: dict) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.io.atomic import atomic_output
+
 from .tokenscores import TextScores
 
 ARRAYS = ("token_ids", "logp", "mu", "sigma", "is_argmax")

@@ -24,10 +24,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .cache import ScoreCache
-from memaudit.io.texts import text_hash
 from memaudit.errors import InputError
+from memaudit.io.texts import text_hash
 from memaudit.models.base import CausalLM
+
+from .cache import ScoreCache
 from .tokenscores import TextScores, TokenScores
 
 ENGINE_VERSION = 1  # bump when the numbers the engine writes change meaning

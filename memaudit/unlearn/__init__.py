@@ -1,5 +1,5 @@
-"""Unlearning: remove memorized sequences (``run``), and prove they are gone (``evaluate``)."""
+"""Unlearning: remove memorized sequences (``run``), and prove they are gone (``evaluate``).
 
-from .methods import METHODS, Method, StepInputs
-
-__all__ = ["METHODS", "Method", "StepInputs"]
+The methods registry is ``unlearn.methods.METHODS``; this package imports nothing itself, so its
+config module loads without torch.
+"""

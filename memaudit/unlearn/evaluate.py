@@ -20,66 +20,30 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from memaudit.io import rundir as rs
 from memaudit.attacks import parse_attacks
-from memaudit.scoring.cache import resolve_cache_root
+from memaudit.attacks.views import score_views
+from memaudit.errors import InputError
+from memaudit.io import rundir as rs
 from memaudit.io.corpus import load_corpus
 from memaudit.io.texts import TextRecord, read_texts
-from memaudit.errors import InputError
-from memaudit.lab.verbatim import compare, wilson_interval
-from memaudit.models.generation import greedy_generate
 from memaudit.lab.evaluate import LAB_ATTACKS, prefix_cut
-from memaudit.metrics import membership_metrics
-from memaudit.mia.run import score_views
-from memaudit.models.hf import LoadOptions, load_causal_lm
-from memaudit.scoring.engine import ScoreSettings, score_texts
 from memaudit.lab.lm import EOS
+from memaudit.lab.verbatim import compare
+from memaudit.metrics import membership_metrics, wilson_interval
+from memaudit.models.generation import greedy_generate
+from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.cache import resolve_cache_root
+from memaudit.scoring.engine import ScoreSettings, score_texts
+
+from .config import UnlearnEvalConfig
 from .loop import pad_batch
 from .run import UNLEARN_RECORD
-
-
-@dataclass(frozen=True)
-class UnlearnEvalConfig:
-    """Settings of ``memaudit unlearn-eval``; see its ``--help``."""
-
-    original: str
-    forget: str
-    holdout: str
-    retain: str
-    unlearned: tuple[str, ...] = ()
-    retrained: str | None = None
-    retrain: bool = False
-    general: str | None = None
-    retain_chars: int | None = 200_000
-    eval_texts: int = 200
-    chunk_chars: int = 400
-    prefix_tokens: int = 32
-    suffix_tokens: int = 32
-    relearn_steps: int = 10
-    relearn_lr: float = 1e-3
-    retain_budget: float = 0.1
-    n_bootstrap: int = 1000
-    seed: int = 0
-    out: str = "runs/unlearn-eval"
-    cache_dir: str | None = None
-    no_cache: bool = False
-    device: str = "auto"
-    report: bool = True
-
-    def __post_init__(self):
-        if self.retrain and self.retrained:
-            raise InputError("give --retrained DIR or --retrain, not both")
-        if self.eval_texts < 2 or self.relearn_steps < 0 or self.retain_budget < 0:
-            raise InputError("eval_texts must be >= 2, relearn_steps and retain_budget >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -101,7 +65,8 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     """Evaluate every model and write results.json, scores.parquet and report.html."""
     t0 = time.perf_counter()
     sets = load_sets(config)
-    out = rs.begin_run(config.out)
+    run = rs.RunDir.begin(config.out, "unlearn-eval", config)
+    out = run.path
     models = {"original": config.original}
     for path in config.unlearned:
         models[_model_name(path, models)] = path
@@ -123,19 +88,20 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
         rows += [{"model": name, **r} for r in m["_rows"]]
     calibration = calibrate({n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"}, sets, config, originals, per_model, progress)
     results = {
-        **rs.run_header("unlearn-eval", config, {}),
+        **run.header({}),
         "models": described,
         "data": {k: len(getattr(sets, k)) for k in ("forget", "holdout", "retain", "general")},
         "evaluation": per_model,
         "calibration": calibration,
         "timings_s": {"total": time.perf_counter() - t0},
     }
-    rs.write_scores(out, {k: [r.get(k) for r in rows] for k in rows[0]})
+    run.write_scores({k: [r.get(k) for r in rows] for k in rows[0]})
+    render = None
     if config.report:
         from memaudit.report import write_unlearn_report
 
-        write_unlearn_report(out, results)
-    rs.write_results(out, results)
+        render = write_unlearn_report
+    run.finish(results, render)
     return out, results
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from memaudit.errors import InputError
+
 from .methods import Method, StepInputs
 
 

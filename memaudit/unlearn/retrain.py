@@ -13,12 +13,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from memaudit.lab.canaries import read_ledger, write_ledger
+from memaudit.errors import InputError
 from memaudit.io.corpus import load_corpus
 from memaudit.io.texts import write_texts
-from memaudit.errors import InputError
-from memaudit.models.hf import TOKENIZER_FILES
+from memaudit.lab.canaries import read_ledger, write_ledger
 from memaudit.lab.train import TRAIN_RECORD, TrainConfig, run_train
+from memaudit.models.hf import TOKENIZER_FILES
 
 
 def retrain_config(original: str | Path, forget_texts: list[str], work: Path) -> TrainConfig:

@@ -4,63 +4,28 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.corpus import load_corpus
 from memaudit.io.texts import read_texts
-from memaudit.errors import InputError
+from memaudit.lab.lm import (
+    EOS,
+    TrainSettings,
+    random_windows,
+    save_model_dir,
+    token_stream,
+)
 from memaudit.models.hf import LoadOptions, load_causal_lm
-from memaudit.lab.lm import EOS, TrainSettings, random_windows, save_model_dir, token_stream
+
+from .config import UnlearnConfig
 from .kfac import collect_factors, curvature_edit, mlp_layers
-from .loop import LoopSettings, unlearn_loop
-from .methods import EDIT_METHODS, METHODS
+from .loop import unlearn_loop
+from .methods import METHODS
 
 UNLEARN_RECORD = "memaudit_unlearn.json"
-
-
-@dataclass(frozen=True)
-class UnlearnConfig:
-    """Settings of ``memaudit unlearn``; see ``memaudit unlearn --help``."""
-
-    model: str
-    forget: str
-    out: str
-    method: str = "npo"
-    retain: str | None = None
-    retain_chars: int | None = 200_000
-    steps: int = 30
-    lr: float = 5e-4
-    batch_size: int = 16
-    retain_batch_size: int = 16
-    seq_len: int = 128
-    beta: float | None = None
-    gamma: float = 0.0
-    retain_weight: float = 1.0
-    rho: float = 0.8
-    layers: str = "all"
-    kfac_batches: int = 16
-    save_every: int = 0
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        if self.method not in EDIT_METHODS:
-            METHODS.get(self.method)  # "did you mean" for an unknown name
-        if self.save_every < 0 or self.kfac_batches < 1:
-            raise InputError("save_every must be >= 0 and kfac_batches >= 1")
-        self.loop_settings()
-
-    def loop_settings(self) -> LoopSettings:
-        return LoopSettings(
-            steps=self.steps, lr=self.lr, batch_size=self.batch_size, retain_batch_size=self.retain_batch_size, seq_len=self.seq_len,
-            beta=self.beta, gamma=self.gamma, retain_weight=self.retain_weight, seed=self.seed,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:

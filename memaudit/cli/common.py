@@ -1,0 +1,189 @@
+"""What every command shares: the consoles, one-line errors, progress bars, and commands made from configs.
+
+A command is a config class plus a function that shows its result. ``config_command`` turns
+the config's fields into the command's flags (help text and default from the field), adds
+``--config FILE``, and resolves defaults <- file <- flags before the function runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import typing
+from dataclasses import MISSING, Field, fields
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from memaudit.errors import InputError, MemauditError
+from memaudit.io.config import flag_name, resolve_config, union_members
+
+console = Console(stderr=True)
+out_console = Console()
+
+EXIT_BAD_INPUT = 2
+CONFIG_HELP = "JSON or TOML file of settings (the names of the flags, with _ for -); flags given here override it."
+
+
+def reports_errors(command):
+    """Run a command with a quiet environment; a MemauditError becomes one line on stderr and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _quiet_environment()
+        try:
+            return command(*args, **kwargs)
+        except MemauditError as e:
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return wrapper
+
+
+def _quiet_environment() -> None:
+    """No network, and no third-party progress bars over ours."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+class StageBars:
+    """A rich progress bar per stage, fed by the library's ``Progress`` callbacks (stage, done, total, note)."""
+
+    def __init__(self):
+        self.progress = Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
+        if not self.tasks:  # shown from the first report on: a run that fails early prints nothing here
+            self.progress.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
+        self.progress.update(self.tasks[stage], completed=done, total=total, note=note)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.tasks:
+            self.progress.stop()
+
+
+def int_list(text: str, name: str) -> tuple[int, ...]:
+    """'1,2,4' as integers; anything else is a one-line error naming the flag.
+
+    >>> int_list("1, 2,4", "--sizes")
+    (1, 2, 4)
+    """
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a comma list of integers, got '{text}'") from None
+    if not values:
+        raise InputError(f"{name} is empty")
+    return values
+
+
+def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
+    """Register ``show(cfg)`` as command ``name`` whose flags are ``config_cls``'s fields, plus ``--config``.
+
+    The command's help is ``show``'s docstring; each flag's help is its field's, with the
+    default appended. Flags not given are None, so a config file can supply them.
+    """
+
+    def register(show: Callable[[Any], None]) -> Callable[[Any], None]:
+        hints = typing.get_type_hints(config_cls)
+        settings = [f for f in fields(config_cls) if f.init]
+        params = [_parameter(f, hints[f.name]) for f in settings]
+        params.append(_config_parameter())
+
+        def command(**given):
+            config_file = given.pop("config_file")
+            flags = {f.name: _from_flag(f, given[f.name]) for f in settings}
+            show(resolve_config(config_cls, config_file=config_file, **flags))
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        command.__doc__ = show.__doc__
+        command.__name__ = show.__name__
+        app.command(name)(reports_errors(command))
+        return show
+
+    return register
+
+
+def _config_parameter() -> inspect.Parameter:
+    option = typer.Option(None, "--config", help=CONFIG_HELP)
+    return inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[str])
+
+
+def _parameter(f: Field, hint: Any) -> inspect.Parameter:
+    meta = f.metadata
+    required = f.default is MISSING and f.default_factory is MISSING
+    shown = ("" if meta.get("argument") else "required") if required else _default_text(f)
+    help_text = meta.get("help", "") + (" " + escape(f"[{shown}]") if shown else "")
+    if meta.get("argument"):
+        default = typer.Argument(... if required else None, help=help_text, show_default=False)
+        annotation = str if required else Optional[str]
+        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    names = [flag_name(f)] + ([meta["short"]] if meta.get("short") else [])
+    default = typer.Option(None, *names, help=help_text, show_default=False)
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_cli_type(f, hint))
+
+
+def _cli_type(f: Field, hint: Any) -> Any:
+    """The type typer parses the flag as: the field's own for scalars, text for lists and parsed values."""
+    if f.metadata.get("repeat"):
+        return Optional[List[str]]
+    if f.metadata.get("parse"):
+        return Optional[str]
+    kind = next(k for k in union_members(hint) if k is not type(None))
+    if typing.get_origin(kind) is tuple:
+        return Optional[str]
+    return Optional[kind]
+
+
+def _from_flag(f: Field, value: Any) -> Any:
+    if value is None:
+        return None
+    if f.metadata.get("negate"):
+        return not value
+    if f.metadata.get("repeat"):
+        return tuple(value) if value else None
+    return value
+
+
+def _default_text(f: Field) -> str:
+    """'default: X' for --help, from the field itself ('' when there is none to show)."""
+    meta = f.metadata
+    if meta.get("default_text"):
+        return f"default: {meta['default_text']}"
+    if f.default is None or meta.get("negate") or isinstance(f.default, bool):
+        return ""
+    value = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    return f"default: {value}"

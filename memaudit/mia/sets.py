@@ -1,0 +1,76 @@
+"""Two labelled sets (members / non-members, suspect / validation), read, loaded and checked up front.
+
+Everything that can be wrong with the input fails here, before any output is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memaudit.errors import InputError
+from memaudit.io.texts import Skipped, TextRecord, read_texts, text_hash
+from memaudit.models.hf import LoadOptions, load_causal_lm
+
+
+@dataclass
+class PreparedSets:
+    """Everything checked and loaded before a single output file is touched."""
+
+    records: list[TextRecord]
+    skipped: list[Skipped]
+    warnings: list[str]
+    target: object
+    reference: object | None
+    target_ids: list[list[int]]
+    reference_ids: list[list[int]] | None
+
+
+def prepare_sets(
+    positives: str,
+    negatives: str,
+    *,
+    model: str,
+    reference: str | None,
+    options: LoadOptions,
+    skip_invalid: bool,
+    names: tuple[str, str] = ("members", "non-members"),
+) -> PreparedSets:
+    """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
+
+    Everything that can be wrong with the input fails here, before any output is written.
+    """
+    pos = read_texts(positives, label=1, skip_invalid=skip_invalid)
+    neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
+    target = load_causal_lm(model, options)
+    ref = load_causal_lm(reference, options) if reference else None
+    records, target_ids, ref_ids, short = tokenize_and_check(target, ref, pos.records + neg.records, skip_invalid)
+    for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):
+        if not any(r.label == label for r in records):
+            raise InputError(f"no valid {name} left to score", path=path)
+    warnings = overlap_warnings(pos.records, neg.records, names)
+    return PreparedSets(records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids)
+
+
+def overlap_warnings(first: list[TextRecord], second: list[TextRecord], names=("members", "non-members")) -> list[str]:
+    shared = {text_hash(r.text) for r in first} & {text_hash(r.text) for r in second}
+    if not shared:
+        return []
+    return [f"{len(shared)} text(s) appear among both {names[0]} and {names[1]}"]
+
+
+def tokenize_and_check(target, reference, records, skip_invalid):
+    """Token ids under each model; a text with fewer than 2 tokens has nothing to score."""
+    models = [("target", target)] + ([("reference", reference)] if reference is not None else [])
+    ids = {name: m.encode([r.text for r in records]) for name, m in models}
+    keep, skipped = [], []
+    for i, r in enumerate(records):
+        bad = next((name for name, _ in models if len(ids[name][i]) < 2), None)
+        if bad is None:
+            keep.append(i)
+            continue
+        reason = f"text has {len(ids[bad][i])} token(s) under the {bad} tokenizer; at least 2 are needed"
+        if not skip_invalid:
+            raise InputError(reason, path=r.path, line=r.line)
+        skipped.append(Skipped(r.path or r.id, r.line, reason))
+    pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+    return pick(records), pick(ids["target"]), pick(ids["reference"]) if reference is not None else None, skipped
