@@ -1,0 +1,94 @@
+"""One configuration mechanism for every command: defaults <- --config file <- flags, typed the same way."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, fields
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from memaudit.cli.app import app
+from memaudit.errors import InputError
+from memaudit.io.config import resolve_config
+from memaudit.lab.canaries import read_ledger
+from memaudit.lab.train import TrainConfig
+
+runner = CliRunner()
+NO_SETTINGS = {"attacks"}  # lists the registry; nothing to configure
+
+
+def leaf_commands(group, path=()):
+    if hasattr(group, "commands"):
+        for name, sub in group.commands.items():
+            yield from leaf_commands(sub, (*path, name))
+    else:
+        yield path, group
+
+
+def test_every_command_takes_a_config_file_and_documents_every_flag():
+    commands = list(leaf_commands(typer.main.get_command(app)))
+    assert len(commands) > 30
+    for path, command in commands:
+        if path[-1] in NO_SETTINGS:
+            continue
+        names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        assert "--config" in names, f"memaudit {' '.join(path)} has no --config"
+        for p in command.params:
+            assert p.help, f"memaudit {' '.join(path)}: {p.name} has no help"
+
+
+def test_help_shows_the_defaults_of_the_config_class():
+    r = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    for f in fields(TrainConfig):
+        if f.default not in (MISSING, None) and not isinstance(f.default, bool):
+            assert f"default: {f.default}" in r.output, f.name
+    assert "required" in r.output  # --out
+
+
+def test_file_then_flags(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"steps": 5, "lr": 0.01, "out": "a"}))
+    c = resolve_config(TrainConfig, config_file=str(cfg), steps=7, lr=None)
+    assert (c.steps, c.lr, c.out, c.batch_size) == (7, 0.01, "a", 16)
+
+
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("trust_remote_code", "false", "must be true or false, got 'false'"),
+        ("max_length", "abc", "must be an integer, got 'abc'"),
+        ("n_bootstrap", 1.5, "must be an integer, got 1.5"),
+        ("attacks", 3, "must be a string, got 3"),
+    ],
+)
+def test_config_file_values_are_typed_like_flags(tmp_path, setting, value, message):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({setting: value}))
+    r = runner.invoke(app, ["mia", "--model", "m", "--members", "a", "--nonmembers", "b", "--config", str(cfg)])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"setting '{setting}' in {cfg}" in lines[0] and message in lines[0], r.stderr
+
+
+def test_comma_lists_from_flags_and_lists_from_files(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('repetitions = [1, 4]\nper_level = 1\ntemplates = ["card"]\n')
+    out = tmp_path / "ledger.jsonl"
+    r = runner.invoke(app, ["canaries", "make", "--config", str(cfg), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    made = read_ledger(out)
+    assert sorted(c.level for c in made if c.member) == [1, 4] and {c.template for c in made} == {"card"}
+    r = runner.invoke(app, ["canaries", "make", "--repetitions", "2,8", "--per-level", "1", "--out", str(out)])
+    assert r.exit_code == 0 and sorted(c.level for c in read_ledger(out) if c.member) == [2, 8]
+    r = runner.invoke(app, ["canaries", "make", "--repetitions", "2,x", "--out", str(out)])
+    assert r.exit_code == 2 and "--repetitions must be a comma list of integers, got '2,x'" in r.stderr
+
+
+def test_missing_required_settings_name_their_flags():
+    with pytest.raises(InputError, match="missing required setting"):
+        resolve_config(TrainConfig)
+    r = runner.invoke(app, ["train"])
+    assert r.exit_code == 2 and "--out" in r.stderr
