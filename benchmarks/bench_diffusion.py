@@ -64,11 +64,20 @@ def bench_neighbours(args) -> None:
     b = torch.rand(dims, args.train)
     t_mm, _ = timed(lambda: a @ b, args.repeats)
     flops = 2 * args.queries * args.train * dims
-    print(f"nearest neighbours: {args.queries} queries x {args.train} training images of 3x32x32, {torch.get_num_threads()} threads")
+    print(
+        f"nearest neighbours: {args.queries} queries x {args.train} training images of 3x32x32, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"  naive per-sample loop  {t_naive:8.3f} s")
-    print(f"  ours (GEMM)            {t_ours:8.3f} s   naive/ours = {t_naive / t_ours:.1f}x (target >= 20x)")
-    print(f"  raw matmul, same shape {t_mm:8.3f} s   {flops / t_mm / 1e9:.1f} GFLOP/s; ours reaches {t_mm / t_ours:.0%} of it "
-          f"({flops / t_ours / 1e9:.1f} GFLOP/s)")
+    print(
+        f"  ours (GEMM)            {t_ours:8.3f} s   naive/ours = {t_naive / t_ours:.1f}x (target "
+        ">= 20x)"
+    )
+    print(
+        f"  raw matmul, same shape {t_mm:8.3f} s   {flops / t_mm / 1e9:.1f} GFLOP/s; ours reaches "
+        f"{t_mm / t_ours:.0%} of it "
+        f"({flops / t_ours / 1e9:.1f} GFLOP/s)"
+    )
 
 
 def bench_emm() -> None:
@@ -81,14 +90,19 @@ def bench_emm() -> None:
         _, results = run_emm(cfg)
         wall = time.perf_counter() - t0
     train = [j["seconds"]["train"] for j in results["jobs"]]
-    print(f"EMM sweep: {len(results['jobs'])} models in {wall / 60:.1f} min wall ({cfg.workers or os.cpu_count()} workers); "
-          f"training per model median {statistics.median(train):.0f} s")
+    print(
+        f"EMM sweep: {len(results['jobs'])} models in {wall / 60:.1f} min wall "
+        f"({cfg.workers or os.cpu_count()} workers); "
+        f"training per model median {statistics.median(train):.0f} s"
+    )
     for c, curve in results["curves"].items():
         print(f"  {c:14s} R = {', '.join(f'{r:.2f}' for r in curve['ratio'])}  EMM {curve['emm']}")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--train", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=3)

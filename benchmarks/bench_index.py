@@ -11,7 +11,8 @@ token file (ours: big-endian u16 with a separator after each document; infini-gr
 Build: our shard stage (``index_build.sort_shard``: load tokens, libdivsufsort, write sa.npy)
 vs infini-gram's ``build_sa`` (its Rust make-part / merge / concat, given all CPUs), each in
 a fresh process; medians of ``--repeats`` runs; peak RSS of that process and its children
-(sampled, summed over the process tree) per token. Count: median and p99 latency of the same queries (spans drawn from the corpus,
+(sampled, summed over the process tree) per token. Count: median and p99 latency of the same queries
+(spans drawn from the corpus,
 1-16 tokens, plus 10% absent), answers checked equal; the brute-force scan (numpy,
 vectorised: candidates of the first token, filtered by each next one) on a subset.
 Targets: build <= 1.5x infini-gram's time, count <= 2x its latency, both >= 100x faster
@@ -75,7 +76,9 @@ def write_ours(docs, d: Path) -> None:
     np.save(d / "tokens.npy", tokens)
     np.save(d / "doc_starts.npy", starts)
     (d / "docs.json").write_text(json.dumps([str(i) for i in range(len(docs))]))
-    (d / "tokens.json").write_text(json.dumps({"docs_sha256": "bench", "tokens": int(lengths.sum()), "n_docs": len(docs)}))
+    (d / "tokens.json").write_text(
+        json.dumps({"docs_sha256": "bench", "tokens": int(lengths.sum()), "n_docs": len(docs)})
+    )
 
 
 def write_infini(docs, d: Path) -> None:
@@ -92,7 +95,12 @@ def write_infini(docs, d: Path) -> None:
 
 def build_in_child(engine: str, d: Path) -> dict:
     """One build in a fresh process: wall seconds and the peak RSS of it and its children."""
-    out = subprocess.run([sys.executable, __file__, "--_build", engine, str(d)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--_build", engine, str(d)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -152,8 +160,16 @@ def _child_build(engine: str, d: Path) -> None:
         from infini_gram.indexing import build_sa
 
         (d / "table.0").unlink(missing_ok=True)
-        args = SimpleNamespace(save_dir=str(d), temp_dir=str(d), worker_id=0, workers=1, shards=1, cpus=os.cpu_count(),
-                               mem=16, token_width=2)
+        args = SimpleNamespace(
+            save_dir=str(d),
+            temp_dir=str(d),
+            worker_id=0,
+            workers=1,
+            shards=1,
+            cpus=os.cpu_count(),
+            mem=16,
+            token_width=2,
+        )
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             build_sa(args)
@@ -198,17 +214,25 @@ def bench_size(n_tokens: int, args, tmp: Path) -> dict:
     write_ours(docs, ours)
     write_infini(docs, theirs)
     del docs
-    builds = {e: [build_in_child(e, d) for _ in range(args.repeats)] for e, d in (("ours", ours), ("infini-gram", theirs))}
+    builds = {
+        e: [build_in_child(e, d) for _ in range(args.repeats)]
+        for e, d in (("ours", ours), ("infini-gram", theirs))
+    }
     build = {
-        e: {"seconds": float(np.median([r["seconds"] for r in rs])), "tokens_per_s": n_tokens / float(np.median([r["seconds"] for r in rs])),
-            "peak_bytes_per_token": max(r["peak_rss_bytes"] for r in rs) / n_tokens}
+        e: {
+            "seconds": float(np.median([r["seconds"] for r in rs])),
+            "tokens_per_s": n_tokens / float(np.median([r["seconds"] for r in rs])),
+            "peak_bytes_per_token": max(r["peak_rss_bytes"] for r in rs) / n_tokens,
+        }
         for e, rs in builds.items()
     }
 
     from infini_gram.engine import InfiniGramEngine
 
     index = CorpusIndex([SuffixIndex.load(ours)])
-    engine = InfiniGramEngine(index_dir=str(theirs), eos_token_id=0, vocab_size=65535, token_dtype="u16")
+    engine = InfiniGramEngine(
+        index_dir=str(theirs), eos_token_id=0, vocab_size=65535, token_dtype="u16"
+    )
     tokens = np.load(ours / "tokens.npy").astype(np.uint16)
     queries = sample_queries(tokens, args.queries, np.random.default_rng(1))
     timed(index.count, queries[:200])  # warm the page cache for both
@@ -219,19 +243,29 @@ def bench_size(n_tokens: int, args, tmp: Path) -> dict:
     if a_ours != a_ig or a_ours[: len(a_bf)] != a_bf:
         raise SystemExit("count answers differ between engines")
     lat = lambda t: {"median_s": float(np.median(t)), "p99_s": float(np.percentile(t, 99))}  # noqa: E731
-    count = {"ours": lat(t_ours), "infini-gram": lat(t_ig), "brute_force": lat(t_bf), "queries": len(queries), "brute_queries": len(a_bf)}
+    count = {
+        "ours": lat(t_ours),
+        "infini-gram": lat(t_ig),
+        "brute_force": lat(t_bf),
+        "queries": len(queries),
+        "brute_queries": len(a_bf),
+    }
     ratios = {
         "build_time_ours_over_infini": build["ours"]["seconds"] / build["infini-gram"]["seconds"],
-        "count_median_ours_over_infini": count["ours"]["median_s"] / count["infini-gram"]["median_s"],
+        "count_median_ours_over_infini": count["ours"]["median_s"]
+        / count["infini-gram"]["median_s"],
         "count_p99_ours_over_infini": count["ours"]["p99_s"] / count["infini-gram"]["p99_s"],
         "brute_over_ours_count": count["brute_force"]["median_s"] / count["ours"]["median_s"],
-        "brute_over_infini_count": count["brute_force"]["median_s"] / count["infini-gram"]["median_s"],
+        "brute_over_infini_count": count["brute_force"]["median_s"]
+        / count["infini-gram"]["median_s"],
     }
     return {"tokens": n_tokens, "build": build, "count": count, "ratios": ratios}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="10000000,100000000")
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--brute-queries", type=int, default=20)
@@ -244,7 +278,9 @@ def main():
     try:
         import infini_gram  # noqa: F401
     except ImportError:
-        raise SystemExit("this benchmark compares with infini-gram: pip install 'memaudit[bench]'") from None
+        raise SystemExit(
+            "this benchmark compares with infini-gram: pip install 'memaudit[bench]'"
+        ) from None
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -253,13 +289,24 @@ def main():
             b, c, x = r["build"], r["count"], r["ratios"]
             print(f"\n== {n:,} tokens ==")
             for e in ("ours", "infini-gram"):
-                print(f"build {e:<12} {b[e]['seconds']:7.2f} s  {b[e]['tokens_per_s'] / 1e6:6.2f} M tokens/s  peak {b[e]['peak_bytes_per_token']:5.1f} B/token")
+                print(
+                    f"build {e:<12} {b[e]['seconds']:7.2f} s  {b[e]['tokens_per_s'] / 1e6:6.2f} M "
+                    f"tokens/s  peak {b[e]['peak_bytes_per_token']:5.1f} B/token"
+                )
             for e in ("ours", "infini-gram", "brute_force"):
-                print(f"count {e:<12} median {c[e]['median_s'] * 1e6:10.1f} us  p99 {c[e]['p99_s'] * 1e6:10.1f} us")
-            print(f"ratios: build ours/infini-gram {x['build_time_ours_over_infini']:.2f}x (target <= 1.5), "
-                  f"count median ours/infini-gram {x['count_median_ours_over_infini']:.2f}x (target <= 2), "
-                  f"p99 {x['count_p99_ours_over_infini']:.2f}x; brute force / ours {x['brute_over_ours_count']:.0f}x, "
-                  f"brute force / infini-gram {x['brute_over_infini_count']:.0f}x (target >= 100)")
+                print(
+                    f"count {e:<12} median {c[e]['median_s'] * 1e6:10.1f} us  p99 "
+                    f"{c[e]['p99_s'] * 1e6:10.1f} us"
+                )
+            print(
+                f"ratios: build ours/infini-gram {x['build_time_ours_over_infini']:.2f}x (target "
+                "<= 1.5), "
+                f"count median ours/infini-gram {x['count_median_ours_over_infini']:.2f}x (target "
+                "<= 2), "
+                f"p99 {x['count_p99_ours_over_infini']:.2f}x; brute force / ours "
+                f"{x['brute_over_ours_count']:.0f}x, "
+                f"brute force / infini-gram {x['brute_over_infini_count']:.0f}x (target >= 100)"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

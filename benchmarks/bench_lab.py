@@ -59,7 +59,13 @@ def no_cache_loop(model, prompts, m):
         ids = list(p)
         for _ in range(m):
             with torch.no_grad():
-                ids.append(int(model.model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].argmax()))
+                ids.append(
+                    int(
+                        model.model(input_ids=torch.tensor([ids], device=model.device))
+                        .logits[0, -1]
+                        .argmax()
+                    )
+                )
         out.append(ids[len(p) :])
     return out
 
@@ -70,12 +76,17 @@ def bench_extraction(model, texts, repeats):
     batched = median_time(lambda: greedy_generate(model, prompts, m), repeats)
     one_by_one = median_time(lambda: greedy_generate(model, prompts, m, batch_size=1), 1)
     plain = median_time(lambda: no_cache_loop(model, prompts, m), 1)
-    assert greedy_generate(model, prompts[:8], m) == no_cache_loop(model, prompts[:8], m)  # same answers
+    assert greedy_generate(model, prompts[:8], m) == no_cache_loop(
+        model, prompts[:8], m
+    )  # same answers
     tokens = len(prompts) * m
     print(f"\nextraction: {len(prompts)} prompts x {m} new tokens")
     print(f"{'method':<34}{'seconds':>9}{'tokens/s':>10}{'memaudit speed-up':>19}")
-    for name, sec in (("memaudit (batched, KV cache)", batched), ("one prompt at a time, KV cache", one_by_one),
-                      ("one prompt at a time, no cache", plain)):
+    for name, sec in (
+        ("memaudit (batched, KV cache)", batched),
+        ("one prompt at a time, KV cache", one_by_one),
+        ("one prompt at a time, no cache", plain),
+    ):
         print(f"{name:<34}{sec:>9.2f}{tokens / sec:>10.0f}{sec / batched:>18.1f}x")
 
 
@@ -83,9 +94,13 @@ def bench_trainer(tokenizer, repeats, steps=20):
     settings = TrainSettings(steps=steps, batch_size=16, seq_len=128, seed=0)
     stream = token_stream(tokenizer, stdlib_snippets(800, chars=600, seed=2))
     canaries = make_canaries(repetitions=(1, 4, 16, 64), per_level=8)
-    tokens = canary_tokens(tokenizer, [c for c in canaries if c.member], tokenizer.convert_tokens_to_ids(EOS))
+    tokens = canary_tokens(
+        tokenizer, [c for c in canaries if c.member], tokenizer.convert_tokens_to_ids(EOS)
+    )
     plan = plan_insertions(canaries, tokens, steps=steps, batch_size=16, seq_len=128, seed=0)
-    schedule = Schedule(stream, steps=steps, batch_size=16, seq_len=128, insertions=plan, tokens=tokens)
+    schedule = Schedule(
+        stream, steps=steps, batch_size=16, seq_len=128, insertions=plan, tokens=tokens
+    )
     fixed = schedule.batch(0)
 
     def ours():
@@ -110,22 +125,34 @@ def bench_trainer(tokenizer, repeats, steps=20):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--demo", action="store_true", help="also time the full `memaudit demo`")
     args = ap.parse_args()
     tokenizer = train_bpe_tokenizer(stdlib_snippets(1500, seed=99), vocab_size=2048)
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_causal_lm(save_model_dir(build_model(tokenizer, size="tiny", seed=0), tokenizer, Path(tmp) / "m"))
-    device = torch.cuda.get_device_name() if model.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+        model = load_causal_lm(
+            save_model_dir(build_model(tokenizer, size="tiny", seed=0), tokenizer, Path(tmp) / "m")
+        )
+    device = (
+        torch.cuda.get_device_name()
+        if model.device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
     print(f"device: {device}; medians of {args.repeats} runs (baselines without a cache: 1 run)")
     bench_extraction(model, stdlib_snippets(args.prompts, chars=400, seed=4), args.repeats)
     bench_trainer(tokenizer, args.repeats)
     if args.demo:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "memaudit", "demo", "--out", tmp], check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "memaudit", "demo", "--out", tmp],
+                check=True,
+                capture_output=True,
+            )
             print(f"\nmemaudit demo: {time.perf_counter() - t:.0f} s wall time")
 
 

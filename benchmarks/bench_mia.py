@@ -49,7 +49,9 @@ def make_models(workdir: Path, options: LoadOptions):
 
 
 def run_memaudit(target, reference, texts):
-    inputs, _ = score_views(target, reference, texts, ScoreSettings(), lowercase=True)  # no disk cache
+    inputs, _ = score_views(
+        target, reference, texts, ScoreSettings(), lowercase=True
+    )  # no disk cache
     return {s.column: s(inputs) for s in parse_attacks(ATTACKS)}
 
 
@@ -59,7 +61,11 @@ def run_bare(target, reference, texts):
         ids = model.encode(view)
         length, stride = settings.window(model)
         windows = sorted(
-            (Window(i, b, e, f) for i, t in enumerate(ids) for b, e, f in windows_for(len(t), length, stride)),
+            (
+                Window(i, b, e, f)
+                for i, t in enumerate(ids)
+                for b, e, f in windows_for(len(t), length, stride)
+            ),
             key=lambda w: (w.end - w.begin, w.text),
         )
         for batch in _batches(windows, settings):
@@ -74,7 +80,9 @@ def run_bare(target, reference, texts):
 
 
 def naive_logp(model, text):
-    """One forward pass of one text; per-token log-softmax (what typical MIA code does per attack)."""
+    """One forward pass of one text; per-token log-softmax (what typical MIA code does per
+    attack).
+    """
     ids = torch.tensor([model.encode([text])[0]], device=model.device)
     with torch.no_grad():
         logits = model.logits(ids, None)[0, :-1].float()
@@ -86,7 +94,9 @@ def run_naive(target, reference, texts):
     out = {name: [] for name in ATTACKS.split(",")}
     for text in texts:
         out["loss"].append(naive_logp(target, text)[1].mean().item())
-        out["zlib"].append(naive_logp(target, text)[1].mean().item() / len(zlib.compress(text.encode())))
+        out["zlib"].append(
+            naive_logp(target, text)[1].mean().item() / len(zlib.compress(text.encode()))
+        )
         tok = naive_logp(target, text)[1].cpu().numpy()
         out["min_k"].append(np.sort(tok)[: max(1, int(0.2 * len(tok)))].mean())
         lp, tok = naive_logp(target, text)
@@ -97,7 +107,9 @@ def run_naive(target, reference, texts):
         out["min_k_pp"].append(np.sort(z)[: max(1, int(0.2 * len(z)))].mean())
         nll = -naive_logp(target, text)[1].mean().item()
         out["lowercase"].append(-naive_logp(target, text.lower())[1].mean().item() / nll)
-        out["reference"].append(naive_logp(target, text)[1].mean().item() - naive_logp(reference, text)[1].mean().item())
+        out["reference"].append(
+            naive_logp(target, text)[1].mean().item() - naive_logp(reference, text)[1].mean().item()
+        )
     return {k: np.array([float(x) for x in v]) for k, v in out.items()}
 
 
@@ -116,22 +128,35 @@ def timed(fn, repeats):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--texts", type=int, default=256)
     ap.add_argument("--chars", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
-    ap.add_argument("--profile", action="store_true", help="also print where memaudit's time goes (cProfile)")
+    ap.add_argument(
+        "--profile", action="store_true", help="also print where memaudit's time goes (cProfile)"
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         target, reference = make_models(Path(tmp), LoadOptions(dtype=args.dtype))
     # the naive loop cannot window, so every text (and its lowercased form) must fit the context
     fits = lambda t: max(len(x) for x in target.encode([t, t.lower()])) <= target.max_length  # noqa: E731
-    texts = [t for t in stdlib_snippets(2 * args.texts, chars=args.chars, seed=5) if fits(t)][: args.texts]
+    texts = [t for t in stdlib_snippets(2 * args.texts, chars=args.chars, seed=5) if fits(t)][
+        : args.texts
+    ]
     n_tokens = sum(len(t) for t in target.encode(texts))
-    device = torch.cuda.get_device_name() if target.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{len(texts)} texts, {n_tokens} tokens; {device}; {target.dtype}; {args.repeats} repeats (median)")
+    device = (
+        torch.cuda.get_device_name()
+        if target.device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{len(texts)} texts, {n_tokens} tokens; {device}; {target.dtype}; {args.repeats} repeats "
+        "(median)"
+    )
 
     rows = {}
     rows["memaudit"], ours = timed(lambda: run_memaudit(target, reference, texts), args.repeats)
@@ -144,15 +169,23 @@ def main():
         prof = cProfile.Profile()
         prof.runcall(run_memaudit, target, reference, texts)
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-    tol = 2e-3 if target.dtype == torch.float32 else 5e-2  # bf16 logits in the naive loop are coarse
+    tol = (
+        2e-3 if target.dtype == torch.float32 else 5e-2
+    )  # bf16 logits in the naive loop are coarse
     for name in ours:  # same numbers, or the comparison means nothing
         np.testing.assert_allclose(ours[name], naive[name], rtol=tol, atol=tol / 10, err_msg=name)
 
     print(f"\n{'method':<14}{'seconds':>10}{'tokens/s':>12}{'memaudit speed-up':>20}")
     for name, sec in rows.items():
         print(f"{name:<14}{sec:>10.2f}{n_tokens / sec:>12.0f}{sec / rows['memaudit']:>19.2f}x")
-    print(f"\nmemaudit vs naive:        {rows['naive'] / rows['memaudit']:.2f}x faster   (target >= 5x)")
-    print(f"memaudit vs bare forward: {rows['memaudit'] / rows['bare forward']:.2f}x the time (target <= 1.25x)")
+    print(
+        f"\nmemaudit vs naive:        {rows['naive'] / rows['memaudit']:.2f}x faster   (target >= "
+        "5x)"
+    )
+    print(
+        f"memaudit vs bare forward: {rows['memaudit'] / rows['bare forward']:.2f}x the time "
+        "(target <= 1.25x)"
+    )
 
 
 if __name__ == "__main__":

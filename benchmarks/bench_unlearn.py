@@ -1,4 +1,5 @@
-"""Unlearning: step time against plain fine-tuning, and forward passes of the evaluation against a naive one.
+"""Unlearning: step time against plain fine-tuning, and forward passes of the evaluation against a
+naive one.
 
     python benchmarks/bench_unlearn.py [--steps 20] [--methods 3]
 
@@ -55,7 +56,9 @@ from memaudit.unlearn.run import UnlearnConfig, run_unlearn  # noqa: E402
 
 
 class Counter:
-    """Counts what every forward call of the GPT-2 body processes (scoring calls the body directly)."""
+    """Counts what every forward call of the GPT-2 body processes (scoring calls the body
+    directly).
+    """
 
     def __init__(self):
         from transformers import GPT2Model
@@ -85,20 +88,34 @@ class Counter:
 def step_times(model, tokenizer, forget_texts, retain_docs, steps: int) -> dict:
     eos = tokenizer.convert_tokens_to_ids(EOS)
     forget = [ids + [eos] for ids in tokenizer(forget_texts, verbose=False)["input_ids"]]
-    windows = random_windows(token_stream(tokenizer, retain_docs), TrainSettings(batch_size=16, seq_len=128))
+    windows = random_windows(
+        token_stream(tokenizer, retain_docs), TrainSettings(batch_size=16, seq_len=128)
+    )
     fixed = windows(0)
     settings = LoopSettings(steps=steps, batch_size=16, retain_batch_size=16, seq_len=128)
     out = {}
 
     def timed_loop(m, method):
         stamps = [time.perf_counter()]
-        unlearn_loop(m, forget, lambda s: fixed, method, settings, pad_id=eos, on_step=lambda s, e: stamps.append(time.perf_counter()))
-        return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))  # the first step carries one-time work
+        unlearn_loop(
+            m,
+            forget,
+            lambda s: fixed,
+            method,
+            settings,
+            pad_id=eos,
+            on_step=lambda s, e: stamps.append(time.perf_counter()),
+        )
+        return statistics.median(
+            b - a for a, b in zip(stamps[1:], stamps[2:])
+        )  # the first step carries one-time work
 
     out["plain fine-tuning"] = _plain_steps(copy.deepcopy(model), forget, fixed, eos, steps)
     for name in METHODS.names():
         out[name] = timed_loop(copy.deepcopy(model), METHODS.get(name))
-    out["npo, reference model run every step"] = _npo_with_live_reference(copy.deepcopy(model), forget, fixed, eos, steps)
+    out["npo, reference model run every step"] = _npo_with_live_reference(
+        copy.deepcopy(model), forget, fixed, eos, steps
+    )
     return out
 
 
@@ -127,7 +144,9 @@ def _npo_with_live_reference(model, forget, retain, eos, steps):
         logp, _ = sequence_logp(model, ids, mask)
         with torch.no_grad():
             ref, _ = sequence_logp(reference, ids, mask)
-        loss = (2 / 0.1) * torch.nn.functional.softplus(0.1 * (logp - ref)).mean() + model(input_ids=retain, labels=retain).loss
+        loss = (2 / 0.1) * torch.nn.functional.softplus(0.1 * (logp - ref)).mean() + model(
+            input_ids=retain, labels=retain
+        ).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
@@ -135,7 +154,9 @@ def _npo_with_live_reference(model, forget, retain, eos, steps):
     return statistics.median(times[1:])
 
 
-def naive_evaluation(paths: dict[str, str], cfg: UnlearnEvalConfig, forget, holdout, retain, general) -> None:
+def naive_evaluation(
+    paths: dict[str, str], cfg: UnlearnEvalConfig, forget, holdout, retain, general
+) -> None:
     """Every metric runs the model itself, one text at a time (what per-metric evaluators do)."""
     lms = {name: load_causal_lm(p) for name, p in paths.items()}
 
@@ -162,7 +183,9 @@ def naive_evaluation(paths: dict[str, str], cfg: UnlearnEvalConfig, forget, hold
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--methods", type=int, default=3)
     args = ap.parse_args()
@@ -176,41 +199,92 @@ def main():
         forget_f = write_texts_with_prefix(tmp / "forget.jsonl", forget_c)
         holdout_f = write_texts_with_prefix(tmp / "holdout.jsonl", holdout_c)
         retain_docs = load_corpus("stdlib", max_chars=100_000)
-        retain_f = write_texts(tmp / "retain.jsonl", ((f"r{i}", d) for i, d in enumerate(retain_docs)))
-        general_f = write_texts(tmp / "general.jsonl", ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(100, seed=3))))
+        retain_f = write_texts(
+            tmp / "retain.jsonl", ((f"r{i}", d) for i, d in enumerate(retain_docs))
+        )
+        general_f = write_texts(
+            tmp / "general.jsonl",
+            ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(100, seed=3))),
+        )
 
-        print("== step time (median over steps; ratio to a plain fine-tuning step on the same batches) ==")
-        times = step_times(load_causal_lm(original).model.float(), tok, [c.text for c in forget_c], retain_docs, args.steps)
+        print(
+            "== step time (median over steps; ratio to a plain fine-tuning step on the same "
+            "batches) =="
+        )
+        times = step_times(
+            load_causal_lm(original).model.float(),
+            tok,
+            [c.text for c in forget_c],
+            retain_docs,
+            args.steps,
+        )
         for name, t in times.items():
             print(f"{name:<40} {t * 1000:8.1f} ms  {t / times['plain fine-tuning']:5.2f}x")
 
-        dirs = [run_unlearn(UnlearnConfig(model=str(original), forget=str(forget_f), method="ga", steps=2, out=str(tmp / f"u{i}"), seed=i))
-                for i in range(args.methods)]
+        dirs = [
+            run_unlearn(
+                UnlearnConfig(
+                    model=str(original),
+                    forget=str(forget_f),
+                    method="ga",
+                    steps=2,
+                    out=str(tmp / f"u{i}"),
+                    seed=i,
+                )
+            )
+            for i in range(args.methods)
+        ]
         retrained = save_model_dir(build_model(tok, size="tiny", seed=1), tok, tmp / "retrained")
-        cfg = UnlearnEvalConfig(original=str(original), unlearned=tuple(map(str, dirs)), retrained=str(retrained), forget=str(forget_f),
-                                holdout=str(holdout_f), retain=str(retain_f), general=str(general_f), retain_chars=None, eval_texts=100,
-                                relearn_steps=0, n_bootstrap=100, out=str(tmp / "eval"), cache_dir=str(tmp / "cache"), report=False)
+        cfg = UnlearnEvalConfig(
+            original=str(original),
+            unlearned=tuple(map(str, dirs)),
+            retrained=str(retrained),
+            forget=str(forget_f),
+            holdout=str(holdout_f),
+            retain=str(retain_f),
+            general=str(general_f),
+            retain_chars=None,
+            eval_texts=100,
+            relearn_steps=0,
+            n_bootstrap=100,
+            out=str(tmp / "eval"),
+            cache_dir=str(tmp / "cache"),
+            report=False,
+        )
         counter = Counter()
         try:
             run_unlearn_eval(cfg)
             ours = counter.reset()
             run_unlearn_eval(UnlearnEvalConfig(**{**cfg.to_dict(), "out": str(tmp / "eval2")}))
             ours_warm = counter.reset()
-            paths = {"original": str(original), **{f"u{i}": str(d) for i, d in enumerate(dirs)}, "retrained": str(retrained)}
+            paths = {
+                "original": str(original),
+                **{f"u{i}": str(d) for i, d in enumerate(dirs)},
+                "retrained": str(retrained),
+            }
             forget = [r.text for r in read_texts(forget_f).records]
             holdout = [r.text for r in read_texts(holdout_f).records]
             retain = corpus_chunks(retain_docs, 100, cfg.chunk_chars)
-            general = corpus_chunks([r.text for r in read_texts(general_f).records], 100, cfg.chunk_chars)
+            general = corpus_chunks(
+                [r.text for r in read_texts(general_f).records], 100, cfg.chunk_chars
+            )
             naive_evaluation(paths, cfg, forget, holdout, retain, general)
             naive = counter.reset()
         finally:
             counter.close()
         n_models = len(paths)
         print(f"\n== forward passes of one evaluation ({n_models} models) ==")
-        for name, c in (("naive, per metric", naive), ("memaudit unlearn-eval", ours), ("memaudit, second run (cache)", ours_warm)):
+        for name, c in (
+            ("naive, per metric", naive),
+            ("memaudit unlearn-eval", ours),
+            ("memaudit, second run (cache)", ours_warm),
+        ):
             print(f"{name:<30} text rows {c['text_rows']:7d}   tokens {c['tokens']:9d}")
-        print(f"ratio naive / memaudit: text rows {naive['text_rows'] / ours['text_rows']:.1f}x, tokens {naive['tokens'] / ours['tokens']:.1f}x "
-              f"(target >= 3x); second run {naive['text_rows'] / max(1, ours_warm['text_rows']):.1f}x")
+        print(
+            f"ratio naive / memaudit: text rows {naive['text_rows'] / ours['text_rows']:.1f}x, "
+            f"tokens {naive['tokens'] / ours['tokens']:.1f}x "
+            f"(target >= 3x); second run {naive['text_rows'] / max(1, ours_warm['text_rows']):.1f}x"
+        )
 
 
 if __name__ == "__main__":

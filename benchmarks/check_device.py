@@ -35,17 +35,24 @@ def main():
     labels = np.r_[np.ones(100), np.zeros(100)]
     with tempfile.TemporaryDirectory() as tmp:
         tok = train_bpe_tokenizer(s[:500], vocab_size=1024)
-        model_dir = train_small_lm(members, Path(tmp) / "m", tokenizer=tok, settings=TrainSettings(steps=200, seq_len=64))
+        model_dir = train_small_lm(
+            members, Path(tmp) / "m", tokenizer=tok, settings=TrainSettings(steps=200, seq_len=64)
+        )
         runs = {}
         for device, dtype in (("cpu", "float32"), ("cuda", "float32"), ("cuda", "bfloat16")):
             model = load_causal_lm(model_dir, LoadOptions(device=device, dtype=dtype))
-            inputs, _ = score_views(model, None, members + nonmembers, ScoreSettings(), lowercase=False)
-            runs[(device, dtype)] = {spec.column: spec(inputs) for spec in parse_attacks("loss,min_k,min_k_pp")}
+            inputs, _ = score_views(
+                model, None, members + nonmembers, ScoreSettings(), lowercase=False
+            )
+            runs[(device, dtype)] = {
+                spec.column: spec(inputs) for spec in parse_attacks("loss,min_k,min_k_pp")
+            }
     base = runs[("cpu", "float32")]
     print(f"{'run':<18}{'attack':<10}{'AUC':>8}{'max |diff| vs cpu fp32':>26}")
     for key, scores in runs.items():
         for name, v in scores.items():
-            print(f"{key[0] + ' ' + key[1]:<18}{name:<10}{roc_auc(v, labels):>8.4f}{np.abs(v - base[name]).max():>26.2e}")
+            run, auc, diff = f"{key[0]} {key[1]}", roc_auc(v, labels), np.abs(v - base[name]).max()
+            print(f"{run:<18}{name:<10}{auc:>8.4f}{diff:>26.2e}")
 
 
 if __name__ == "__main__":

@@ -62,8 +62,15 @@ class Estimate:
         return {"value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high}
 
 
-def membership_metrics(scores, labels, *, n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
-                       fpr_bounds: tuple[float, ...] = FPR_BOUNDS) -> dict[str, Estimate]:
+def membership_metrics(
+    scores,
+    labels,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    fpr_bounds: tuple[float, ...] = FPR_BOUNDS,
+) -> dict[str, Estimate]:
     """AUC and TPR at each FPR bound, each with a percentile bootstrap CI.
 
     The bootstrap resamples members and non-members separately, with replacement, so
@@ -84,15 +91,23 @@ def membership_metrics(scores, labels, *, n_bootstrap: int = 1000, seed: int = 0
         idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
         rounds[b] = list(_all_metrics(s[idx], y[idx], fpr_bounds).values())
     alpha = (1 - level) / 2
-    low, high = np.quantile(rounds, [alpha, 1 - alpha], axis=0) if n_bootstrap else (point.values(), point.values())
-    return {k: Estimate(v, float(lo), float(hi)) for (k, v), lo, hi in zip(point.items(), low, high)}
+    low, high = (
+        np.quantile(rounds, [alpha, 1 - alpha], axis=0)
+        if n_bootstrap
+        else (point.values(), point.values())
+    )
+    return {
+        k: Estimate(v, float(lo), float(hi)) for (k, v), lo, hi in zip(point.items(), low, high)
+    }
 
 
 def metric_name(max_fpr: float) -> str:
     return f"tpr@{max_fpr * 100:g}%fpr"
 
 
-def _all_metrics(s: np.ndarray, y: np.ndarray, fpr_bounds: tuple[float, ...] = FPR_BOUNDS) -> dict[str, float]:
+def _all_metrics(
+    s: np.ndarray, y: np.ndarray, fpr_bounds: tuple[float, ...] = FPR_BOUNDS
+) -> dict[str, float]:
     fpr, tpr, _ = roc_curve(s, y)
     out = {"auc": float(np.trapezoid(tpr, fpr))}
     for bound in fpr_bounds:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from memaudit.errors import UnknownNameError
 
@@ -38,7 +39,9 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._items), n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise UnknownNameError(f"unknown {self.kind} '{name}'{hint} (known: {', '.join(self._items)})") from None
+            raise UnknownNameError(
+                f"unknown {self.kind} '{name}'{hint} (known: {', '.join(self._items)})"
+            ) from None
 
     def names(self) -> list[str]:
         return list(self._items)

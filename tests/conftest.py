@@ -39,7 +39,9 @@ def workdir(tmp_path_factory) -> Path:
 def target_dir(snippets, tokenizer, workdir) -> Path:
     """A micro GPT-2 trained for ~25 epochs on the member texts."""
     settings = TrainSettings(steps=200, batch_size=16, seq_len=64, lr=3e-3, seed=0)
-    return train_small_lm(snippets["members"], workdir / "target", tokenizer=tokenizer, settings=settings)
+    return train_small_lm(
+        snippets["members"], workdir / "target", tokenizer=tokenizer, settings=settings
+    )
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +49,11 @@ def reference_dir(snippets, workdir) -> Path:
     """A reference model on other text of the same source, with its own tokenizer."""
     settings = TrainSettings(steps=60, batch_size=16, seq_len=64, lr=3e-3, seed=1)
     return train_small_lm(
-        snippets["reference_corpus"], workdir / "reference", vocab_size=768, tokenizer_texts=snippets["tokenizer"], settings=settings
+        snippets["reference_corpus"],
+        workdir / "reference",
+        vocab_size=768,
+        tokenizer_texts=snippets["tokenizer"],
+        settings=settings,
     )
 
 
@@ -72,8 +78,12 @@ def repeated_model(repeated_corpus, tokenizer, tmp_path_factory):
     """A micro model trained on ``repeated_corpus``, and the repeated text."""
     from memaudit.models import load_causal_lm
 
-    path = train_small_lm(repeated_corpus, tmp_path_factory.mktemp("rep") / "m", tokenizer=tokenizer,
-                          settings=TrainSettings(steps=400, batch_size=16, seq_len=128, lr=3e-3))
+    path = train_small_lm(
+        repeated_corpus,
+        tmp_path_factory.mktemp("rep") / "m",
+        tokenizer=tokenizer,
+        settings=TrainSettings(steps=400, batch_size=16, seq_len=128, lr=3e-3),
+    )
     return load_causal_lm(path), repeated_corpus[0]
 
 

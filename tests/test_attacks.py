@@ -69,7 +69,10 @@ def test_permuting_inputs_permutes_scores(name, suite):
     [spec] = parse_attacks(name)
     perm = np.random.default_rng(0).permutation(len(texts))
     permuted = AttackInputs(
-        [texts[i] for i in perm], inputs.target.subset(perm), inputs.lowercase.subset(perm), inputs.reference.subset(perm)
+        [texts[i] for i in perm],
+        inputs.target.subset(perm),
+        inputs.lowercase.subset(perm),
+        inputs.reference.subset(perm),
     )
     np.testing.assert_allclose(spec(permuted), spec(inputs)[perm], rtol=1e-12)
 
@@ -160,7 +163,11 @@ def test_reference_difference_across_tokenizers(suite, target, reference):
 
 
 def test_parse_attacks_names_params_and_errors():
-    assert [s.column for s in parse_attacks("loss, min_k:k=0.1,min_k")] == ["loss", "min_k:k=0.1", "min_k"]
+    assert [s.column for s in parse_attacks("loss, min_k:k=0.1,min_k")] == [
+        "loss",
+        "min_k:k=0.1",
+        "min_k",
+    ]
     assert [s.column for s in parse_attacks("all")] == ATTACKS.names()
     with pytest.raises(UnknownNameError, match="did you mean 'min_k_pp'"):
         parse_attacks("min_kpp")

@@ -1,4 +1,6 @@
-"""One configuration mechanism for every command: defaults <- --config file <- flags, typed the same way."""
+"""One configuration mechanism for every command: defaults <- --config file <- flags, typed the
+same way.
+"""
 
 from __future__ import annotations
 
@@ -67,10 +69,14 @@ def test_file_then_flags(tmp_path):
 def test_config_file_values_are_typed_like_flags(tmp_path, setting, value, message):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({setting: value}))
-    r = runner.invoke(app, ["mia", "--model", "m", "--members", "a", "--nonmembers", "b", "--config", str(cfg)])
+    r = runner.invoke(
+        app, ["mia", "--model", "m", "--members", "a", "--nonmembers", "b", "--config", str(cfg)]
+    )
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"setting '{setting}' in {cfg}" in lines[0] and message in lines[0], r.stderr
+    assert (
+        len(lines) == 1 and f"setting '{setting}' in {cfg}" in lines[0] and message in lines[0]
+    ), r.stderr
 
 
 def test_comma_lists_from_flags_and_lists_from_files(tmp_path):
@@ -80,11 +86,17 @@ def test_comma_lists_from_flags_and_lists_from_files(tmp_path):
     r = runner.invoke(app, ["canaries", "make", "--config", str(cfg), "--out", str(out)])
     assert r.exit_code == 0, r.output
     made = read_ledger(out)
-    assert sorted(c.level for c in made if c.member) == [1, 4] and {c.template for c in made} == {"card"}
-    r = runner.invoke(app, ["canaries", "make", "--repetitions", "2,8", "--per-level", "1", "--out", str(out)])
+    assert sorted(c.level for c in made if c.member) == [1, 4] and {c.template for c in made} == {
+        "card"
+    }
+    r = runner.invoke(
+        app, ["canaries", "make", "--repetitions", "2,8", "--per-level", "1", "--out", str(out)]
+    )
     assert r.exit_code == 0 and sorted(c.level for c in read_ledger(out) if c.member) == [2, 8]
     r = runner.invoke(app, ["canaries", "make", "--repetitions", "2,x", "--out", str(out)])
-    assert r.exit_code == 2 and "--repetitions must be a comma list of integers, got '2,x'" in r.stderr
+    assert (
+        r.exit_code == 2 and "--repetitions must be a comma list of integers, got '2,x'" in r.stderr
+    )
 
 
 def test_missing_required_settings_name_their_flags():

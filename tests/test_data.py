@@ -1,4 +1,3 @@
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -9,7 +8,9 @@ from memaudit.io.texts import read_texts
 
 
 def test_jsonl_keeps_ids_and_metadata(tmp_path):
-    p = write_jsonl(tmp_path / "a.jsonl", [{"id": 7, "text": "alpha", "repetitions": 4}, {"text": "beta"}, ""])
+    p = write_jsonl(
+        tmp_path / "a.jsonl", [{"id": 7, "text": "alpha", "repetitions": 4}, {"text": "beta"}, ""]
+    )
     r = read_texts(p, label=1)
     assert [x.id for x in r.records] == ["7", "a:2"]
     assert r.records[0].meta == {"repetitions": 4}
@@ -50,10 +51,15 @@ def test_bad_jsonl_names_file_and_line(tmp_path, lines, message, line):
 
 
 def test_skip_invalid_counts_with_file_and_line(tmp_path):
-    p = write_jsonl(tmp_path / "m.jsonl", ['{"text": "good"}', "{oops", '{"text": ""}', '{"text": "also good"}'])
+    p = write_jsonl(
+        tmp_path / "m.jsonl", ['{"text": "good"}', "{oops", '{"text": ""}', '{"text": "also good"}']
+    )
     r = read_texts(p, skip_invalid=True)
     assert [x.text for x in r.records] == ["good", "also good"]
-    assert [(s.line, s.reason.split(" (")[0]) for s in r.skipped] == [(2, "malformed JSON"), (3, "empty text")]
+    assert [(s.line, s.reason.split(" (")[0]) for s in r.skipped] == [
+        (2, "malformed JSON"),
+        (3, "empty text"),
+    ]
 
 
 def test_missing_file_unknown_format_and_nothing_valid(tmp_path):
@@ -80,7 +86,19 @@ def test_corpus_snippets_command_gives_disjoint_slices(tmp_path):
 
     runner = CliRunner()
     for offset in (0, 30):
-        r = runner.invoke(app, ["corpus", "snippets", "--n", "30", "--offset", str(offset), "--out", str(tmp_path / f"{offset}.jsonl")])
+        r = runner.invoke(
+            app,
+            [
+                "corpus",
+                "snippets",
+                "--n",
+                "30",
+                "--offset",
+                str(offset),
+                "--out",
+                str(tmp_path / f"{offset}.jsonl"),
+            ],
+        )
         assert r.exit_code == 0, r.output
     a, b = (read_texts(tmp_path / f"{o}.jsonl").records for o in (0, 30))
     assert len(a) == len(b) == 30 and not {x.text for x in a} & {x.text for x in b}

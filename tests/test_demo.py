@@ -31,9 +31,13 @@ def test_demo_writes_report_ledger_and_scores(demo_run):
     out, r = demo_run
     assert str(out / "report.html") in r.stdout.replace("\n", "")
     html = (out / "report.html").read_text()
-    assert "Memorization grows with repetitions" in html and "<mark><b>" in html  # an extracted secret, highlighted
+    assert (
+        "Memorization grows with repetitions" in html and "<mark><b>" in html
+    )  # an extracted secret, highlighted
     table = pq.read_table(out / "scores.parquet").to_pydict()
     assert set(table["member"]) == {True, False} and "exposure" in table and "min_k_pp" in table
-    ledger = [json.loads(line) for line in (out / "model" / "ledger.jsonl").read_text().splitlines()]
+    ledger = [
+        json.loads(line) for line in (out / "model" / "ledger.jsonl").read_text().splitlines()
+    ]
     assert all(len(c["insertions"]) == c["repetitions"] for c in ledger)
     assert not any(c["insertions"] for c in ledger if not c["member"])

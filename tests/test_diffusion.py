@@ -43,28 +43,48 @@ def digits():
 def small_and_large(tmp_path_factory):
     """Same budget (300 steps of 64): 5 training images vs 300."""
     root = tmp_path_factory.mktemp("diffusion")
-    small = run_diffusion_train(DiffusionTrainConfig(images="digits", n=5, out=str(root / "n5"), steps=300, **FAST))
-    large = run_diffusion_train(DiffusionTrainConfig(images="digits", n=300, out=str(root / "n300"), steps=300, **FAST))
+    small = run_diffusion_train(
+        DiffusionTrainConfig(images="digits", n=5, out=str(root / "n5"), steps=300, **FAST)
+    )
+    large = run_diffusion_train(
+        DiffusionTrainConfig(images="digits", n=300, out=str(root / "n300"), steps=300, **FAST)
+    )
     return small, large
 
 
 # --- nearest neighbours -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(4))
 def test_two_nearest_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
     train = rng.integers(0, 256, (300, 1, 8, 8), dtype=np.uint8)
     train[7] = train[3]  # an exact duplicate: both copies are equally near
-    queries = np.concatenate([rng.integers(0, 256, (50, 1, 8, 8), dtype=np.uint8), train[:20], train[:5] + 1])
+    queries = np.concatenate(
+        [rng.integers(0, 256, (50, 1, 8, 8), dtype=np.uint8), train[:20], train[:5] + 1]
+    )
     nn = two_nearest(queries, train, memory_mb=0.05)  # forces many chunks
-    d = np.sqrt(((queries.reshape(len(queries), 1, -1).astype(np.float64) - train.reshape(1, len(train), -1)) ** 2).sum(-1)) / 8
+    d = (
+        np.sqrt(
+            (
+                (
+                    queries.reshape(len(queries), 1, -1).astype(np.float64)
+                    - train.reshape(1, len(train), -1)
+                )
+                ** 2
+            ).sum(-1)
+        )
+        / 8
+    )
     brute = np.sort(d, axis=1)
     np.testing.assert_allclose(nn.d1, brute[:, 0], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(nn.d2, brute[:, 1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index1], nn.d1, atol=1e-12)
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index2], nn.d2, atol=1e-12)
     assert (nn.index1 != nn.index2).all()
-    assert nn.ratio()[50 + 3] == 0.0  # a copy of a duplicated image: d1 = d2 = 0 counts as memorized
+    assert (
+        nn.ratio()[50 + 3] == 0.0
+    )  # a copy of a duplicated image: d1 = d2 = 0 counts as memorized
 
 
 def test_two_nearest_rejects_mismatched_shapes():
@@ -73,6 +93,7 @@ def test_two_nearest_rejects_mismatched_shapes():
 
 
 # --- images -------------------------------------------------------------------------------------
+
 
 def test_balanced_subset(digits):
     idx = balanced_subset(digits, 25, seed=1)
@@ -91,12 +112,16 @@ def test_image_folder_labels_and_errors(tmp_path):
     _png(tmp_path / "cats" / "a.png", 8, 10)
     _png(tmp_path / "dogs" / "b.png", 8, 200)
     images = load_images(str(tmp_path))
-    assert images.pixels.shape == (2, 1, 8, 8) and images.labels.tolist() == [0, 1] and images.class_names == ("cats", "dogs")
+    assert (
+        images.pixels.shape == (2, 1, 8, 8)
+        and images.labels.tolist() == [0, 1]
+        and images.class_names == ("cats", "dogs")
+    )
     assert images.pixels[1].min() == 200
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image files"):
-        load_images(str(tmp_path / "empty" ))
+        load_images(str(tmp_path / "empty"))
     mixed = tmp_path / "mixed"
     _png(mixed / "a.png", 8)
     _png(mixed / "b.png", 12)
@@ -111,6 +136,7 @@ def test_image_folder_labels_and_errors(tmp_path):
 
 
 # --- training -----------------------------------------------------------------------------------
+
 
 def test_resumed_training_equals_uninterrupted(tmp_path):
     from safetensors.torch import load_file
@@ -135,11 +161,21 @@ def test_train_config_errors(tmp_path):
     lm_dir = tmp_path / "lm"
     lm_dir.mkdir()
     (lm_dir / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(InputError, match="another kind of model"):  # never writes into another model's dir
+    with pytest.raises(
+        InputError, match="another kind of model"
+    ):  # never writes into another model's dir
         run_diffusion_train(DiffusionTrainConfig(images="digits", n=5, out=str(lm_dir), steps=1))
-    first = run_diffusion_train(DiffusionTrainConfig(images="digits", n=5, out=str(tmp_path / "d"), steps=1, width=8, checkpoints=1))
+    first = run_diffusion_train(
+        DiffusionTrainConfig(
+            images="digits", n=5, out=str(tmp_path / "d"), steps=1, width=8, checkpoints=1
+        )
+    )
     with pytest.raises(InputError, match="other settings"):
-        run_diffusion_train(DiffusionTrainConfig(images="digits", n=6, out=str(first), steps=1, width=8, checkpoints=1))
+        run_diffusion_train(
+            DiffusionTrainConfig(
+                images="digits", n=6, out=str(first), steps=1, width=8, checkpoints=1
+            )
+        )
     with pytest.raises(InputError, match="unknown conditioning"):
         DiffusionTrainConfig(images="digits", n=5, out="x", conditioning="text")
     with pytest.raises(InputError, match="random-labels"):
@@ -147,8 +183,18 @@ def test_train_config_errors(tmp_path):
 
 
 def test_random_labels_are_random_and_recorded(tmp_path, digits):
-    out = run_diffusion_train(DiffusionTrainConfig(images="digits", n=40, out=str(tmp_path / "r"), steps=2, width=8,
-                                                   conditioning="random-labels", classes=4, checkpoints=1))
+    out = run_diffusion_train(
+        DiffusionTrainConfig(
+            images="digits",
+            n=40,
+            out=str(tmp_path / "r"),
+            steps=2,
+            width=8,
+            conditioning="random-labels",
+            classes=4,
+            checkpoints=1,
+        )
+    )
     model = load_diffusion_model(out)
     assert model.classes == 4 and set(model.train_set.labels.tolist()) <= {0, 1, 2, 3}
     true = digits.labels[model.train_set.indices]
@@ -157,10 +203,15 @@ def test_random_labels_are_random_and_recorded(tmp_path, digits):
 
 # --- replication ratio --------------------------------------------------------------------------
 
+
 def test_small_training_set_is_replicated_large_is_not(small_and_large, digits):
     small, large = small_and_large
-    r_small = measure_checkpoints(load_diffusion_model(small), digits, samples=200, sampling_steps=25)
-    r_large = measure_checkpoints(load_diffusion_model(large), digits, samples=200, sampling_steps=25)
+    r_small = measure_checkpoints(
+        load_diffusion_model(small), digits, samples=200, sampling_steps=25
+    )
+    r_large = measure_checkpoints(
+        load_diffusion_model(large), digits, samples=200, sampling_steps=25
+    )
     assert r_small["max_ratio"] > 0.8, r_small
     assert r_large["max_ratio"] < 0.2 and r_large["max_ratio"] < r_small["max_ratio"] - 0.5
     assert r_small["max_ratio"] == max(v["ratio"] for v in r_small["per_checkpoint"].values())
@@ -168,8 +219,12 @@ def test_small_training_set_is_replicated_large_is_not(small_and_large, digits):
     from memaudit.diffusion.measure import load_replication
 
     rep = load_replication(r_small["samples_file"])
-    train = digits.pixels[load_diffusion_model(small).train_set.indices].reshape(5, -1).astype(float)
-    d = np.sort(np.sqrt(((rep.samples.reshape(len(rep.samples), 1, -1) - train[None]) ** 2).sum(-1)), axis=1)
+    train = (
+        digits.pixels[load_diffusion_model(small).train_set.indices].reshape(5, -1).astype(float)
+    )
+    d = np.sort(
+        np.sqrt(((rep.samples.reshape(len(rep.samples), 1, -1) - train[None]) ** 2).sum(-1)), axis=1
+    )
     assert np.mean(d[:, 0] / d[:, 1] < 1 / 3) == pytest.approx(r_small["max_ratio"])
 
 
@@ -177,19 +232,34 @@ def test_memorization_run_dir_and_cache(small_and_large, tmp_path, monkeypatch):
     small, _ = small_and_large
     with monkeypatch.context() as m:
         m.chdir(small.parent)  # the cache is made through a relative model path ...
-        out, results = run_memorization(MemorizationConfig(model=small.name, samples=100, sampling_steps=20, out=str(tmp_path / "run")))
+        out, results = run_memorization(
+            MemorizationConfig(
+                model=small.name, samples=100, sampling_steps=20, out=str(tmp_path / "run")
+            )
+        )
     assert (out / "report.html").is_file() and (out / "scores.parquet").is_file()
     # ... and read from elsewhere
-    again_out, again = run_memorization(MemorizationConfig(model=str(small), samples=100, sampling_steps=20, out=str(tmp_path / "run2")))
-    assert again["per_checkpoint"] == results["per_checkpoint"] and (again_out / "report.html").is_file()
+    again_out, again = run_memorization(
+        MemorizationConfig(
+            model=str(small), samples=100, sampling_steps=20, out=str(tmp_path / "run2")
+        )
+    )
+    assert (
+        again["per_checkpoint"] == results["per_checkpoint"]
+        and (again_out / "report.html").is_file()
+    )
     assert json.loads((out / "results.json").read_text())["max_step"] == results["max_step"]
     assert results["models"]["target"]["fingerprint"]
     with pytest.raises(InputError, match="unconditional"):
-        run_memorization(MemorizationConfig(model=str(small), samples=10, guidance=3.0, out=str(tmp_path / "g")))
+        run_memorization(
+            MemorizationConfig(model=str(small), samples=10, guidance=3.0, out=str(tmp_path / "g"))
+        )
 
 
 def test_emm_from_curve():
-    assert emm_from_curve([10, 20, 40], [1.0, 0.95, 0.5])["emm"] == pytest.approx(20 + 0.05 / 0.45 * 20)
+    assert emm_from_curve([10, 20, 40], [1.0, 0.95, 0.5])["emm"] == pytest.approx(
+        20 + 0.05 / 0.45 * 20
+    )
     assert emm_from_curve([10, 20], [0.95, 0.92])["bound"] == "above"
     assert emm_from_curve([10, 20], [0.5, 0.3])["emm"] is None
     with pytest.raises(InputError):
@@ -199,8 +269,16 @@ def test_emm_from_curve():
 def test_emm_sweep_end_to_end(tmp_path):
     from memaudit.diffusion.run import run_emm
 
-    cfg = EMMConfig(sizes=(5, 300), conditionings=("none", "random-labels"), steps=300, samples=100, sampling_steps=20, workers=2,
-                    out=str(tmp_path / "emm"), **{k: v for k, v in FAST.items() if k != "lr"})
+    cfg = EMMConfig(
+        sizes=(5, 300),
+        conditionings=("none", "random-labels"),
+        steps=300,
+        samples=100,
+        sampling_steps=20,
+        workers=2,
+        out=str(tmp_path / "emm"),
+        **{k: v for k, v in FAST.items() if k != "lr"},
+    )
     out, results = run_emm(cfg)
     for c in ("none", "random-labels"):
         curve = results["curves"][c]
@@ -212,19 +290,37 @@ def test_emm_sweep_end_to_end(tmp_path):
 
 # --- detection ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def skewed_model(tmp_path_factory, digits):
     root = tmp_path_factory.mktemp("skewed")
-    made = write_skewed_folder(digits, root / "images", few=12, many=12, many_images=20, copies=20, seed=0)
-    model = run_diffusion_train(DiffusionTrainConfig(images=str(root / "images"), n=None, out=str(root / "model"), conditioning="class",
-                                                     steps=1500, **FAST))
+    made = write_skewed_folder(
+        digits, root / "images", few=12, many=12, many_images=20, copies=20, seed=0
+    )
+    model = run_diffusion_train(
+        DiffusionTrainConfig(
+            images=str(root / "images"),
+            n=None,
+            out=str(root / "model"),
+            conditioning="class",
+            steps=1500,
+            **FAST,
+        )
+    )
     return model, made
 
 
 def test_detection_separates_memorized_classes(skewed_model, tmp_path):
     model, made = skewed_model
-    out, results = run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=made["labels"], n_bootstrap=200,
-                                           out=str(tmp_path / "detect")))
+    out, results = run_detect(
+        DetectConfig(
+            model=str(model),
+            prompts=made["prompts"],
+            labels=made["labels"],
+            n_bootstrap=200,
+            out=str(tmp_path / "detect"),
+        )
+    )
     assert results["metrics"]["combined"]["auc"]["value"] > 0.8, results["metrics"]
     assert results["metrics"]["noise_norm"]["auc"]["value"] > 0.8
     assert (out / "report.html").is_file() and len(results["weights"]) == 2
@@ -232,12 +328,18 @@ def test_detection_separates_memorized_classes(skewed_model, tmp_path):
 
 def test_duplicated_one_image_classes_are_the_memorized_ones(skewed_model, tmp_path):
     model, made = skewed_model
-    out, results = run_memorization(MemorizationConfig(model=str(model), samples=480, sampling_steps=25, out=str(tmp_path / "m")))
+    out, results = run_memorization(
+        MemorizationConfig(
+            model=str(model), samples=480, sampling_steps=25, out=str(tmp_path / "m")
+        )
+    )
     design = np.loadtxt(made["labels"], dtype=int)
     per_label = results["per_checkpoint"][str(results["max_step"])]["per_label"]
     r = np.array([per_label[c] for c in range(len(design))])
     assert r[design == 1].mean() > 0.4 and r[design == 0].max() < 0.1, r
-    assert results["train_images"] == 12 + 12 * 20  # the 20 copies of each one-image class are searched once
+    assert (
+        results["train_images"] == 12 + 12 * 20
+    )  # the 20 copies of each one-image class are searched once
     measured = np.loadtxt(out / "labels.txt", dtype=int)  # written for `diffusion detect`
     assert (measured <= design).all() and measured.sum() >= 4
 
@@ -247,29 +349,58 @@ def test_detection_input_errors(skewed_model, small_and_large, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("1\n0\n")
     with pytest.raises(InputError, match="2 labels for 24 prompts"):
-        run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
+        run_detect(
+            DetectConfig(
+                model=str(model),
+                prompts=made["prompts"],
+                labels=str(labels),
+                out=str(tmp_path / "d"),
+            )
+        )
     labels.write_text("1\n\nyes\n")  # a blank line does not shift the reported line number
     with pytest.raises(InputError, match=r"labels.txt:3: label .yes. is not 0 or 1"):
-        run_detect(DetectConfig(model=str(model), prompts=made["prompts"], labels=str(labels), out=str(tmp_path / "d")))
+        run_detect(
+            DetectConfig(
+                model=str(model),
+                prompts=made["prompts"],
+                labels=str(labels),
+                out=str(tmp_path / "d"),
+            )
+        )
     with pytest.raises(InputError, match="unconditional"):
         TinyAdapter(load_diffusion_model(small_and_large[0]).unet)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("0\n99\n1\n2\n")
     labels.write_text("1\n1\n0\n0\n")
     with pytest.raises(InputError, match="'99' is not a class id"):
-        run_detect(DetectConfig(model=str(model), prompts=str(prompts), labels=str(labels), out=str(tmp_path / "d")))
+        run_detect(
+            DetectConfig(
+                model=str(model), prompts=str(prompts), labels=str(labels), out=str(tmp_path / "d")
+            )
+        )
 
 
 def make_tiny_sd(root: Path) -> Path:
-    """A Stable-Diffusion-style directory with random tiny weights: unet, CLIP text encoder, tokenizer, scheduler."""
+    """A Stable-Diffusion-style directory with random tiny weights: unet, CLIP text encoder,
+    tokenizer, scheduler.
+    """
     import torch
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     unet.save_pretrained(root / "unet", safe_serialization=True)
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
@@ -279,12 +410,29 @@ def make_tiny_sd(root: Path) -> Path:
     (root / "tokenizer").mkdir(parents=True)
     (root / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
     (root / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(root / "tokenizer" / "vocab.json"), str(root / "tokenizer" / "merges.txt"), model_max_length=16)
+    tok = CLIPTokenizer(
+        str(root / "tokenizer" / "vocab.json"),
+        str(root / "tokenizer" / "merges.txt"),
+        model_max_length=16,
+    )
     tok.save_pretrained(root / "tokenizer")
-    enc = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    enc = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
     enc.save_pretrained(root / "text_encoder", safe_serialization=True)
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
+    DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    ).save_pretrained(root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return root
 
@@ -293,11 +441,31 @@ def test_detect_on_a_diffusers_directory(tmp_path):
     pytest.importorskip("diffusers")
     sd = make_tiny_sd(tmp_path / "sd")
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["a cat", "a dog", "red car", "blue sky", "green tree", "old boat"]))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": p}) + "\n"
+            for p in ["a cat", "a dog", "red car", "blue sky", "green tree", "old boat"]
+        )
+    )
     labels = tmp_path / "labels.txt"
     labels.write_text("1\n1\n1\n0\n0\n0\n")
-    r = runner.invoke(app, ["diffusion", "detect", "--model", str(sd), "--prompts", str(prompts), "--labels", str(labels), "--noises", "2",
-                            "--out", str(tmp_path / "run")])
+    r = runner.invoke(
+        app,
+        [
+            "diffusion",
+            "detect",
+            "--model",
+            str(sd),
+            "--prompts",
+            str(prompts),
+            "--labels",
+            str(labels),
+            "--noises",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["models"]["target"]["architecture"] == "diffusers pipeline"
@@ -307,17 +475,60 @@ def test_detect_on_a_diffusers_directory(tmp_path):
 
 # --- CLI ----------------------------------------------------------------------------------------
 
+
 def test_cli_train_memorization_and_errors(tmp_path):
-    r = runner.invoke(app, ["diffusion", "train", "--n", "10", "--steps", "4", "--width", "8", "--out", str(tmp_path / "m")])
+    r = runner.invoke(
+        app,
+        [
+            "diffusion",
+            "train",
+            "--n",
+            "10",
+            "--steps",
+            "4",
+            "--width",
+            "8",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["diffusion", "memorization", "--model", str(tmp_path / "m"), "--samples", "20", "--sampling-steps", "5",
-                            "--out", str(tmp_path / "run")])
+    r = runner.invoke(
+        app,
+        [
+            "diffusion",
+            "memorization",
+            "--model",
+            str(tmp_path / "m"),
+            "--samples",
+            "20",
+            "--sampling-steps",
+            "5",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "max R" in r.output and (tmp_path / "run" / "results.json").is_file()
-    r = runner.invoke(app, ["diffusion", "train", "--n", "10", "--conditioning", "words", "--out", str(tmp_path / "x")])
+    r = runner.invoke(
+        app,
+        [
+            "diffusion",
+            "train",
+            "--n",
+            "10",
+            "--conditioning",
+            "words",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert r.exit_code != 0 and "unknown conditioning 'words'" in r.output
     (tmp_path / "empty").mkdir()
-    r = runner.invoke(app, ["diffusion", "train", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "y")])
+    r = runner.invoke(
+        app,
+        ["diffusion", "train", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "y")],
+    )
     assert r.exit_code != 0 and "no image files" in r.output
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,x"])
     assert r.exit_code != 0 and "--sizes" in r.output

@@ -34,12 +34,19 @@ def test_canaries_have_unique_prefixes_and_never_inserted_twins(tmp_path):
     assert read_ledger(write_ledger(tmp_path / "l.jsonl", made)) == made
     assert make_canaries(repetitions=(1, 4, 32), per_level=4, seed=3) == made  # seeded
     pool = candidates(made[0], 20)
-    assert len(set(pool)) == 20 and made[0].text not in pool and all(p.startswith(made[0].prefix) for p in pool)
+    assert (
+        len(set(pool)) == 20
+        and made[0].text not in pool
+        and all(p.startswith(made[0].prefix) for p in pool)
+    )
 
 
 def test_bad_ledgers_name_file_and_line(tmp_path):
     good = make_canaries(repetitions=(1,), per_level=1)[0].to_json()
-    for lines, message in (([good, "{oops"], "malformed JSON"), ([good, '{"id": "x"}'], "ledger entry lacks")):
+    for lines, message in (
+        ([good, "{oops"], "malformed JSON"),
+        ([good, '{"id": "x"}'], "ledger entry lacks"),
+    ):
         p = tmp_path / "bad.jsonl"
         p.write_text("\n".join(lines) + "\n")
         with pytest.raises(InputError, match=message) as e:
@@ -60,7 +67,9 @@ def test_insertions_land_where_the_ledger_says(tokenizer):
     assert {c.id: len(by_id.get(c.id, [])) for c in made} == {c.id: c.repetitions for c in made}
     assert len({(i.step, i.row, i.offset) for i in plan}) == len(plan)
     assert all(i.step < 10 for i in plan)  # "early": the first third of 30 steps
-    schedule = Schedule(np.arange(5000) % 700, steps=30, batch_size=4, seq_len=64, insertions=plan, tokens=tokens)
+    schedule = Schedule(
+        np.arange(5000) % 700, steps=30, batch_size=4, seq_len=64, insertions=plan, tokens=tokens
+    )
     for ins in plan:
         row = schedule.batch(ins.step)[ins.row].numpy()
         body = tokens[ins.canary][1:-1]
@@ -78,8 +87,18 @@ def test_canary_that_does_not_tokenize_is_refused(tokenizer):
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     ledger = write_ledger(tmp_path / "l.jsonl", make_canaries(repetitions=(2, 5), per_level=2))
-    common = dict(corpus="stdlib", ledger=str(ledger), model_size="micro", steps=12, batch_size=4, seq_len=64,
-                  corpus_chars=20_000, vocab_size=512, context=64, checkpoint_every=4)
+    common = dict(
+        corpus="stdlib",
+        ledger=str(ledger),
+        model_size="micro",
+        steps=12,
+        batch_size=4,
+        seq_len=64,
+        corpus_chars=20_000,
+        vocab_size=512,
+        context=64,
+        checkpoint_every=4,
+    )
     straight = run_train(TrainConfig(out=str(tmp_path / "a"), **common))
 
     class Killed(Exception):
@@ -109,7 +128,11 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"steps": 0}, "steps must be >= 1"), ({"model_size": "huge"}, "unknown model size"), ({"seq_len": 512}, "exceeds the model context")],
+    [
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"model_size": "huge"}, "unknown model size"),
+        ({"seq_len": 512}, "exceeds the model context"),
+    ],
 )
 def test_bad_train_settings(overrides, message, tmp_path):
     with pytest.raises(InputError, match=message):
@@ -139,14 +162,18 @@ def naive_greedy(model, prompt, n):
         with torch.no_grad():
             logits = model.model(input_ids=torch.tensor([ids])).logits  # no cache, no batch
         ids.append(int(logits[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 def test_batched_cached_generation_equals_a_plain_loop(repeated_model, snippets):
     model, seen = repeated_model
     texts = [seen, *snippets["members"][1:6], *snippets["nonmembers2"][:6]]
-    prompts = [t[: 3 + i] for i, t in enumerate(model.encode(texts))]  # lengths differ: left padding
-    assert greedy_generate(model, prompts, 12, batch_size=5) == [naive_greedy(model, p, 12) for p in prompts]
+    prompts = [
+        t[: 3 + i] for i, t in enumerate(model.encode(texts))
+    ]  # lengths differ: left padding
+    assert greedy_generate(model, prompts, 12, batch_size=5) == [
+        naive_greedy(model, p, 12) for p in prompts
+    ]
 
 
 def test_extraction_strength_equals_brute_force(repeated_model, snippets):
@@ -184,22 +211,66 @@ def test_extract_command_groups_and_reports(repeated_model, snippets, tmp_path):
 
     model, seen = repeated_model
     rows = [{"id": "seen", "text": seen, "repetitions": 50}] + [
-        {"id": f"u{i}", "text": t, "repetitions": 0} for i, t in enumerate(snippets["nonmembers2"][:6])
+        {"id": f"u{i}", "text": t, "repetitions": 0}
+        for i, t in enumerate(snippets["nonmembers2"][:6])
     ]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     runner = CliRunner()
-    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "8", "-m", "16",
-                            "--group-by", "repetitions", "--out", str(tmp_path / "run")])
+    r = runner.invoke(
+        app,
+        [
+            "extract",
+            "--model",
+            model.name,
+            "--data",
+            str(data),
+            "-k",
+            "8",
+            "-m",
+            "16",
+            "--group-by",
+            "repetitions",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert res["rates"]["by_group"]["50"]["exact"]["value"] == 1.0 and res["rates"]["by_group"]["0"]["exact"]["value"] == 0.0
-    assert res["rates"]["overall"]["n"] == 7 and "<mark>" in (tmp_path / "run" / "report.html").read_text()
+    assert (
+        res["rates"]["by_group"]["50"]["exact"]["value"] == 1.0
+        and res["rates"]["by_group"]["0"]["exact"]["value"] == 0.0
+    )
+    assert (
+        res["rates"]["overall"]["n"] == 7
+        and "<mark>" in (tmp_path / "run" / "report.html").read_text()
+    )
 
-    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "20", "--out", str(tmp_path / "x")])
+    r = runner.invoke(
+        app,
+        [
+            "extract",
+            "--model",
+            model.name,
+            "--data",
+            str(data),
+            "-k",
+            "100",
+            "-m",
+            "20",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     n_seen = len(model.encode([seen])[0])
-    assert r.exit_code == 2 and r.stderr.startswith("error: ") and f"d.jsonl:1: text has {n_seen} tokens; prefix + suffix = 120 needed" in r.stderr
-    r = runner.invoke(app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "100"])
+    assert (
+        r.exit_code == 2
+        and r.stderr.startswith("error: ")
+        and f"d.jsonl:1: text has {n_seen} tokens; prefix + suffix = 120 needed" in r.stderr
+    )
+    r = runner.invoke(
+        app, ["extract", "--model", model.name, "--data", str(data), "-k", "100", "-m", "100"]
+    )
     assert r.exit_code == 2 and "exceeds the model's context of 128" in r.stderr
     assert not (tmp_path / "x" / "results.json").exists()
 
@@ -211,12 +282,36 @@ def test_canaries_make_and_train_commands(tmp_path):
 
     runner = CliRunner()
     ledger = tmp_path / "c.jsonl"
-    r = runner.invoke(app, ["canaries", "make", "--out", str(ledger), "--repetitions", "1,3", "--per-level", "2"])
+    r = runner.invoke(
+        app, ["canaries", "make", "--out", str(ledger), "--repetitions", "1,3", "--per-level", "2"]
+    )
     assert r.exit_code == 0 and "4 canaries + 4 twins" in r.stdout
-    r = runner.invoke(app, ["train", "--ledger", str(ledger), "--out", str(tmp_path / "m"), "--model-size", "micro", "--steps", "10",
-                            "--batch-size", "4", "--seq-len", "64", "--corpus-chars", "20000", "--vocab-size", "512"])
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--ledger",
+            str(ledger),
+            "--out",
+            str(tmp_path / "m"),
+            "--model-size",
+            "micro",
+            "--steps",
+            "10",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "64",
+            "--corpus-chars",
+            "20000",
+            "--vocab-size",
+            "512",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "m" / "model.safetensors").is_file() and len(read_ledger(tmp_path / "m" / "ledger.jsonl")) == 8
+    assert (tmp_path / "m" / "model.safetensors").is_file() and len(
+        read_ledger(tmp_path / "m" / "ledger.jsonl")
+    ) == 8
     r = runner.invoke(app, ["train", "--out", str(tmp_path / "z"), "--steps", "0"])
     assert r.exit_code == 2 and "steps must be >= 1" in r.stderr
     r = runner.invoke(app, ["canaries", "make", "--repetitions", "1,x"])
@@ -227,11 +322,26 @@ def test_init_from_continues_an_existing_model(tmp_path, snippets):
     from safetensors.torch import load_file
 
     ledger = write_ledger(tmp_path / "l.jsonl", make_canaries(repetitions=(1,), per_level=1))
-    common = dict(model_size="micro", batch_size=4, seq_len=64, vocab_size=512, context=64, checkpoint_every=0)
-    first = run_train(TrainConfig(corpus="stdlib", out=str(tmp_path / "a"), ledger=str(ledger), steps=4, corpus_chars=20_000, **common))
+    common = dict(
+        model_size="micro", batch_size=4, seq_len=64, vocab_size=512, context=64, checkpoint_every=0
+    )
+    first = run_train(
+        TrainConfig(
+            corpus="stdlib",
+            out=str(tmp_path / "a"),
+            ledger=str(ledger),
+            steps=4,
+            corpus_chars=20_000,
+            **common,
+        )
+    )
     docs = tmp_path / "new.txt"
     docs.write_text("\n".join(snippets["nonmembers2"][:40]))
-    second = run_train(TrainConfig(corpus=str(docs), out=str(tmp_path / "b"), init_from=str(first), steps=3, **common))
+    second = run_train(
+        TrainConfig(
+            corpus=str(docs), out=str(tmp_path / "b"), init_from=str(first), steps=3, **common
+        )
+    )
     assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
     a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,5 @@
-"""The package's shape: every module imports, no import cycle, and no lower layer imports a higher one.
+"""The package's shape: every module imports, no import cycle, and no lower layer imports a higher
+one.
 
 The layer order is written once, here. A module may import its own package and the layers
 below its own; two packages of one layer stay independent of each other. Imports inside
@@ -35,7 +36,11 @@ ROOT = Path(memaudit.__file__).parent
 
 def all_modules() -> list[str]:
     names = ["memaudit"]
-    names += [m.name for m in pkgutil.walk_packages(memaudit.__path__, "memaudit.") if not m.name.endswith("__main__")]
+    names += [
+        m.name
+        for m in pkgutil.walk_packages(memaudit.__path__, "memaudit.")
+        if not m.name.endswith("__main__")
+    ]
     return names
 
 
@@ -77,7 +82,9 @@ def test_every_module_imports():
 
 def test_every_top_level_name_has_a_layer():
     tops = {top(n) for n in all_modules()} - {"memaudit"}
-    assert tops <= set(LAYER_OF), f"modules without a layer (add them to LAYERS): {sorted(tops - set(LAYER_OF))}"
+    assert tops <= set(LAYER_OF), (
+        f"modules without a layer (add them to LAYERS): {sorted(tops - set(LAYER_OF))}"
+    )
 
 
 def test_no_lower_layer_imports_a_higher_one():
@@ -91,7 +98,10 @@ def test_no_lower_layer_imports_a_higher_one():
             if there == here or there == "memaudit":
                 continue
             if LAYER_OF[there] >= LAYER_OF[here]:
-                wrong.append(f"{name} imports {dep} (layer {LAYERS[LAYER_OF[there]]} is not below {LAYERS[LAYER_OF[here]]})")
+                wrong.append(
+                    f"{name} imports {dep} (layer {LAYERS[LAYER_OF[there]]} is not below "
+                    f"{LAYERS[LAYER_OF[here]]})"
+                )
     assert not wrong, "\n".join(wrong)
 
 
@@ -121,19 +131,30 @@ def test_top_level_reads_as_the_capability_list():
     modules = sorted(p.stem for p in ROOT.glob("*.py") if p.stem != "__init__")
     packages = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file())
     assert len(modules) <= 10, modules
-    for a in modules + packages:  # no extract.py beside extraction.py, no train.py beside trainer.py
+    for a in (
+        modules + packages
+    ):  # no extract.py beside extraction.py, no train.py beside trainer.py
         clash = [b for b in modules + packages if b != a and b.startswith(a)]
         assert not clash, f"{a} and {clash} differ only by a suffix"
     for p in packages:
         doc = ast.get_docstring(ast.parse((ROOT / p / "__init__.py").read_text()))
-        assert doc and len(doc.splitlines()[0]) > 20, f"memaudit/{p}/__init__.py needs a one-line docstring of what it owns"
+        assert doc and len(doc.splitlines()[0]) > 20, (
+            f"memaudit/{p}/__init__.py needs a one-line docstring of what it owns"
+        )
 
 
 def test_the_command_line_starts_without_torch():
-    """Config classes live in light ``config`` modules, so ``memaudit --help`` never imports torch."""
+    """Config classes live in light ``config`` modules, so ``memaudit --help`` never imports
+    torch.
+    """
     import subprocess
     import sys
 
-    code = "import sys, memaudit.cli.app; print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys, memaudit.cli.app; print(sorted(m for m in ('torch', 'transformers', "
+        "'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]", f"memaudit.cli.app imports {out} at startup"

@@ -26,8 +26,20 @@ def mia(*args):
 @pytest.fixture(scope="module")
 def full_run(target_dir, reference_dir, data_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    r = mia("--model", target_dir, "--reference", reference_dir, "--members", data_files["members"],
-            "--nonmembers", data_files["nonmembers"], "--out", out, "--cache-dir", out / "cache")
+    r = mia(
+        "--model",
+        target_dir,
+        "--reference",
+        reference_dir,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        data_files["nonmembers"],
+        "--out",
+        out,
+        "--cache-dir",
+        out / "cache",
+    )
     assert r.exit_code == 0, r.output
     return out, r
 
@@ -44,14 +56,17 @@ def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
     out, _ = full_run
     results = json.loads((out / "results.json").read_text())
     assert results["schema_version"] == 1 and results["command"] == "mia"
-    assert results["config"]["model"] == str(target_dir) and results["config"]["n_bootstrap"] == 1000
+    assert (
+        results["config"]["model"] == str(target_dir) and results["config"]["n_bootstrap"] == 1000
+    )
     assert results["versions"]["torch"] and results["versions"]["memaudit"]
     assert len(results["models"]["target"]["fingerprint"]) == 16
     assert results["reference_tokenizer_differs"] is True
     auc = results["metrics"]["zlib"]["auc"]
     assert auc["ci_low"] <= auc["value"] <= auc["ci_high"]
     assert results["roc"]["loss"]["fpr"][0] == 0.0 and results["roc"]["loss"]["tpr"][-1] == 1.0
-    # one forward pass per text window per model: the target (texts and lowercased texts) and the reference
+    # one forward pass per text window per model: the target (texts and lowercased texts) and the
+    # reference
     target, ref = results["scoring"]["target"], results["scoring"]["reference"]
     assert target["texts"] == 400 and ref["texts"] == ref["unique_texts"] == 200
     assert target["unique_texts"] < 400  # a text already in lower case is scored once
@@ -64,12 +79,27 @@ def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
     assert set(ATTACKS.names()) <= set(table) and "group" in table and "n_tokens" in table
 
     html = (out / "report.html").read_text()
-    assert "ROC curves" in html and "data:image/png;base64" in html and "http" not in html.replace("http-equiv", "")
+    assert (
+        "ROC curves" in html
+        and "data:image/png;base64" in html
+        and "http" not in html.replace("http-equiv", "")
+    )
 
 
 def test_unseen_vs_unseen_is_at_chance(target_dir, data_files, tmp_path):
-    r = mia("--model", target_dir, "--members", data_files["nonmembers"], "--nonmembers", data_files["nonmembers2"],
-            "--out", tmp_path, "--attacks", "loss,min_k", "--no-report")
+    r = mia(
+        "--model",
+        target_dir,
+        "--members",
+        data_files["nonmembers"],
+        "--nonmembers",
+        data_files["nonmembers2"],
+        "--out",
+        tmp_path,
+        "--attacks",
+        "loss,min_k",
+        "--no-report",
+    )
     assert r.exit_code == 0, r.output
     for attack in ("loss", "min_k"):
         auc = json.loads((tmp_path / "results.json").read_text())["metrics"][attack]["auc"]
@@ -78,9 +108,23 @@ def test_unseen_vs_unseen_is_at_chance(target_dir, data_files, tmp_path):
 
 def test_second_run_does_no_forward_pass(full_run, target_dir, reference_dir, data_files, tmp_path):
     cache, _ = full_run
-    r = mia("--model", target_dir, "--reference", reference_dir, "--members", data_files["members"],
-            "--nonmembers", data_files["nonmembers"], "--out", tmp_path, "--cache-dir", cache / "cache",
-            "--attacks", "min_k:k=0.05,reference", "--no-report")
+    r = mia(
+        "--model",
+        target_dir,
+        "--reference",
+        reference_dir,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        data_files["nonmembers"],
+        "--out",
+        tmp_path,
+        "--cache-dir",
+        cache / "cache",
+        "--attacks",
+        "min_k:k=0.05,reference",
+        "--no-report",
+    )
     assert r.exit_code == 0, r.output
     scoring = json.loads((tmp_path / "results.json").read_text())["scoring"]
     assert all(v["forward_passes"] == 0 for v in scoring.values())
@@ -88,16 +132,39 @@ def test_second_run_does_no_forward_pass(full_run, target_dir, reference_dir, da
 
 def test_overlap_warning_and_skip_invalid(target_dir, data_files, tmp_path):
     members = Path(data_files["members"]).read_text().splitlines()
-    nonmembers = write_jsonl(tmp_path / "non.jsonl", members[:3] + ['{"text": ""}', "not json", '{"text": "x"}']
-                             + Path(data_files["nonmembers"]).read_text().splitlines()[:20])
-    r = mia("--model", target_dir, "--members", data_files["members"], "--nonmembers", nonmembers,
-            "--out", tmp_path / "run", "--skip-invalid", "--attacks", "loss", "--n-bootstrap", "50")
+    nonmembers = write_jsonl(
+        tmp_path / "non.jsonl",
+        members[:3]
+        + ['{"text": ""}', "not json", '{"text": "x"}']
+        + Path(data_files["nonmembers"]).read_text().splitlines()[:20],
+    )
+    r = mia(
+        "--model",
+        target_dir,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        nonmembers,
+        "--out",
+        tmp_path / "run",
+        "--skip-invalid",
+        "--attacks",
+        "loss",
+        "--n-bootstrap",
+        "50",
+    )
     assert r.exit_code == 0, r.output
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["warnings"] == ["3 text(s) appear among both members and non-members"]
     assert "3 text(s) appear" in r.stderr
-    skipped = {(s["line"], s["reason"].split(" (")[0].split(";")[0]) for s in results["data"]["skipped"]}
-    assert skipped == {(4, "empty text"), (5, "malformed JSON"), (6, "text has 1 token(s) under the target tokenizer")}
+    skipped = {
+        (s["line"], s["reason"].split(" (")[0].split(";")[0]) for s in results["data"]["skipped"]
+    }
+    assert skipped == {
+        (4, "empty text"),
+        (5, "malformed JSON"),
+        (6, "text has 1 token(s) under the target tokenizer"),
+    }
     assert results["data"]["nonmembers"]["n"] == 23
 
 
@@ -142,8 +209,21 @@ def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, da
         model = "EleutherAI/pythia-70m"
     out = tmp_path / "run"
     out.mkdir()
-    (out / "results.json").write_text("{}")  # an older run's results must not survive a failed one... or be touched
-    r = mia("--model", model, "--members", data_files["members"], "--nonmembers", non, "--out", out, "--attacks", attacks)
+    (out / "results.json").write_text(
+        "{}"
+    )  # an older run's results must not survive a failed one... or be touched
+    r = mia(
+        "--model",
+        model,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        non,
+        "--out",
+        out,
+        "--attacks",
+        attacks,
+    )
     assert r.exit_code == 2, r.output
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
@@ -151,24 +231,61 @@ def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, da
 
 
 def test_killed_run_resumes_to_identical_scores(target_dir, data_files, tmp_path):
-    common = ["--model", target_dir, "--members", data_files["members"], "--nonmembers", data_files["nonmembers"],
-              "--attacks", "loss,min_k_pp,lowercase", "--shard-texts", "2", "--batch-tokens", "256", "--n-bootstrap", "20"]
-    straight = mia(*common, "--out", tmp_path / "straight", "--cache-dir", tmp_path / "cache_straight", "--no-report")
+    common = [
+        "--model",
+        target_dir,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        data_files["nonmembers"],
+        "--attacks",
+        "loss,min_k_pp,lowercase",
+        "--shard-texts",
+        "2",
+        "--batch-tokens",
+        "256",
+        "--n-bootstrap",
+        "20",
+    ]
+    straight = mia(
+        *common,
+        "--out",
+        tmp_path / "straight",
+        "--cache-dir",
+        tmp_path / "cache_straight",
+        "--no-report",
+    )
     assert straight.exit_code == 0, straight.output
 
     cache = tmp_path / "cache_killed"
-    args = [sys.executable, "-m", "memaudit", "mia", *map(str, common), "--out", str(tmp_path / "killed"),
-            "--cache-dir", str(cache), "--no-report"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    args = [
+        sys.executable,
+        "-m",
+        "memaudit",
+        "mia",
+        *map(str, common),
+        "--out",
+        str(tmp_path / "killed"),
+        "--cache-dir",
+        str(cache),
+        "--no-report",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+    )
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(list(cache.glob("*/shard-*.npz"))) < 3:
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and len(list(cache.glob("*/shard-*.npz"))) < 3
+    ):
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_before = len(list(cache.glob("*/shard-*.npz")))
     assert 0 < n_before < 190, n_before  # about 190 shards of 2 texts when complete
     assert not (tmp_path / "killed" / "results.json").exists()
-    assert not list(cache.glob("*/.*"))  or all(p.suffix == ".tmp" for p in cache.glob("*/.*"))
+    assert not list(cache.glob("*/.*")) or all(p.suffix == ".tmp" for p in cache.glob("*/.*"))
 
     resumed = mia(*common, "--out", tmp_path / "killed", "--cache-dir", cache, "--no-report")
     assert resumed.exit_code == 0, resumed.output
@@ -193,9 +310,21 @@ def test_mia_help_explains_inputs():
 
 def test_config_file_then_flags(target_dir, data_files, tmp_path):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(f'members = "{data_files["members"]}"\nnonmembers = "{data_files["nonmembers"]}"\n'
-                   'attacks = "loss,zlib"\nn_bootstrap = 25\nseed = 3\n')
-    r = mia("--config", cfg, "--model", target_dir, "--attacks", "min_k:k=0.5", "--out", tmp_path / "run", "--no-report")
+    cfg.write_text(
+        f'members = "{data_files["members"]}"\nnonmembers = "{data_files["nonmembers"]}"\n'
+        'attacks = "loss,zlib"\nn_bootstrap = 25\nseed = 3\n'
+    )
+    r = mia(
+        "--config",
+        cfg,
+        "--model",
+        target_dir,
+        "--attacks",
+        "min_k:k=0.5",
+        "--out",
+        tmp_path / "run",
+        "--no-report",
+    )
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert (config["attacks"], config["n_bootstrap"], config["seed"]) == ("min_k:k=0.5", 25, 3)
@@ -204,24 +333,53 @@ def test_config_file_then_flags(target_dir, data_files, tmp_path):
     assert r.exit_code == 2 and "unknown setting(s): atacks" in r.stderr
 
 
-def test_index_adds_corpus_counts_and_auc_per_duplication_bucket(full_run, target_dir, snippets, data_files, tmp_path):
+def test_index_adds_corpus_counts_and_auc_per_duplication_bucket(
+    full_run, target_dir, snippets, data_files, tmp_path
+):
     from sklearn.metrics import roc_auc_score
 
     from memaudit.index.build import IndexBuildConfig, build_index
 
     members = snippets["members"]
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in members + members[:20] * 9])
-    build_index(IndexBuildConfig(corpus=str(corpus), tokenizer=str(target_dir), out=str(tmp_path / "idx"), max_shard_tokens=4000))
+    corpus = write_jsonl(
+        tmp_path / "corpus.jsonl", [{"text": t} for t in members + members[:20] * 9]
+    )
+    build_index(
+        IndexBuildConfig(
+            corpus=str(corpus),
+            tokenizer=str(target_dir),
+            out=str(tmp_path / "idx"),
+            max_shard_tokens=4000,
+        )
+    )
     cache, _ = full_run
-    r = mia("--model", target_dir, "--members", data_files["members"], "--nonmembers", data_files["nonmembers"], "--attacks", "loss,zlib",
-            "--index", tmp_path / "idx", "--out", tmp_path / "run", "--cache-dir", cache / "cache")
+    r = mia(
+        "--model",
+        target_dir,
+        "--members",
+        data_files["members"],
+        "--nonmembers",
+        data_files["nonmembers"],
+        "--attacks",
+        "loss,zlib",
+        "--index",
+        tmp_path / "idx",
+        "--out",
+        tmp_path / "run",
+        "--cache-dir",
+        cache / "cache",
+    )
     assert r.exit_code == 0, r.output
     assert "AUC by corpus occurrences" in r.stdout
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     table = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
-    assert table["corpus_count"] == [10] * 20 + [1] * 80 + [0] * 100  # members: 20 seen ten times, 80 once; non-members absent
+    assert (
+        table["corpus_count"] == [10] * 20 + [1] * 80 + [0] * 100
+    )  # members: 20 seen ten times, 80 once; non-members absent
     assert list(res["by_duplication"]) == ["1", "5-16"]
     for bucket, rows in (("1", range(20, 200)), ("5-16", [*range(20), *range(100, 200)])):
         auc = roc_auc_score([table["label"][i] for i in rows], [table["loss"][i] for i in rows])
-        assert res["by_duplication"][bucket]["metrics"]["loss"]["auc"]["value"] == pytest.approx(auc)
+        assert res["by_duplication"][bucket]["metrics"]["loss"]["auc"]["value"] == pytest.approx(
+            auc
+        )
     assert "By duplication" in (tmp_path / "run" / "report.html").read_text()

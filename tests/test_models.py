@@ -10,7 +10,9 @@ from memaudit.models.hf import model_fingerprint
 
 
 def test_hub_id_and_missing_path_say_local_only(tmp_path):
-    with pytest.raises(ModelLoadError, match="local directories only.*hub ids are never downloaded"):
+    with pytest.raises(
+        ModelLoadError, match="local directories only.*hub ids are never downloaded"
+    ):
         load_causal_lm("gpt2")
     with pytest.raises(ModelLoadError, match="local directories only"):
         load_causal_lm(tmp_path / "absent")
@@ -40,7 +42,9 @@ def test_remote_code_needs_the_flag(tmp_path, target_dir):
 def test_not_a_causal_lm(tmp_path):
     from transformers import T5Config, T5ForConditionalGeneration
 
-    model = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2))
+    model = T5ForConditionalGeneration(
+        T5Config(vocab_size=32, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2)
+    )
     model.save_pretrained(tmp_path / "t5")
     with pytest.raises(ModelLoadError, match="not a loadable causal LM"):
         load_causal_lm(tmp_path / "t5")
@@ -65,4 +69,6 @@ def test_adapter_contract(target):
     ids = torch.tensor([target.encode(["def f(x):\n    return x"])[0]])
     mask = torch.ones_like(ids)
     h = target.hidden_states(ids, mask)
-    torch.testing.assert_close(target.project(h[0]), target.logits(ids, mask)[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        target.project(h[0]), target.logits(ids, mask)[0], atol=1e-5, rtol=1e-5
+    )

@@ -1,4 +1,6 @@
-"""Knights and Knaves: puzzles, perturbations, parser, LiMem, and the memorization effect on a trained model."""
+"""Knights and Knaves: puzzles, perturbations, parser, LiMem, and the memorization effect on a
+trained model.
+"""
 
 import itertools
 import json
@@ -23,11 +25,18 @@ from memaudit.probes.kk import (
 from memaudit.probes.kk_run import KKRunConfig, read_puzzles, run_kk, write_puzzles
 
 runner = CliRunner()
-PY_OPS = {"and": "({} and {})", "or": "({} or {})", "implies": "((not {}) or {})", "iff": "({} == {})"}
+PY_OPS = {
+    "and": "({} and {})",
+    "or": "({} or {})",
+    "implies": "((not {}) or {})",
+    "iff": "({} == {})",
+}
 
 
 def as_python(expr) -> str:
-    """The formula as a Python expression over x0..xN-1: an evaluator independent of the library's."""
+    """The formula as a Python expression over x0..xN-1: an evaluator independent of the
+    library's.
+    """
     if expr[0] == "is":
         return f"(x{expr[1]} == {expr[2]})"
     if expr[0] == "not":
@@ -64,18 +73,30 @@ def test_perturbations_keep_one_solution_and_change_it_only_when_logical():
                 assert sols[0] != p.solution() and q.names == p.names
             else:
                 assert sols[0] == p.solution()
-                assert (render_answer(q) == render_answer(p)) == (kind == "order")  # only the wording changes
+                assert (render_answer(q) == render_answer(p)) == (
+                    kind == "order"
+                )  # only the wording changes
 
 
 def test_parser_reads_good_answers_and_rejects_malformed_ones():
-    p = Puzzle((("is", 1, True), ("is", 0, True), ("not", ("is", 0, False))), ("Alice", "Bob", "Carol"))
-    assert parse_answer("(1) Alice is a knight. (2) Bob is a knave. (3) Carol is a knight.", p) == (True, False, True)
-    assert parse_answer(" (1) Alice is a knight. (2) Bob is a knight. (3) Carol is a knave.<|endoftext|>An island", p) == (True, True, False)
+    p = Puzzle(
+        (("is", 1, True), ("is", 0, True), ("not", ("is", 0, False))), ("Alice", "Bob", "Carol")
+    )
+    assert parse_answer("(1) Alice is a knight. (2) Bob is a knave. (3) Carol is a knight.", p) == (
+        True,
+        False,
+        True,
+    )
+    assert parse_answer(
+        " (1) Alice is a knight. (2) Bob is a knight. (3) Carol is a knave.<|endoftext|>An island",
+        p,
+    ) == (True, True, False)
     for bad in (
         "(1) Alice is a knight. (2) Bob is a knave.",  # someone missing
         "(1) Alice is a knight. (2) Alice is a knave. (3) Carol is a knight.",  # repeated
         "(1) Alice is a knight. (2) Dave is a knave. (3) Carol is a knight.",  # not in the puzzle
-        "(1) Alice is a knight. (2) Bob is a liar. (3) Carol is a knight.",  # another puzzle's role word
+        # another puzzle's role word
+        "(1) Alice is a knight. (2) Bob is a liar. (3) Carol is a knight.",
         "Alice is a knight, Bob is a knave, Carol is a knight.",  # not the format
     ):
         assert parse_answer(bad, p) is None, bad
@@ -86,7 +107,11 @@ def test_limem_equals_its_formula():
     perturbed = [1, 0, 0, 1, 1, 0, 0, 0]
     acc, cr = 5 / 8, 2 / 5  # 5 solved; 2 of those still solved after perturbation
     r = limem(correct, perturbed)
-    assert r["accuracy"] == acc and r["consistency"] == cr and r["limem"] == pytest.approx(acc * (1 - cr))
+    assert (
+        r["accuracy"] == acc
+        and r["consistency"] == cr
+        and r["limem"] == pytest.approx(acc * (1 - cr))
+    )
     ci = limem_with_ci(correct, perturbed, n_bootstrap=200)
     assert ci["limem"]["ci"][0] <= r["limem"] <= ci["limem"]["ci"][1]
 
@@ -96,8 +121,14 @@ def test_bad_puzzle_files_name_file_and_line(tmp_path):
     rows = [json.loads(line) for line in good.read_text().splitlines()]
     cases = {
         "malformed JSON": "{oops\n",
-        "malformed puzzle": json.dumps({**rows[0], "statements": [["xor", ["is", 0, True], ["is", 1, True]]] * 3}) + "\n",
-        "solutions, not exactly one": json.dumps({**rows[0], "statements": [["is", 1, True], ["is", 0, True], ["is", 0, True]]}) + "\n",
+        "malformed puzzle": json.dumps(
+            {**rows[0], "statements": [["xor", ["is", 0, True], ["is", 1, True]]] * 3}
+        )
+        + "\n",
+        "solutions, not exactly one": json.dumps(
+            {**rows[0], "statements": [["is", 1, True], ["is", 0, True], ["is", 0, True]]}
+        )
+        + "\n",
     }
     for message, line in cases.items():
         path = tmp_path / "bad.jsonl"
@@ -105,21 +136,41 @@ def test_bad_puzzle_files_name_file_and_line(tmp_path):
         with pytest.raises(InputError, match=message) as e:
             read_puzzles(path)
         assert "bad.jsonl:3" in str(e.value)
-    r = runner.invoke(app, ["probe", "kk", "make", "--people", "2-8", "--out", str(tmp_path / "x.jsonl")])
+    r = runner.invoke(
+        app, ["probe", "kk", "make", "--people", "2-8", "--out", str(tmp_path / "x.jsonl")]
+    )
     assert r.exit_code == 2 and "--people must look like" in r.stderr
 
 
 def test_a_model_trained_on_puzzles_recites_them(tmp_path):
-    """The paper's finding, small: high accuracy on the training puzzles, none once the logic changes."""
+    """The paper's finding, small: high accuracy on the training puzzles, none once the logic
+    changes.
+    """
     data = write_puzzles(tmp_path / "kk.jsonl", [3], 12, seed=0)
-    model = run_train(TrainConfig(corpus=str(data), out=str(tmp_path / "m"), model_size="micro", steps=600, seq_len=256, lr=3e-3,
-                                  vocab_size=512, checkpoint_every=0))
-    out, res = run_kk(KKRunConfig(model=str(model), data=str(data), out=str(tmp_path / "run"), n_bootstrap=200))
+    model = run_train(
+        TrainConfig(
+            corpus=str(data),
+            out=str(tmp_path / "m"),
+            model_size="micro",
+            steps=600,
+            seq_len=256,
+            lr=3e-3,
+            vocab_size=512,
+            checkpoint_every=0,
+        )
+    )
+    out, res = run_kk(
+        KKRunConfig(model=str(model), data=str(data), out=str(tmp_path / "run"), n_bootstrap=200)
+    )
     assert res["accuracy"] >= 0.5
     for kind in LOGIC_PERTURBATIONS:
         s = res["perturbations"][kind]
-        assert s["perturbed_accuracy"]["value"] <= res["accuracy"] - 0.3 and s["limem"]["value"] >= 0.3
-    assert (out / "report.html").is_file() and json.loads((out / "results.json").read_text())["data"]["puzzles"] == 12
+        assert (
+            s["perturbed_accuracy"]["value"] <= res["accuracy"] - 0.3 and s["limem"]["value"] >= 0.3
+        )
+    assert (out / "report.html").is_file() and json.loads((out / "results.json").read_text())[
+        "data"
+    ]["puzzles"] == 12
     assert to_row(read_puzzles(data)[0])["answer"] in data.read_text()
 
 
@@ -131,8 +182,17 @@ def test_temporal_groups_across_the_cutoff():
     dates = ["2021-11-30", "2021-12-31", "2022-01-01", "2022-02-15", "2022-04-01"]
     facts = [Fact(dt.date.fromisoformat(d), "p", "1", True) for d in dates]
     g = group_by_cutoff(facts, [True, True, False, True, False], dt.date(2022, 1, 1), "quarter")
-    assert g["before"]["n"] == 2 and g["before"]["value"] == 1.0 and g["after"]["n"] == 3 and g["after"]["value"] == pytest.approx(1 / 3)
-    assert {k: (v["side"], v["n"]) for k, v in g["by_period"].items()} == {"2021-Q4": ("before", 2), "2022-Q1": ("after", 2), "2022-Q2": ("after", 1)}
+    assert (
+        g["before"]["n"] == 2
+        and g["before"]["value"] == 1.0
+        and g["after"]["n"] == 3
+        and g["after"]["value"] == pytest.approx(1 / 3)
+    )
+    assert {k: (v["side"], v["n"]) for k, v in g["by_period"].items()} == {
+        "2021-Q4": ("before", 2),
+        "2022-Q1": ("after", 2),
+        "2022-Q2": ("after", 1),
+    }
     g = group_by_cutoff(facts, [True] * 5, dt.date(2022, 2, 1), "quarter")
     assert g["by_period"]["2022-Q1"]["side"] == "straddles"
 
@@ -149,14 +209,23 @@ def test_temporal_bad_inputs(tmp_path, target_dir):
     )
 
     facts = write_facts(tmp_path / "f.jsonl", make_facts(dt.date(2021, 1, 1), dt.date(2021, 6, 30)))
-    (tmp_path / "bad.jsonl").write_text(facts.read_text() + json.dumps({"date": "2021-13-01", "prompt": "p", "answer": "1"}) + "\n")
+    (tmp_path / "bad.jsonl").write_text(
+        facts.read_text() + json.dumps({"date": "2021-13-01", "prompt": "p", "answer": "1"}) + "\n"
+    )
     with pytest.raises(InputError, match=r"bad.jsonl:13: bad date"):
         read_facts(tmp_path / "bad.jsonl")
     (tmp_path / "bad.jsonl").write_text(json.dumps({"date": "2021-01-01", "prompt": "p"}) + "\n")
     with pytest.raises(InputError, match=r"bad.jsonl:1: missing field 'answer'"):
         read_facts(tmp_path / "bad.jsonl")
     with pytest.raises(InputError, match="outside the facts' range"):
-        run_temporal(TemporalConfig(model=str(target_dir), facts=str(facts), cutoff="2023-01-01", out=str(tmp_path / "r")))
+        run_temporal(
+            TemporalConfig(
+                model=str(target_dir),
+                facts=str(facts),
+                cutoff="2023-01-01",
+                out=str(tmp_path / "r"),
+            )
+        )
     assert not (tmp_path / "r" / "results.json").exists()
 
 
@@ -173,9 +242,23 @@ def test_a_model_trained_before_a_cutoff_knows_only_the_facts_before_it(tmp_path
     rows = make_facts(dt.date(2021, 1, 1), dt.date(2022, 12, 31), per_month=2, seed=0)
     facts = write_facts(tmp_path / "facts.jsonl", rows)
     train = write_facts(tmp_path / "train.jsonl", [r for r in rows if r["date"] < "2022-01-01"])
-    model = run_train(TrainConfig(corpus=str(train), out=str(tmp_path / "m"), model_size="micro", steps=600, seq_len=64, lr=3e-3,
-                                  vocab_size=512, checkpoint_every=0))
-    out, res = run_temporal(TemporalConfig(model=str(model), facts=str(facts), cutoff="2022-01-01", out=str(tmp_path / "run")))
+    model = run_train(
+        TrainConfig(
+            corpus=str(train),
+            out=str(tmp_path / "m"),
+            model_size="micro",
+            steps=600,
+            seq_len=64,
+            lr=3e-3,
+            vocab_size=512,
+            checkpoint_every=0,
+        )
+    )
+    out, res = run_temporal(
+        TemporalConfig(
+            model=str(model), facts=str(facts), cutoff="2022-01-01", out=str(tmp_path / "run")
+        )
+    )
     assert res["before"]["n"] == res["after"]["n"] == 24
     assert res["before"]["value"] >= res["after"]["value"] + 0.2
     assert (out / "report.html").is_file()
@@ -187,15 +270,41 @@ def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, sn
     from memaudit.probes.retention import RetentionConfig, run_retention
 
     ledger = write_ledger(tmp_path / "c.jsonl", make_canaries(repetitions=(1, 256), per_level=6))
-    model = run_train(TrainConfig(corpus="stdlib", corpus_chars=30_000, ledger=str(ledger), out=str(tmp_path / "m"), model_size="micro",
-                                  steps=600, seq_len=64, lr=3e-3, vocab_size=1024, checkpoint_every=0))
-    new_data = write_texts(tmp_path / "new.jsonl", ((f"n{i}", t) for i, t in enumerate(snippets["reference_corpus"])))
-    out, res = run_retention(RetentionConfig(model=str(model), ledger=str(model / "ledger.jsonl"), continue_corpus=str(new_data),
-                                             steps_list=(0, 10, 50), seq_len=64, out=str(tmp_path / "run")))
+    model = run_train(
+        TrainConfig(
+            corpus="stdlib",
+            corpus_chars=30_000,
+            ledger=str(ledger),
+            out=str(tmp_path / "m"),
+            model_size="micro",
+            steps=600,
+            seq_len=64,
+            lr=3e-3,
+            vocab_size=1024,
+            checkpoint_every=0,
+        )
+    )
+    new_data = write_texts(
+        tmp_path / "new.jsonl", ((f"n{i}", t) for i, t in enumerate(snippets["reference_corpus"]))
+    )
+    out, res = run_retention(
+        RetentionConfig(
+            model=str(model),
+            ledger=str(model / "ledger.jsonl"),
+            continue_corpus=str(new_data),
+            steps_list=(0, 10, 50),
+            seq_len=64,
+            out=str(tmp_path / "run"),
+        )
+    )
     assert list(res["curve"]) == ["0", "10", "50"]
-    for step in res["curve"].values():  # recognition of the repeated canaries holds; the once-seen ones are at chance
+    for step in res[
+        "curve"
+    ].values():  # recognition of the repeated canaries holds; the once-seen ones are at chance
         assert step["256"]["recognition"] >= step["1"]["recognition"] + 0.3
-    assert res["curve"]["0"]["256"]["recall"] > res["curve"]["0"]["1"]["recall"]  # recall exists before training goes on
+    assert (
+        res["curve"]["0"]["256"]["recall"] > res["curve"]["0"]["1"]["recall"]
+    )  # recall exists before training goes on
     assert (out / "report.html").is_file()
     with pytest.raises(InputError, match="increasing"):
         RetentionConfig(model="m", ledger="l", continue_corpus="c", steps_list=(10, 5))
@@ -210,8 +319,12 @@ def test_mqar_oracle_is_perfect_and_random_guessing_is_at_chance():
     ids, targets = task.batch(200, seed=0)
     asked = targets >= 0
     assert asked.sum(1).tolist() == [16] * 200 and (targets[asked] >= 256).all()
-    assert (ids[:, 1:][asked[:, :-1]] == ANSWER_SLOT).all()  # a query key is never followed by its value
-    assert not np.isin(targets[asked].reshape(200, 16), ids[:, 2 * 16 :]).any()  # values appear only in the context
+    assert (
+        ids[:, 1:][asked[:, :-1]] == ANSWER_SLOT
+    ).all()  # a query key is never followed by its value
+    assert not np.isin(
+        targets[asked].reshape(200, 16), ids[:, 2 * 16 :]
+    ).any()  # values appear only in the context
 
     def oracle(batch):
         out = np.zeros_like(batch)
@@ -233,7 +346,11 @@ def test_a_small_attention_model_learns_mqar_at_its_training_length(tmp_path):
     from memaudit.probes.recall import RecallConfig, run_recall, train_mqar_model
 
     model = train_mqar_model(tmp_path / "mqar-model", length=32, pairs=4, steps=600, seed=0)
-    out, res = run_recall(RecallConfig(model=str(model), lengths=(32, 256), pairs=(4, 8), n=64, out=str(tmp_path / "run")))
+    out, res = run_recall(
+        RecallConfig(
+            model=str(model), lengths=(32, 256), pairs=(4, 8), n=64, out=str(tmp_path / "run")
+        )
+    )
     assert res["mqar_vocab"] == 64 and res["trained_on"]["length"] == 32  # read from the model dir
     assert res["grid"]["32x4"] > 0.9, res["grid"]
     assert res["grid"]["256x8"] < res["grid"]["32x4"]  # recall falls beyond the training length
@@ -243,10 +360,40 @@ def test_a_small_attention_model_learns_mqar_at_its_training_length(tmp_path):
 def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tmp_path):
     from memaudit.probes.recall import RecallConfig, run_recall
 
-    out, res = run_recall(RecallConfig(model=str(target_dir), lengths=(32, 64), pairs=(2, 16), n=8, out=str(tmp_path / "mq")))
-    assert res["grid"]["32x16"] is None and all(0 <= res["grid"][k] <= 1 for k in ("32x2", "64x2", "64x16"))
+    out, res = run_recall(
+        RecallConfig(
+            model=str(target_dir), lengths=(32, 64), pairs=(2, 16), n=8, out=str(tmp_path / "mq")
+        )
+    )
+    assert res["grid"]["32x16"] is None and all(
+        0 <= res["grid"][k] <= 1 for k in ("32x2", "64x2", "64x16")
+    )
     assert (out / "report.html").is_file()
-    out, res = run_recall(RecallConfig(model=str(target_dir), task="niah", lengths=(64, 100), depths=(0.0, 1.0), n=2, out=str(tmp_path / "nh")))
+    out, res = run_recall(
+        RecallConfig(
+            model=str(target_dir),
+            task="niah",
+            lengths=(64, 100),
+            depths=(0.0, 1.0),
+            n=2,
+            out=str(tmp_path / "nh"),
+        )
+    )
     assert set(res["grid"]) == {"64x0", "64x1", "100x0", "100x1"}
-    r = runner.invoke(app, ["probe", "recall", "--model", str(target_dir), "--lengths", "64,4096", "--out", str(tmp_path / "x")])
-    assert r.exit_code == 2 and "length 4096 is longer than the model's context of 128 tokens" in r.stderr
+    r = runner.invoke(
+        app,
+        [
+            "probe",
+            "recall",
+            "--model",
+            str(target_dir),
+            "--lengths",
+            "64,4096",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert (
+        r.exit_code == 2
+        and "length 4096 is longer than the model's context of 128 tokens" in r.stderr
+    )

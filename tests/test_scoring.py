@@ -49,11 +49,15 @@ def test_scores_equal_direct_computation(target, snippets):
         ids = target.encode([text])[0]
         lp = direct_logprobs(target, ids)[:-1]  # position p predicts token p + 1
         np.testing.assert_array_equal(t.token_ids, ids)
-        np.testing.assert_allclose(t.logp, lp[torch.arange(len(ids) - 1), ids[1:]].numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            t.logp, lp[torch.arange(len(ids) - 1), ids[1:]].numpy(), atol=1e-5
+        )
         p = lp.exp()
         mu = (p * lp).sum(-1)
         np.testing.assert_allclose(t.mu, mu.numpy(), atol=1e-5)
-        np.testing.assert_allclose(t.sigma, ((p * (lp - mu[:, None]) ** 2).sum(-1)).sqrt().numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            t.sigma, ((p * (lp - mu[:, None]) ** 2).sum(-1)).sqrt().numpy(), atol=1e-4
+        )
         np.testing.assert_array_equal(t.is_argmax, (lp.argmax(-1) == torch.tensor(ids[1:])).numpy())
 
 
@@ -61,14 +65,18 @@ def test_sliding_windows(target, snippets):
     short = snippets["members"][0]
     n_short = len(target.encode([short])[0])
     single, _ = score_texts(target, [short], ScoreSettings(), cache_root=None)
-    windowed, _ = score_texts(target, [short], ScoreSettings(max_length=n_short, stride=3), cache_root=None)
+    windowed, _ = score_texts(
+        target, [short], ScoreSettings(max_length=n_short, stride=3), cache_root=None
+    )
     np.testing.assert_allclose(windowed.text(0).logp, single.text(0).logp, atol=1e-6)
 
     long_text = "\n".join(snippets["nonmembers"][:4])
     ids = target.encode([long_text])[0]
     length, stride = 48, 16
     assert len(ids) > 3 * length
-    scores, stats = score_texts(target, [long_text], ScoreSettings(max_length=length, stride=stride), cache_root=None)
+    scores, stats = score_texts(
+        target, [long_text], ScoreSettings(max_length=length, stride=stride), cache_root=None
+    )
     t = scores.text(0)
     assert len(t.logp) == len(ids) - 1 and np.isfinite(t.logp).all()
     assert stats.windows == len(windows_for(len(ids), length, stride))
@@ -87,8 +95,12 @@ def test_second_run_is_served_from_the_cache(target, snippets, tmp_path, monkeyp
 
     calls = []
     original = type(target).hidden_states
-    monkeypatch.setattr(type(target), "hidden_states", lambda self, *a: calls.append(1) or original(self, *a))
-    second, s2 = score_texts(target, list(reversed(texts)), ScoreSettings(shard_texts=6), cache_root=tmp_path)
+    monkeypatch.setattr(
+        type(target), "hidden_states", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    second, s2 = score_texts(
+        target, list(reversed(texts)), ScoreSettings(shard_texts=6), cache_root=tmp_path
+    )
     assert calls == [] and s2.forward_passes == 0 and s2.cached_texts == 20
     for i in range(len(texts)):
         np.testing.assert_array_equal(second.text(len(texts) - 1 - i).logp, first.text(i).logp)

@@ -26,7 +26,9 @@ def reference(reference_dir):
 
 @pytest.fixture(scope="module")
 def traps(reference):
-    return make_traps(reference, lengths=(20, 30), per_bucket=8, n_buckets=2, pool_factor=60, seed=0)
+    return make_traps(
+        reference, lengths=(20, 30), per_bucket=8, n_buckets=2, pool_factor=60, seed=0
+    )
 
 
 def test_traps_are_distinct_bucketed_and_paired(traps, reference):
@@ -34,10 +36,17 @@ def test_traps_are_distinct_bucketed_and_paired(traps, reference):
     for t in traps:
         ids = reference.tokenizer(t.text, verbose=False)["input_ids"]
         assert len(ids) == t.meta["length"]  # survives decode / re-encode at its length
-        lo, hi = t.meta["bucket_edges"][t.meta["bucket"]], t.meta["bucket_edges"][t.meta["bucket"] + 1]
+        lo, hi = (
+            t.meta["bucket_edges"][t.meta["bucket"]],
+            t.meta["bucket_edges"][t.meta["bucket"] + 1],
+        )
         assert lo <= t.meta["perplexity"] <= hi
         twin = next(c for c in traps if c.id == t.pair_id)
-        assert twin.member != t.member and twin.meta["bucket"] == t.meta["bucket"] and twin.meta["length"] == t.meta["length"]
+        assert (
+            twin.member != t.member
+            and twin.meta["bucket"] == t.meta["bucket"]
+            and twin.meta["length"] == t.meta["length"]
+        )
     same_length = [t for t in traps if t.meta["length"] == 20]
     tok = reference.tokenizer
     for i, a in enumerate(same_length):
@@ -67,8 +76,12 @@ def test_offsets_point_at_the_trap_and_never_split_a_word_or_line(injected):
             assert text[o : o + len(t.text)] == t.text
             assert o == 0 or text[o - 1] in "\n "  # starts at a line or word boundary
             assert text[o + len(t.text)] in "\n "  # and is followed by a separator
-        stripped = text_of[t.insertions[0]["doc"]].replace(t.text + "\n", "").replace(t.text + " ", "")
-        assert stripped == originals[t.insertions[0]["doc"]]  # removing the copies gives the original back
+        stripped = (
+            text_of[t.insertions[0]["doc"]].replace(t.text + "\n", "").replace(t.text + " ", "")
+        )
+        assert (
+            stripped == originals[t.insertions[0]["doc"]]
+        )  # removing the copies gives the original back
 
 
 def test_documents_too_short_or_too_few(traps):
@@ -83,10 +96,28 @@ def test_more_repetitions_are_detected_better(injected, reference_dir, tmp_path)
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in new_docs))
     ledger = write_ledger(tmp_path / "ledger.jsonl", placed)
-    model = run_train(TrainConfig(corpus=str(corpus), out=str(tmp_path / "m"), model_size="micro", steps=300, batch_size=16,
-                                  seq_len=128, lr=3e-3, vocab_size=1024, context=128, checkpoint_every=0))
-    res = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run"),
-                           cache_root=tmp_path / "cache", n_bootstrap=200)
+    model = run_train(
+        TrainConfig(
+            corpus=str(corpus),
+            out=str(tmp_path / "m"),
+            model_size="micro",
+            steps=300,
+            batch_size=16,
+            seq_len=128,
+            lr=3e-3,
+            vocab_size=1024,
+            context=128,
+            checkpoint_every=0,
+        )
+    )
+    res = run_traps_detect(
+        model=str(model),
+        reference=str(reference_dir),
+        ledger=str(ledger),
+        out=str(tmp_path / "run"),
+        cache_root=tmp_path / "cache",
+        n_bootstrap=200,
+    )
     auc = {(c["length"], c["repetitions"]): c["loss"]["value"] for c in res["pooled_grid"]}
     for length in (20, 30):
         assert auc[(length, 100)] > auc[(length, 1)] + 0.2
@@ -95,13 +126,32 @@ def test_more_repetitions_are_detected_better(injected, reference_dir, tmp_path)
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Detection grid" in html and re.search(r"data:image/png;base64", html)
 
-    again = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run2"),
-                             cache_root=tmp_path / "cache", n_bootstrap=200)
-    assert all(s["forward_passes"] == 0 for s in again["scoring"].values())  # a second detect reuses the cache
+    again = run_traps_detect(
+        model=str(model),
+        reference=str(reference_dir),
+        ledger=str(ledger),
+        out=str(tmp_path / "run2"),
+        cache_root=tmp_path / "cache",
+        n_bootstrap=200,
+    )
+    assert all(
+        s["forward_passes"] == 0 for s in again["scoring"].values()
+    )  # a second detect reuses the cache
 
-    in_context = run_traps_detect(model=str(model), reference=str(reference_dir), ledger=str(ledger), out=str(tmp_path / "run3"),
-                                  cache_root=tmp_path / "cache", n_bootstrap=200, docs=str(corpus), context_chars=300)
-    auc = {(c["length"], c["repetitions"]): c["loss+context"]["value"] for c in in_context["pooled_grid"]}
+    in_context = run_traps_detect(
+        model=str(model),
+        reference=str(reference_dir),
+        ledger=str(ledger),
+        out=str(tmp_path / "run3"),
+        cache_root=tmp_path / "cache",
+        n_bootstrap=200,
+        docs=str(corpus),
+        context_chars=300,
+    )
+    auc = {
+        (c["length"], c["repetitions"]): c["loss+context"]["value"]
+        for c in in_context["pooled_grid"]
+    }
     assert "reference+context" in in_context["attacks"] and auc[(20, 100)] > auc[(20, 1)]
 
 
@@ -116,7 +166,9 @@ def test_contexts_end_where_the_trap_starts(injected):
         text = docs[ins["doc"]]
         assert text[: ins["char_offset"]].endswith(ctx) and len(ctx) <= 200
         start = ins["char_offset"] - len(ctx)
-        assert start == 0 or text[start - 1] == "\n" or len(ctx) == 200  # from a line start unless none is near
+        assert (
+            start == 0 or text[start - 1] == "\n" or len(ctx) == 200
+        )  # from a line start unless none is near
         if not t.member:
             assert ctx == by_id[t.pair_id][1]  # a control is read after its trap's context
 
@@ -124,5 +176,10 @@ def test_contexts_end_where_the_trap_starts(injected):
 def test_reference_with_another_tokenizer_is_refused(injected, target_dir, tmp_path):
     ledger = write_ledger(tmp_path / "l.jsonl", injected[2])
     with pytest.raises(InputError, match="traps were made with a reference whose tokenizer"):
-        run_traps_detect(model=str(target_dir), reference=str(target_dir), ledger=str(ledger), out=str(tmp_path / "r"))
+        run_traps_detect(
+            model=str(target_dir),
+            reference=str(target_dir),
+            ledger=str(ledger),
+            out=str(tmp_path / "r"),
+        )
     assert read_ledger(ledger)

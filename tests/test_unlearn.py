@@ -1,4 +1,6 @@
-"""Unlearning on a real lab model: every method removes what it should, and the evaluation can tell how well."""
+"""Unlearning on a real lab model: every method removes what it should, and the evaluation can
+tell how well.
+"""
 
 import json
 import math
@@ -14,9 +16,9 @@ from memaudit.io.texts import write_texts
 from memaudit.lab.lm import TrainSettings, random_windows, token_stream
 from memaudit.lab.train import TrainConfig, run_train
 from memaudit.models.hf import load_causal_lm, model_fingerprint
-from memaudit.unlearn.methods import METHODS, StepInputs
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, run_unlearn_eval
 from memaudit.unlearn.kfac import collect_factors, curvature_edit, mlp_layers
+from memaudit.unlearn.methods import METHODS, StepInputs
 from memaudit.unlearn.retrain import retrain_config
 from memaudit.unlearn.run import UnlearnConfig, run_unlearn
 
@@ -26,8 +28,15 @@ GRADIENT_METHODS = ("ga", "grad_diff", "npo", "simnpo")
 
 def step_inputs(logp, tokens=(4.0, 8.0), ref=(-1.0, -1.0), retain=None, beta=0.1, gamma=0.0):
     as_t = lambda v: torch.tensor(v, dtype=torch.float64, requires_grad=True)  # noqa: E731
-    return StepInputs(as_t(logp), torch.tensor(tokens, dtype=torch.float64), torch.tensor(ref, dtype=torch.float64),
-                      None if retain is None else torch.tensor(retain, dtype=torch.float64), beta, gamma, 1.0)
+    return StepInputs(
+        as_t(logp),
+        torch.tensor(tokens, dtype=torch.float64),
+        torch.tensor(ref, dtype=torch.float64),
+        None if retain is None else torch.tensor(retain, dtype=torch.float64),
+        beta,
+        gamma,
+        1.0,
+    )
 
 
 def test_losses_equal_their_formulas():
@@ -35,10 +44,14 @@ def test_losses_equal_their_formulas():
     forget_nll = 6.0 / 12.0
     assert METHODS.get("ga").loss(x).item() == pytest.approx(-forget_nll)
     assert METHODS.get("grad_diff").loss(x).item() == pytest.approx(-forget_nll + 1.5)
-    npo = (2 / 0.1) * np.mean([math.log1p(math.exp(0.1 * (-2 + 1))), math.log1p(math.exp(0.1 * (-4 + 1)))]) + 1.5
+    npo = (2 / 0.1) * np.mean(
+        [math.log1p(math.exp(0.1 * (-2 + 1))), math.log1p(math.exp(0.1 * (-4 + 1)))]
+    ) + 1.5
     assert METHODS.get("npo").loss(x).item() == pytest.approx(npo)
     y = step_inputs([-2.0, -4.0], beta=2.5, gamma=0.5)
-    simnpo = (2 / 2.5) * np.mean([math.log1p(math.exp(2.5 * -2 / 4 + 0.5)), math.log1p(math.exp(2.5 * -4 / 8 + 0.5))])
+    simnpo = (2 / 2.5) * np.mean(
+        [math.log1p(math.exp(2.5 * -2 / 4 + 0.5)), math.log1p(math.exp(2.5 * -4 / 8 + 0.5))]
+    )
     assert METHODS.get("simnpo").loss(y).item() == pytest.approx(simnpo)
 
 
@@ -46,7 +59,9 @@ def test_losses_equal_their_formulas():
 def test_every_method_pushes_the_forget_set_down(name):
     """The invariant every registered method must meet: lowering its loss lowers log p(forget)."""
     method = METHODS.get(name)
-    x = step_inputs([-2.0, -4.0], retain=1.0 if (method.needs_retain or method.uses_retain) else None)
+    x = step_inputs(
+        [-2.0, -4.0], retain=1.0 if (method.needs_retain or method.uses_retain) else None
+    )
     method.loss(x).backward()
     grad = x.forget_logp.grad
     assert (grad >= 0).all() and (grad > 0).any(), grad
@@ -54,7 +69,9 @@ def test_every_method_pushes_the_forget_set_down(name):
 
 def test_curvature_edit_rho_one_keeps_the_weights_small_rho_changes_them(target_dir, snippets):
     lm = load_causal_lm(target_dir)
-    batches = random_windows(token_stream(lm.tokenizer, snippets["members"]), TrainSettings(batch_size=4, seq_len=32))
+    batches = random_windows(
+        token_stream(lm.tokenizer, snippets["members"]), TrainSettings(batch_size=4, seq_len=32)
+    )
     modules = mlp_layers(lm.model)
     assert len(modules) == 2 * lm.model.config.n_layer and len(mlp_layers(lm.model, "0")) == 2
     factors = collect_factors(lm.model, [batches(i) for i in range(3)], modules)
@@ -72,14 +89,34 @@ def test_curvature_edit_rho_one_keeps_the_weights_small_rho_changes_them(target_
 
 @pytest.fixture(scope="module")
 def lab(snippets, tmp_path_factory):
-    """A micro model trained with `memaudit train` on 6 snippets x 50 copies + 150 retain snippets."""
+    """A micro model trained with `memaudit train` on 6 snippets x 50 copies + 150 retain
+    snippets.
+    """
     root = tmp_path_factory.mktemp("unlearn")
-    forget, holdout, retain = snippets["nonmembers2"][:6], snippets["nonmembers2"][6:12], snippets["reference_corpus"][:150]
-    corpus = write_texts(root / "corpus.jsonl", ((f"d{i}", t) for i, t in enumerate(forget * 50 + retain)))
-    files = {name: write_texts(root / f"{name}.jsonl", ((f"{name}{i}", t) for i, t in enumerate(texts)))
-             for name, texts in (("forget", forget), ("holdout", holdout), ("retain", retain))}
-    model = run_train(TrainConfig(corpus=str(corpus), out=str(root / "model"), model_size="micro", steps=600, seq_len=128, lr=3e-3,
-                                  vocab_size=1024, checkpoint_every=0))
+    forget, holdout, retain = (
+        snippets["nonmembers2"][:6],
+        snippets["nonmembers2"][6:12],
+        snippets["reference_corpus"][:150],
+    )
+    corpus = write_texts(
+        root / "corpus.jsonl", ((f"d{i}", t) for i, t in enumerate(forget * 50 + retain))
+    )
+    files = {
+        name: write_texts(root / f"{name}.jsonl", ((f"{name}{i}", t) for i, t in enumerate(texts)))
+        for name, texts in (("forget", forget), ("holdout", holdout), ("retain", retain))
+    }
+    model = run_train(
+        TrainConfig(
+            corpus=str(corpus),
+            out=str(root / "model"),
+            model_size="micro",
+            steps=600,
+            seq_len=128,
+            lr=3e-3,
+            vocab_size=1024,
+            checkpoint_every=0,
+        )
+    )
     return root, model, files
 
 
@@ -89,15 +126,57 @@ def evaluated(lab):
     before = model_fingerprint(model)
     dirs = []
     for name in GRADIENT_METHODS:
-        dirs.append(run_unlearn(UnlearnConfig(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]), method=name,
-                                              steps=20, save_every=10, out=str(root / f"u-{name}"))))
-    dirs.append(run_unlearn(UnlearnConfig(model=str(model), forget=str(files["forget"]), retain=str(files["retain"]), method="kfac",
-                                          rho=0.8, out=str(root / "u-kfac"))))
-    dirs.append(run_unlearn(UnlearnConfig(model=str(model), forget=str(files["forget"]), method="ga", steps=80, out=str(root / "u-ga-long"))))
+        dirs.append(
+            run_unlearn(
+                UnlearnConfig(
+                    model=str(model),
+                    forget=str(files["forget"]),
+                    retain=str(files["retain"]),
+                    method=name,
+                    steps=20,
+                    save_every=10,
+                    out=str(root / f"u-{name}"),
+                )
+            )
+        )
+    dirs.append(
+        run_unlearn(
+            UnlearnConfig(
+                model=str(model),
+                forget=str(files["forget"]),
+                retain=str(files["retain"]),
+                method="kfac",
+                rho=0.8,
+                out=str(root / "u-kfac"),
+            )
+        )
+    )
+    dirs.append(
+        run_unlearn(
+            UnlearnConfig(
+                model=str(model),
+                forget=str(files["forget"]),
+                method="ga",
+                steps=80,
+                out=str(root / "u-ga-long"),
+            )
+        )
+    )
     assert model_fingerprint(model) == before  # the original is never written
-    cfg = UnlearnEvalConfig(original=str(model), unlearned=tuple(map(str, dirs)), forget=str(files["forget"]), holdout=str(files["holdout"]),
-                            retain=str(files["retain"]), retrain=True, prefix_tokens=16, suffix_tokens=16, eval_texts=60,
-                            n_bootstrap=200, out=str(root / "eval"), cache_dir=str(root / "cache"))
+    cfg = UnlearnEvalConfig(
+        original=str(model),
+        unlearned=tuple(map(str, dirs)),
+        forget=str(files["forget"]),
+        holdout=str(files["holdout"]),
+        retain=str(files["retain"]),
+        retrain=True,
+        prefix_tokens=16,
+        suffix_tokens=16,
+        eval_texts=60,
+        n_bootstrap=200,
+        out=str(root / "eval"),
+        cache_dir=str(root / "cache"),
+    )
     out, results = run_unlearn_eval(cfg)
     return root, cfg, out, results
 
@@ -107,17 +186,28 @@ def test_every_method_lowers_extraction_and_the_evaluation_sees_the_costs(evalua
     ev = results["evaluation"]
     assert list(ev) == ["original", "ga", "grad_diff", "npo", "simnpo", "kfac", "ga-2", "retrained"]
     original = ev["original"]["forget"]
-    assert original["exact"]["value"] >= 0.3 and original["loose"]["value"] >= 0.5  # the model did memorize its forget set
+    assert (
+        original["exact"]["value"] >= 0.3 and original["loose"]["value"] >= 0.5
+    )  # the model did memorize its forget set
     for name in ("ga", "grad_diff", "npo", "simnpo", "kfac"):
         f = ev[name]["forget"]
-        assert f["exact"]["value"] < original["exact"]["value"] and f["loose"]["value"] < original["loose"]["value"], name
+        assert (
+            f["exact"]["value"] < original["exact"]["value"]
+            and f["loose"]["value"] < original["loose"]["value"]
+        ), name
         assert f["nll"]["value"] > original["nll"]["value"] + 0.1, name
     for m in ev.values():  # exact from the argmax flags equals exact from real greedy decoding
         assert m["forget"]["exact"] == m["forget"]["exact_generated"]
     # gradient ascent run too long wrecks the retain set, and the evaluation shows it
-    assert ev["ga-2"]["retain"]["delta"]["value"] > 1.5 and ev["ga-2"]["retain"]["delta"]["ci"][0] > 3 * ev["npo"]["retain"]["delta"]["value"]
-    assert ev["original"]["mia"]["loss"]["value"] > 0.9  # forget vs holdout is wide open before unlearning
-    # the relearning attack: what gradient ascent only suppressed comes back; the retrained model never had it
+    assert (
+        ev["ga-2"]["retain"]["delta"]["value"] > 1.5
+        and ev["ga-2"]["retain"]["delta"]["ci"][0] > 3 * ev["npo"]["retain"]["delta"]["value"]
+    )
+    assert (
+        ev["original"]["mia"]["loss"]["value"] > 0.9
+    )  # forget vs holdout is wide open before unlearning
+    # the relearning attack: what gradient ascent only suppressed comes back; the retrained model
+    # never had it
     assert ev["ga"]["relearn"]["nll_recovered"] > ev["retrained"]["relearn"]["nll_recovered"] + 1.0
     assert (out / "report.html").read_text().count("relearning attack") >= 3
 
@@ -138,19 +228,83 @@ def test_retrain_drops_the_forget_documents_and_reuses_the_scores(evaluated, lab
     rc = retrain_config(model, forget, root / "again")
     kept = [json.loads(line)["text"] for line in open(rc.corpus)]
     assert len(kept) == 150 and not set(forget) & set(kept)
-    again = UnlearnEvalConfig(**{**cfg.to_dict(), "unlearned": (), "retrain": False, "relearn_steps": 0, "out": str(root / "eval2")})
+    again = UnlearnEvalConfig(
+        **{
+            **cfg.to_dict(),
+            "unlearned": (),
+            "retrain": False,
+            "relearn_steps": 0,
+            "out": str(root / "eval2"),
+        }
+    )
     _, res = run_unlearn_eval(again)
-    assert res["evaluation"]["original"]["passes"]["scoring"] == 0  # every score of the original came from the cache
+    assert (
+        res["evaluation"]["original"]["passes"]["scoring"] == 0
+    )  # every score of the original came from the cache
 
 
 def test_unlearn_command_errors(lab, tmp_path):
     _, model, files = lab
-    r = runner.invoke(app, ["unlearn", "--model", str(model), "--forget", str(files["forget"]), "--out", str(tmp_path / "x"), "--method", "gaa"])
+    r = runner.invoke(
+        app,
+        [
+            "unlearn",
+            "--model",
+            str(model),
+            "--forget",
+            str(files["forget"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--method",
+            "gaa",
+        ],
+    )
     assert r.exit_code == 2 and "did you mean 'ga'" in r.stderr
-    r = runner.invoke(app, ["unlearn", "--model", str(model), "--forget", str(files["forget"]), "--out", str(tmp_path / "x"), "--method", "grad_diff"])
+    r = runner.invoke(
+        app,
+        [
+            "unlearn",
+            "--model",
+            str(model),
+            "--forget",
+            str(files["forget"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--method",
+            "grad_diff",
+        ],
+    )
     assert r.exit_code == 2 and "needs --retain" in r.stderr
-    r = runner.invoke(app, ["unlearn", "--model", str(model), "--forget", str(files["forget"]), "--out", str(model), "--method", "ga"])
+    r = runner.invoke(
+        app,
+        [
+            "unlearn",
+            "--model",
+            str(model),
+            "--forget",
+            str(files["forget"]),
+            "--out",
+            str(model),
+            "--method",
+            "ga",
+        ],
+    )
     assert r.exit_code == 2 and "outside the original model dir" in r.stderr
-    r = runner.invoke(app, ["unlearn-eval", "--original", str(model), "--forget", str(files["forget"]), "--holdout", str(files["holdout"]),
-                            "--retain", str(files["retain"]), "--retrained", str(model), "--retrain"])
+    r = runner.invoke(
+        app,
+        [
+            "unlearn-eval",
+            "--original",
+            str(model),
+            "--forget",
+            str(files["forget"]),
+            "--holdout",
+            str(files["holdout"]),
+            "--retain",
+            str(files["retain"]),
+            "--retrained",
+            str(model),
+            "--retrain",
+        ],
+    )
     assert r.exit_code == 2 and "not both" in r.stderr

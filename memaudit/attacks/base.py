@@ -9,8 +9,8 @@ attacks that need it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -100,7 +100,9 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
             try:
                 params[key] = float(value)
             except ValueError:
-                raise InputError(f"attack '{name}': '{key}' must be a number, got '{value}'") from None
+                raise InputError(
+                    f"attack '{name}': '{key}' must be a number, got '{value}'"
+                ) from None
         _check_params(name, params)
         out.append(AttackSpec(attack, params))
     if not out:

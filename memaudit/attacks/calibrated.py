@@ -9,7 +9,10 @@ from .base import AttackInputs, mean_logp, register
 
 @register(
     "lowercase",
-    description="NLL of the lowercased text over NLL of the text, under the target model (Carlini et al. 2021)",
+    description=(
+        "NLL of the lowercased text over NLL of the text, under the target model (Carlini et al. "
+        "2021)"
+    ),
     needs=("lowercase",),
 )
 def lowercase(inputs: AttackInputs) -> np.ndarray:
@@ -21,7 +24,10 @@ def lowercase(inputs: AttackInputs) -> np.ndarray:
 
 @register(
     "reference",
-    description="NLL under a reference model minus NLL under the target (Carlini et al. 2021; Meeus et al. 2024)",
+    description=(
+        "NLL under a reference model minus NLL under the target (Carlini et al. 2021; Meeus et al. "
+        "2024)"
+    ),
     needs=("reference",),
 )
 def reference(inputs: AttackInputs) -> np.ndarray:

@@ -14,20 +14,32 @@ def loss(inputs: AttackInputs) -> np.ndarray:
     return mean_logp(inputs.target)
 
 
-@register("zlib", description="mean log-likelihood divided by the zlib-compressed length in bytes (Carlini et al. 2021)")
+@register(
+    "zlib",
+    description="mean log-likelihood over the zlib-compressed size in bytes (Carlini et al. 2021)",
+)
 def zlib(inputs: AttackInputs) -> np.ndarray:
-    sizes = np.array([len(_zlib.compress(t.encode("utf-8"))) for t in inputs.texts], dtype=np.float64)
+    sizes = np.array(
+        [len(_zlib.compress(t.encode("utf-8"))) for t in inputs.texts], dtype=np.float64
+    )
     return mean_logp(inputs.target) / sizes
 
 
-@register("min_k", description="mean log-likelihood of the k% least likely tokens (Shi et al. 2024)", k=0.2)
+@register(
+    "min_k",
+    description="mean log-likelihood of the k% least likely tokens (Shi et al. 2024)",
+    k=0.2,
+)
 def min_k(inputs: AttackInputs, *, k: float) -> np.ndarray:
     return np.array([lowest_k_mean(v, k) for v in per_text(inputs.target, "logp")])
 
 
 @register(
     "min_k_pp",
-    description="Min-K% over token log-likelihoods standardized by the next-token distribution (Zhang et al. 2024)",
+    description=(
+        "Min-K% over token log-likelihoods standardized by the next-token distribution (Zhang et "
+        "al. 2024)"
+    ),
     k=0.2,
 )
 def min_k_pp(inputs: AttackInputs, *, k: float) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""What every command shares: the consoles, one-line errors, progress bars, and commands made from configs.
+"""What every command shares: the consoles, one-line errors, progress bars, and commands made from
+configs.
 
 A command is a config class plus a function that shows its result. ``config_command`` turns
 the config's fields into the command's flags (help text and default from the field), adds
@@ -11,8 +12,9 @@ import functools
 import inspect
 import os
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -33,11 +35,16 @@ console = Console(stderr=True)
 out_console = Console()
 
 EXIT_BAD_INPUT = 2
-CONFIG_HELP = "JSON or TOML file of settings (the names of the flags, with _ for -); flags given here override it."
+CONFIG_HELP = (
+    "JSON or TOML file of settings (the names of the flags, with _ for -); "
+    "flags given here override it."
+)
 
 
 def reports_errors(command):
-    """Run a command with a quiet environment; a MemauditError becomes one line on stderr and exit 2."""
+    """Run a command with a quiet environment; a MemauditError becomes one line on stderr and
+    exit 2.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -64,7 +71,9 @@ def _quiet_environment() -> None:
 
 
 class StageBars:
-    """A rich progress bar per stage, fed by the library's ``Progress`` callbacks (stage, done, total, note)."""
+    """A rich progress bar per stage, fed by the library's ``Progress`` callbacks (stage, done,
+    total, note).
+    """
 
     def __init__(self):
         self.progress = Progress(
@@ -80,7 +89,9 @@ class StageBars:
         self.tasks: dict[str, int] = {}
 
     def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
-        if not self.tasks:  # shown from the first report on: a run that fails early prints nothing here
+        if (
+            not self.tasks
+        ):  # shown from the first report on: a run that fails early prints nothing here
             self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
@@ -110,7 +121,8 @@ def int_list(text: str, name: str) -> tuple[int, ...]:
 
 
 def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
-    """Register ``show(cfg)`` as command ``name`` whose flags are ``config_cls``'s fields, plus ``--config``.
+    """Register ``show(cfg)`` as command ``name`` whose flags are ``config_cls``'s fields, plus
+    ``--config``.
 
     The command's help is ``show``'s docstring; each flag's help is its field's, with the
     default appended. Flags not given are None, so a config file can supply them.
@@ -139,7 +151,9 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
 
 def _config_parameter() -> inspect.Parameter:
     option = typer.Option(None, "--config", help=CONFIG_HELP)
-    return inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[str])
+    return inspect.Parameter(
+        "config_file", inspect.Parameter.KEYWORD_ONLY, default=option, annotation=str | None
+    )
 
 
 def _parameter(f: Field, hint: Any) -> inspect.Parameter:
@@ -149,23 +163,29 @@ def _parameter(f: Field, hint: Any) -> inspect.Parameter:
     help_text = meta.get("help", "") + (" " + escape(f"[{shown}]") if shown else "")
     if meta.get("argument"):
         default = typer.Argument(... if required else None, help=help_text, show_default=False)
-        annotation = str if required else Optional[str]
-        return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        annotation = str if required else str | None
+        return inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        )
     names = [flag_name(f)] + ([meta["short"]] if meta.get("short") else [])
     default = typer.Option(None, *names, help=help_text, show_default=False)
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_cli_type(f, hint))
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_cli_type(f, hint)
+    )
 
 
 def _cli_type(f: Field, hint: Any) -> Any:
-    """The type typer parses the flag as: the field's own for scalars, text for lists and parsed values."""
+    """The type typer parses the flag as: the field's own for scalars, text for lists and parsed
+    values.
+    """
     if f.metadata.get("repeat"):
-        return Optional[List[str]]
+        return list[str] | None
     if f.metadata.get("parse"):
-        return Optional[str]
+        return str | None
     kind = next(k for k in union_members(hint) if k is not type(None))
     if typing.get_origin(kind) is tuple:
-        return Optional[str]
-    return Optional[kind]
+        return str | None
+    return kind | None
 
 
 def _from_flag(f: Field, value: Any) -> Any:

@@ -1,4 +1,6 @@
-"""``memaudit index build|count|locate|longest|overlap|info`` and ``memaudit overlap``: the corpus index."""
+"""``memaudit index build|count|locate|longest|overlap|info`` and ``memaudit overlap``: the
+corpus index.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from .common import StageBars, config_command, console, out_console
 
 app = typer.Typer()
 index_app = typer.Typer(
-    no_args_is_help=True, help="Corpus index: build a suffix-array index of a training corpus and query it."
+    no_args_is_help=True,
+    help="Corpus index: build a suffix-array index of a training corpus and query it.",
 )
 
 
@@ -39,7 +42,8 @@ def index_build(cfg: IndexBuildConfig) -> None:
         index = build_index(cfg, progress=bars)
     s = index.meta["build"]["seconds"]
     out_console.print(
-        f"{len(index):,} tokens, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> {cfg.out} "
+        f"{len(index):,} tokens, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> "
+        f"{cfg.out} "
         f"(tokenize {s['tokenize']:.1f} s, sort {s['sort']:.1f} s)"
     )
 
@@ -54,7 +58,8 @@ def index_count(cfg: QueryConfig) -> None:
     out_console.print(n)
     if n == 0 and not cfg.ids:  # the usual surprise: BPE tokenizes a word differently after a space
         console.print(
-            f"[dim]note: tokenized as {tokens}; a span that starts mid-line in the corpus may tokenize differently "
+            f"[dim]note: tokenized as {tokens}; a span that starts mid-line in the corpus may "
+            "tokenize differently "
             "(try a leading space)[/]"
         )
 
@@ -68,14 +73,18 @@ def index_locate(cfg: LocateConfig) -> None:
     table = Table(title=f"{index.count(tokens):,} occurrence(s)")
     for col in ("document", "offset", "in context"):
         table.add_column(col)
-    for doc, offset, shown in locate_in_context(index, tokens, limit=cfg.limit, context=cfg.context):
+    for doc, offset, shown in locate_in_context(
+        index, tokens, limit=cfg.limit, context=cfg.context
+    ):
         table.add_row(doc, str(offset), shown)
     out_console.print(table)
 
 
 @config_command(index_app, "longest", QueryConfig)
 def index_longest(cfg: QueryConfig) -> None:
-    """For each token of the query, the longest span starting there that occurs in the corpus (JSON)."""
+    """For each token of the query, the longest span starting there that occurs in the corpus
+    (JSON).
+    """
     from memaudit.index.queries import open_and_encode
 
     index, tokens = open_and_encode(cfg.index_dir, cfg.query, cfg.ids)
@@ -84,14 +93,17 @@ def index_longest(cfg: QueryConfig) -> None:
 
 @config_command(index_app, "overlap", TextsOverlapConfig)
 def index_overlap(cfg: TextsOverlapConfig) -> None:
-    """Verbatim overlap of given texts with the corpus: share of tokens copied, spans and sources."""
+    """Verbatim overlap of given texts with the corpus: share of tokens copied, spans and
+    sources.
+    """
     from memaudit.index.queries import texts_overlap
 
     found = texts_overlap(cfg)
     mean = sum(f["coverage"] for f in found) / len(found)
     copied = sum(bool(f["spans"]) for f in found)
     out_console.print(
-        f"{len(found)} texts: mean coverage {mean:.3f}, {copied} with a copied span of >= {cfg.min_tokens} tokens"
+        f"{len(found)} texts: mean coverage {mean:.3f}, {copied} with a copied span of >= "
+        f"{cfg.min_tokens} tokens"
     )
 
 
@@ -108,7 +120,8 @@ def index_info(cfg: InfoConfig) -> None:
 
 @config_command(app, "overlap", OverlapConfig)
 def overlap(cfg: OverlapConfig) -> None:
-    """Regurgitation in free generation: what share of the model's output is copied from its corpus, and from where?
+    """Regurgitation in free generation: what share of the model's output is copied from its corpus,
+    and from where?
 
     Generates from every prompt, finds every span of >= --min-tokens tokens that occurs
     verbatim in the indexed corpus, and reports the share of generated tokens copied (with a
@@ -121,8 +134,10 @@ def overlap(cfg: OverlapConfig) -> None:
         outcome = run_overlap(cfg, progress=bars)
     o = outcome.results["overlap"]
     out_console.print(
-        f"copied (spans >= {o['min_tokens']} tokens): mean {o['mean_coverage']['value']:.3f} of generated tokens; "
-        f"{o['share_with_copy']['value']:.3f} of generations hold a copy; longest span {o['longest']['max']} tokens"
+        f"copied (spans >= {o['min_tokens']} tokens): mean {o['mean_coverage']['value']:.3f} of "
+        "generated tokens; "
+        f"{o['share_with_copy']['value']:.3f} of generations hold a copy; longest span "
+        f"{o['longest']['max']} tokens"
     )
     for s in o["top_sources"][:5]:
         console.print(f"  {s['copied_tokens']:>6} tokens from {s['source']}")

@@ -1,4 +1,6 @@
-"""``memaudit extract``, ``train``, ``demo``, ``canaries make|split`` and ``corpus snippets``: the lab."""
+"""``memaudit extract``, ``train``, ``demo``, ``canaries make|split`` and ``corpus snippets``:
+the lab.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +21,12 @@ from memaudit.lab.config import (
 from .common import StageBars, config_command, out_console
 
 app = typer.Typer()
-corpus_app = typer.Typer(no_args_is_help=True, help="The embedded corpus: this Python's standard-library source.")
-canaries_app = typer.Typer(no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger.")
+corpus_app = typer.Typer(
+    no_args_is_help=True, help="The embedded corpus: this Python's standard-library source."
+)
+canaries_app = typer.Typer(
+    no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger."
+)
 
 
 @config_command(app, "extract", ExtractConfig)
@@ -45,11 +51,17 @@ def _print_rates_table(rates: dict, group_by: str | None) -> None:
     table = Table(title="Verbatim extraction")
     for col in ("group", "texts", "exact", "loose", "token match", "strength"):
         table.add_column(col, justify="left" if col == "group" else "right")
-    rows = [("all", rates["overall"])] + [(f"{group_by}={g}", r) for g, r in rates.get("by_group", {}).items()]
+    rows = [("all", rates["overall"])] + [
+        (f"{group_by}={g}", r) for g, r in rates.get("by_group", {}).items()
+    ]
     rows += [(f"corpus count {g}", r) for g, r in rates.get("by_duplication", {}).items()]
     for name, r in rows:
         table.add_row(
-            name, str(r["n"]), f"{r['exact']['value']:.3f}", f"{r['loose']['value']:.3f}", f"{r['token_match']:.3f}",
+            name,
+            str(r["n"]),
+            f"{r['exact']['value']:.3f}",
+            f"{r['loose']['value']:.3f}",
+            f"{r['token_match']:.3f}",
             f"{r['extraction_strength']:.3f}",
         )
     out_console.print(table)
@@ -72,7 +84,8 @@ def train(cfg: TrainConfig) -> None:
 
 @config_command(app, "demo", DemoConfig)
 def demo(cfg: DemoConfig) -> None:
-    """Plant fake secrets in standard-library source, train a small model, and show what it memorized.
+    """Plant fake secrets in standard-library source, train a small model, and show what it
+    memorized.
 
     Everything is made here, with no download: canaries at known repetition counts (each
     with a never-inserted twin), a tokenizer and a GPT-2-style model trained on this
@@ -93,7 +106,11 @@ def _print_demo_summary(results: dict) -> None:
         table.add_column(col, justify="right")
     for level, r in results["summary"]["by_level"].items():
         table.add_row(
-            str(level), f"{r['exact']:.2f}", f"{r['recognition']:.2f}", f"{r['exposure']:.1f}", f"{r['twins_exposure']:.1f}",
+            str(level),
+            f"{r['exact']:.2f}",
+            f"{r['recognition']:.2f}",
+            f"{r['exposure']:.1f}",
+            f"{r['twins_exposure']:.1f}",
             f"{r['auc']['loss']:.2f}",
         )
     out_console.print(table)
@@ -110,26 +127,39 @@ def canaries_make(cfg: CanaryMakeConfig) -> None:
     from memaudit.lab.canaries import make_canaries, write_ledger
 
     made = make_canaries(
-        repetitions=cfg.repetitions, per_level=cfg.per_level, templates=cfg.templates, policy=cfg.policy, seed=cfg.seed
+        repetitions=cfg.repetitions,
+        per_level=cfg.per_level,
+        templates=cfg.templates,
+        policy=cfg.policy,
+        seed=cfg.seed,
     )
     write_ledger(cfg.out, made)
-    out_console.print(f"{sum(c.member for c in made)} canaries + {sum(not c.member for c in made)} twins -> {cfg.out}")
+    out_console.print(
+        f"{sum(c.member for c in made)} canaries + {sum(not c.member for c in made)} twins -> "
+        f"{cfg.out}"
+    )
 
 
 @config_command(canaries_app, "split", CanarySplitConfig)
 def canaries_split(cfg: CanarySplitConfig) -> None:
-    """Split a ledger into a forget set (members) and a holdout (their twins) for `unlearn` / `unlearn-eval`."""
+    """Split a ledger into a forget set (members) and a holdout (their twins) for `unlearn` /
+    `unlearn-eval`.
+    """
     from memaudit.lab.canaries import read_ledger, split_ledger, write_texts_with_prefix
 
     forget, holdout = split_ledger(read_ledger(cfg.ledger), min_repetitions=cfg.min_repetitions)
     write_texts_with_prefix(cfg.forget, forget)
     write_texts_with_prefix(cfg.holdout, holdout)
-    out_console.print(f"{len(forget)} canaries -> {cfg.forget}, {len(holdout)} twins -> {cfg.holdout}")
+    out_console.print(
+        f"{len(forget)} canaries -> {cfg.forget}, {len(holdout)} twins -> {cfg.holdout}"
+    )
 
 
 @config_command(corpus_app, "snippets", SnippetsConfig)
 def corpus_snippets(cfg: SnippetsConfig) -> None:
-    """Write standard-library source snippets as JSONL: members, non-members, suspects, validation sets."""
+    """Write standard-library source snippets as JSONL: members, non-members, suspects,
+    validation sets.
+    """
     from memaudit.io.corpus import write_snippets
 
     n = write_snippets(cfg)

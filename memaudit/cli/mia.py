@@ -1,4 +1,6 @@
-"""``memaudit mia``, ``dataset-inference``, ``attacks`` and ``traps make|inject|detect``: proving training."""
+"""``memaudit mia``, ``dataset-inference``, ``attacks`` and ``traps make|inject|detect``:
+proving training.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from memaudit.mia.config import (
 from .common import StageBars, config_command, console, out_console, reports_errors
 
 app = typer.Typer()
-traps_app = typer.Typer(no_args_is_help=True, help="Copyright traps: make, inject into documents, detect in a model.")
+traps_app = typer.Typer(
+    no_args_is_help=True, help="Copyright traps: make, inject into documents, detect in a model."
+)
 
 
 @config_command(app, "mia", MiaConfig)
@@ -50,7 +54,12 @@ def _print_mia_summary(results: dict) -> None:
     for col in ("attack", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR"):
         table.add_column(col, justify="left" if col == "attack" else "right")
     for name, m in sorted(results["metrics"].items(), key=lambda kv: -kv[1]["auc"]["value"]):
-        table.add_row(name, _interval(m["auc"]), f"{m['tpr@1%fpr']['value']:.3f}", f"{m['tpr@0.1%fpr']['value']:.3f}")
+        table.add_row(
+            name,
+            _interval(m["auc"]),
+            f"{m['tpr@1%fpr']['value']:.3f}",
+            f"{m['tpr@0.1%fpr']['value']:.3f}",
+        )
     out_console.print(table)
     if "by_duplication" in results:
         dup = Table(title="AUC by corpus occurrences of the member texts (vs all non-members)")
@@ -58,7 +67,9 @@ def _print_mia_summary(results: dict) -> None:
         for col in ("occurrences", "members", *attacks):
             dup.add_column(col, justify="right")
         for b, g in results["by_duplication"].items():
-            dup.add_row(b, str(g["members"]), *(f"{g['metrics'][a]['auc']['value']:.3f}" for a in attacks))
+            dup.add_row(
+                b, str(g["members"]), *(f"{g['metrics'][a]['auc']['value']:.3f}" for a in attacks)
+            )
         out_console.print(dup)
     for note in results["notes"]:
         console.print(f"[dim]note: {note}[/]")
@@ -66,7 +77,8 @@ def _print_mia_summary(results: dict) -> None:
 
 @config_command(app, "dataset-inference", DatasetInferenceConfig)
 def dataset_inference(cfg: DatasetInferenceConfig) -> None:
-    """Dataset inference (Maini et al. 2024): was this set of texts trained on? Answers with a p-value.
+    """Dataset inference (Maini et al. 2024): was this set of texts trained on? Answers with a
+    p-value.
 
     Combines many membership features with a classifier fitted on half of each set and a
     one-sided Welch t-test on the other halves; needs at least 10 texts in each set.
@@ -79,7 +91,10 @@ def dataset_inference(cfg: DatasetInferenceConfig) -> None:
     check = results["false_positive_check"]
     if check:
         share = 100 * check["share_below_alpha"]
-        out_console.print(f"false-positive check: {share:.0f}% of {len(check['p_values'])} runs had p < {cfg.alpha:g}")
+        out_console.print(
+            f"false-positive check: {share:.0f}% of {len(check['p_values'])} runs had p < "
+            f"{cfg.alpha:g}"
+        )
     for w in results["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     out_console.print(f"results: {Path(cfg.out) / 'results.json'}")
@@ -112,16 +127,25 @@ def traps_make(cfg: TrapMakeConfig) -> None:
 
     with StageBars() as bars:
         made = make_traps(
-            load_causal_lm(cfg.reference), lengths=cfg.lengths, per_bucket=cfg.per_bucket, n_buckets=cfg.buckets,
-            pool_factor=cfg.pool_factor, seed=cfg.seed, progress=bars,
+            load_causal_lm(cfg.reference),
+            lengths=cfg.lengths,
+            per_bucket=cfg.per_bucket,
+            n_buckets=cfg.buckets,
+            pool_factor=cfg.pool_factor,
+            seed=cfg.seed,
+            progress=bars,
         )
     write_ledger(cfg.out, made)
-    out_console.print(f"{sum(t.member for t in made)} traps + {sum(not t.member for t in made)} controls -> {cfg.out}")
+    out_console.print(
+        f"{sum(t.member for t in made)} traps + {sum(not t.member for t in made)} controls -> "
+        f"{cfg.out}"
+    )
 
 
 @config_command(traps_app, "inject", TrapInjectConfig)
 def traps_inject(cfg: TrapInjectConfig) -> None:
-    """Put one trap per document, repeated n times at line (or word) starts, and record every offset.
+    """Put one trap per document, repeated n times at line (or word) starts, and record every
+    offset.
 
     Writes the corpus as JSONL (feed it to `memaudit train --corpus`) and the ledger with
     each copy's document and character offset next to it (<out>.ledger.jsonl).
@@ -133,10 +157,14 @@ def traps_inject(cfg: TrapInjectConfig) -> None:
 
     corpus = load_corpus(cfg.docs, max_chars=cfg.corpus_chars, seed=cfg.seed)
     documents = [(f"doc-{i:05d}", d) for i, d in enumerate(corpus)]
-    new_docs, traps = inject_traps(read_ledger(cfg.ledger), documents, repetitions=cfg.repetitions, seed=cfg.seed)
+    new_docs, traps = inject_traps(
+        read_ledger(cfg.ledger), documents, repetitions=cfg.repetitions, seed=cfg.seed
+    )
     write_texts(cfg.out, new_docs)
     ledger_out = write_ledger(Path(cfg.out).with_suffix(".ledger.jsonl"), traps)
-    out_console.print(f"{len(new_docs)} documents -> {cfg.out}; ledger with offsets -> {ledger_out}")
+    out_console.print(
+        f"{len(new_docs)} documents -> {cfg.out}; ledger with offsets -> {ledger_out}"
+    )
 
 
 @config_command(traps_app, "detect", TrapDetectConfig)
@@ -151,14 +179,24 @@ def traps_detect(cfg: TrapDetectConfig) -> None:
 
     with StageBars() as bars:
         results = run_traps_detect(
-            model=cfg.model, reference=cfg.reference, ledger=cfg.ledger, out=cfg.out,
-            cache_root=resolve_cache_root(cfg.cache_dir, False), seed=cfg.seed, progress=bars, docs=cfg.docs,
+            model=cfg.model,
+            reference=cfg.reference,
+            ledger=cfg.ledger,
+            out=cfg.out,
+            cache_root=resolve_cache_root(cfg.cache_dir, False),
+            seed=cfg.seed,
+            progress=bars,
+            docs=cfg.docs,
             context_chars=cfg.context_chars,
         )
     table = Table(title="Trap detection, buckets pooled (AUC)")
     for col in ("length", "repetitions", *results["attacks"]):
         table.add_column(col, justify="right")
     for c in results["pooled_grid"]:
-        table.add_row(str(c["length"]), str(c["repetitions"]), *(f"{c[a]['value']:.2f}" for a in results["attacks"]))
+        table.add_row(
+            str(c["length"]),
+            str(c["repetitions"]),
+            *(f"{c[a]['value']:.2f}" for a in results["attacks"]),
+        )
     out_console.print(table)
     out_console.print(f"report: {Path(cfg.out) / 'report.html'}")

@@ -1,4 +1,6 @@
-"""``memaudit probe ...``: is the model reasoning or reciting, and what does it recall from its context?"""
+"""``memaudit probe ...``: is the model reasoning or reciting, and what does it recall from its
+context?
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from .common import StageBars, config_command, out_console
 
 probe_app = typer.Typer(no_args_is_help=True, help="Probes: is the model reasoning or reciting?")
 kk_app = typer.Typer(
-    no_args_is_help=True, help="Knights and Knaves puzzles: make them, and measure accuracy, consistency and LiMem."
+    no_args_is_help=True,
+    help="Knights and Knaves puzzles: make them, and measure accuracy, consistency and LiMem.",
 )
 probe_app.add_typer(kk_app, name="kk")
 
@@ -39,17 +42,25 @@ def kk_make(cfg: KKMakeConfig) -> None:
 
 @config_command(kk_app, "run", KKRunConfig)
 def kk_run(cfg: KKRunConfig) -> None:
-    """Accuracy on the puzzles, and after each perturbation: consistency and LiMem = Acc x (1 - CR)."""
+    """Accuracy on the puzzles, then consistency and LiMem = Acc x (1 - CR) per perturbation."""
     from memaudit.probes.kk_run import run_kk
 
     with StageBars() as bars:
         path, results = run_kk(cfg, progress=bars)
-    table = Table(title=f"Knights and Knaves: accuracy {results['accuracy']:.3f} on {results['data']['puzzles']} puzzles")
+    table = Table(
+        title=(
+            f"Knights and Knaves: accuracy {results['accuracy']:.3f} on "
+            f"{results['data']['puzzles']} puzzles"
+        )
+    )
     for col in ("perturbation", "accuracy after", "consistency", "LiMem"):
         table.add_column(col, justify="left" if col == "perturbation" else "right")
     for k, s in results["perturbations"].items():
         table.add_row(
-            k, f"{s['perturbed_accuracy']['value']:.3f}", f"{s['consistency']['value']:.3f}", f"{s['limem']['value']:.3f}"
+            k,
+            f"{s['perturbed_accuracy']['value']:.3f}",
+            f"{s['consistency']['value']:.3f}",
+            f"{s['limem']['value']:.3f}",
         )
     out_console.print(table)
     _print_paths(path)
@@ -64,14 +75,17 @@ def temporal(cfg: TemporalConfig) -> None:
         path, res = run_temporal(cfg, progress=bars)
     b, a = res["before"], res["after"]
     out_console.print(
-        f"accuracy before {res['cutoff']}: {b['value']:.3f} (n={b['n']}); after: {a['value']:.3f} (n={a['n']})"
+        f"accuracy before {res['cutoff']}: {b['value']:.3f} (n={b['n']}); after: {a['value']:.3f} "
+        f"(n={a['n']})"
     )
     _print_paths(path)
 
 
 @config_command(probe_app, "temporal-make", TemporalMakeConfig)
 def temporal_make(cfg: TemporalMakeConfig) -> None:
-    """Synthetic dated facts (invented prices), and optionally the training corpus of those before a cutoff."""
+    """Synthetic dated facts (invented prices), and optionally the training corpus of those
+    before a cutoff.
+    """
     from memaudit.probes.temporal import make_facts, write_facts
 
     first, last, cut = cfg.dates()
@@ -82,13 +96,16 @@ def temporal_make(cfg: TemporalMakeConfig) -> None:
         before = [r for r in rows if r["date"] < cut.isoformat()]
         write_facts(cfg.train_out, before)
         out_console.print(
-            f"{len(before)} facts before {cut} -> {cfg.train_out} (train on it, then probe with --cutoff {cut})"
+            f"{len(before)} facts before {cut} -> {cfg.train_out} (train on it, then probe with "
+            f"--cutoff {cut})"
         )
 
 
 @config_command(probe_app, "retention", RetentionConfig)
 def retention(cfg: RetentionConfig) -> None:
-    """Recognition and recall of each repetition level while training continues on new data (the model dir is not changed)."""
+    """Recognition and recall of each repetition level while training continues on new data (the
+    model dir is not changed).
+    """
     from memaudit.probes.retention import run_retention
 
     with StageBars() as bars:
@@ -99,14 +116,18 @@ def retention(cfg: RetentionConfig) -> None:
     for lv in levels:
         table.add_column(f"{lv} reps", justify="right")
     for s, row in res["curve"].items():
-        table.add_row(s, *(f"{row[lv]['recognition']:.2f} / {row[lv]['recall']:.2f}" for lv in levels))
+        table.add_row(
+            s, *(f"{row[lv]['recognition']:.2f} / {row[lv]['recall']:.2f}" for lv in levels)
+        )
     out_console.print(table)
     _print_paths(path)
 
 
 @config_command(probe_app, "recall", RecallConfig)
 def recall(cfg: RecallConfig) -> None:
-    """Recall from the context: accuracy against length and pairs (mqar) or needle depth (niah), as a heatmap."""
+    """Recall from the context: accuracy against length and pairs (mqar) or needle depth (niah),
+    as a heatmap.
+    """
     from memaudit.probes.recall import run_recall
 
     with StageBars() as bars:
@@ -118,12 +139,22 @@ def recall(cfg: RecallConfig) -> None:
 
 @config_command(probe_app, "recall-train", RecallTrainConfig)
 def recall_train(cfg: RecallTrainConfig) -> None:
-    """Train a small attention model on MQAR at one length, to probe with `memaudit probe recall`."""
+    """Train a small attention model on MQAR at one length, to probe with `memaudit probe
+    recall`.
+    """
     from memaudit.probes.recall import train_mqar_model
 
     with StageBars() as bars:
         path = train_mqar_model(
-            cfg.out, length=cfg.length, pairs=cfg.pairs, vocab=cfg.vocab, steps=cfg.steps, lr=cfg.lr, size=cfg.size,
-            arch=cfg.arch, seed=cfg.seed, progress=bars,
+            cfg.out,
+            length=cfg.length,
+            pairs=cfg.pairs,
+            vocab=cfg.vocab,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            size=cfg.size,
+            arch=cfg.arch,
+            seed=cfg.seed,
+            progress=bars,
         )
     out_console.print(f"model: {path}")

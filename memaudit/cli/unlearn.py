@@ -1,4 +1,6 @@
-"""``memaudit unlearn`` and ``memaudit unlearn-eval``: remove memorized data, and prove it is gone."""
+"""``memaudit unlearn`` and ``memaudit unlearn-eval``: remove memorized data, and prove it is
+gone.
+"""
 
 from __future__ import annotations
 
@@ -30,20 +32,33 @@ def unlearn(cfg: UnlearnConfig) -> None:
 
 @config_command(app, "unlearn-eval", UnlearnEvalConfig)
 def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
-    """Is it gone? Extraction, MIA, retain cost, a relearning attack and calibration, for every model side by side."""
+    """Is it gone? Extraction, MIA, retain cost, a relearning attack and calibration, for every
+    model side by side.
+    """
     from memaudit.unlearn.evaluate import run_unlearn_eval
 
     with StageBars() as bars:
         path, results = run_unlearn_eval(cfg, progress=bars)
     table = Table(title="Unlearning evaluation")
-    for col in ("model", "forget exact", "forget loose", "MIA AUC (loss)", "retain dNLL", "relearn: NLL recovered"):
+    for col in (
+        "model",
+        "forget exact",
+        "forget loose",
+        "MIA AUC (loss)",
+        "retain dNLL",
+        "relearn: NLL recovered",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, m in results["evaluation"].items():
         d = m["retain"]["delta"]
         r = m.get("relearn")
         table.add_row(
-            name, f"{m['forget']['exact']['value']:.3f}", f"{m['forget']['loose']['value']:.3f}", f"{m['mia']['loss']['value']:.3f}",
-            f"{d['value']:+.3f}" if d else "-", f"{r['nll_recovered']:.2f}" if r else "-",
+            name,
+            f"{m['forget']['exact']['value']:.3f}",
+            f"{m['forget']['loose']['value']:.3f}",
+            f"{m['mia']['loss']['value']:.3f}",
+            f"{d['value']:+.3f}" if d else "-",
+            f"{r['nll_recovered']:.2f}" if r else "-",
         )
     out_console.print(table)
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")

@@ -1,4 +1,5 @@
-"""Settings of the diffusion commands (``train``, ``memorization``, ``emm``, ``detect``, ``make-classes``).
+"""Settings of the diffusion commands (``train``, ``memorization``, ``emm``, ``detect``,
+``make-classes``).
 
 Each command's settings are one frozen dataclass; ``setting(...)`` keeps a field's default,
 help and flag together, and ``cli`` builds the command's flags from it. This module imports
@@ -23,26 +24,52 @@ class DiffusionTrainConfig:
 
     out: str = setting(help="Model dir to write; rerunning the same command resumes a killed run.")
     images: str = setting(
-        "digits", help="'digits' (scikit-learn's bundled 8x8 digits) or a folder of images (class subfolders give labels)."
+        "digits",
+        help=(
+            "'digits' (scikit-learn's bundled 8x8 digits) or a folder of images (class subfolders "
+            "give labels)."
+        ),
     )
-    n: int | None = setting(None, default_text="all of them", help="Training images, class-balanced.")
+    n: int | None = setting(
+        None, default_text="all of them", help="Training images, class-balanced."
+    )
     conditioning: str = setting("none", help="none, class (the source's labels) or random-labels.")
-    classes: int | None = setting(None, default_text="10", help="Number of random labels (random-labels only).")  # random-labels: how many labels (default 10); class: taken from the source
+    classes: int | None = setting(
+        None, default_text="10", help="Number of random labels (random-labels only)."
+    )  # random-labels: how many labels (default 10); class: taken from the source
     steps: int = setting(3000, help="Optimizer steps.")
     batch_size: int = setting(128, help="Images per step (drawn with replacement from the N).")
     lr: float = setting(2e-3, help="AdamW learning rate.")
     width: int = setting(32, help="UNet channels at full resolution (multiple of 8).")
-    label_dropout: float = setting(0.1, help="Classifier-free guidance: share of steps trained with the null label.")
-    checkpoints: int = setting(4, help="Checkpoints kept, evenly spaced (the replication ratio is measured at each).")  # evenly spaced over the run, the last one at the final step
-    resize: int | None = setting(None, help="Resize every image to SIZE x SIZE (needed when a folder's images differ in size).")
+    label_dropout: float = setting(
+        0.1, help="Classifier-free guidance: share of steps trained with the null label."
+    )
+    checkpoints: int = setting(
+        4, help="Checkpoints kept, evenly spaced (the replication ratio is measured at each)."
+    )  # evenly spaced over the run, the last one at the final step
+    resize: int | None = setting(
+        None,
+        help="Resize every image to SIZE x SIZE (needed when a folder's images differ in size).",
+    )
     seed: int = setting(0, help="Seed of the subset, labels, initialization and batches.")
 
     def __post_init__(self):
         if self.conditioning not in CONDITIONINGS:
-            raise InputError(f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})")
+            raise InputError(
+                f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})"
+            )
         if self.classes is not None and self.conditioning != "random-labels":
-            raise InputError("--classes is only for --conditioning random-labels (class conditioning uses the source's classes)")
-        if self.steps < 1 or self.batch_size < 1 or (self.n is not None and self.n < 1) or self.checkpoints < 1 or self.lr <= 0:
+            raise InputError(
+                "--classes is only for --conditioning random-labels (class conditioning uses the "
+                "source's classes)"
+            )
+        if (
+            self.steps < 1
+            or self.batch_size < 1
+            or (self.n is not None and self.n < 1)
+            or self.checkpoints < 1
+            or self.lr <= 0
+        ):
             raise InputError("steps, batch_size, n and checkpoints must be >= 1 and lr > 0")
         if not 0 <= self.label_dropout < 1:
             raise InputError("label_dropout must lie in [0, 1)")
@@ -53,19 +80,32 @@ class DiffusionTrainConfig:
         return asdict(self)
 
     def identity(self) -> str:
-        return hashlib.sha256(json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(
+            json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()
+        ).hexdigest()[:16]
 
     def checkpoint_steps(self) -> list[int]:
-        return sorted({max(1, round(self.steps * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+        return sorted(
+            {
+                max(1, round(self.steps * (i + 1) / self.checkpoints))
+                for i in range(self.checkpoints)
+            }
+        )
 
 
 @dataclass(frozen=True)
 class MemorizationConfig:
     model: str = setting(help="Model dir from `memaudit diffusion train`.")
-    train: str | None = setting(None, default_text="the exact images the model trained on", help="Training images to search: 'digits' or a folder.")  # None: the exact images the model trained on
+    train: str | None = setting(
+        None,
+        default_text="the exact images the model trained on",
+        help="Training images to search: 'digits' or a folder.",
+    )  # None: the exact images the model trained on
     samples: int = setting(1000, help="Images generated per checkpoint.")
     sampling_steps: int = setting(50, help="DDIM steps per image.")
-    guidance: float = setting(1.0, help="Classifier-free guidance weight (conditional models; 1 = plain conditional).")
+    guidance: float = setting(
+        1.0, help="Classifier-free guidance weight (conditional models; 1 = plain conditional)."
+    )
     seed: int = setting(0, help="Seed of the noise and the sampled labels.")
     out: str = setting("runs/diffusion-memorization", help="Run directory.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
@@ -80,13 +120,29 @@ class MemorizationConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    model: str = setting(help="A conditional model dir from `memaudit diffusion train`, or a local Stable-Diffusion-style dir (needs memaudit[diffusion]).")
-    prompts: str = setting(help="One prompt per line (class ids for our models), or JSONL with a 'prompt' field.")
-    labels: str = setting(help="One 0/1 per line (1 = memorized), or JSONL with a 'label' field; same order as --prompts.")
+    model: str = setting(
+        help=(
+            "A conditional model dir from `memaudit diffusion train`, or a local "
+            "Stable-Diffusion-style dir (needs memaudit[diffusion])."
+        )
+    )
+    prompts: str = setting(
+        help="One prompt per line (class ids for our models), or JSONL with a 'prompt' field."
+    )
+    labels: str = setting(
+        help=(
+            "One 0/1 per line (1 = memorized), or JSONL with a 'label' field; same order as "
+            "--prompts."
+        )
+    )
     noises: int = setting(4, help="Pure-noise draws per prompt.")
-    guidance: float = setting(3.0, help="Guidance weight used for the x0 prediction and the baseline's steps.")
+    guidance: float = setting(
+        3.0, help="Guidance weight used for the x0 prediction and the baseline's steps."
+    )
     low_t: float = setting(0.1, help="Timestep of the alignment feature A, as a share of T.")
-    wen_steps: int = setting(5, help="DDIM steps of the Wen et al. baseline (mean guidance norm over them).")
+    wen_steps: int = setting(
+        5, help="DDIM steps of the Wen et al. baseline (mean guidance norm over them)."
+    )
     seed: int = setting(0, help="Seed of the noise, the folds and the bootstrap.")
     out: str = setting("runs/diffusion-detect", help="Run directory.")
     device: str = setting("cpu", help="cpu or cuda (diffusers models).")
@@ -106,17 +162,27 @@ class EMMConfig:
     """Settings of ``memaudit diffusion emm``; see its ``--help``."""
 
     images: str = setting("digits", help="'digits' or a folder of images.")
-    sizes: tuple[int, ...] = setting((10, 20, 30, 50, 100, 200), help="Training-set sizes, one model each.")
-    conditionings: tuple[str, ...] = setting(("none", "class", "random-labels"), flag="--conditioning", help="Conditionings to compare, comma separated.")
+    sizes: tuple[int, ...] = setting(
+        (10, 20, 30, 50, 100, 200), help="Training-set sizes, one model each."
+    )
+    conditionings: tuple[str, ...] = setting(
+        ("none", "class", "random-labels"),
+        flag="--conditioning",
+        help="Conditionings to compare, comma separated.",
+    )
     classes: int = setting(10, help="Number of random labels.")  # labels of the random-label models
     steps: int = setting(2000, help="Optimizer steps per model (the same budget for every size).")
     batch_size: int = setting(128, help="Images per step.")
     width: int = setting(16, help="UNet width.")
-    checkpoints: int = setting(4, help="Checkpoints kept per model, evenly spaced (R is the max over them).")
+    checkpoints: int = setting(
+        4, help="Checkpoints kept per model, evenly spaced (R is the max over them)."
+    )
     samples: int = setting(500, help="Images generated per checkpoint.")
     sampling_steps: int = setting(50, help="DDIM steps per generated image.")
     seed: int = setting(0, help="Seed of subsets, labels, training and sampling.")
-    workers: int = setting(0, help="Models trained at once (0: one per CPU core).")  # 0: one per CPU core
+    workers: int = setting(
+        0, help="Models trained at once (0: one per CPU core)."
+    )  # 0: one per CPU core
     out: str = setting("runs/emm", help="Run directory (models under models/; a rerun resumes).")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -140,9 +206,15 @@ class EMMConfig:
 class MakeClassesConfig:
     """Settings of ``memaudit diffusion make-classes``."""
 
-    out: str = setting(help="New folder: one subfolder per class, plus prompts.txt and labels.txt for `detect`.")
-    images: str = setting("digits", help="Source images ('digits' or a folder with class subfolders).")
-    few: int = setting(20, help="Classes holding a single image, duplicated --copies times (memorized by design).")
+    out: str = setting(
+        help="New folder: one subfolder per class, plus prompts.txt and labels.txt for `detect`."
+    )
+    images: str = setting(
+        "digits", help="Source images ('digits' or a folder with class subfolders)."
+    )
+    few: int = setting(
+        20, help="Classes holding a single image, duplicated --copies times (memorized by design)."
+    )
     many: int = setting(20, help="Classes holding --many-images images of one source class each.")
     many_images: int = setting(30, help="Images per 'many' class.")
     copies: int = setting(10, help="Copies of each 'few' class's image.")

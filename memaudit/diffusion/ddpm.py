@@ -18,16 +18,22 @@ def alphas_bar(steps: int = T) -> torch.Tensor:
 
 
 def mix(x0: torch.Tensor, noise: torch.Tensor, a) -> torch.Tensor:
-    """x0 noised to the level whose cumulative alpha is ``a`` (a scalar, or one per sample broadcast to x0)."""
+    """x0 noised to the level whose cumulative alpha is ``a`` (a scalar, or one per sample
+    broadcast to x0).
+    """
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
-def add_noise(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+def add_noise(
+    x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor
+) -> torch.Tensor:
     return mix(x0, noise, abar[t][:, None, None, None])
 
 
 def predict_x0(x: torch.Tensor, eps: torch.Tensor, a) -> torch.Tensor:
-    """The clean image implied by x at cumulative alpha ``a`` and its predicted noise, clamped to [-1, 1]."""
+    """The clean image implied by x at cumulative alpha ``a`` and its predicted noise, clamped
+    to [-1, 1].
+    """
     return ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
 
 
@@ -59,13 +65,23 @@ def ddim_timesteps(steps: int, total: int = T) -> list[int]:
 
 
 @torch.no_grad()
-def sample(model, n: int, *, steps: int = 50, labels: torch.Tensor | None = None, guidance: float = 1.0,
-           seed: int = 0, batch_size: int = 512) -> np.ndarray:
+def sample(
+    model,
+    n: int,
+    *,
+    steps: int = 50,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> np.ndarray:
     """``n`` images as uint8 (n, C, H, W) from seeded noise, batch by batch."""
     cfg = model.config
     abar = alphas_bar()
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, cfg.channels, cfg.size, cfg.size, generator=gen)  # all at once: results don't depend on batch_size
+    noise = torch.randn(
+        n, cfg.channels, cfg.size, cfg.size, generator=gen
+    )  # all at once: results don't depend on batch_size
     out = []
     for start in range(0, n, batch_size):
         x = noise[start : start + batch_size]

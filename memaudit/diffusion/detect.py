@@ -1,4 +1,5 @@
-"""Noise-space memorization detection: which prompts (or classes) make a model reproduce training images?
+"""Noise-space memorization detection: which prompts (or classes) make a model reproduce training
+images?
 
 From pure noise x_T, one call gives the guidance norm ``N = ||eps(x_T, c) - eps(x_T, null)||``;
 a second call at a low-noise timestep, on x0 predicted from the first call and noised again
@@ -42,21 +43,33 @@ class TinyAdapter:
 
     def __init__(self, unet):
         if not unet.config.classes:
-            raise InputError("this diffusion model is unconditional: guidance norms and noise-space detection need a "
-                             "class- or random-label-conditioned model (memaudit diffusion train --conditioning class)")
+            raise InputError(
+                "this diffusion model is unconditional: guidance norms and noise-space detection "
+                "need a "
+                "class- or random-label-conditioned model (memaudit diffusion train --conditioning "
+                "class)"
+            )
         self.unet, self.T, self.abar = unet, T, alphas_bar()
         self.shape = (unet.config.channels, unet.config.size, unet.config.size)
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         ids = []
         for p in prompts:
-            if not str(p).strip().lstrip("-").isdigit() or not 0 <= int(p) < self.unet.config.classes:
-                raise InputError(f"prompt '{p}' is not a class id of this model (0..{self.unet.config.classes - 1})")
+            if (
+                not str(p).strip().lstrip("-").isdigit()
+                or not 0 <= int(p) < self.unet.config.classes
+            ):
+                raise InputError(
+                    f"prompt '{p}' is not a class id of this model "
+                    f"(0..{self.unet.config.classes - 1})"
+                )
             ids.append(int(p))
         return torch.as_tensor(ids)
 
     @torch.no_grad()
-    def eps_pair(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def eps_pair(
+        self, x: torch.Tensor, t: int, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return eps_pair(self.unet, x, torch.full((len(x),), t, dtype=torch.long), cond)
 
 
@@ -69,8 +82,12 @@ class DetectSettings:
     seed: int = 0
 
 
-def features(adapter, prompts: list[str], settings: DetectSettings, *, batch_size: int = 64, progress=None) -> dict[str, np.ndarray]:
-    """Per prompt: noise_norm (N), alignment (A) and the Wen baseline, each averaged over ``noises`` draws."""
+def features(
+    adapter, prompts: list[str], settings: DetectSettings, *, batch_size: int = 64, progress=None
+) -> dict[str, np.ndarray]:
+    """Per prompt: noise_norm (N), alignment (A) and the Wen baseline, each averaged over
+    ``noises`` draws.
+    """
     cond = adapter.encode(prompts)
     gen = torch.Generator().manual_seed(settings.seed)
     out = {"noise_norm": [], "alignment": [], "wen": []}
@@ -94,7 +111,9 @@ def _two_pass(adapter, x_T, c, settings: DetectSettings) -> dict[str, torch.Tens
     t_low = max(1, int(settings.low_t * T))
     x_low = mix(x0, x_T, abar[t_low])  # the same noise, at low noise
     eu, ec = adapter.eps_pair(x_low, t_low, c)
-    cos = torch.nn.functional.cosine_similarity(eu, ec - eu, dim=1, eps=1e-12)  # (B, H, W): over channels
+    cos = torch.nn.functional.cosine_similarity(
+        eu, ec - eu, dim=1, eps=1e-12
+    )  # (B, H, W): over channels
     return {"noise_norm": norm, "alignment": cos.flatten(1).mean(1)}
 
 
@@ -107,8 +126,12 @@ def _wen(adapter, x, c, settings: DetectSettings) -> torch.Tensor:
     return torch.stack(norms).mean(0)
 
 
-def cross_fitted_score(feats: dict[str, np.ndarray], labels: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, list[dict]]:
-    """g1 * N + g2 * A with (g1, g2) fitted on the other fold: no prompt is scored by weights fitted on it."""
+def cross_fitted_score(
+    feats: dict[str, np.ndarray], labels: np.ndarray, *, seed: int = 0
+) -> tuple[np.ndarray, list[dict]]:
+    """g1 * N + g2 * A with (g1, g2) fitted on the other fold: no prompt is scored by weights
+    fitted on it.
+    """
     from sklearn.linear_model import LogisticRegression
 
     X = np.stack([feats["noise_norm"], feats["alignment"]], 1)
@@ -117,7 +140,10 @@ def cross_fitted_score(feats: dict[str, np.ndarray], labels: np.ndarray, *, seed
     for k in (0, 1):
         fit, test = folds != k, folds == k
         if len(np.unique(labels[fit])) < 2:
-            raise InputError("each half of the prompts needs memorized and non-memorized ones; give at least 2 of each")
+            raise InputError(
+                "each half of the prompts needs memorized and non-memorized ones; give at least 2 "
+                "of each"
+            )
         mu, sd = X[fit].mean(0), X[fit].std(0) + 1e-12
         clf = LogisticRegression().fit((X[fit] - mu) / sd, labels[fit])
         g = clf.coef_[0] / sd  # weights on the raw features
@@ -135,11 +161,26 @@ def _stratified_halves(labels: np.ndarray, seed: int) -> np.ndarray:
     return folds
 
 
-def evaluate(feats: dict[str, np.ndarray], labels: np.ndarray, *, seed: int = 0, n_bootstrap: int = 1000) -> dict:
-    """AUC and TPR at 1% / 3% FPR, with bootstrap CIs, for N, A, the combined score and the baseline."""
+def evaluate(
+    feats: dict[str, np.ndarray], labels: np.ndarray, *, seed: int = 0, n_bootstrap: int = 1000
+) -> dict:
+    """AUC and TPR at 1% / 3% FPR, with bootstrap CIs, for N, A, the combined score and the
+    baseline.
+    """
     combined, weights = cross_fitted_score(feats, labels, seed=seed)
-    scores = {"combined": combined, "noise_norm": feats["noise_norm"], "alignment": feats["alignment"], "wen": feats["wen"]}
-    metrics = {name: {k: v.to_dict() for k, v in membership_metrics(s, labels, n_bootstrap=n_bootstrap, seed=seed,
-                                                                     fpr_bounds=FPR_BOUNDS).items()}
-               for name, s in scores.items()}
+    scores = {
+        "combined": combined,
+        "noise_norm": feats["noise_norm"],
+        "alignment": feats["alignment"],
+        "wen": feats["wen"],
+    }
+    metrics = {
+        name: {
+            k: v.to_dict()
+            for k, v in membership_metrics(
+                s, labels, n_bootstrap=n_bootstrap, seed=seed, fpr_bounds=FPR_BOUNDS
+            ).items()
+        }
+        for name, s in scores.items()
+    }
     return {"metrics": metrics, "weights": weights, "scores": scores}

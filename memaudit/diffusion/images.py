@@ -34,7 +34,7 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.pixels.shape[1:])
 
-    def take(self, indices) -> "ImageSet":
+    def take(self, indices) -> ImageSet:
         indices = np.asarray(indices, dtype=np.int64)
         return ImageSet(self.pixels[indices], self.labels[indices], self.class_names, self.source)
 
@@ -80,9 +80,15 @@ def _folder(path: Path, *, resize: int | None, grayscale: bool) -> ImageSet:
     first = arrays[0].shape
     for (f, _), a in zip(files, arrays):
         if a.shape != first:
-            raise InputError(f"{f}: image size {a.shape[2]}x{a.shape[1]} with {a.shape[0]} channels differs from "
-                             f"{files[0][0].name} ({first[2]}x{first[1]}, {first[0]} channels); pass --resize N (and --grayscale) to make them equal")
-    return ImageSet(np.stack(arrays), np.array([label for _, label in files], dtype=np.int64), names, str(path))
+            raise InputError(
+                f"{f}: image size {a.shape[2]}x{a.shape[1]} with {a.shape[0]} channels differs "
+                "from "
+                f"{files[0][0].name} ({first[2]}x{first[1]}, {first[0]} channels); pass --resize N "
+                "(and --grayscale) to make them equal"
+            )
+    return ImageSet(
+        np.stack(arrays), np.array([label for _, label in files], dtype=np.int64), names, str(path)
+    )
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -112,13 +118,17 @@ def _resize_array(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def balanced_subset(images: ImageSet, n: int, *, seed: int = 0) -> np.ndarray:
-    """Indices of ``n`` images with classes as equal as possible (unlabeled: a plain random choice)."""
+    """Indices of ``n`` images with classes as equal as possible (unlabeled: a plain random
+    choice).
+    """
     if not 1 <= n <= len(images):
         raise InputError(f"asked for {n} training images but {images.source} has {len(images)}")
     rng = np.random.default_rng(seed)
     if (images.labels < 0).all():
         return np.sort(rng.choice(len(images), n, replace=False))
-    by_class = [rng.permutation(np.flatnonzero(images.labels == c)) for c in np.unique(images.labels)]
+    by_class = [
+        rng.permutation(np.flatnonzero(images.labels == c)) for c in np.unique(images.labels)
+    ]
     picked, depth = [], 0
     while len(picked) < n:  # round robin over classes in a seeded order
         for c in rng.permutation(len(by_class)):
@@ -128,14 +138,24 @@ def balanced_subset(images: ImageSet, n: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.array(picked, dtype=np.int64))
 
 
-def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20, many_images: int = 30, copies: int = 10,
-                        seed: int = 0) -> dict:
-    """A class-folder dataset for detection: ``few`` classes of one image each, duplicated ``copies``
+def write_skewed_folder(
+    images: ImageSet,
+    out,
+    *,
+    few: int = 20,
+    many: int = 20,
+    many_images: int = 30,
+    copies: int = 10,
+    seed: int = 0,
+) -> dict:
+    """A class-folder dataset for detection: ``few`` classes of one image each, duplicated
+    ``copies``
     times (duplicated training images are the ones models memorize), and ``many`` classes of
     ``many_images`` distinct images of one source class each; no source image serves two classes.
 
     Also writes ``prompts.txt`` (class ids in the order a loader assigns them) and ``labels.txt``
-    (1 for the one-image classes: memorized by design; ``memaudit diffusion memorization`` measures it).
+    (1 for the one-image classes: memorized by design; ``memaudit diffusion memorization`` measures
+    it).
     """
     from PIL import Image
 
@@ -145,13 +165,19 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty; choose a new --out")
     rng = np.random.default_rng(seed)
-    source_classes = np.unique(images.labels[images.labels >= 0]) if (images.labels >= 0).any() else np.array([-1])
+    source_classes = (
+        np.unique(images.labels[images.labels >= 0])
+        if (images.labels >= 0).any()
+        else np.array([-1])
+    )
     pools = {c: list(rng.permutation(np.flatnonzero(images.labels == c))) for c in source_classes}
     groups = []
     for k in range(many):
         pool = pools[source_classes[k % len(source_classes)]]
         if len(pool) < many_images:
-            raise InputError(f"{images.source} has too few images for {many} classes of {many_images}")
+            raise InputError(
+                f"{images.source} has too few images for {many} classes of {many_images}"
+            )
         groups.append((f"many-{k:03d}", [pool.pop() for _ in range(many_images)]))
     for k in range(few):
         pool = pools[source_classes[k % len(source_classes)]]
@@ -164,7 +190,9 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
         (tmp / name).mkdir(parents=True)
         for copy, i in enumerate(idx):
             img = images.pixels[i]
-            Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(tmp / name / f"{i:05d}-{copy:03d}.png")
+            Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(
+                tmp / name / f"{i:05d}-{copy:03d}.png"
+            )
     names = sorted(name for name, _ in groups)  # the loader's class order
     write_text_atomic(tmp / "prompts.txt", "".join(f"{i}\n" for i in range(len(names))))
     write_text_atomic(tmp / "labels.txt", "".join(f"{int(n.startswith('few'))}\n" for n in names))
@@ -172,11 +200,18 @@ def write_skewed_folder(images: ImageSet, out, *, few: int = 20, many: int = 20,
     if out.exists():
         out.rmdir()
     tmp.rename(out)
-    return {"classes": len(names), "images": sum(len(i) for _, i in groups), "prompts": str(out / "prompts.txt"), "labels": str(out / "labels.txt")}
+    return {
+        "classes": len(names),
+        "images": sum(len(i) for _, i in groups),
+        "prompts": str(out / "prompts.txt"),
+        "labels": str(out / "labels.txt"),
+    }
 
 
 def unique_images(pixels: np.ndarray) -> np.ndarray:
-    """The distinct images, in first-seen order: copies of one image must not be each other's nearest neighbour."""
+    """The distinct images, in first-seen order: copies of one image must not be each other's
+    nearest neighbour.
+    """
     flat = np.ascontiguousarray(pixels.reshape(len(pixels), -1))
     _, first = np.unique(flat, axis=0, return_index=True)
     return pixels[np.sort(first)]

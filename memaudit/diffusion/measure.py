@@ -24,40 +24,79 @@ from .train import checkpoints
 VERSION = 3  # part of the cache key: bump when sampling or measuring changes
 
 
-def measure_checkpoints(final: DiffusionModel, images: ImageSet, *, samples: int, sampling_steps: int = 50, guidance: float = 1.0,
-                        seed: int = 0, train_pixels: np.ndarray | None = None, progress=None) -> dict:
-    """R per checkpoint of the model dir ``final`` was loaded from, the max and its step; cached per (model, settings)."""
+def measure_checkpoints(
+    final: DiffusionModel,
+    images: ImageSet,
+    *,
+    samples: int,
+    sampling_steps: int = 50,
+    guidance: float = 1.0,
+    seed: int = 0,
+    train_pixels: np.ndarray | None = None,
+    progress=None,
+) -> dict:
+    """R per checkpoint of the model dir ``final`` was loaded from, the max and its step; cached
+    per (model, settings).
+    """
     model_dir = final.path
     if train_pixels is None:
         train_pixels = images.pixels[final.train_set.indices]
     train_pixels = unique_images(train_pixels)
     key = _key(final.fingerprint, train_pixels, samples, sampling_steps, guidance, seed)
     cache = model_dir / "replication" / f"{key}.json"
-    samples_file = {"samples_file": str(cache.with_suffix(".npz"))}  # not stored: a path relative to where this process runs
+    samples_file = {
+        "samples_file": str(cache.with_suffix(".npz"))
+    }  # not stored: a path relative to where this process runs
     if cache.is_file():
         return {**json.loads(cache.read_text()), **samples_file}
     per_step, best = {}, None
     steps = [s for s, _ in checkpoints(model_dir)]
     for i, step in enumerate(steps):
         model = load_diffusion_model(model_dir, step=step)
-        rep = replication(model.unet, train_pixels, samples=samples, train_labels=final.train_set.labels, steps=sampling_steps,
-                          guidance=guidance, seed=seed)
+        rep = replication(
+            model.unet,
+            train_pixels,
+            samples=samples,
+            train_labels=final.train_set.labels,
+            steps=sampling_steps,
+            guidance=guidance,
+            seed=seed,
+        )
         per_step[step] = rep.summary()
         if best is None or per_step[step]["ratio"] > per_step[best[0]]["ratio"]:
             best = (step, rep)
         if progress:
-            progress("sampling checkpoints", i + 1, len(steps), f"step {step}: R {per_step[step]['ratio']:.2f}")
+            progress(
+                "sampling checkpoints",
+                i + 1,
+                len(steps),
+                f"step {step}: R {per_step[step]['ratio']:.2f}",
+            )
     max_step, rep = best
     save_replication(cache.with_suffix(".npz"), rep)
-    result = {"per_checkpoint": {str(s): v for s, v in per_step.items()}, "max_ratio": per_step[max_step]["ratio"],
-              "max_ci": [per_step[max_step]["ci_low"], per_step[max_step]["ci_high"]], "max_step": max_step,
-              "final_ratio": per_step[steps[-1]]["ratio"], "fingerprint": final.fingerprint}
+    result = {
+        "per_checkpoint": {str(s): v for s, v in per_step.items()},
+        "max_ratio": per_step[max_step]["ratio"],
+        "max_ci": [per_step[max_step]["ci_low"], per_step[max_step]["ci_high"]],
+        "max_step": max_step,
+        "final_ratio": per_step[steps[-1]]["ratio"],
+        "fingerprint": final.fingerprint,
+    }
     write_text_atomic(cache, json.dumps(result, indent=2) + "\n")
     return {**result, **samples_file}
 
 
-def _key(fingerprint: str, train_pixels: np.ndarray, samples: int, sampling_steps: int, guidance: float, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([VERSION, fingerprint, samples, sampling_steps, guidance, seed]).encode())
+def _key(
+    fingerprint: str,
+    train_pixels: np.ndarray,
+    samples: int,
+    sampling_steps: int,
+    guidance: float,
+    seed: int,
+) -> str:
+    h = hashlib.sha256(
+        json.dumps([VERSION, fingerprint, samples, sampling_steps, guidance, seed]).encode()
+    )
     h.update(np.ascontiguousarray(train_pixels).tobytes())
     return h.hexdigest()[:16]
 
@@ -66,9 +105,19 @@ def save_replication(path: Path, rep: Replication) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nn = rep.neighbours
     with atomic_output(path) as fh:
-        np.savez(fh, samples=rep.samples, labels=rep.labels, index1=nn.index1, index2=nn.index2, d1=nn.d1, d2=nn.d2)
+        np.savez(
+            fh,
+            samples=rep.samples,
+            labels=rep.labels,
+            index1=nn.index1,
+            index2=nn.index2,
+            d1=nn.d1,
+            d2=nn.d2,
+        )
 
 
 def load_replication(path) -> Replication:
     with np.load(path, allow_pickle=False) as z:
-        return Replication(z["samples"], z["labels"], Neighbours(z["index1"], z["index2"], z["d1"], z["d2"]))
+        return Replication(
+            z["samples"], z["labels"], Neighbours(z["index1"], z["index2"], z["d1"], z["d2"])
+        )

@@ -28,9 +28,18 @@ class DiffusionModel:
         return self.unet.config.classes
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "fingerprint": self.fingerprint, "step": self.step, "architecture": "TinyUNet", "dtype": "float32", "device": "cpu",
-                "unet": self.unet.config.to_dict(), "n_params": sum(p.numel() for p in self.unet.parameters()),
-                "n_train": len(self.train_set.indices), "conditioning": self.train_config.get("conditioning")}
+        return {
+            "path": str(self.path),
+            "fingerprint": self.fingerprint,
+            "step": self.step,
+            "architecture": "TinyUNet",
+            "dtype": "float32",
+            "device": "cpu",
+            "unet": self.unet.config.to_dict(),
+            "n_params": sum(p.numel() for p in self.unet.parameters()),
+            "n_train": len(self.train_set.indices),
+            "conditioning": self.train_config.get("conditioning"),
+        }
 
 
 def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionModel:
@@ -41,9 +50,15 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
 
     d = Path(model_dir)
     if not (d / "config.json").is_file() or not (d / "train_set.json").is_file():
-        raise InputError(f"{d} is not a diffusion model dir (no config.json / train_set.json from `memaudit diffusion train`)")
+        raise InputError(
+            f"{d} is not a diffusion model dir (no config.json / train_set.json from `memaudit "
+            "diffusion train`)"
+        )
     if not (d / RECORD).is_file():
-        raise InputError(f"{d}: training did not finish ({RECORD} missing); rerun the same `memaudit diffusion train` to resume it")
+        raise InputError(
+            f"{d}: training did not finish ({RECORD} missing); rerun the same `memaudit diffusion "
+            "train` to resume it"
+        )
     config = json.loads((d / "config.json").read_text())
     unet = TinyUNet(UNetConfig(**config["unet"]))
     if step is None:
@@ -51,17 +66,32 @@ def load_diffusion_model(model_dir, *, step: int | None = None) -> DiffusionMode
     else:
         found = dict(checkpoints(d))
         if step not in found:
-            raise InputError(f"{d} has no checkpoint at step {step} (it has {', '.join(map(str, found)) or 'none'})")
+            raise InputError(
+                f"{d} has no checkpoint at step {step} (it has "
+                f"{', '.join(map(str, found)) or 'none'})"
+            )
         weights = found[step] / "model.safetensors"
     load_model(unet, str(weights))
     unet.eval()
-    return DiffusionModel(d, unet, read_train_set(d), config["train"], step, model_fingerprint(d) if step is None else _fingerprint(weights))
+    return DiffusionModel(
+        d,
+        unet,
+        read_train_set(d),
+        config["train"],
+        step,
+        model_fingerprint(d) if step is None else _fingerprint(weights),
+    )
 
 
 def read_train_set(model_dir) -> TrainSet:
     """The images a model dir was trained on, from its train_set.json."""
     ts = json.loads((Path(model_dir) / "train_set.json").read_text())
-    return TrainSet(ts["source"], np.array(ts["indices"], dtype=np.int64), np.array(ts["labels"], dtype=np.int64), ts["classes"])
+    return TrainSet(
+        ts["source"],
+        np.array(ts["indices"], dtype=np.int64),
+        np.array(ts["labels"], dtype=np.int64),
+        ts["classes"],
+    )
 
 
 def _fingerprint(weights: Path) -> str:

@@ -18,7 +18,9 @@ CANDIDATES = 8
 
 @dataclass(frozen=True)
 class Neighbours:
-    """Per query: the nearest and second-nearest training rows and their distances (0..255 scale / sqrt(dims))."""
+    """Per query: the nearest and second-nearest training rows and their distances (0..255 scale
+    / sqrt(dims)).
+    """
 
     index1: np.ndarray
     index2: np.ndarray
@@ -33,7 +35,8 @@ class Neighbours:
 
 
 def two_nearest(queries: np.ndarray, train: np.ndarray, *, memory_mb: float = 256.0) -> Neighbours:
-    """Nearest and second-nearest rows of ``train`` for each row of ``queries`` (any shape after the first axis).
+    """Nearest and second-nearest rows of ``train`` for each row of ``queries`` (any shape after the
+    first axis).
 
     Examples
     --------
@@ -47,7 +50,9 @@ def two_nearest(queries: np.ndarray, train: np.ndarray, *, memory_mb: float = 25
     if len(t) < 2:
         raise ValueError("two_nearest needs at least two training images")
     if q.shape[1] != t.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} values per image, training images {t.shape[1]}")
+        raise ValueError(
+            f"queries have {q.shape[1]} values per image, training images {t.shape[1]}"
+        )
     k = min(CANDIDATES, len(t))
     t_sq = (t * t).sum(1)  # (N,)
     t64 = t.double()

@@ -34,25 +34,48 @@ class Replication:
     def summary(self) -> dict:
         k, n = int(self.memorized.sum()), len(self.samples)
         lo, hi = wilson_interval(k, n)
-        out = {"ratio": k / n, "ci_low": lo, "ci_high": hi, "memorized": k, "samples": n,
-               "median_d1_d2": float(np.median(self.neighbours.ratio()))}
+        out = {
+            "ratio": k / n,
+            "ci_low": lo,
+            "ci_high": hi,
+            "memorized": k,
+            "samples": n,
+            "median_d1_d2": float(np.median(self.neighbours.ratio())),
+        }
         if (self.labels >= 0).any():
-            out["per_label"] = {int(c): float(self.memorized[self.labels == c].mean()) for c in np.unique(self.labels)}
+            out["per_label"] = {
+                int(c): float(self.memorized[self.labels == c].mean())
+                for c in np.unique(self.labels)
+            }
         return out
 
 
 def sample_labels(train_labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` labels drawn uniformly from those present in the training set (-1s when unconditional)."""
+    """``n`` labels drawn uniformly from those present in the training set (-1s when
+    unconditional).
+    """
     present = np.unique(train_labels[train_labels >= 0])
     if not len(present):
         return np.full(n, -1)
     return np.random.default_rng(seed + 17).choice(present, n)
 
 
-def replication(unet, train_pixels: np.ndarray, *, samples: int, train_labels: np.ndarray, steps: int = 50, guidance: float = 1.0,
-                seed: int = 0) -> Replication:
-    """Generate ``samples`` images (labels as in ``sample_labels``) and find each one's two nearest training images."""
-    labels = sample_labels(train_labels, samples, seed) if unet.config.classes else np.full(samples, -1)
+def replication(
+    unet,
+    train_pixels: np.ndarray,
+    *,
+    samples: int,
+    train_labels: np.ndarray,
+    steps: int = 50,
+    guidance: float = 1.0,
+    seed: int = 0,
+) -> Replication:
+    """Generate ``samples`` images (labels as in ``sample_labels``) and find each one's two
+    nearest training images.
+    """
+    labels = (
+        sample_labels(train_labels, samples, seed) if unet.config.classes else np.full(samples, -1)
+    )
     lab = torch.as_tensor(labels) if unet.config.classes else None
     images = sample(unet, samples, steps=steps, labels=lab, guidance=guidance, seed=seed)
     return Replication(images, labels, two_nearest(images, train_pixels))

@@ -1,4 +1,6 @@
-"""Run dirs of ``memaudit diffusion memorization | emm | detect``: results.json, scores.parquet, report.html."""
+"""Run dirs of ``memaudit diffusion memorization | emm | detect``: results.json, scores.parquet,
+report.html.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from .config import DetectConfig, MemorizationConfig
 from .images import load_images, unique_images
 from .model import load_diffusion_model, read_train_set
 
-MEMORIZED_CLASS = 0.5  # a class counts as memorized when at least half of its samples copy a training image
+MEMORIZED_CLASS = (
+    0.5  # a class counts as memorized when at least half of its samples copy a training image
+)
 
 
 def run_memorization(config: MemorizationConfig, *, progress=None):
@@ -25,23 +29,55 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
     t0 = time.perf_counter()
     model = load_diffusion_model(config.model)
     if config.guidance != 1.0 and not model.classes:
-        raise InputError(f"--guidance {config.guidance} needs a conditional model; {config.model} is unconditional")
+        raise InputError(
+            f"--guidance {config.guidance} needs a conditional model; {config.model} is "
+            "unconditional"
+        )
     images = load_images(model.train_set.source if config.train is None else config.train)
-    train_pixels = unique_images(images.pixels[model.train_set.indices] if config.train is None else images.pixels)
-    if train_pixels.shape[1:] != (model.unet.config.channels, model.unet.config.size, model.unet.config.size):
-        raise InputError(f"--train images are {train_pixels.shape[1:]} but the model makes "
-                         f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}")
+    train_pixels = unique_images(
+        images.pixels[model.train_set.indices] if config.train is None else images.pixels
+    )
+    if train_pixels.shape[1:] != (
+        model.unet.config.channels,
+        model.unet.config.size,
+        model.unet.config.size,
+    ):
+        raise InputError(
+            f"--train images are {train_pixels.shape[1:]} but the model makes "
+            f"{(model.unet.config.channels, model.unet.config.size, model.unet.config.size)}"
+        )
     run = rs.RunDir.begin(config.out, "diffusion memorization", config)
     out = run.path
-    m = measure_checkpoints(model, images, samples=config.samples, sampling_steps=config.sampling_steps, guidance=config.guidance,
-                            seed=config.seed, train_pixels=train_pixels, progress=progress)
+    m = measure_checkpoints(
+        model,
+        images,
+        samples=config.samples,
+        sampling_steps=config.sampling_steps,
+        guidance=config.guidance,
+        seed=config.seed,
+        train_pixels=train_pixels,
+        progress=progress,
+    )
     rep = load_replication(m["samples_file"])
     ratio = rep.neighbours.ratio()
-    run.write_scores({"id": list(range(len(ratio))), "label": rep.labels.tolist(), "nearest": rep.neighbours.index1.tolist(),
-                          "d1": rep.neighbours.d1.tolist(), "d2": rep.neighbours.d2.tolist(), "ratio": ratio.tolist(),
-                          "memorized": (ratio < 1 / 3).tolist()})
-    results = {**run.header({"target": model}), **m, "threshold": "d1/d2 < 1/3",
-               "train_images": len(train_pixels), "timings_s": {"total": time.perf_counter() - t0}}
+    run.write_scores(
+        {
+            "id": list(range(len(ratio))),
+            "label": rep.labels.tolist(),
+            "nearest": rep.neighbours.index1.tolist(),
+            "d1": rep.neighbours.d1.tolist(),
+            "d2": rep.neighbours.d2.tolist(),
+            "ratio": ratio.tolist(),
+            "memorized": (ratio < 1 / 3).tolist(),
+        }
+    )
+    results = {
+        **run.header({"target": model}),
+        **m,
+        "threshold": "d1/d2 < 1/3",
+        "train_images": len(train_pixels),
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     if model.classes:
         per_label = m["per_checkpoint"][str(m["max_step"])]["per_label"]
         results["prompt_files"] = write_class_labels(out, per_label)
@@ -55,11 +91,19 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
 
 
 def write_class_labels(out: Path, per_label: dict) -> dict:
-    """prompts.txt (class ids) and labels.txt (1 = memorized), ready for ``memaudit diffusion detect``."""
+    """prompts.txt (class ids) and labels.txt (1 = memorized), ready for ``memaudit diffusion
+    detect``.
+    """
     classes = sorted(int(c) for c in per_label)
     write_text_atomic(out / "prompts.txt", "".join(f"{c}\n" for c in classes))
-    write_text_atomic(out / "labels.txt", "".join(f"{int(per_label[c] >= MEMORIZED_CLASS)}\n" for c in classes))
-    return {"prompts": str(out / "prompts.txt"), "labels": str(out / "labels.txt"), "memorized_if_class_ratio_at_least": MEMORIZED_CLASS}
+    write_text_atomic(
+        out / "labels.txt", "".join(f"{int(per_label[c] >= MEMORIZED_CLASS)}\n" for c in classes)
+    )
+    return {
+        "prompts": str(out / "prompts.txt"),
+        "labels": str(out / "labels.txt"),
+        "memorized_if_class_ratio_at_least": MEMORIZED_CLASS,
+    }
 
 
 def run_emm(config, *, progress=None):
@@ -68,14 +112,29 @@ def run_emm(config, *, progress=None):
     t0 = time.perf_counter()
     images = load_images(config.images)  # a bad source fails here, before any worker starts
     if max(config.sizes) > len(images):
-        raise InputError(f"--sizes asks for {max(config.sizes)} training images but {images.source} has {len(images)}")
+        raise InputError(
+            f"--sizes asks for {max(config.sizes)} training images but {images.source} has "
+            f"{len(images)}"
+        )
     run = rs.RunDir.begin(config.out, "diffusion emm", config)
     jobs = run_jobs(config, run.path, progress=progress)
-    run.write_scores({"conditioning": [j["conditioning"] for j in jobs], "n": [j["n"] for j in jobs],
-                          "max_ratio": [j["max_ratio"] for j in jobs], "max_step": [j["max_step"] for j in jobs],
-                          "final_ratio": [j["final_ratio"] for j in jobs], "train_seconds": [j["seconds"]["train"] for j in jobs]})
-    results = {**run.header(), "target": 0.9, "curves": curves(jobs), "jobs": jobs,
-               "timings_s": {"total": time.perf_counter() - t0}}
+    run.write_scores(
+        {
+            "conditioning": [j["conditioning"] for j in jobs],
+            "n": [j["n"] for j in jobs],
+            "max_ratio": [j["max_ratio"] for j in jobs],
+            "max_step": [j["max_step"] for j in jobs],
+            "final_ratio": [j["final_ratio"] for j in jobs],
+            "train_seconds": [j["seconds"]["train"] for j in jobs],
+        }
+    )
+    results = {
+        **run.header(),
+        "target": 0.9,
+        "curves": curves(jobs),
+        "jobs": jobs,
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     render = None
     if config.report:
         from memaudit.report.diffusion import write_emm_report
@@ -86,19 +145,29 @@ def run_emm(config, *, progress=None):
 
 
 def smallest_runs(results: dict, images) -> dict[str, tuple]:
-    """Per conditioning, the smallest training set's (samples file, its unique training images, title): the clearest copies."""
+    """Per conditioning, the smallest training set's (samples file, its unique training images,
+    title): the clearest copies.
+    """
     from .measure import load_replication
 
     out = {}
     for c, curve in results["curves"].items():
-        job = next(j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"]))
+        job = next(
+            j for j in results["jobs"] if j["conditioning"] == c and j["n"] == min(curve["sizes"])
+        )
         train_idx = read_train_set(job["model"]).indices
-        out[c] = (load_replication(job["samples_file"]), unique_images(images.pixels[train_idx]), f"{c}, |D| = {job['n']}")
+        out[c] = (
+            load_replication(job["samples_file"]),
+            unique_images(images.pixels[train_idx]),
+            f"{c}, |D| = {job['n']}",
+        )
     return out
 
 
 def read_lines(path: str, field: str, what: str) -> list[tuple[int, str]]:
-    """(line number, value): plain lines, or the ``field`` of each JSONL object; blank lines are skipped."""
+    """(line number, value): plain lines, or the ``field`` of each JSONL object; blank lines are
+    skipped.
+    """
     from memaudit.io.texts import jsonl_objects
 
     p = Path(path)
@@ -111,7 +180,11 @@ def read_lines(path: str, field: str, what: str) -> list[tuple[int, str]]:
         return rows
     if not p.is_file():
         raise InputError(f"{what} not found", path=str(p))
-    return [(i, line.strip()) for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    return [
+        (i, line.strip())
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip()
+    ]
 
 
 def read_labels(path: str, n: int) -> np.ndarray:
@@ -121,10 +194,16 @@ def read_labels(path: str, n: int) -> np.ndarray:
             raise InputError(f"label '{v}' is not 0 or 1", path=path, line=lineno)
     values = [v for _, v in rows]
     if len(values) != n:
-        raise InputError(f"{len(values)} labels for {n} prompts; give one label per prompt", path=path)
+        raise InputError(
+            f"{len(values)} labels for {n} prompts; give one label per prompt", path=path
+        )
     y = np.array([v in ("1", "True", "true") for v in values], dtype=int)
     if y.sum() < 2 or (1 - y).sum() < 2:
-        raise InputError(f"need at least 2 memorized and 2 non-memorized prompts; got {y.sum()} and {(1 - y).sum()}", path=path)
+        raise InputError(
+            f"need at least 2 memorized and 2 non-memorized prompts; got {y.sum()} and "
+            f"{(1 - y).sum()}",
+            path=path,
+        )
     return y
 
 
@@ -150,20 +229,41 @@ def run_detect(config: DetectConfig, *, progress=None):
     labels = read_labels(config.labels, len(prompts))
     adapter, described = load_adapter(config.model, config.device)
     run = rs.RunDir.begin(config.out, "diffusion detect", config)
-    settings = DetectSettings(noises=config.noises, low_t=config.low_t, guidance=config.guidance, wen_steps=config.wen_steps, seed=config.seed)
+    settings = DetectSettings(
+        noises=config.noises,
+        low_t=config.low_t,
+        guidance=config.guidance,
+        wen_steps=config.wen_steps,
+        seed=config.seed,
+    )
     feats = features(adapter, prompts, settings, progress=progress)
     ev = evaluate(feats, labels, seed=config.seed, n_bootstrap=config.n_bootstrap)
-    run.write_scores({"id": list(range(len(prompts))), "label": labels.tolist(), "prompt": prompts,
-                          **{k: v.tolist() for k, v in feats.items()}, "combined": ev["scores"]["combined"].tolist()})
+    run.write_scores(
+        {
+            "id": list(range(len(prompts))),
+            "label": labels.tolist(),
+            "prompt": prompts,
+            **{k: v.tolist() for k, v in feats.items()},
+            "combined": ev["scores"]["combined"].tolist(),
+        }
+    )
     header = run.header()
     header["models"] = {"target": described}
     negatives = int((labels == 0).sum())
     if negatives < 100:
-        header["notes"].append(f"only {negatives} non-memorized prompts: TPR at 1% or 3% FPR is the TPR at zero false positives "
-                               f"(one false positive is already {1 / negatives:.0%} FPR)")
-    results = {**header, "data": {"prompts": len(prompts), "memorized": int(labels.sum())}, "metrics": ev["metrics"],
-               "weights": ev["weights"], "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
-               "timings_s": {"total": time.perf_counter() - t0}}
+        header["notes"].append(
+            f"only {negatives} non-memorized prompts: TPR at 1% or 3% FPR is the TPR at zero false "
+            "positives "
+            f"(one false positive is already {1 / negatives:.0%} FPR)"
+        )
+    results = {
+        **header,
+        "data": {"prompts": len(prompts), "memorized": int(labels.sum())},
+        "metrics": ev["metrics"],
+        "weights": ev["weights"],
+        "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     render = None
     if config.report:
         from memaudit.report.diffusion import write_detect_report

@@ -21,21 +21,42 @@ class DiffusersAdapter:
         try:
             from diffusers import DDPMScheduler, UNet2DConditionModel
         except ImportError:
-            raise InputError(f"{path} is a diffusers pipeline; install the extra: pip install 'memaudit[diffusion]'") from None
+            raise InputError(
+                f"{path} is a diffusers pipeline; install the extra: pip install "
+                "'memaudit[diffusion]'"
+            ) from None
         from transformers import CLIPTextModel, CLIPTokenizer
 
         root = Path(path)
         for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
             if not (root / part).is_dir():
-                raise InputError(f"{root}: no {part}/ folder; expected a Stable-Diffusion-style pipeline directory")
+                raise InputError(
+                    f"{root}: no {part}/ folder; expected a Stable-Diffusion-style pipeline "
+                    "directory"
+                )
         self.device = torch.device(device)
-        self.unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True, local_files_only=True).to(self.device).eval()
-        self.text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True, local_files_only=True).to(self.device).eval()
+        self.unet = (
+            UNet2DConditionModel.from_pretrained(
+                root / "unet", use_safetensors=True, local_files_only=True
+            )
+            .to(self.device)
+            .eval()
+        )
+        self.text_encoder = (
+            CLIPTextModel.from_pretrained(
+                root / "text_encoder", use_safetensors=True, local_files_only=True
+            )
+            .to(self.device)
+            .eval()
+        )
         self.tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
         self.prediction = scheduler.config.prediction_type
         if self.prediction not in ("epsilon", "v_prediction"):
-            raise InputError(f"{root}: prediction type '{self.prediction}' is not supported (epsilon or v_prediction)")
+            raise InputError(
+                f"{root}: prediction type '{self.prediction}' is not supported (epsilon or "
+                "v_prediction)"
+            )
         self.T = scheduler.config.num_train_timesteps
         self.abar = scheduler.alphas_cumprod.float()
         size = self.unet.config.sample_size
@@ -44,20 +65,36 @@ class DiffusersAdapter:
         self._null = self._embed([""])
 
     def describe(self) -> dict:
-        return {"path": str(self.root), "fingerprint": pipeline_fingerprint(self.root), "architecture": "diffusers pipeline",
-                "n_params": sum(p.numel() for m in (self.unet, self.text_encoder) for p in m.parameters()),
-                "dtype": str(self.unet.dtype).removeprefix("torch."), "device": str(self.device), "prediction_type": self.prediction}
+        return {
+            "path": str(self.root),
+            "fingerprint": pipeline_fingerprint(self.root),
+            "architecture": "diffusers pipeline",
+            "n_params": sum(
+                p.numel() for m in (self.unet, self.text_encoder) for p in m.parameters()
+            ),
+            "dtype": str(self.unet.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "prediction_type": self.prediction,
+        }
 
     @torch.no_grad()
     def _embed(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        tok = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return self.text_encoder(tok.input_ids.to(self.device))[0]  # (B, L, D)
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         return torch.cat([self._embed(prompts[i : i + 32]) for i in range(0, len(prompts), 32)])
 
     @torch.no_grad()
-    def eps_pair(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def eps_pair(
+        self, x: torch.Tensor, t: int, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(self.device)
         hidden = torch.cat([self._null.expand(len(x), -1, -1), cond.to(self.device)])
         out = self.unet(torch.cat([x, x]), t, encoder_hidden_states=hidden).sample.float()

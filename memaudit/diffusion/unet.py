@@ -64,10 +64,16 @@ class TinyUNet(nn.Module):
         self.mid = ResBlock(2 * w, 2 * w, emb)  # H/4
         self.up2 = ResBlock(4 * w, 2 * w, emb)  # H/2, with the skip from down2
         self.up1 = ResBlock(3 * w, w, emb)  # H, with the skip from down1
-        self.out = nn.Sequential(nn.GroupNorm(8, w), nn.SiLU(), nn.Conv2d(w, config.channels, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(8, w), nn.SiLU(), nn.Conv2d(w, config.channels, 3, padding=1)
+        )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted noise for x (B, C, H, W) at timesteps t (B,); labels (B,) with ``classes`` = null."""
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predicted noise for x (B, C, H, W) at timesteps t (B,); labels (B,) with ``classes``
+        = null.
+        """
         e = self.time(timestep_embedding(t, self.config.width))  # (B, emb)
         if self.label is not None:
             if labels is None:

@@ -1,4 +1,6 @@
-"""The corpus index: suffix arrays over a tokenized corpus, their build, duplication counts and overlap."""
+"""The corpus index: suffix arrays over a tokenized corpus, their build, duplication counts and
+overlap.
+"""
 
 from .suffix import CorpusIndex, SuffixIndex
 

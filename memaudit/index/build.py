@@ -19,9 +19,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -78,21 +78,33 @@ def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -
                 progress("sorting suffixes", i + 1, len(dirs))
     _save_tokenizer(tokenizer, root / "tokenizer")
     meta = {
-        "tokenizer": {"path": config.tokenizer, "fingerprint": identity["tokenizer"], "vocab_size": len(tokenizer)},
+        "tokenizer": {
+            "path": config.tokenizer,
+            "fingerprint": identity["tokenizer"],
+            "vocab_size": len(tokenizer),
+        },
         "corpus": config.corpus,
         "dtype": dtype.str,
         "tokens": sum(e["tokens"] for e in entries),
         "documents": sum(e["n_docs"] for e in entries),
         "shards": entries,
         "skipped": [s.to_dict() for s in skipped],
-        "build": {"config": asdict(config), "seconds": {"tokenize": t1 - t0, "sort": time.perf_counter() - t1}, **_versions()},
+        "build": {
+            "config": asdict(config),
+            "seconds": {"tokenize": t1 - t0, "sort": time.perf_counter() - t1},
+            **_versions(),
+        },
     }
     write_index_meta(root, meta)
     return CorpusIndex.load(root)
 
 
-def corpus_documents(spec: str, *, skip_invalid: bool = False, skipped: list | None = None) -> Iterator[tuple[str, str]]:
-    """(source id, text) of every document: ``"stdlib"`` (one per module file, sorted), a folder, JSONL, txt or parquet."""
+def corpus_documents(
+    spec: str, *, skip_invalid: bool = False, skipped: list | None = None
+) -> Iterator[tuple[str, str]]:
+    """(source id, text) of every document: ``"stdlib"`` (one per module file, sorted), a
+    folder, JSONL, txt or parquet.
+    """
     if spec == "stdlib":
         import sysconfig
 
@@ -110,8 +122,12 @@ def corpus_documents(spec: str, *, skip_invalid: bool = False, skipped: list | N
         yield r.id, r.text
 
 
-def tokenize_shards(docs, encode, root: Path, *, identity: dict, batch_docs: int, progress: Progress | None = None) -> list[dict]:
-    """Stage 1: cut the document stream into shards of at most ``identity["shard_tokens"]`` tokens."""
+def tokenize_shards(
+    docs, encode, root: Path, *, identity: dict, batch_docs: int, progress: Progress | None = None
+) -> list[dict]:
+    """Stage 1: cut the document stream into shards of at most ``identity["shard_tokens"]``
+    tokens.
+    """
     stream = _Pushback(docs)
     budget, dtype = identity["shard_tokens"], np.dtype(identity["dtype"])
     entries: list[dict] = []
@@ -134,12 +150,22 @@ def tokenize_shards(docs, encode, root: Path, *, identity: dict, batch_docs: int
     return entries
 
 
-def _tokenize_one(shard_dir: Path, stream: "_Pushback", encode, budget: int, dtype, batch_docs: int, identity: dict) -> dict:
+def _tokenize_one(
+    shard_dir: Path,
+    stream: _Pushback,
+    encode,
+    budget: int,
+    dtype,
+    batch_docs: int,
+    identity: dict,
+) -> dict:
     ids, arrays, digest, size, full = [], [], hashlib.sha256(), 0, False
     while not full and stream.has_more():
         batch = _encoded(stream.take(batch_docs), encode)
         for n_used, (doc_id, text, toks) in enumerate(batch):
-            if arrays and size + len(toks) + 1 > budget:  # the shard is full: give the rest back, tokens and all
+            if (
+                arrays and size + len(toks) + 1 > budget
+            ):  # the shard is full: give the rest back, tokens and all
                 stream.push_back(batch[n_used:])
                 full = True
                 break
@@ -150,14 +176,18 @@ def _tokenize_one(shard_dir: Path, stream: "_Pushback", encode, budget: int, dty
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     doc_starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
     sep = np.array([np.iinfo(dtype).max], dtype=dtype)
-    tokens = np.concatenate([x for a in arrays for x in (a, sep)]).astype(dtype)  # concatenate drops the byte order
+    tokens = np.concatenate([x for a in arrays for x in (a, sep)]).astype(
+        dtype
+    )  # concatenate drops the byte order
     shard = SuffixIndex(tokens, np.zeros(0, dtype=np.int32), doc_starts)
     shard_dir.mkdir(parents=True, exist_ok=True)
     for name in ("tokens", "doc_starts"):
         _save_npy(shard_dir / f"{name}.npy", getattr(shard, name))
     write_text_atomic(shard_dir / "docs.json", json.dumps(ids))
     entry = {"n_docs": len(ids), "tokens": int(lengths.sum()), "docs_sha256": digest.hexdigest()}
-    write_text_atomic(shard_dir / "tokens.json", json.dumps({"identity": identity, **entry}, indent=2))
+    write_text_atomic(
+        shard_dir / "tokens.json", json.dumps({"identity": identity, **entry}, indent=2)
+    )
     return entry
 
 
@@ -170,7 +200,7 @@ def _encoded(batch: list[tuple], encode) -> list[tuple]:
     return out
 
 
-def _reuse_tokens(shard_dir: Path, stream: "_Pushback", identity: dict) -> dict | None:
+def _reuse_tokens(shard_dir: Path, stream: _Pushback, identity: dict) -> dict | None:
     done = _read_json(shard_dir / "tokens.json")
     if not done or done.get("identity") != identity:
         return None
@@ -196,20 +226,30 @@ def sort_shard(shard_dir: str) -> dict:
         return done
     tokens = np.load(d / "tokens.npy", allow_pickle=False)
     _save_npy(d / "sa.npy", suffix_array(tokens))
-    info = {"docs_sha256": stage1["docs_sha256"], "tokens": stage1["tokens"], "n_docs": stage1["n_docs"]}
+    info = {
+        "docs_sha256": stage1["docs_sha256"],
+        "tokens": stage1["tokens"],
+        "n_docs": stage1["n_docs"],
+    }
     write_text_atomic(d / "shard.json", json.dumps(info, indent=2))
     return info
 
 
-def sort_shards_ray(dirs: list[Path], *, workers: int, address: str | None, progress: Progress | None = None) -> None:
-    """Stage 2 as Ray tasks, one per shard (a cluster at ``address``, or a local Ray of ``workers`` CPUs)."""
+def sort_shards_ray(
+    dirs: list[Path], *, workers: int, address: str | None, progress: Progress | None = None
+) -> None:
+    """Stage 2 as Ray tasks, one per shard (a cluster at ``address``, or a local Ray of
+    ``workers`` CPUs).
+    """
     try:
         import ray
     except ImportError:
         raise InputError("--engine ray needs Ray: pip install 'memaudit[dist]'") from None
     started = not ray.is_initialized()
     if started:
-        kwargs = {"address": address} if address else {"num_cpus": workers, "_temp_dir": _ray_temp_dir()}
+        kwargs = (
+            {"address": address} if address else {"num_cpus": workers, "_temp_dir": _ray_temp_dir()}
+        )
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
     try:
         task = ray.remote(num_cpus=1)(sort_shard)
@@ -228,7 +268,9 @@ def sort_shards_ray(dirs: list[Path], *, workers: int, address: str | None, prog
 
 def _ray_temp_dir() -> str:
     """Ray's session files: $RAY_TMPDIR when set (tests point it at a folder they own)."""
-    path = os.environ.get("RAY_TMPDIR") or os.path.join(os.path.expanduser("~"), ".cache", "memaudit", "ray")
+    path = os.environ.get("RAY_TMPDIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "memaudit", "ray"
+    )
     os.makedirs(path, exist_ok=True)
     return os.path.abspath(path)
 
@@ -300,4 +342,7 @@ def _versions() -> dict:
 
     from memaudit import __version__
 
-    return {"memaudit": __version__, "pydivsufsort": getattr(pydivsufsort, "__version__", "unknown")}
+    return {
+        "memaudit": __version__,
+        "pydivsufsort": getattr(pydivsufsort, "__version__", "unknown"),
+    }

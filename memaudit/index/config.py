@@ -22,16 +22,38 @@ BUILD_BYTES_PER_TOKEN = {2: 24, 4: 40}
 class IndexBuildConfig:
     """Settings of ``memaudit index build``; see ``memaudit index build --help``."""
 
-    corpus: str = setting(argument=True, help="'stdlib' (this Python's standard library), a folder (a document per file), .jsonl, .txt or .parquet.")
-    tokenizer: str = setting(help="Model (or tokenizer) dir whose tokenizer the model was trained with.")
+    corpus: str = setting(
+        argument=True,
+        help=(
+            "'stdlib' (this Python's standard library), a folder (a document per file), .jsonl, "
+            ".txt or .parquet."
+        ),
+    )
+    tokenizer: str = setting(
+        help="Model (or tokenizer) dir whose tokenizer the model was trained with."
+    )
     out: str = setting(help="Index directory to write (a rebuild reuses its finished shards).")
     memory_gb: float = setting(4.0, help="Memory one shard's build may use; sets the shard size.")
     max_shard_tokens: int | None = setting(None, help="Tokens per shard (overrides --memory-gb).")
-    engine: str = setting("local", help="local (one shard at a time) or ray (shards as parallel Ray tasks; pip install 'memaudit[dist]').")
+    engine: str = setting(
+        "local",
+        help=(
+            "local (one shard at a time) or ray (shards as parallel Ray tasks; pip install "
+            "'memaudit[dist]')."
+        ),
+    )
     workers: int = setting(2, help="CPUs of the local Ray started by --engine ray.")
-    ray_address: str | None = setting(None, help="Address of a running Ray cluster (e.g. 'auto'); the index dir must be on storage every node sees.")
+    ray_address: str | None = setting(
+        None,
+        help=(
+            "Address of a running Ray cluster (e.g. 'auto'); the index dir must be on storage "
+            "every node sees."
+        ),
+    )
     batch_docs: int = setting(512, help="Documents tokenized per batch.")
-    skip_invalid: bool = setting(False, help="Skip invalid records (listed in index.json) instead of stopping.")
+    skip_invalid: bool = setting(
+        False, help="Skip invalid records (listed in index.json) instead of stopping."
+    )
     trust_remote_code: bool = setting(False, help="Allow a tokenizer's own code to run.")
 
     def __post_init__(self):
@@ -45,7 +67,9 @@ class IndexBuildConfig:
             raise InputError("workers and batch_docs must be at least 1")
 
     def shard_tokens(self, width: int) -> int:
-        """Tokens per shard: what the memory budget allows, and what a 32-bit suffix array can address."""
+        """Tokens per shard: what the memory budget allows, and what a 32-bit suffix array can
+        address.
+        """
         if self.max_shard_tokens is not None:
             return self.max_shard_tokens
         by_memory = int(self.memory_gb * 2**30 / BUILD_BYTES_PER_TOKEN[width])
@@ -75,18 +99,30 @@ class OverlapConfig:
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
-        if self.max_new_tokens < 1 or self.samples < 1 or self.min_tokens < 1 or self.batch_size < 1:
-            raise InputError("max_new_tokens, samples, min_tokens and batch_size must be at least 1")
+        if (
+            self.max_new_tokens < 1
+            or self.samples < 1
+            or self.min_tokens < 1
+            or self.batch_size < 1
+        ):
+            raise InputError(
+                "max_new_tokens, samples, min_tokens and batch_size must be at least 1"
+            )
         if self.temperature < 0:
             raise InputError(f"temperature must be >= 0, got {self.temperature}")
         if self.temperature == 0 and self.samples > 1:
-            raise InputError("greedy decoding (temperature 0) gives one continuation per prompt; set --temperature for --samples > 1")
+            raise InputError(
+                "greedy decoding (temperature 0) gives one continuation per prompt; set "
+                "--temperature for --samples > 1"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-QUERY_HELP = "The span to look up: text (tokenized with the index's tokenizer), or token ids with --ids."
+QUERY_HELP = (
+    "The span to look up: text (tokenized with the index's tokenizer), or token ids with --ids."
+)
 
 
 @dataclass(frozen=True)
@@ -114,9 +150,13 @@ class TextsOverlapConfig:
     """Settings of ``memaudit index overlap``."""
 
     index_dir: str = setting(argument=True, help="Index directory.")
-    texts: str = setting(help="Texts to check (e.g. saved generations): .jsonl, .txt, .parquet or a folder.")
+    texts: str = setting(
+        help="Texts to check (e.g. saved generations): .jsonl, .txt, .parquet or a folder."
+    )
     min_tokens: int = setting(8, help="Shortest span that counts as copied.")
-    out: str | None = setting(None, help="Write one JSON line per text here (default: print a summary only).")
+    out: str | None = setting(
+        None, help="Write one JSON line per text here (default: print a summary only)."
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""How often each text occurs in the training corpus, and the duplication buckets rates are grouped by.
+"""How often each text occurs in the training corpus, and the duplication buckets rates are grouped
+by.
 
 Duplication is the strongest known driver of memorization; with a corpus index, ``extract``
 and ``mia`` report each text's occurrence count and their rates per bucket.
@@ -6,7 +7,7 @@ and ``mia`` report each text's occurrence count and their rates per bucket.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,12 +39,15 @@ def bucket_order(labels) -> list[str]:
 
 
 def open_index_for(index_path: str, model) -> CorpusIndex:
-    """Open an index and check it was built with the model's tokenizer (else counts would be meaningless)."""
+    """Open an index and check it was built with the model's tokenizer (else counts would be
+    meaningless).
+    """
     index = CorpusIndex.load(index_path)
     built_with = index.tokenizer_fingerprint
     if built_with != model.tokenizer_fingerprint:
         raise InputError(
-            f"index was built with tokenizer {built_with}, the model {model.name} uses {model.tokenizer_fingerprint}: "
+            f"index was built with tokenizer {built_with}, the model {model.name} uses "
+            f"{model.tokenizer_fingerprint}: "
             "rebuild it with `memaudit index build --tokenizer` pointing at this model",
             path=index_path,
         )
@@ -60,4 +64,7 @@ def corpus_counts(index: CorpusIndex, token_ids: Sequence[Sequence[int]]) -> np.
     joins a word to the space or newline before it), so texts of ``MIN_TRIMMED`` tokens or
     more are counted without their first and last token.
     """
-    return np.array([index.count(ids[1:-1] if len(ids) >= MIN_TRIMMED else ids) for ids in token_ids], dtype=np.int64)
+    return np.array(
+        [index.count(ids[1:-1] if len(ids) >= MIN_TRIMMED else ids) for ids in token_ids],
+        dtype=np.int64,
+    )

@@ -1,4 +1,5 @@
-"""``memaudit overlap``: how much of what a model writes is copied verbatim from its training corpus?
+"""``memaudit overlap``: how much of what a model writes is copied verbatim from its training
+corpus?
 
 The model continues each prompt (greedy, or sampled at a temperature); each continuation is
 looked up in the corpus index: the share of its tokens inside spans of at least
@@ -41,18 +42,33 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     """Generate from every prompt, measure verbatim overlap with the corpus, write the run dir."""
     t0 = time.perf_counter()
     data = read_texts(config.prompts, skip_invalid=config.skip_invalid)
-    model = load_causal_lm(config.model, LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code))
+    model = load_causal_lm(
+        config.model,
+        LoadOptions(
+            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+        ),
+    )
     index = open_index_for(config.index, model)
     room = model.max_length - config.max_new_tokens
     if room < 1:
-        raise InputError(f"max_new_tokens {config.max_new_tokens} leaves no room for a prompt in the model's context of {model.max_length}")
-    prompts = [ids[-room:] or [model.tokenizer.eos_token_id or 0] for ids in model.encode([r.text for r in data.records])]
+        raise InputError(
+            f"max_new_tokens {config.max_new_tokens} leaves no room for a prompt in the model's "
+            f"context of {model.max_length}"
+        )
+    prompts = [
+        ids[-room:] or [model.tokenizer.eos_token_id or 0]
+        for ids in model.encode([r.text for r in data.records])
+    ]
 
     generated, rows = _generate(model, prompts, config, progress), []
     t_gen = time.perf_counter()
     for n, (prompt_row, gen) in enumerate(generated):
-        lengths = index.longest(gen)  # once: the spans and the coverage at every threshold come from it
-        found = index.overlap_of(list(map(int, gen)), lengths, min_tokens=config.min_tokens, doc_limit=config.doc_limit)
+        lengths = index.longest(
+            gen
+        )  # once: the spans and the coverage at every threshold come from it
+        found = index.overlap_of(
+            list(map(int, gen)), lengths, min_tokens=config.min_tokens, doc_limit=config.doc_limit
+        )
         rows.append((prompt_row, gen, found, lengths))
         if progress:
             progress("looking up", n + 1, len(generated))
@@ -66,9 +82,18 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     results = {
         **run.header({"target": model}),
         "index": index.describe(),
-        "data": {"path": config.prompts, "prompts": len(data.records), "generations": len(rows), "skipped": [s.to_dict() for s in data.skipped]},
+        "data": {
+            "path": config.prompts,
+            "prompts": len(data.records),
+            "generations": len(rows),
+            "skipped": [s.to_dict() for s in data.skipped],
+        },
         "overlap": summary,
-        "timings_s": {"generate": t_gen - t0, "lookup": t_look - t_gen, "total": time.perf_counter() - t0},
+        "timings_s": {
+            "generate": t_gen - t0,
+            "lookup": t_look - t_gen,
+            "total": time.perf_counter() - t0,
+        },
     }
     render = None
     if config.report:
@@ -79,14 +104,32 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     return OverlapOutcome(out, results)
 
 
-def _generate(model, prompts: list[list[int]], config: OverlapConfig, progress) -> list[tuple[int, list[int]]]:
-    """(prompt row, continuation) pairs: one per prompt when greedy, ``samples`` per prompt when sampled."""
+def _generate(
+    model, prompts: list[list[int]], config: OverlapConfig, progress
+) -> list[tuple[int, list[int]]]:
+    """(prompt row, continuation) pairs: one per prompt when greedy, ``samples`` per prompt when
+    sampled.
+    """
     if config.temperature == 0:
         cb = (lambda d, n: progress("generating", d, n)) if progress else None
-        return list(enumerate(greedy_generate(model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb)))
+        return list(
+            enumerate(
+                greedy_generate(
+                    model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb
+                )
+            )
+        )
     out = []
     for i, p in enumerate(prompts):
-        conts = sample(model, p, config.samples, config.max_new_tokens, temperature=config.temperature, seed=config.seed + i, batch_size=config.batch_size)
+        conts = sample(
+            model,
+            p,
+            config.samples,
+            config.max_new_tokens,
+            temperature=config.temperature,
+            seed=config.seed + i,
+            batch_size=config.batch_size,
+        )
         out += [(i, c) for c in conts]
         if progress:
             progress("generating", i + 1, len(prompts))
@@ -94,7 +137,8 @@ def _generate(model, prompts: list[list[int]], config: OverlapConfig, progress) 
 
 
 def coverage_at(lengths: list[int], n: int) -> float:
-    """Share of positions inside some span of at least ``n`` tokens, from the longest match at each position.
+    """Share of positions inside some span of at least ``n`` tokens, from the longest match at each
+    position.
 
     >>> coverage_at([3, 2, 1, 0, 0], 2)
     0.6
@@ -111,7 +155,14 @@ def summarize(rows, index, config: OverlapConfig) -> dict:
     copied = int(sum(bool(found["spans"]) for _, _, found, _ in rows))
     longest = np.array([found["longest"] for _, _, found, _ in rows])
     rng = np.random.default_rng(config.seed)
-    boots = [coverage[rng.integers(0, len(coverage), len(coverage))].mean() for _ in range(config.n_bootstrap)] if len(coverage) else []
+    boots = (
+        [
+            coverage[rng.integers(0, len(coverage), len(coverage))].mean()
+            for _ in range(config.n_bootstrap)
+        ]
+        if len(coverage)
+        else []
+    )
     sources = Counter()
     for _, _, found, _ in rows:
         for span in found["spans"]:
@@ -121,12 +172,26 @@ def summarize(rows, index, config: OverlapConfig) -> dict:
         "min_tokens": config.min_tokens,
         "mean_coverage": {
             "value": float(coverage.mean()) if len(coverage) else float("nan"),
-            "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [float("nan")] * 2,
+            "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+            if boots
+            else [float("nan")] * 2,
         },
-        "share_with_copy": {"value": copied / len(rows) if rows else float("nan"), "ci": list(wilson_interval(copied, len(rows)))},
-        "longest": {"max": int(longest.max(initial=0)), "median": float(np.median(longest)) if len(longest) else float("nan")},
-        "coverage_by_span_length": {str(n): float(np.mean([coverage_at(lengths, n) for *_, lengths in rows])) for n in THRESHOLDS},
-        "top_sources": [{"doc": d, "source": index.doc_id(d), "copied_tokens": t} for d, t in sources.most_common(TOP_SOURCES)],
+        "share_with_copy": {
+            "value": copied / len(rows) if rows else float("nan"),
+            "ci": list(wilson_interval(copied, len(rows))),
+        },
+        "longest": {
+            "max": int(longest.max(initial=0)),
+            "median": float(np.median(longest)) if len(longest) else float("nan"),
+        },
+        "coverage_by_span_length": {
+            str(n): float(np.mean([coverage_at(lengths, n) for *_, lengths in rows]))
+            for n in THRESHOLDS
+        },
+        "top_sources": [
+            {"doc": d, "source": index.doc_id(d), "copied_tokens": t}
+            for d, t in sources.most_common(TOP_SOURCES)
+        ],
     }
 
 
@@ -140,7 +205,9 @@ def _columns(rows, records, model, index) -> dict[str, list]:
         "coverage": [f["coverage"] for _, _, f, _ in rows],
         "longest": [f["longest"] for _, _, f, _ in rows],
         "n_spans": [len(f["spans"]) for _, _, f, _ in rows],
-        "sources": [sorted({index.doc_id(d) for s in f["spans"] for d in s["docs"]}) for _, _, f, _ in rows],
+        "sources": [
+            sorted({index.doc_id(d) for s in f["spans"] for d in s["docs"]}) for _, _, f, _ in rows
+        ],
         "spans": [f["spans"] for _, _, f, _ in rows],
     }
 
@@ -162,5 +229,12 @@ def _highlights(rows, model, top: int = 30) -> list[dict]:
             if j == len(gen) or mask[j] != mask[start]:
                 segments.append({"text": decode(gen[start:j]), "copied": bool(mask[start])})
                 start = j
-        out.append({"row": i, "coverage": found["coverage"], "longest": found["longest"], "segments": segments})
+        out.append(
+            {
+                "row": i,
+                "coverage": found["coverage"],
+                "longest": found["longest"],
+                "segments": segments,
+            }
+        )
     return out

@@ -1,4 +1,5 @@
-"""The index's query commands (``memaudit index count|locate|longest|overlap|info``): settings and answers.
+"""The index's query commands (``memaudit index count|locate|longest|overlap|info``): settings and
+answers.
 
 A query is text, tokenized with the tokenizer the index was built with, or token ids.
 """
@@ -26,7 +27,9 @@ def open_and_encode(index_dir: str, query: str, ids: bool) -> tuple[CorpusIndex,
         try:
             tokens = [int(t) for t in query.replace(",", " ").split()]
         except ValueError:
-            raise InputError(f"--ids expects integers separated by commas or spaces, got '{query}'") from None
+            raise InputError(
+                f"--ids expects integers separated by commas or spaces, got '{query}'"
+            ) from None
     else:
         tokens = index.tokenizer()(query, verbose=False)["input_ids"]
     if not tokens:
@@ -34,7 +37,9 @@ def open_and_encode(index_dir: str, query: str, ids: bool) -> tuple[CorpusIndex,
     return index, tokens
 
 
-def locate_in_context(index: CorpusIndex, tokens: list[int], *, limit: int, context: int) -> list[tuple[str, int, str]]:
+def locate_in_context(
+    index: CorpusIndex, tokens: list[int], *, limit: int, context: int
+) -> list[tuple[str, int, str]]:
     """(document id, offset, "'before' ['match'] 'after'") for the first ``limit`` occurrences."""
     decode = index.tokenizer().decode
     m = len(tokens)
@@ -60,7 +65,10 @@ def texts_overlap(config: TextsOverlapConfig) -> list[dict]:
         for s in f["spans"]:
             s["sources"] = [index.doc_id(d) for d in s["docs"]]
     if config.out:
-        write_text_atomic(config.out, "".join(json.dumps({"id": r.id, **f}) + "\n" for r, f in zip(records, found)))
+        write_text_atomic(
+            config.out,
+            "".join(json.dumps({"id": r.id, **f}) + "\n" for r, f in zip(records, found)),
+        )
     return found
 
 

@@ -20,9 +20,9 @@ file layout of a whole index is in docs/index.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class _Queries:
         q = [int(t) for t in query]
         return self.overlap_of(q, self.longest(q), min_tokens=min_tokens, doc_limit=doc_limit)
 
-    def overlap_of(self, q: list[int], lengths: list[int], *, min_tokens: int = 8, doc_limit: int = 5) -> dict:
+    def overlap_of(
+        self, q: list[int], lengths: list[int], *, min_tokens: int = 8, doc_limit: int = 5
+    ) -> dict:
         """``overlap`` from already computed ``longest(q)``."""
         if min_tokens < 1:
             raise InputError(f"min_tokens must be at least 1, got {min_tokens}")
@@ -101,7 +103,9 @@ class SuffixIndex(_Queries):
     [3, 2, 1, 0]
     """
 
-    def __init__(self, tokens: np.ndarray, sa: np.ndarray, doc_starts: np.ndarray, *, first_doc: int = 0):
+    def __init__(
+        self, tokens: np.ndarray, sa: np.ndarray, doc_starts: np.ndarray, *, first_doc: int = 0
+    ):
         self.tokens, self.sa, self.doc_starts, self.first_doc = tokens, sa, doc_starts, first_doc
         self.width = tokens.dtype.itemsize
         self.separator = int(np.iinfo(tokens.dtype).max)
@@ -109,7 +113,13 @@ class SuffixIndex(_Queries):
         self._sa = _int_view(sa)
 
     @classmethod
-    def build(cls, docs: Sequence[Sequence[int]], *, dtype: np.dtype | str | None = None, first_doc: int = 0) -> "SuffixIndex":
+    def build(
+        cls,
+        docs: Sequence[Sequence[int]],
+        *,
+        dtype: np.dtype | str | None = None,
+        first_doc: int = 0,
+    ) -> SuffixIndex:
         """Index tokenized documents (non-negative ids below the token type's maximum)."""
         lengths = np.array([len(d) for d in docs], dtype=np.int64)
         if dtype is None:
@@ -136,7 +146,9 @@ class SuffixIndex(_Queries):
         return q.astype(self.tokens.dtype).tobytes()
 
     def _range(self, key: bytes, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
-        """[lo, hi) of the suffix array: the suffixes that start with ``key`` (searched within [lo, hi))."""
+        """[lo, hi) of the suffix array: the suffixes that start with ``key`` (searched within
+        [lo, hi)).
+        """
         buf, sa, w, m = self._bytes, self._sa, self.width, len(key)
         hi = len(self.sa) if hi is None else hi
         end = hi
@@ -166,7 +178,8 @@ class SuffixIndex(_Queries):
         return hi - lo
 
     def locate(self, query: Sequence[int], *, limit: int = 100) -> list[tuple[int, int]]:
-        """(document id, offset in that document) of the first ``limit`` occurrences in corpus order.
+        """(document id, offset in that document) of the first ``limit`` occurrences in corpus
+        order.
 
         For spans occurring more than ``LOCATE_SCAN`` times, the first ``limit`` of that many
         suffix-array entries (still sorted, but not necessarily the corpus's first).
@@ -177,10 +190,13 @@ class SuffixIndex(_Queries):
         lo, hi = self._range(key)
         positions = np.sort(self.sa[lo : min(hi, lo + max(limit, LOCATE_SCAN))])[:limit]
         docs = np.searchsorted(self.doc_starts, positions, side="right") - 1
-        return [(int(d) + self.first_doc, int(p - self.doc_starts[d])) for d, p in zip(docs, positions)]
+        return [
+            (int(d) + self.first_doc, int(p - self.doc_starts[d])) for d, p in zip(docs, positions)
+        ]
 
     def longest(self, query: Sequence[int]) -> list[int]:
-        """For each position of the query, the length of the longest span starting there that occurs.
+        """For each position of the query, the length of the longest span starting there that
+        occurs.
 
         A match at position i minus its first token is a match at i + 1, so each search starts
         from the previous length minus one and narrows the previous range token by token:
@@ -215,7 +231,7 @@ class SuffixIndex(_Queries):
         return out
 
     @classmethod
-    def load(cls, path: str | Path, *, first_doc: int = 0) -> "SuffixIndex":
+    def load(cls, path: str | Path, *, first_doc: int = 0) -> SuffixIndex:
         p = Path(path)
         missing = [n for n in SHARD_FILES if not (p / f"{n}.npy").is_file()]
         if missing:
@@ -230,7 +246,9 @@ def _int_view(a: np.ndarray):
         return []
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
-    return memoryview(np.ascontiguousarray(a).view(np.uint8)).cast({4: "i", 8: "q"}[a.dtype.itemsize])
+    return memoryview(np.ascontiguousarray(a).view(np.uint8)).cast(
+        {4: "i", 8: "q"}[a.dtype.itemsize]
+    )
 
 
 def suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -260,11 +278,15 @@ class CorpusIndex(_Queries):
     >>> docs = [[1, 2, 3], [2, 3], [3, 2, 3]]
     >>> whole = CorpusIndex([SuffixIndex.build(docs)])
     >>> split = CorpusIndex([SuffixIndex.build(docs[:2]), SuffixIndex.build(docs[2:], first_doc=2)])
-    >>> split.count([2, 3]) == whole.count([2, 3]) == 3, split.locate([2, 3]) == whole.locate([2, 3])
-    (True, True)
+    >>> split.count([2, 3]) == whole.count([2, 3]) == 3
+    True
+    >>> split.locate([2, 3]) == whole.locate([2, 3])
+    True
     """
 
-    def __init__(self, shards: Sequence[SuffixIndex], *, meta: dict | None = None, root: Path | None = None):
+    def __init__(
+        self, shards: Sequence[SuffixIndex], *, meta: dict | None = None, root: Path | None = None
+    ):
         self.shards, self.meta, self.root = list(shards), dict(meta or {}), root
         self._doc_ids: list[str] | None = None
 
@@ -296,19 +318,27 @@ class CorpusIndex(_Queries):
 
     @property
     def fingerprint(self) -> str | None:
-        """Identity of the indexed content: token type, tokenizer and every shard's document hash."""
+        """Identity of the indexed content: token type, tokenizer and every shard's document
+        hash.
+        """
         if not self.meta.get("shards"):
             return None
         import hashlib
 
-        parts = [self.meta.get("dtype", ""), str(self.tokenizer_fingerprint)] + [e.get("docs_sha256", "") for e in self.meta["shards"]]
+        parts = [self.meta.get("dtype", ""), str(self.tokenizer_fingerprint)] + [
+            e.get("docs_sha256", "") for e in self.meta["shards"]
+        ]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
         """What a run's results.json records about the index it used."""
         return {
-            "path": str(self.root) if self.root else None, "fingerprint": self.fingerprint, "corpus": self.meta.get("corpus"),
-            "tokens": len(self), "documents": self.n_docs, "shards": len(self.shards),
+            "path": str(self.root) if self.root else None,
+            "fingerprint": self.fingerprint,
+            "corpus": self.meta.get("corpus"),
+            "tokens": len(self),
+            "documents": self.n_docs,
+            "shards": len(self.shards),
         }
 
     def tokenizer(self):
@@ -316,7 +346,9 @@ class CorpusIndex(_Queries):
         from memaudit.models.hf import load_tokenizer
 
         if self.root is None:
-            raise InputError("this index was not loaded from a directory, so it has no stored tokenizer")
+            raise InputError(
+                "this index was not loaded from a directory, so it has no stored tokenizer"
+            )
         return load_tokenizer(self.root / "tokenizer")
 
     def doc_id(self, doc: int) -> str:
@@ -328,7 +360,9 @@ class CorpusIndex(_Queries):
         return self._doc_ids[doc] if self._doc_ids else str(doc)
 
     def document(self, doc: int, start: int = 0, stop: int | None = None) -> list[int]:
-        """The token ids of one document, or of its ``[start, stop)`` slice (read from the memory map only)."""
+        """The token ids of one document, or of its ``[start, stop)`` slice (read from the
+        memory map only).
+        """
         for s in self.shards:
             if s.first_doc <= doc < s.first_doc + s.n_docs:
                 i = doc - s.first_doc
@@ -336,22 +370,31 @@ class CorpusIndex(_Queries):
                 end = int(s.doc_starts[i + 1]) - 1 if i + 1 < s.n_docs else len(s.tokens) - 1
                 lo = begin + max(0, start)
                 hi = end if stop is None else min(end, begin + stop)
-                return s.tokens[lo:max(lo, hi)].astype(np.int64).tolist()
+                return s.tokens[lo : max(lo, hi)].astype(np.int64).tolist()
         raise InputError(f"document {doc} is not in the index ({self.n_docs} documents)")
 
     @classmethod
-    def load(cls, path: str | Path) -> "CorpusIndex":
+    def load(cls, path: str | Path) -> CorpusIndex:
         """Open a finished index directory (shards memory-mapped)."""
         p = Path(path)
         if not (p / "index.json").is_file():
-            raise InputError("not a finished memaudit index (no index.json; build it with `memaudit index build`)", path=str(p))
+            raise InputError(
+                "not a finished memaudit index (no index.json; build it with `memaudit index "
+                "build`)",
+                path=str(p),
+            )
         meta = json.loads((p / "index.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"index format {meta.get('format_version')}, this memaudit reads {FORMAT_VERSION}", path=str(p))
+            raise InputError(
+                f"index format {meta.get('format_version')}, this memaudit reads {FORMAT_VERSION}",
+                path=str(p),
+            )
         shards = [SuffixIndex.load(p / e["dir"], first_doc=e["first_doc"]) for e in meta["shards"]]
         return cls(shards, meta=meta, root=p)
 
 
 def write_index_meta(root: Path, meta: dict) -> Path:
     """The file that marks an index finished: written last, atomically."""
-    return write_text_atomic(root / "index.json", json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
+    return write_text_atomic(
+        root / "index.json", json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n"
+    )

@@ -1,1 +1,3 @@
-"""Input and output: text readers, the embedded corpus, run directories, atomic writes, configuration."""
+"""Input and output: text readers, the embedded corpus, run directories, atomic writes,
+configuration.
+"""

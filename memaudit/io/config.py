@@ -1,4 +1,5 @@
-"""Run configurations: frozen dataclasses resolved from defaults, then a config file, then CLI flags.
+"""Run configurations: frozen dataclasses resolved from defaults, then a config file, then CLI
+flags.
 
 Every command's settings are one frozen dataclass that lives with its capability. Each field
 is declared with :func:`setting`, which holds its help text and flag name next to its
@@ -15,9 +16,10 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from memaudit.errors import InputError
 
@@ -66,8 +68,14 @@ def setting(
     (300, 5)
     """
     meta = {
-        "help": help, "flag": flag, "short": short, "default_text": default_text, "negate": negate,
-        "argument": argument, "repeat": repeat, "parse": parse,
+        "help": help,
+        "flag": flag,
+        "short": short,
+        "default_text": default_text,
+        "negate": negate,
+        "argument": argument,
+        "repeat": repeat,
+        "parse": parse,
     }
     return field(default=default, metadata=meta)
 
@@ -89,11 +97,17 @@ def resolve_config(cls, *, config_file: str | None = None, **overrides):
     values: dict[str, Any] = {}
     if config_file is not None:
         for name, value in _read_config_file(Path(config_file), set(known)).items():
-            values[name] = coerce(known[name], hints[name], value, label=f"setting '{name}' in {config_file}")
+            values[name] = coerce(
+                known[name], hints[name], value, label=f"setting '{name}' in {config_file}"
+            )
     for name, value in overrides.items():
         if value is not None:
             values[name] = coerce(known[name], hints[name], value, label=flag_name(known[name]))
-    missing = [f for f in fields(cls) if f.name not in values and f.default is MISSING and f.default_factory is MISSING]
+    missing = [
+        f
+        for f in fields(cls)
+        if f.name not in values and f.default is MISSING and f.default_factory is MISSING
+    ]
     if missing:
         raise InputError(f"missing required setting(s): {', '.join(_describe(f) for f in missing)}")
     return cls(**values)
@@ -104,7 +118,8 @@ def _describe(f: Field) -> str:
 
 
 def coerce(f: Field, hint: Any, value: Any, *, label: str) -> Any:
-    """``value`` as the field's type: comma lists and JSON lists become tuples; anything else must match.
+    """``value`` as the field's type: comma lists and JSON lists become tuples; anything else must
+    match.
 
     ``label`` names where the value came from in the error ("--steps", "setting 'steps' in c.json").
 
@@ -142,7 +157,9 @@ def union_members(hint: Any) -> tuple:
 def _convert(kind: Any, value: Any) -> tuple[bool, Any]:
     if typing.get_origin(kind) is tuple:
         item = typing.get_args(kind)[0]
-        items = [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+        items = (
+            [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+        )
         if not isinstance(items, (list, tuple)):
             return False, None
         converted = [_convert(item, _from_text(item, x)) for x in items]
@@ -160,7 +177,9 @@ def _convert(kind: Any, value: Any) -> tuple[bool, Any]:
 
 
 def _from_text(kind: Any, value: Any) -> Any:
-    """An item of a comma list given as text: '3' -> 3 for integer lists, '0.5' -> 0.5 for float lists."""
+    """An item of a comma list given as text: '3' -> 3 for integer lists, '0.5' -> 0.5 for float
+    lists.
+    """
     if not isinstance(value, str) or kind is str:
         return value
     try:
@@ -171,9 +190,13 @@ def _from_text(kind: Any, value: Any) -> Any:
 
 def _kind_name(kind: Any, text: bool = False) -> str:
     if typing.get_origin(kind) is tuple:
-        item = {int: "integers", float: "numbers", str: "names"}.get(typing.get_args(kind)[0], "values")
+        item = {int: "integers", float: "numbers", str: "names"}.get(
+            typing.get_args(kind)[0], "values"
+        )
         return f"a comma list of {item}" if text else f"a list of {item}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(kind, str(kind))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, str(kind)
+    )
 
 
 def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
@@ -185,7 +208,9 @@ def _read_config_file(path: Path, known: set[str]) -> dict[str, Any]:
             try:
                 import tomllib
             except ImportError:  # Python 3.10
-                raise InputError("TOML config files need Python >= 3.11; use JSON", path=str(path)) from None
+                raise InputError(
+                    "TOML config files need Python >= 3.11; use JSON", path=str(path)
+                ) from None
             data = tomllib.loads(text)
         else:
             data = json.loads(text)

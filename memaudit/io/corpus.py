@@ -16,16 +16,29 @@ from memaudit.errors import InputError
 from .config import setting
 
 # test suites, third-party packages, and "encodings" (near-identical codec tables)
-_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3", "turtledemo", "encodings"}
+_SKIP_PARTS = {
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "lib2to3",
+    "turtledemo",
+    "encodings",
+}
 
 
 def stdlib_files() -> list[Path]:
-    """Sorted paths of the standard library's ``.py`` files, tests and third-party packages excluded."""
+    """Sorted paths of the standard library's ``.py`` files, tests and third-party packages
+    excluded.
+    """
     root = Path(sysconfig.get_paths()["stdlib"])
     files = [
         f
         for f in root.rglob("*.py")
-        if not (_SKIP_PARTS & set(f.relative_to(root).parts[:-1])) and not f.name.startswith("test_")
+        if not (_SKIP_PARTS & set(f.relative_to(root).parts[:-1]))
+        and not f.name.startswith("test_")
     ]
     if not files:
         raise InputError(f"no standard-library source found under {root}")
@@ -87,7 +100,9 @@ def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> li
         random.Random(seed).shuffle(files)
         docs = (f.read_text(encoding="utf-8", errors="replace") for f in files)
     else:
-        docs = (r.text for r in read_texts(spec, skip_invalid=True).records)  # an empty file is no error in a corpus
+        docs = (
+            r.text for r in read_texts(spec, skip_invalid=True).records
+        )  # an empty file is no error in a corpus
     out, total = [], 0
     for doc in docs:
         if not doc.strip():
@@ -107,7 +122,9 @@ class SnippetsConfig:
 
     out: str = setting(help="JSONL file to write (fields: id, text).")
     n: int = setting(200, help="Snippets to write.")
-    offset: int = setting(0, help="Skip this many first: two offsets give disjoint sets of one distribution.")
+    offset: int = setting(
+        0, help="Skip this many first: two offsets give disjoint sets of one distribution."
+    )
     chars: int = setting(240, help="About this many characters each, cut at line ends.")
     seed: int = setting(0, help="Seed of the shuffle (keep it when taking disjoint slices).")
 
@@ -117,9 +134,13 @@ class SnippetsConfig:
 
 
 def write_snippets(config: SnippetsConfig) -> int:
-    """Write ``config.n`` snippets from ``config.offset`` on as id/text JSONL; how many were written."""
+    """Write ``config.n`` snippets from ``config.offset`` on as id/text JSONL; how many were
+    written.
+    """
     from .texts import write_texts
 
-    texts = stdlib_snippets(config.offset + config.n, chars=config.chars, seed=config.seed)[config.offset :]
+    texts = stdlib_snippets(config.offset + config.n, chars=config.chars, seed=config.seed)[
+        config.offset :
+    ]
     write_texts(config.out, ((f"s{config.offset + i:05d}", t) for i, t in enumerate(texts)))
     return len(texts)

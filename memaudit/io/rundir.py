@@ -12,10 +12,11 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,16 @@ from .atomic import atomic_output, write_text_atomic
 
 SCHEMA_VERSION = 1
 RESERVED_COLUMNS = ("id", "label", "n_tokens", "source")
-_PACKAGES = ("memaudit", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scikit-learn", "pyarrow")
+_PACKAGES = (
+    "memaudit",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "scikit-learn",
+    "pyarrow",
+)
 
 
 def environment() -> dict[str, Any]:
@@ -46,14 +56,18 @@ def environment() -> dict[str, Any]:
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
 
 def run_header(command: str, config, models: dict) -> dict[str, Any]:
-    """The part of results.json every command shares: schema, command, resolved config, environment, models."""
+    """The part of results.json every command shares: schema, command, resolved config,
+    environment, models.
+    """
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command,
@@ -66,7 +80,9 @@ def run_header(command: str, config, models: dict) -> dict[str, Any]:
 
 
 def begin_run(out_dir: str | Path) -> Path:
-    """Create the run dir and retire a previous run's results.json, so a failure can't look finished."""
+    """Create the run dir and retire a previous run's results.json, so a failure can't look
+    finished.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)
@@ -92,7 +108,9 @@ class RunDir:
 
     @classmethod
     def begin(cls, out_dir: str | Path, command: str, config) -> RunDir:
-        """Create the dir and retire an old results.json, after every input was checked and before any output."""
+        """Create the dir and retire an old results.json, after every input was checked and
+        before any output.
+        """
         return cls(begin_run(out_dir), command, config)
 
     def write_scores(self, columns: dict[str, list | np.ndarray]) -> Path:
@@ -101,8 +119,12 @@ class RunDir:
     def header(self, models: dict | None = None) -> dict[str, Any]:
         return run_header(self.command, self.config, models or {})
 
-    def finish(self, results: dict[str, Any], report: Callable[[Path, dict], Any] | None = None) -> Path:
-        """Render the report (when given) from ``results``, then write results.json: always the last file."""
+    def finish(
+        self, results: dict[str, Any], report: Callable[[Path, dict], Any] | None = None
+    ) -> Path:
+        """Render the report (when given) from ``results``, then write results.json: always the
+        last file.
+        """
         if report is not None:
             report(self.path, results)
         return write_results(self.path, results)
@@ -132,7 +154,9 @@ def write_scores(out_dir: Path, columns: dict[str, list | np.ndarray]) -> Path:
 
 
 def metadata_columns(metas: list[dict[str, Any]], taken: set[str]) -> dict[str, list]:
-    """Every metadata key as a column (None where a record lacks it); clashing names get ``meta_``."""
+    """Every metadata key as a column (None where a record lacks it); clashing names get
+    ``meta_``.
+    """
     keys: dict[str, None] = {}
     for m in metas:
         keys.update(dict.fromkeys(m))
@@ -144,7 +168,9 @@ def metadata_columns(metas: list[dict[str, Any]], taken: set[str]) -> dict[str, 
 
 
 def jsonable(obj):
-    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to null, paths to str."""
+    """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to null, paths
+    to str.
+    """
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, dict):

@@ -61,7 +61,9 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_texts(path: str | Path, *, label: int | None = None, skip_invalid: bool = False) -> ReadResult:
+def read_texts(
+    path: str | Path, *, label: int | None = None, skip_invalid: bool = False
+) -> ReadResult:
     """Read texts from a JSONL, txt or parquet file, or from a folder (one document per file).
 
     Parameters
@@ -127,7 +129,9 @@ def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | 
 
 
 def jsonl_objects(path: str | Path, *, what: str = "file"):
-    """(line number, object) for every non-blank line of a JSONL file; bad JSON or a non-object names file and line."""
+    """(line number, object) for every non-blank line of a JSONL file; bad JSON or a non-object
+    names file and line.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} not found", path=str(p))
@@ -144,7 +148,9 @@ def jsonl_objects(path: str | Path, *, what: str = "file"):
 
 
 def write_texts(path: str | Path, items) -> Path:
-    """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically; ``read_texts`` reads it back."""
+    """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically;
+    ``read_texts`` reads it back.
+    """
     from .atomic import write_text_atomic
 
     write_text_atomic(path, "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in items))
@@ -174,7 +180,9 @@ def _read_jsonl(p: Path, label: int | None):
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
-            yield InputError(f"malformed JSON ({e.msg} at column {e.colno})", path=str(p), line=lineno)
+            yield InputError(
+                f"malformed JSON ({e.msg} at column {e.colno})", path=str(p), line=lineno
+            )
             continue
         if not isinstance(obj, dict):
             yield InputError("expected a JSON object with a 'text' field", path=str(p), line=lineno)
@@ -190,7 +198,9 @@ def _read_parquet(p: Path, label: int | None):
     except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
         raise InputError(f"cannot read parquet ({e})", path=str(p)) from e
     if "text" not in table.column_names:
-        raise InputError(f"no 'text' column (columns: {', '.join(table.column_names)})", path=str(p))
+        raise InputError(
+            f"no 'text' column (columns: {', '.join(table.column_names)})", path=str(p)
+        )
     for row, obj in enumerate(table.to_pylist(), start=1):
         yield _record_from_fields(obj, p, row, label)
 
@@ -199,11 +209,17 @@ def _read_txt(p: Path, label: int | None):
     for lineno, raw in enumerate(_lines(p), start=1):
         text = raw.rstrip("\r\n")
         if text.strip():
-            yield TextRecord(id=f"{p.stem}:{lineno}", text=text, label=label, path=str(p), line=lineno)
+            yield TextRecord(
+                id=f"{p.stem}:{lineno}", text=text, label=label, path=str(p), line=lineno
+            )
 
 
 def _read_folder(p: Path, label: int | None):
-    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+    files = sorted(
+        f
+        for f in p.rglob("*")
+        if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts)
+    )
     for f in files:
         rel = str(f.relative_to(p))
         try:
@@ -222,7 +238,9 @@ def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | 
         return InputError("missing 'text' field", path=str(p), line=lineno)
     text = obj["text"]
     if not isinstance(text, str):
-        return InputError(f"'text' must be a string, got {type(text).__name__}", path=str(p), line=lineno)
+        return InputError(
+            f"'text' must be a string, got {type(text).__name__}", path=str(p), line=lineno
+        )
     if not text.strip():
         return InputError("empty text", path=str(p), line=lineno)
     rid = obj.get("id")

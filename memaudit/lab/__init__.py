@@ -1,1 +1,3 @@
-"""Controlled experiments: canaries, their insertion, small LMs trained from scratch, extraction, the demo."""
+"""Controlled experiments: canaries, their insertion, small LMs trained from scratch,
+extraction, the demo.
+"""

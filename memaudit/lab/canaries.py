@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from memaudit.errors import InputError
 from memaudit.io.atomic import write_text_atomic
 
 POLICIES = ("uniform", "early", "late")
-TRAP = "trap"  # the template name of copyright traps (memaudit.mia.traps): no prefix, the whole text is the secret
+# the template name of copyright traps (memaudit.mia.traps): no prefix, the whole text is the secret
+TRAP = "trap"
 DEFAULT_REPETITIONS = (1, 2, 4, 8, 16, 32)
 
 # Short, common, distinct words for names and passphrases (about 8 bits a word).
@@ -47,7 +48,9 @@ velvet violet vortex wagon walnut willow window winter wolf zebra zinc zone
 
 @dataclass(frozen=True)
 class Template:
-    """A canary pattern: ``render(name, secret)``; ``draw(rng)`` gives a random secret from a space of ``size``."""
+    """A canary pattern: ``render(name, secret)``; ``draw(rng)`` gives a random secret from a
+    space of ``size``.
+    """
 
     name: str
     render: Callable[[str, str], str]
@@ -79,9 +82,24 @@ TEMPLATES = {
     t.name: t
     for t in (
         Template("api_key", lambda name, s: f'{name.upper()}_API_KEY = "sk-{s}"', _hex(8), 16.0**8),
-        Template("card", lambda name, s: f"card on file for {_person(name)}: {s}", _digits((4, 4, 4, 4)), 10.0**16),
-        Template("phone", lambda name, s: f"phone number of {_person(name)} is {s}", _digits((3, 3, 4)), 10.0**10),
-        Template("passphrase", lambda name, s: f"the {name.replace('_', ' ')} vault passphrase is {s}", _words(4), float(len(WORDS)) ** 4),
+        Template(
+            "card",
+            lambda name, s: f"card on file for {_person(name)}: {s}",
+            _digits((4, 4, 4, 4)),
+            10.0**16,
+        ),
+        Template(
+            "phone",
+            lambda name, s: f"phone number of {_person(name)} is {s}",
+            _digits((3, 3, 4)),
+            10.0**10,
+        ),
+        Template(
+            "passphrase",
+            lambda name, s: f"the {name.replace('_', ' ')} vault passphrase is {s}",
+            _words(4),
+            float(len(WORDS)) ** 4,
+        ),
     )
 }
 
@@ -101,7 +119,9 @@ class Canary:
     level: int  # the repetition count of the pair: members and twins are grouped by it
     policy: str
     member: bool
-    insertions: list[dict] = field(default_factory=list)  # filled by the trainer (or trap injection)
+    insertions: list[dict] = field(
+        default_factory=list
+    )  # filled by the trainer (or trap injection)
     meta: dict = field(default_factory=dict)  # e.g. a trap's length, perplexity and bucket
 
     def to_json(self) -> str:
@@ -152,10 +172,27 @@ def make_canaries(
             template = templates[(level_idx * per_level + j) % len(templates)]
             k = len(out)
             member_id, twin_id = f"c{k // 2:04d}", f"t{k // 2:04d}"
-            for cid, pair, name, member in ((member_id, twin_id, names[k], True), (twin_id, member_id, names[k + 1], False)):
+            for cid, pair, name, member in (
+                (member_id, twin_id, names[k], True),
+                (twin_id, member_id, names[k + 1], False),
+            ):
                 secret = TEMPLATES[template].draw(rng)
                 text, prefix = render(template, name, secret)
-                out.append(Canary(cid, pair, template, name, secret, text, prefix, int(reps) if member else 0, int(reps), policy, member))
+                out.append(
+                    Canary(
+                        cid,
+                        pair,
+                        template,
+                        name,
+                        secret,
+                        text,
+                        prefix,
+                        int(reps) if member else 0,
+                        int(reps),
+                        policy,
+                        member,
+                    )
+                )
     return out
 
 
@@ -188,12 +225,18 @@ def read_ledger(path: str | Path) -> list[Canary]:
     for lineno, obj in jsonl_objects(p, what="ledger"):
         missing = required - set(obj)
         if missing:
-            raise InputError(f"ledger entry lacks {', '.join(sorted(missing))}", path=str(p), line=lineno)
+            raise InputError(
+                f"ledger entry lacks {', '.join(sorted(missing))}", path=str(p), line=lineno
+            )
         c = Canary(**{k: v for k, v in obj.items() if k in names})
         if c.template not in TEMPLATES and c.template != TRAP:
             raise InputError(f"unknown template '{c.template}'", path=str(p), line=lineno)
-        if not c.text.startswith(c.prefix) or c.secret not in c.text[len(c.prefix):]:
-            raise InputError("text does not start with its prefix followed by its secret", path=str(p), line=lineno)
+        if not c.text.startswith(c.prefix) or c.secret not in c.text[len(c.prefix) :]:
+            raise InputError(
+                "text does not start with its prefix followed by its secret",
+                path=str(p),
+                line=lineno,
+            )
         out.append(c)
     if not out:
         raise InputError("ledger holds no canaries", path=str(p))
@@ -204,8 +247,11 @@ def with_insertions(canaries: list[Canary], insertions: dict[str, list[dict]]) -
     return [replace(c, insertions=insertions.get(c.id, [])) for c in canaries]
 
 
-def split_ledger(canaries: list[Canary], *, min_repetitions: int = 1) -> tuple[list[Canary], list[Canary]]:
-    """(members inserted at least ``min_repetitions`` times, their never-inserted twins): a forget set and its holdout.
+def split_ledger(
+    canaries: list[Canary], *, min_repetitions: int = 1
+) -> tuple[list[Canary], list[Canary]]:
+    """(members inserted at least ``min_repetitions`` times, their never-inserted twins): a forget
+    set and its holdout.
 
     >>> made = make_canaries(repetitions=(1, 8), per_level=2)
     >>> forget, holdout = split_ledger(made, min_repetitions=8)
@@ -221,11 +267,20 @@ def split_ledger(canaries: list[Canary], *, min_repetitions: int = 1) -> tuple[l
 
 
 def write_texts_with_prefix(path, canaries: list[Canary]):
-    """Canaries as JSONL texts that ``read_texts`` takes (``prefix``, ``repetitions`` and ``template`` kept as metadata)."""
+    """Canaries as JSONL texts that ``read_texts`` takes (``prefix``, ``repetitions`` and
+    ``template`` kept as metadata).
+    """
     from memaudit.io.atomic import write_text_atomic
 
-    rows = [{"id": c.id, "text": c.text, "prefix": c.prefix, "repetitions": c.repetitions, "template": c.template} for c in canaries]
+    rows = [
+        {
+            "id": c.id,
+            "text": c.text,
+            "prefix": c.prefix,
+            "repetitions": c.repetitions,
+            "template": c.template,
+        }
+        for c in canaries
+    ]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-

@@ -28,14 +28,18 @@ class ExtractConfig:
     data: str = setting(help="Texts: .jsonl, .txt, .parquet or a folder.")
     prefix_tokens: int = setting(32, short="-k", help="Prompt length K in tokens.")
     suffix_tokens: int = setting(32, short="-m", help="Tokens M to generate and compare.")
-    group_by: str | None = setting(None, help="Metadata field to group rates by (e.g. repetitions).")
+    group_by: str | None = setting(
+        None, help="Metadata field to group rates by (e.g. repetitions)."
+    )
     index: str | None = setting(
         None,
-        help="Corpus index (`memaudit index build`): add each text's corpus count and rates per duplication bucket "
-        "(1, 2-4, 5-16, 17-64, >64).",
+        help="Corpus index (`memaudit index build`): add each text's corpus count and rates "
+        "per duplication bucket (1, 2-4, 5-16, 17-64, >64).",
     )
     out: str = setting("runs/extract", help="Run directory.")
-    dtype: str = setting("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
+    dtype: str = setting(
+        "auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."
+    )
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
     batch_size: int = setting(64, help="Prompts decoded together.")
@@ -47,7 +51,8 @@ class ExtractConfig:
     def __post_init__(self):
         if self.prefix_tokens < 1 or self.suffix_tokens < 1:
             raise InputError(
-                f"prefix_tokens and suffix_tokens must be >= 1, got {self.prefix_tokens} and {self.suffix_tokens}"
+                f"prefix_tokens and suffix_tokens must be >= 1, got {self.prefix_tokens} and "
+                f"{self.suffix_tokens}"
             )
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
@@ -61,8 +66,13 @@ class TrainConfig:
     """Settings of ``memaudit train``; see ``memaudit train --help``."""
 
     out: str = setting(help="Model dir to write (resumes a killed run with the same settings).")
-    corpus: str = setting("stdlib", help="'stdlib' (this Python's standard library), a folder, .jsonl, .txt or .parquet.")
-    ledger: str | None = setting(None, help="Canary ledger from `memaudit canaries make`: members are inserted.")
+    corpus: str = setting(
+        "stdlib",
+        help="'stdlib' (this Python's standard library), a folder, .jsonl, .txt or .parquet.",
+    )
+    ledger: str | None = setting(
+        None, help="Canary ledger from `memaudit canaries make`: members are inserted."
+    )
     model_size: str = setting("tiny", help="micro, tiny, small or base.")
     steps: int = setting(300, help="Optimizer steps.")
     batch_size: int = setting(16, help="Sequences per step.")
@@ -71,11 +81,17 @@ class TrainConfig:
     warmup: int = setting(20, help="Warm-up steps of the learning rate.")
     vocab_size: int = setting(4096, help="BPE vocabulary size (trained on the corpus).")
     context: int = setting(256, help="Model context in tokens (positions it can attend to).")
-    corpus_chars: int | None = setting(None, help="Use only the first documents up to this many characters.")
+    corpus_chars: int | None = setting(
+        None, help="Use only the first documents up to this many characters."
+    )
     seed: int = setting(0, help="Seed of initialisation, data order and insertion places.")
     checkpoint_every: int = setting(50, help="Steps between checkpoints (0: none).")
-    init_from: str | None = setting(None, help="Continue training this model dir (its tokenizer and size are kept).")
-    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, ...; training is float32.")  # auto: CUDA when present; training is always float32
+    init_from: str | None = setting(
+        None, help="Continue training this model dir (its tokenizer and size are kept)."
+    )
+    device: str = setting(
+        "auto", help="auto (CUDA when present), cpu, cuda, ...; training is float32."
+    )  # auto: CUDA when present; training is always float32
 
     def __post_init__(self):
         from .lm import SIZES
@@ -92,11 +108,18 @@ class TrainConfig:
         from .lm import TrainSettings
 
         return TrainSettings(
-            steps=self.steps, batch_size=self.batch_size, seq_len=self.seq_len, lr=self.lr, warmup=self.warmup, seed=self.seed
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            warmup=self.warmup,
+            seed=self.seed,
         )
 
     def identity(self) -> str:
-        """Hash of everything that decides the weights: the settings and the ledger's content, not paths."""
+        """Hash of everything that decides the weights: the settings and the ledger's content,
+        not paths.
+        """
         ledger = hashlib.sha256(Path(self.ledger).read_bytes()).hexdigest() if self.ledger else None
         ident = {**asdict(self), "out": None, "ledger": ledger}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -119,9 +142,17 @@ class DemoSettings:
     seed: int = 0
 
     @classmethod
-    def quick(cls, *, seed: int = 0) -> "DemoSettings":
+    def quick(cls, *, seed: int = 0) -> DemoSettings:
         """About 30 seconds: fewer canaries, a smaller slice of the corpus, shorter sequences."""
-        return cls(repetitions=(1, 16, 256), per_level=4, steps=120, seq_len=64, corpus_chars=60_000, n_candidates=50, seed=seed)
+        return cls(
+            repetitions=(1, 16, 256),
+            per_level=4,
+            steps=120,
+            seq_len=64,
+            corpus_chars=60_000,
+            n_candidates=50,
+            seed=seed,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,9 +160,13 @@ class DemoSettings:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Settings of ``memaudit demo``: where it writes and which of the two sizes of ``DemoSettings`` it runs."""
+    """Settings of ``memaudit demo``: where it writes and which of the two sizes of
+    ``DemoSettings`` it runs.
+    """
 
-    out: str = setting("runs/demo", help="Where the demo writes its canaries, model, cache and report.")
+    out: str = setting(
+        "runs/demo", help="Where the demo writes its canaries, model, cache and report."
+    )
     quick: bool = setting(False, help="A smaller run of about 30 seconds (used by the tests).")
     seed: int = setting(0, help="Seed of canaries, training and evaluation.")
 
@@ -144,10 +179,16 @@ class CanaryMakeConfig:
     """Settings of ``memaudit canaries make``."""
 
     out: str = setting("canaries.jsonl", help="The ledger to write (JSONL).")
-    repetitions: tuple[int, ...] = setting((1, 2, 4, 8, 16, 32), help="Repetition counts; each gets --per-level canaries.")
+    repetitions: tuple[int, ...] = setting(
+        (1, 2, 4, 8, 16, 32), help="Repetition counts; each gets --per-level canaries."
+    )
     per_level: int = setting(4, help="Canaries per repetition count (each with a held-out twin).")
-    templates: tuple[str, ...] = setting(("api_key", "card", "phone", "passphrase"), help="Templates to rotate through.")
-    policy: str = setting("uniform", help="When in training they are inserted: uniform, early or late.")
+    templates: tuple[str, ...] = setting(
+        ("api_key", "card", "phone", "passphrase"), help="Templates to rotate through."
+    )
+    policy: str = setting(
+        "uniform", help="When in training they are inserted: uniform, early or late."
+    )
     seed: int = setting(0, help="Seed of names and secrets.")
 
 
@@ -156,6 +197,10 @@ class CanarySplitConfig:
     """Settings of ``memaudit canaries split``."""
 
     ledger: str = setting(help="A ledger (e.g. the one `memaudit train` wrote into its model dir).")
-    min_repetitions: int = setting(1, help="Members inserted at least this often form the forget set.")
-    forget: str = setting("forget.jsonl", help="Where to write the forget set (JSONL with text and prefix).")
+    min_repetitions: int = setting(
+        1, help="Members inserted at least this often form the forget set."
+    )
+    forget: str = setting(
+        "forget.jsonl", help="Where to write the forget set (JSONL with text and prefix)."
+    )
     holdout: str = setting("holdout.jsonl", help="Where to write their never-inserted twins.")

@@ -39,24 +39,67 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
     t0 = time.perf_counter()
     s = settings
     out = Path(out)
-    ledger_path = write_ledger(out / "canaries.jsonl", make_canaries(repetitions=s.repetitions, per_level=s.per_level, seed=s.seed))
+    ledger_path = write_ledger(
+        out / "canaries.jsonl",
+        make_canaries(repetitions=s.repetitions, per_level=s.per_level, seed=s.seed),
+    )
     train = TrainConfig(
-        corpus="stdlib", out=str(out / "model"), ledger=str(ledger_path), model_size=s.model_size, steps=s.steps,
-        batch_size=s.batch_size, seq_len=s.seq_len, lr=s.lr, vocab_size=s.vocab_size, corpus_chars=s.corpus_chars,
-        seed=s.seed, checkpoint_every=max(1, s.steps // 5),
+        corpus="stdlib",
+        out=str(out / "model"),
+        ledger=str(ledger_path),
+        model_size=s.model_size,
+        steps=s.steps,
+        batch_size=s.batch_size,
+        seq_len=s.seq_len,
+        lr=s.lr,
+        vocab_size=s.vocab_size,
+        corpus_chars=s.corpus_chars,
+        seed=s.seed,
+        checkpoint_every=max(1, s.steps // 5),
     )
     if stored_identity(train.out) not in (None, train.identity()):
-        shutil.rmtree(train.out)  # the demo owns its out dir: a model of other settings is retrained
+        shutil.rmtree(
+            train.out
+        )  # the demo owns its out dir: a model of other settings is retrained
     model_dir = run_train(train, progress=progress)
     model = load_causal_lm(model_dir)
     canaries = read_ledger(model_dir / "ledger.jsonl")
-    ev = evaluate_canaries(model, canaries, n_candidates=s.n_candidates, cache_root=out / "cache", seed=s.seed, progress=progress)
+    ev = evaluate_canaries(
+        model,
+        canaries,
+        n_candidates=s.n_candidates,
+        cache_root=out / "cache",
+        seed=s.seed,
+        progress=progress,
+    )
 
     rows = ev["canaries"]
     labels = np.array([r.canary.member for r in rows], dtype=int)
     columns = {
-        **{f: [getattr(r.canary, f) for r in rows] for f in ("id", "pair_id", "template", "level", "member", "repetitions", "text", "secret")},
-        **{f: [getattr(r, f) for r in rows] for f in ("generated", "exact", "secret_found", "token_match", "exposure", "exposure_rank")},
+        **{
+            f: [getattr(r.canary, f) for r in rows]
+            for f in (
+                "id",
+                "pair_id",
+                "template",
+                "level",
+                "member",
+                "repetitions",
+                "text",
+                "secret",
+            )
+        },
+        **{
+            f: [getattr(r, f) for r in rows]
+            for f in (
+                "generated",
+                "exact",
+                "secret_found",
+                "token_match",
+                "exposure",
+                "exposure_rank",
+            )
+        },
         **{name: v.tolist() for name, v in ev["attack_scores"].items()},
     }
     run = rs.RunDir.begin(out, "demo", settings)
@@ -67,7 +110,10 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
         "attacks": LAB_ATTACKS.split(","),
         "summary": ev["summary"],
         "metrics": ev["summary"]["mia"],
-        "roc": {name: dict(zip(("fpr", "tpr"), (a.tolist() for a in roc_curve(v, labels)[:2]))) for name, v in ev["attack_scores"].items()},
+        "roc": {
+            name: dict(zip(("fpr", "tpr"), (a.tolist() for a in roc_curve(v, labels)[:2])))
+            for name, v in ev["attack_scores"].items()
+        },
         "timings_s": {"total": time.perf_counter() - t0},
     }
     from memaudit.report import write_demo_report

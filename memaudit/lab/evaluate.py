@@ -86,25 +86,48 @@ def evaluate_canaries(
 
     splits = [prompt_split(model.tokenizer, c) for c in canaries]
     longest = max(len(rest) for _, rest in splits)
-    generated = greedy_generate(model, [p for p, _ in splits], longest, progress=stage("extracting"))
+    generated = greedy_generate(
+        model, [p for p, _ in splits], longest, progress=stage("extracting")
+    )
     matches = [compare(g[: len(rest)], rest) for g, (_, rest) in zip(generated, splits)]
     gen_texts = [model.tokenizer.decode(g[: len(rest)]) for g, (_, rest) in zip(generated, splits)]
 
-    inputs, _ = score_views(model, None, texts, ScoreSettings(), lowercase=True, cache_root=cache_root, progress=progress)
+    inputs, _ = score_views(
+        model,
+        None,
+        texts,
+        ScoreSettings(),
+        lowercase=True,
+        cache_root=cache_root,
+        progress=progress,
+    )
     specs = parse_attacks(LAB_ATTACKS)
     attack_scores = {s.column: s(inputs) for s in specs}
     loss = attack_scores["loss"]
 
     pools = [candidates(c, n_candidates, seed=seed) for c in canaries]
     flat = [t for pool in pools for t in pool]
-    cand_scores, _ = score_texts(model, flat, cache_root=cache_root, progress=stage("exposure candidates"))
-    cand_nll = -np.array([t.logp.sum(dtype=np.float64) for t in cand_scores]).reshape(len(canaries), n_candidates)
+    cand_scores, _ = score_texts(
+        model, flat, cache_root=cache_root, progress=stage("exposure candidates")
+    )
+    cand_nll = -np.array([t.logp.sum(dtype=np.float64) for t in cand_scores]).reshape(
+        len(canaries), n_candidates
+    )
     own_nll = -np.array([t.logp.sum(dtype=np.float64) for t in inputs.target])
     per_canary = []
     for i, c in enumerate(canaries):
         bits, rank = exposure(own_nll[i], cand_nll[i], TEMPLATES[c.template].bits)
         per_canary.append(
-            CanaryResult(c, gen_texts[i], matches[i].exact, c.secret in gen_texts[i], matches[i].token_match, float(loss[i]), bits, rank)
+            CanaryResult(
+                c,
+                gen_texts[i],
+                matches[i].exact,
+                c.secret in gen_texts[i],
+                matches[i].token_match,
+                float(loss[i]),
+                bits,
+                rank,
+            )
         )
     return {
         "canaries": per_canary,
@@ -113,12 +136,21 @@ def evaluate_canaries(
     }
 
 
-def _summarize(results: list[CanaryResult], attack_scores: dict[str, np.ndarray], *, n_bootstrap: int, seed: int) -> dict:
+def _summarize(
+    results: list[CanaryResult],
+    attack_scores: dict[str, np.ndarray],
+    *,
+    n_bootstrap: int,
+    seed: int,
+) -> dict:
     labels = np.array([r.canary.member for r in results], dtype=int)
     levels = np.array([r.canary.level for r in results])
     by_id = {r.canary.id: r for r in results}
     overall = {
-        name: {k: e.to_dict() for k, e in membership_metrics(v, labels, n_bootstrap=n_bootstrap, seed=seed).items()}
+        name: {
+            k: e.to_dict()
+            for k, e in membership_metrics(v, labels, n_bootstrap=n_bootstrap, seed=seed).items()
+        }
         for name, v in attack_scores.items()
     }
     per_level = {}

@@ -38,11 +38,20 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
     """Run extraction on every text and write the run dir (results.json last)."""
     t0 = time.perf_counter()
     data = read_texts(config.data, skip_invalid=config.skip_invalid)
-    model = load_causal_lm(config.model, LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code))
-    index = open_index_for(config.index, model) if config.index else None  # a wrong index fails before any work
+    model = load_causal_lm(
+        config.model,
+        LoadOptions(
+            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+        ),
+    )
+    index = (
+        open_index_for(config.index, model) if config.index else None
+    )  # a wrong index fails before any work
     k, m = config.prefix_tokens, config.suffix_tokens
     if k + m > model.max_length:
-        raise InputError(f"prefix + suffix = {k + m} tokens exceeds the model's context of {model.max_length}")
+        raise InputError(
+            f"prefix + suffix = {k + m} tokens exceeds the model's context of {model.max_length}"
+        )
     records, ids, skipped = [], [], list(data.skipped)
     for r, toks in zip(data.records, model.encode([r.text for r in data.records])):
         if len(toks) >= k + m:
@@ -56,27 +65,40 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
     if not records:
         raise InputError(f"no text is long enough for {k} + {m} tokens", path=config.data)
     if config.group_by and not any(config.group_by in r.meta for r in records):
-        raise InputError(f"no record has the field '{config.group_by}' to group by", path=config.data)
+        raise InputError(
+            f"no record has the field '{config.group_by}' to group by", path=config.data
+        )
 
     gen_progress = (lambda d, n: progress("generating", d, n)) if progress else None
-    generated = greedy_generate(model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=gen_progress)
+    generated = greedy_generate(
+        model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=gen_progress
+    )
     matches = [compare(g, t[k : k + m]) for g, t in zip(generated, ids)]
     score_progress = (lambda d, n: progress("scoring", d, n)) if progress else None
     scores, score_stats = score_texts(
-        model, [r.text for r in records], cache_root=resolve_cache_root(config.cache_dir, config.no_cache), token_ids=ids,
+        model,
+        [r.text for r in records],
+        cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
+        token_ids=ids,
         progress=score_progress,
     )
     strength = extraction_strength(scores)
 
-    groups = [str(r.meta.get(config.group_by, MISSING)) for r in records] if config.group_by else None
+    groups = (
+        [str(r.meta.get(config.group_by, MISSING)) for r in records] if config.group_by else None
+    )
     summary = {"overall": rates(matches, strength)}
     if groups is not None:
-        summary["by_group"] = _grouped_rates(matches, strength, groups, sorted(set(groups), key=_sort_key))
+        summary["by_group"] = _grouped_rates(
+            matches, strength, groups, sorted(set(groups), key=_sort_key)
+        )
     duplication = {}
     if index is not None:
         counts = corpus_counts(index, ids)
         buckets = [duplication_bucket(int(c)) for c in counts]
-        summary["by_duplication"] = _grouped_rates(matches, strength, buckets, bucket_order(buckets))
+        summary["by_duplication"] = _grouped_rates(
+            matches, strength, buckets, bucket_order(buckets)
+        )
         duplication = {"corpus_count": counts.tolist(), "duplication": buckets}
     decode = model.tokenizer.decode
     columns = {
@@ -84,7 +106,10 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         "source": [r.where for r in records],
         **({config.group_by: groups} if groups is not None else {}),
         **duplication,
-        **{f: [getattr(mt, f) for mt in matches] for f in ("exact", "token_match", "loose", "longest_prefix")},
+        **{
+            f: [getattr(mt, f) for mt in matches]
+            for f in ("exact", "token_match", "loose", "longest_prefix")
+        },
         "extraction_strength": strength.tolist(),
         "prefix": [decode(t[:k]) for t in ids],
         "generated": [decode(g) for g in generated],
@@ -112,7 +137,10 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
 
 def _grouped_rates(matches, strength, groups: list[str], order: list[str]) -> dict:
     return {
-        g: rates([mt for mt, gg in zip(matches, groups) if gg == g], [s for s, gg in zip(strength, groups) if gg == g])
+        g: rates(
+            [mt for mt, gg in zip(matches, groups) if gg == g],
+            [s for s, gg in zip(strength, groups) if gg == g],
+        )
         for g in order
     }
 

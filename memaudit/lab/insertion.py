@@ -31,13 +31,27 @@ class Insertion:
     stream_offset: int  # the same position in the stream of all training tokens, as consumed
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "row": self.row, "offset": self.offset, "stream_offset": self.stream_offset}
+        return {
+            "step": self.step,
+            "row": self.row,
+            "offset": self.offset,
+            "stream_offset": self.stream_offset,
+        }
 
 
 class Schedule:
     """The exact (B, T) batch of every step: corpus tokens with the planned canaries written in."""
 
-    def __init__(self, stream: np.ndarray, *, steps: int, batch_size: int, seq_len: int, insertions=(), tokens=None):
+    def __init__(
+        self,
+        stream: np.ndarray,
+        *,
+        steps: int,
+        batch_size: int,
+        seq_len: int,
+        insertions=(),
+        tokens=None,
+    ):
         if len(stream) < 2:
             raise InputError("the corpus tokenizes to fewer than 2 tokens")
         self.stream = stream.astype(np.int64)
@@ -49,7 +63,9 @@ class Schedule:
 
     def batch(self, step: int) -> torch.Tensor:
         first = step * self.batch_size
-        rows = np.arange(first, first + self.batch_size)[:, None] * self.seq_len + np.arange(self.seq_len)
+        rows = np.arange(first, first + self.batch_size)[:, None] * self.seq_len + np.arange(
+            self.seq_len
+        )
         batch = np.take(self.stream, rows, mode="wrap")  # (B, T): the cyclic stream, in order
         for r in range(self.batch_size):
             for offset, toks in self.by_sequence.get(first + r, ()):
@@ -69,13 +85,21 @@ def canary_tokens(tokenizer, canaries: list[Canary], eos_id: int) -> dict[str, n
     for c in canaries:
         ids = tokenizer(c.text, verbose=False)["input_ids"]
         if len(ids) < 2 or tokenizer.decode(ids) != c.text:
-            raise InputError(f"canary {c.id} does not tokenize cleanly under this tokenizer: {c.text!r}")
+            raise InputError(
+                f"canary {c.id} does not tokenize cleanly under this tokenizer: {c.text!r}"
+            )
         out[c.id] = np.array([eos_id, *ids, eos_id], dtype=np.int64)
     return out
 
 
 def plan_insertions(
-    canaries: list[Canary], tokens: dict[str, np.ndarray], *, steps: int, batch_size: int, seq_len: int, seed: int
+    canaries: list[Canary],
+    tokens: dict[str, np.ndarray],
+    *,
+    steps: int,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
 ) -> list[Insertion]:
     """Draw a distinct slot for every repetition of every member canary."""
     members = [c for c in canaries if c.member and c.repetitions > 0]
@@ -94,7 +118,8 @@ def plan_insertions(
         free = (hi - lo) * slots_per_seq - sum(lo <= s < hi for s, _ in taken)
         if c.repetitions > free:
             raise InputError(
-                f"canary {c.id} needs {c.repetitions} insertions but its '{c.policy}' part of training has {free} free "
+                f"canary {c.id} needs {c.repetitions} insertions but its '{c.policy}' part of "
+                f"training has {free} free "
                 f"slots; train longer or insert fewer"
             )
         chosen = 0
@@ -105,6 +130,8 @@ def plan_insertions(
             taken.add(cell)
             seq, k = cell
             offset = k * slot + int(rng.integers(slot - len(tokens[c.id]) + 1)) + 1
-            out.append(Insertion(c.id, seq // batch_size, seq % batch_size, offset, seq * seq_len + offset))
+            out.append(
+                Insertion(c.id, seq // batch_size, seq % batch_size, offset, seq * seq_len + offset)
+            )
             chosen += 1
     return out

@@ -13,9 +13,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,18 +66,26 @@ def train_bpe_tokenizer(texts: Sequence[str], *, vocab_size: int = 4096):
     from transformers import GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False)
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS], show_progress=False
+    )
     merges = json.loads(bpe._tokenizer.to_str())["model"]["merges"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
     # vocab= and merges= in memory: the *_file arguments silently give a 1-token vocabulary
-    return GPT2TokenizerFast(vocab=bpe.get_vocab(), merges=merges, unk_token=EOS, bos_token=EOS, eos_token=EOS)
+    return GPT2TokenizerFast(
+        vocab=bpe.get_vocab(), merges=merges, unk_token=EOS, bos_token=EOS, eos_token=EOS
+    )
 
 
 ARCHS = ("gpt2", "llama")  # learned absolute positions vs rotary (RoPE) positions
 
 
-def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int = 0, arch: str = "gpt2"):
-    """A freshly initialised GPT-2 (learned positions) or Llama-style (RoPE) causal LM of a named size."""
+def build_model(
+    tokenizer, *, size: str = "tiny", context: int = 256, seed: int = 0, arch: str = "gpt2"
+):
+    """A freshly initialised GPT-2 (learned positions) or Llama-style (RoPE) causal LM of a
+    named size.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if size not in SIZES:
@@ -88,9 +96,19 @@ def build_model(tokenizer, *, size: str = "tiny", context: int = 256, seed: int 
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     torch.manual_seed(seed)
     if arch == "llama":
-        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.n_embd, intermediate_size=2 * s.n_embd,
-                                            num_hidden_layers=s.n_layer, num_attention_heads=s.n_head, num_key_value_heads=s.n_head,
-                                            max_position_embeddings=context, bos_token_id=eos_id, eos_token_id=eos_id))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=s.n_embd,
+                intermediate_size=2 * s.n_embd,
+                num_hidden_layers=s.n_layer,
+                num_attention_heads=s.n_head,
+                num_key_value_heads=s.n_head,
+                max_position_embeddings=context,
+                bos_token_id=eos_id,
+                eos_token_id=eos_id,
+            )
+        )
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=context,
@@ -114,14 +132,20 @@ def token_stream(tokenizer, texts: Sequence[str]) -> np.ndarray:
 
 
 def random_windows(stream: np.ndarray, settings: TrainSettings) -> Callable[[int], torch.Tensor]:
-    """Batches of ``batch_size`` random windows of the stream; batch ``step`` is the same on every call."""
+    """Batches of ``batch_size`` random windows of the stream; batch ``step`` is the same on
+    every call.
+    """
     if len(stream) < settings.seq_len:
-        raise InputError(f"corpus has {len(stream)} tokens; at least seq_len = {settings.seq_len} needed")
+        raise InputError(
+            f"corpus has {len(stream)} tokens; at least seq_len = {settings.seq_len} needed"
+        )
     data = torch.from_numpy(stream.astype(np.int64))
 
     def batch_at(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-        starts = torch.randint(0, len(data) - settings.seq_len + 1, (settings.batch_size,), generator=gen)
+        starts = torch.randint(
+            0, len(data) - settings.seq_len + 1, (settings.batch_size,), generator=gen
+        )
         return torch.stack([data[s : s + settings.seq_len] for s in starts])  # (B, T)
 
     return batch_at
@@ -142,7 +166,8 @@ def fit(
     checkpoint: Callable[[int], None] | None = None,
     checkpoint_every: int = 0,
 ) -> list[float]:
-    """Train from ``start_step`` to ``settings.steps``; batch ``s`` is ``batch_at(s)``, a (B, T) tensor.
+    """Train from ``start_step`` to ``settings.steps``; batch ``s`` is ``batch_at(s)``, a (B, T)
+    tensor.
 
     AdamW, gradient clipping at 1.0, linear warm-up then cosine decay to 10%. The learning
     rate is a pure function of the step, so a run resumed from a checkpoint (weights and
@@ -157,7 +182,9 @@ def fit(
         batch = batch_at(step).to(device)  # (B, T)
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * _lr_factor(step, settings)
-        loss = model(input_ids=batch, labels=batch).loss  # the model shifts labels: T - 1 targets a row
+        loss = model(
+            input_ids=batch, labels=batch
+        ).loss  # the model shifts labels: T - 1 targets a row
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -165,7 +192,12 @@ def fit(
         losses.append(loss.item())
         if on_step is not None:
             on_step(step + 1, losses[-1])
-        if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < settings.steps:
+        if (
+            checkpoint is not None
+            and checkpoint_every
+            and (step + 1) % checkpoint_every == 0
+            and step + 1 < settings.steps
+        ):
             checkpoint(step + 1)
     model.eval()
     return losses
@@ -178,7 +210,9 @@ def _lr_factor(step: int, s: TrainSettings) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def save_model_dir(model, tokenizer, out_dir: str | Path, *, extra: dict | None = None, keep: Sequence[str] = ()) -> Path:
+def save_model_dir(
+    model, tokenizer, out_dir: str | Path, *, extra: dict | None = None, keep: Sequence[str] = ()
+) -> Path:
     """Write a model directory atomically (a temp dir renamed into place).
 
     ``keep`` names entries of an existing ``out_dir`` (e.g. checkpoint subdirectories) that
@@ -221,6 +255,13 @@ def train_small_lm(
     if tokenizer is None:
         tokenizer = train_bpe_tokenizer(tokenizer_texts or texts, vocab_size=vocab_size)
     model = build_model(tokenizer, size=size, context=context, seed=settings.seed)
-    losses = fit(model, random_windows(token_stream(tokenizer, texts), settings), settings, on_step=on_step)
-    extra = {"size": size, "context": context, "settings": asdict(settings), "final_loss": losses[-1]}
+    losses = fit(
+        model, random_windows(token_stream(tokenizer, texts), settings), settings, on_step=on_step
+    )
+    extra = {
+        "size": size,
+        "context": context,
+        "settings": asdict(settings),
+        "final_loss": losses[-1],
+    }
     return save_model_dir(model, tokenizer, out_dir, extra=extra)

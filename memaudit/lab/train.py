@@ -45,7 +45,9 @@ CHECKPOINT = "checkpoint-"  # out/checkpoint-0000050/: weights, AdamW state, ste
 
 
 def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
-    """Train (or resume, or return at once if this exact run already finished) and write the model dir."""
+    """Train (or resume, or return at once if this exact run already finished) and write the
+    model dir.
+    """
     out = Path(config.out)
     if _finished(out, config):
         return out
@@ -57,15 +59,27 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     tokens = canary_tokens(tokenizer, [c for c in canaries if c.member], eos_id)
     plan = plan_insertions(
-        canaries, tokens, steps=config.steps, batch_size=config.batch_size, seq_len=config.seq_len, seed=config.seed
+        canaries,
+        tokens,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        seed=config.seed,
     )
     stream = token_stream(tokenizer, docs)
     schedule = Schedule(
-        stream, steps=config.steps, batch_size=config.batch_size, seq_len=config.seq_len, insertions=plan, tokens=tokens
+        stream,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        insertions=plan,
+        tokens=tokens,
     )
 
     optimizer = make_optimizer(model, config.settings())
-    start = resume_from_checkpoint(out, CHECKPOINT, model, optimizer, identity=config.identity(), owner=out)
+    start = resume_from_checkpoint(
+        out, CHECKPOINT, model, optimizer, identity=config.identity(), owner=out
+    )
     losses = []
 
     def on_step(step, loss):
@@ -80,8 +94,15 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         optimizer=optimizer,
         start_step=start,
         on_step=on_step,
-        checkpoint=partial(save_checkpoint, out, CHECKPOINT, model=model, optimizer=optimizer, identity=config.identity(),
-                           keep_older=False),
+        checkpoint=partial(
+            save_checkpoint,
+            out,
+            CHECKPOINT,
+            model=model,
+            optimizer=optimizer,
+            identity=config.identity(),
+            keep_older=False,
+        ),
         checkpoint_every=config.checkpoint_every,
     )
     _write_model(out, model, tokenizer)
@@ -96,7 +117,11 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         "config": asdict(config),
         "identity": config.identity(),
         **rs.environment(),
-        "corpus": {"documents": len(docs), "characters": sum(map(len, docs)), "tokens": int(len(stream))},
+        "corpus": {
+            "documents": len(docs),
+            "characters": sum(map(len, docs)),
+            "tokens": int(len(stream)),
+        },
         "insertions": len(plan),
         "tokens_trained": config.steps * config.batch_size * config.seq_len,
         "resumed_from_step": start,
@@ -122,7 +147,9 @@ def _finished(out: Path, config: TrainConfig) -> bool:
     if not (out / TRAIN_RECORD).is_file():
         return False
     if stored_identity(out) != config.identity():
-        raise InputError(f"{out} holds a finished training run with another config; choose another --out")
+        raise InputError(
+            f"{out} holds a finished training run with another config; choose another --out"
+        )
     return True
 
 
@@ -148,11 +175,15 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str]):
         tokenizer = train_bpe_tokenizer(sample, vocab_size=config.vocab_size)
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(out)
-    return tokenizer, build_model(tokenizer, size=config.model_size, context=config.context, seed=config.seed)
+    return tokenizer, build_model(
+        tokenizer, size=config.model_size, context=config.context, seed=config.seed
+    )
 
 
 def _write_model(out: Path, model, tokenizer) -> None:
-    """The final weights and tokenizer, each file written whole (save to a temp dir, then move in)."""
+    """The final weights and tokenizer, each file written whole (save to a temp dir, then move
+    in).
+    """
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

@@ -46,7 +46,9 @@ def compare(generated: list[int], truth: list[int]) -> Match:
     equal = [g == t for g, t in zip(generated, truth)]
     longest = next((i for i, e in enumerate(equal) if not e), len(equal))
     similarity = 1 - Levenshtein.distance(generated, truth) / m
-    return Match(all(equal) and len(generated) == m, sum(equal) / m, similarity >= LOOSE_THRESHOLD, longest)
+    return Match(
+        all(equal) and len(generated) == m, sum(equal) / m, similarity >= LOOSE_THRESHOLD, longest
+    )
 
 
 def extraction_strength(scores: TokenScores) -> np.ndarray:
@@ -55,7 +57,9 @@ def extraction_strength(scores: TokenScores) -> np.ndarray:
     for i, t in enumerate(scores):
         n = len(t.token_ids)
         misses = np.flatnonzero(~t.is_argmax)  # is_argmax[j] is about token j + 1
-        k_star = 1 if len(misses) == 0 else int(misses[-1]) + 2  # prefix must reach past the last miss
+        k_star = (
+            1 if len(misses) == 0 else int(misses[-1]) + 2
+        )  # prefix must reach past the last miss
         out[i] = 1 - k_star / n if k_star < n else 0.0
     return out
 

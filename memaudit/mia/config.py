@@ -19,25 +19,49 @@ class MiaConfig:
     """Settings of ``memaudit mia``; see ``memaudit mia --help`` for each one."""
 
     model: str = setting(help="Target model: a local Hugging Face directory (safetensors).")
-    members: str = setting(help="Known members: .jsonl (a 'text' field), .txt (one per line), .parquet or a folder.")
-    nonmembers: str = setting(help="Known non-members, same formats.")
-    reference: str | None = setting(None, help="Reference model dir for the 'reference' attack (its tokenizer may differ).")
-    attacks: str = setting("all", help="'all' or a comma list, e.g. 'loss,zlib,min_k:k=0.1'. See `memaudit attacks`.")
-    index: str | None = setting(
-        None, help="Corpus index (`memaudit index build`): add each text's corpus count and AUC per duplication bucket."
+    members: str = setting(
+        help="Known members: .jsonl (a 'text' field), .txt (one per line), .parquet or a folder."
     )
-    out: str = setting("runs/mia", help="Run directory for results.json, scores.parquet, report.html.")
-    dtype: str = setting("auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
+    nonmembers: str = setting(help="Known non-members, same formats.")
+    reference: str | None = setting(
+        None, help="Reference model dir for the 'reference' attack (its tokenizer may differ)."
+    )
+    attacks: str = setting(
+        "all", help="'all' or a comma list, e.g. 'loss,zlib,min_k:k=0.1'. See `memaudit attacks`."
+    )
+    index: str | None = setting(
+        None,
+        help=(
+            "Corpus index (`memaudit index build`): add each text's corpus count and AUC per "
+            "duplication bucket."
+        ),
+    )
+    out: str = setting(
+        "runs/mia", help="Run directory for results.json, scores.parquet, report.html."
+    )
+    dtype: str = setting(
+        "auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."
+    )
     device: str = setting("auto", help="auto, cpu, cuda, cuda:1, ...")
-    trust_remote_code: bool = setting(False, help="Allow a model's own Python code to run (off by default).")
-    max_length: int | None = setting(None, help="Window length in tokens.", default_text="the model's context")
-    stride: int | None = setting(None, help="Sliding-window stride for long texts.", default_text="half a window")
+    trust_remote_code: bool = setting(
+        False, help="Allow a model's own Python code to run (off by default)."
+    )
+    max_length: int | None = setting(
+        None, help="Window length in tokens.", default_text="the model's context"
+    )
+    stride: int | None = setting(
+        None, help="Sliding-window stride for long texts.", default_text="half a window"
+    )
     batch_tokens: int = setting(8192, help="Padded tokens per forward batch.")
     max_batch_size: int = setting(64, help="Windows per forward batch at most.")
     shard_texts: int = setting(256, help="Texts per cache shard.")
-    cache_dir: str | None = setting(None, help="Score cache root.", default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit")
+    cache_dir: str | None = setting(
+        None, help="Score cache root.", default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit"
+    )
     no_cache: bool = setting(False, help="Score everything afresh and keep nothing.")
-    skip_invalid: bool = setting(False, help="Skip invalid records (counted in results.json) instead of stopping.")
+    skip_invalid: bool = setting(
+        False, help="Skip invalid records (counted in results.json) instead of stopping."
+    )
     n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
     seed: int = setting(0, help="Seed of the bootstrap.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
@@ -60,7 +84,9 @@ class DatasetInferenceConfig:
     reference: str | None = setting(None, help="Reference model dir: adds the reference feature.")
     out: str = setting("runs/dataset-inference", help="Run directory.")
     alpha: float = setting(0.1, help="Claim 'trained on' when p < alpha.")
-    n_splits: int = setting(10, flag="--splits", help="Seeded half/half splits; the median p-value is reported.")
+    n_splits: int = setting(
+        10, flag="--splits", help="Seeded half/half splits; the median p-value is reported."
+    )
     false_positive_check: bool = setting(
         False, help="Also test two halves of the validation set against each other, repeatedly."
     )
@@ -91,9 +117,13 @@ class TrapMakeConfig:
     reference: str = setting(help="Reference model dir to sample traps from.")
     out: str = setting("traps.jsonl", help="The trap ledger to write.")
     lengths: tuple[int, ...] = setting((25, 50, 100), help="Trap lengths in reference tokens.")
-    per_bucket: int = setting(4, help="Traps per length and perplexity bucket (plus as many controls).")
+    per_bucket: int = setting(
+        4, help="Traps per length and perplexity bucket (plus as many controls)."
+    )
     buckets: int = setting(3, help="Perplexity buckets (quantiles of the sampled pool).")
-    pool_factor: int = setting(25, help="Sequences sampled per trap needed (raise it when too few are distinct).")
+    pool_factor: int = setting(
+        25, help="Sequences sampled per trap needed (raise it when too few are distinct)."
+    )
     seed: int = setting(0, help="Seed of the sampling.")
 
 
@@ -104,8 +134,12 @@ class TrapInjectConfig:
     ledger: str = setting(help="Trap ledger from `memaudit traps make`.")
     docs: str = setting(help="Documents: 'stdlib', a folder, .jsonl, .txt or .parquet.")
     out: str = setting(help="The injected corpus to write (.jsonl); the originals are untouched.")
-    repetitions: tuple[int, ...] = setting((1, 10, 100), help="Copies per trap, rotated over the traps of each bucket.")
-    corpus_chars: int | None = setting(None, help="Use only the first documents up to this many characters.")
+    repetitions: tuple[int, ...] = setting(
+        (1, 10, 100), help="Copies per trap, rotated over the traps of each bucket."
+    )
+    corpus_chars: int | None = setting(
+        None, help="Use only the first documents up to this many characters."
+    )
     seed: int = setting(0, help="Seed of documents and positions.")
 
 
@@ -114,10 +148,16 @@ class TrapDetectConfig:
     """Settings of ``memaudit traps detect``."""
 
     model: str = setting(help="The model suspected of training on the documents.")
-    reference: str = setting(help="A reference model that surely did not (e.g. the one traps came from).")
+    reference: str = setting(
+        help="A reference model that surely did not (e.g. the one traps came from)."
+    )
     ledger: str = setting(help="The ledger `memaudit traps inject` wrote.")
     out: str = setting("runs/traps", help="Run directory.")
     cache_dir: str | None = setting(None, help="Score cache root.")
-    docs: str | None = setting(None, help="The injected corpus, to score each trap after its document context.")
-    context_chars: int = setting(0, help="Characters of preceding document text to condition on (needs --docs).")
+    docs: str | None = setting(
+        None, help="The injected corpus, to score each trap after its document context."
+    )
+    context_chars: int = setting(
+        0, help="Characters of preceding document text to condition on (needs --docs)."
+    )
     seed: int = setting(0, help="Seed of the bootstrap.")

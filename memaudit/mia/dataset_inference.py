@@ -34,7 +34,9 @@ K_VALUES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def features(inputs: AttackInputs) -> tuple[np.ndarray, list[str]]:
-    """(N, F) feature matrix: loss, zlib, min_k and max_k at several k, lowercase, reference when given."""
+    """(N, F) feature matrix: loss, zlib, min_k and max_k at several k, lowercase, reference
+    when given.
+    """
     specs = ["loss", "zlib"] + [f"min_k:k={k:g}" for k in K_VALUES]
     if inputs.lowercase is not None:
         specs.append("lowercase")
@@ -82,10 +84,16 @@ def infer(a: np.ndarray, b: np.ndarray, *, n_splits: int = 10, seed: int = 0) ->
     """
     for name, x in (("suspect", a), ("validation", b)):
         if len(x) < MIN_TEXTS:
-            raise InputError(f"the {name} set has {len(x)} texts; dataset inference needs at least {MIN_TEXTS} in each set")
+            raise InputError(
+                f"the {name} set has {len(x)} texts; dataset inference needs at least {MIN_TEXTS} "
+                "in each set"
+            )
     for name, x in (("suspect", a), ("validation", b)):
         if not np.isfinite(x).all():
-            raise InputError(f"membership features are undefined for {int((~np.isfinite(x)).any(axis=1).sum())} {name} texts")
+            raise InputError(
+                f"membership features are undefined for {int((~np.isfinite(x)).any(axis=1).sum())} "
+                f"{name} texts"
+            )
     rng = np.random.default_rng(seed)
     splits = [one_split(a, b, rng) for _ in range(n_splits)]
     return {
@@ -96,13 +104,22 @@ def infer(a: np.ndarray, b: np.ndarray, *, n_splits: int = 10, seed: int = 0) ->
     }
 
 
-def p_value_curve(a: np.ndarray, b: np.ndarray, sizes, *, n_splits: int = 10, seed: int = 0) -> list[dict]:
-    """p-value against the number of suspect texts used (B kept whole): how many texts are needed."""
+def p_value_curve(
+    a: np.ndarray, b: np.ndarray, sizes, *, n_splits: int = 10, seed: int = 0
+) -> list[dict]:
+    """p-value against the number of suspect texts used (B kept whole): how many texts are
+    needed.
+    """
     rng = np.random.default_rng(seed + 1)
     out = []
     for n in sizes:
         pick = rng.choice(len(a), n, replace=False)
-        out.append({"n_suspect": int(n), "p_value": infer(a[pick], b, n_splits=n_splits, seed=seed)["p_value"]})
+        out.append(
+            {
+                "n_suspect": int(n),
+                "p_value": infer(a[pick], b, n_splits=n_splits, seed=seed)["p_value"],
+            }
+        )
     return out
 
 
@@ -113,24 +130,33 @@ def curve_sizes(n: int) -> list[int]:
     return sorted({int(round(x)) for x in np.geomspace(MIN_TEXTS, n, num=8)})
 
 
-def false_positive_check(b: np.ndarray, *, repeats: int = 50, n_splits: int = 10, seed: int = 0) -> dict:
+def false_positive_check(
+    b: np.ndarray, *, repeats: int = 50, n_splits: int = 10, seed: int = 0
+) -> dict:
     """Dataset inference between two random halves of the validation set, ``repeats`` times.
 
     Both halves are non-members, so the p-values should be roughly uniform and the share
     below alpha about alpha.
     """
     if len(b) < 2 * MIN_TEXTS:
-        raise InputError(f"the validation set has {len(b)} texts; the false-positive check needs at least {2 * MIN_TEXTS}")
+        raise InputError(
+            f"the validation set has {len(b)} texts; the false-positive check needs at least "
+            f"{2 * MIN_TEXTS}"
+        )
     rng = np.random.default_rng(seed)
     p_values = []
     for r in range(repeats):
         idx = rng.permutation(len(b))
         half = len(b) // 2
-        p_values.append(infer(b[idx[:half]], b[idx[half:]], n_splits=n_splits, seed=seed + 1 + r)["p_value"])
+        p_values.append(
+            infer(b[idx[:half]], b[idx[half:]], n_splits=n_splits, seed=seed + 1 + r)["p_value"]
+        )
     return {"p_values": p_values}
 
 
-def run_dataset_inference(config: DatasetInferenceConfig, *, progress: Progress | None = None) -> dict:
+def run_dataset_inference(
+    config: DatasetInferenceConfig, *, progress: Progress | None = None
+) -> dict:
     """``memaudit dataset-inference``: score both sets once, test, and write the run dir."""
     timings = Timings()
     with timings("prepare"):
@@ -139,7 +165,9 @@ def run_dataset_inference(config: DatasetInferenceConfig, *, progress: Progress 
             config.validation,
             model=config.model,
             reference=config.reference,
-            options=LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code),
+            options=LoadOptions(
+                dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            ),
             skip_invalid=config.skip_invalid,
             names=("suspect texts", "validation texts"),
         )
@@ -162,7 +190,9 @@ def run_dataset_inference(config: DatasetInferenceConfig, *, progress: Progress 
         curve = p_value_curve(a, b, curve_sizes(len(a)), n_splits=config.n_splits, seed=config.seed)
         check = None
         if config.false_positive_check:
-            check = false_positive_check(b, repeats=config.fp_repeats, n_splits=config.n_splits, seed=config.seed)
+            check = false_positive_check(
+                b, repeats=config.fp_repeats, n_splits=config.n_splits, seed=config.seed
+            )
             check["share_below_alpha"] = float(np.mean(np.array(check["p_values"]) < config.alpha))
 
     run = rs.RunDir.begin(config.out, "dataset-inference", config)

@@ -45,13 +45,17 @@ class MiaOutcome:
 
 
 def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec], list[str]]:
-    """Parse the attack list; under "all", attacks needing an absent reference are left out with a note."""
+    """Parse the attack list; under "all", attacks needing an absent reference are left out with
+    a note.
+    """
     specs = parse_attacks(spec)
     notes = []
     if not has_reference:
         needing = [s for s in specs if "reference" in s.attack.needs]
         if needing and spec.strip() != "all":
-            raise InputError(f"attack '{needing[0].column}' needs a reference model: pass --reference DIR")
+            raise InputError(
+                f"attack '{needing[0].column}' needs a reference model: pass --reference DIR"
+            )
         if needing:
             notes.append("attack 'reference' left out: no --reference model given")
         specs = [s for s in specs if "reference" not in s.attack.needs]
@@ -78,8 +82,12 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
             config.members,
             config.nonmembers,
             model=config.model,
-            reference=config.reference if any("reference" in s.attack.needs for s in specs) else None,
-            options=LoadOptions(dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code),
+            reference=config.reference
+            if any("reference" in s.attack.needs for s in specs)
+            else None,
+            options=LoadOptions(
+                dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            ),
             skip_invalid=config.skip_invalid,
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
@@ -99,7 +107,12 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         labels = np.array([r.label for r in inp.records])
         attack_scores = {s.column: s(views) for s in specs}
         metrics = {
-            col: {k: e.to_dict() for k, e in membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
+            col: {
+                k: e.to_dict()
+                for k, e in membership_metrics(
+                    v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed
+                ).items()
+            }
             for col, v in attack_scores.items()
         }
 
@@ -117,16 +130,32 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     target, reference = inp.target, inp.reference
     results = {
         **run.header({"target": target, "reference": reference}),
-        "score_settings": {**settings.__dict__, "window": dict(zip(("max_length", "stride"), settings.window(target)))},
-        "reference_tokenizer_differs": bool(reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint),
+        "score_settings": {
+            **settings.__dict__,
+            "window": dict(zip(("max_length", "stride"), settings.window(target))),
+        },
+        "reference_tokenizer_differs": bool(
+            reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint
+        ),
         "data": {
             "members": {"path": config.members, "n": int((labels == 1).sum())},
             "nonmembers": {"path": config.nonmembers, "n": int((labels == 0).sum())},
             "skipped": [s.to_dict() for s in inp.skipped],
         },
-        "attacks": {s.column: {"name": s.attack.name, "params": s.params, "description": s.attack.description} for s in specs},
+        "attacks": {
+            s.column: {
+                "name": s.attack.name,
+                "params": s.params,
+                "description": s.attack.description,
+            }
+            for s in specs
+        },
         "metrics": metrics,
-        **({"index": index.describe(), "by_duplication": by_duplication} if index is not None else {}),
+        **(
+            {"index": index.describe(), "by_duplication": by_duplication}
+            if index is not None
+            else {}
+        ),
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
@@ -142,27 +171,42 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     return MiaOutcome(out, results, inp.warnings)
 
 
-def _score_columns(records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]) -> dict[str, list]:
+def _score_columns(
+    records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]
+) -> dict[str, list]:
     columns = {
         "id": [r.id for r in records],
         "label": [r.label for r in records],
         "n_tokens": [int(n) for n in n_tokens],
         "source": [r.where for r in records],
     }
-    columns.update(rs.metadata_columns([r.meta for r in records], set(rs.RESERVED_COLUMNS) | set(attack_scores)))
+    columns.update(
+        rs.metadata_columns(
+            [r.meta for r in records], set(rs.RESERVED_COLUMNS) | set(attack_scores)
+        )
+    )
     columns.update({k: v.tolist() for k, v in attack_scores.items()})
     return columns
 
 
-def _metrics_by_bucket(attack_scores: dict[str, np.ndarray], labels: np.ndarray, buckets: np.ndarray, config: MiaConfig) -> dict:
-    """Each duplication bucket's members against all non-members: does duplication make membership easier to see?"""
+def _metrics_by_bucket(
+    attack_scores: dict[str, np.ndarray], labels: np.ndarray, buckets: np.ndarray, config: MiaConfig
+) -> dict:
+    """Each duplication bucket's members against all non-members: does duplication make
+    membership easier to see?
+    """
     out = {}
     for b in bucket_order(buckets[labels == 1].tolist()):
         keep = (labels == 0) | (buckets == b)
         out[b] = {
             "members": int(((labels == 1) & keep).sum()),
             "metrics": {
-                col: {k: e.to_dict() for k, e in membership_metrics(v[keep], labels[keep], n_bootstrap=config.n_bootstrap, seed=config.seed).items()}
+                col: {
+                    k: e.to_dict()
+                    for k, e in membership_metrics(
+                        v[keep], labels[keep], n_bootstrap=config.n_bootstrap, seed=config.seed
+                    ).items()
+                }
                 for col, v in attack_scores.items()
             },
         }
@@ -172,6 +216,11 @@ def _metrics_by_bucket(attack_scores: dict[str, np.ndarray], labels: np.ndarray,
 def _roc_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
     fpr, tpr, _ = roc_curve(scores, labels)
     if len(fpr) > MAX_ROC_POINTS:  # keep the curve's shape, including its low-FPR end
-        keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, MAX_ROC_POINTS).astype(int), np.arange(min(200, len(fpr)))])
+        keep = np.unique(
+            np.r_[
+                np.linspace(0, len(fpr) - 1, MAX_ROC_POINTS).astype(int),
+                np.arange(min(200, len(fpr))),
+            ]
+        )
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

@@ -1,4 +1,5 @@
-"""Two labelled sets (members / non-members, suspect / validation), read, loaded and checked up front.
+"""Two labelled sets (members / non-members, suspect / validation), read, loaded and checked up
+front.
 
 Everything that can be wrong with the input fails here, before any output is written.
 """
@@ -43,15 +44,21 @@ def prepare_sets(
     neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
     target = load_causal_lm(model, options)
     ref = load_causal_lm(reference, options) if reference else None
-    records, target_ids, ref_ids, short = tokenize_and_check(target, ref, pos.records + neg.records, skip_invalid)
+    records, target_ids, ref_ids, short = tokenize_and_check(
+        target, ref, pos.records + neg.records, skip_invalid
+    )
     for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):
         if not any(r.label == label for r in records):
             raise InputError(f"no valid {name} left to score", path=path)
     warnings = overlap_warnings(pos.records, neg.records, names)
-    return PreparedSets(records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids)
+    return PreparedSets(
+        records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids
+    )
 
 
-def overlap_warnings(first: list[TextRecord], second: list[TextRecord], names=("members", "non-members")) -> list[str]:
+def overlap_warnings(
+    first: list[TextRecord], second: list[TextRecord], names=("members", "non-members")
+) -> list[str]:
     shared = {text_hash(r.text) for r in first} & {text_hash(r.text) for r in second}
     if not shared:
         return []
@@ -68,9 +75,16 @@ def tokenize_and_check(target, reference, records, skip_invalid):
         if bad is None:
             keep.append(i)
             continue
-        reason = f"text has {len(ids[bad][i])} token(s) under the {bad} tokenizer; at least 2 are needed"
+        reason = (
+            f"text has {len(ids[bad][i])} token(s) under the {bad} tokenizer; at least 2 are needed"
+        )
         if not skip_invalid:
             raise InputError(reason, path=r.path, line=r.line)
         skipped.append(Skipped(r.path or r.id, r.line, reason))
     pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
-    return pick(records), pick(ids["target"]), pick(ids["reference"]) if reference is not None else None, skipped
+    return (
+        pick(records),
+        pick(ids["target"]),
+        pick(ids["reference"]) if reference is not None else None,
+        skipped,
+    )

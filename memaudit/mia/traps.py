@@ -3,7 +3,8 @@
 ``make_traps`` samples sequences from a reference LM over a temperature sweep, keeps those
 that survive a decode/re-encode round trip at the same length, buckets them by their
 perplexity under the reference (quantile buckets of the pool), rejects near-duplicates
-(Jaccard of token trigram sets > 0.2), and splits each bucket into traps to inject and controls that never
+(Jaccard of token trigram sets > 0.2), and splits each bucket into traps to inject and controls that
+never
 are. ``inject_traps`` puts one trap per document, repeated n times, at line starts (or word
 starts in single-line text), so no word and no line of code is ever split, and records
 each copy's character offset. Detection compares injected traps with controls from the
@@ -69,19 +70,34 @@ def make_traps(
     tok = reference.tokenizer
     start = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
     if start is None:
-        raise InputError(f"{reference.name}: the tokenizer has no end-of-text or BOS token to start sampling from")
+        raise InputError(
+            f"{reference.name}: the tokenizer has no end-of-text or BOS token to start sampling "
+            "from"
+        )
     traps: list[Canary] = []
     for done, length in enumerate(lengths, start=1):
         if length + 1 > reference.max_length:
-            raise InputError(f"trap length {length} does not fit the reference's context of {reference.max_length}")
-        pool = _sample_pool(reference, start, length, 2 * per_bucket * n_buckets * pool_factor, temperatures, seed + length)
+            raise InputError(
+                f"trap length {length} does not fit the reference's context of "
+                f"{reference.max_length}"
+            )
+        pool = _sample_pool(
+            reference,
+            start,
+            length,
+            2 * per_bucket * n_buckets * pool_factor,
+            temperatures,
+            seed + length,
+        )
         traps += _bucket_and_pick(reference, pool, length, per_bucket, n_buckets, seed + length)
         if progress is not None:
             progress("sampling traps", done, len(lengths))
     return traps
 
 
-def _sample_pool(reference, start: int, length: int, n: int, temperatures, seed: int) -> list[tuple[list[int], float]]:
+def _sample_pool(
+    reference, start: int, length: int, n: int, temperatures, seed: int
+) -> list[tuple[list[int], float]]:
     """(ids, temperature) of sampled sequences that decode and re-encode to themselves."""
     tok = reference.tokenizer
     per_t = -(-n // len(temperatures))
@@ -114,7 +130,8 @@ def _bucket_and_pick(reference, pool, length, per_bucket, n_buckets, seed) -> li
                 break
         if len(accepted) < 2 * per_bucket:
             raise InputError(
-                f"only {len(accepted)} distinct sequences of length {length} in perplexity bucket {b}; "
+                f"only {len(accepted)} distinct sequences of length {length} in perplexity bucket "
+                f"{b}; "
                 f"{2 * per_bucket} needed: lower --per-bucket or raise --pool-factor"
             )
         for k, i in enumerate(accepted):
@@ -129,12 +146,19 @@ def _bucket_and_pick(reference, pool, length, per_bucket, n_buckets, seed) -> li
                 "temperature": pool[i][1],
                 "reference_tokenizer": reference.tokenizer_fingerprint,
             }
-            out.append(Canary(tid, pair, TRAP, "", texts[i], texts[i], "", 0, 0, "uniform", member, meta=meta))
+            out.append(
+                Canary(
+                    tid, pair, TRAP, "", texts[i], texts[i], "", 0, 0, "uniform", member, meta=meta
+                )
+            )
     return out
 
 
-def inject_traps(traps: list[Canary], docs: list[tuple[str, str]], *, repetitions=(1, 10, 100), seed: int = 0):
-    """One trap per document, each repeated n times; returns (new docs, traps with repetitions and offsets).
+def inject_traps(
+    traps: list[Canary], docs: list[tuple[str, str]], *, repetitions=(1, 10, 100), seed: int = 0
+):
+    """One trap per document, each repeated n times; returns (new docs, traps with repetitions and
+    offsets).
 
     Repetition counts rotate over the traps of each (length, bucket) group, so every group
     holds every count. Offsets are character offsets in the new document.
@@ -146,7 +170,10 @@ def inject_traps(traps: list[Canary], docs: list[tuple[str, str]], *, repetition
     InputError
         Fewer documents than traps, or too few documents long enough to hold them.
     """
-    members = sorted((t for t in traps if t.member), key=lambda t: (t.meta.get("length", 0), t.meta.get("bucket", 0), t.id))
+    members = sorted(
+        (t for t in traps if t.member),
+        key=lambda t: (t.meta.get("length", 0), t.meta.get("bucket", 0), t.id),
+    )
     if len(docs) < len(members):
         raise InputError(f"{len(members)} traps need as many documents; the corpus has {len(docs)}")
     rng = random.Random(seed)
@@ -154,10 +181,15 @@ def inject_traps(traps: list[Canary], docs: list[tuple[str, str]], *, repetition
     free = list(range(len(docs)))
     rng.shuffle(free)
     new_docs, placed = list(docs), {}
-    for trap in sorted(members, key=lambda t: -len(t.text)):  # longest first, while long documents remain
+    for trap in sorted(
+        members, key=lambda t: -len(t.text)
+    ):  # longest first, while long documents remain
         d = next((i for i in free if len(docs[i][1]) >= len(trap.text)), None)
         if d is None:
-            raise InputError(f"no document left with at least {len(trap.text)} characters for trap {trap.id}: documents shorter than a trap cannot hold it")
+            raise InputError(
+                f"no document left with at least {len(trap.text)} characters for trap {trap.id}: "
+                "documents shorter than a trap cannot hold it"
+            )
         free.remove(d)
         doc_id, text = docs[d]
         new_text, offsets = _insert(text, trap.text, reps_of[trap.id], rng)
@@ -166,16 +198,31 @@ def inject_traps(traps: list[Canary], docs: list[tuple[str, str]], *, repetition
     out = []
     for t in traps:
         n = reps_of.get(t.id if t.member else t.pair_id, 0)
-        out.append(replace(t, repetitions=n if t.member else 0, level=n, insertions=placed.get(t.id, [])))
+        out.append(
+            replace(t, repetitions=n if t.member else 0, level=n, insertions=placed.get(t.id, []))
+        )
     return new_docs, out
 
 
 def _insert(text: str, trap: str, n: int, rng: random.Random) -> tuple[str, list[int]]:
-    """Insert ``trap`` n times at line starts (or word starts); the new text and each copy's offset."""
+    """Insert ``trap`` n times at line starts (or word starts); the new text and each copy's
+    offset.
+    """
     if "\n" in text.strip():
-        sep, starts = "\n", [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text)]
+        sep, starts = (
+            "\n",
+            [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text)],
+        )
     else:
-        sep, starts = " ", [0] + [i + 1 for i, ch in enumerate(text) if ch == " " and i + 1 < len(text) and text[i + 1] != " "]
+        sep, starts = (
+            " ",
+            [0]
+            + [
+                i + 1
+                for i, ch in enumerate(text)
+                if ch == " " and i + 1 < len(text) and text[i + 1] != " "
+            ],
+        )
     positions = sorted(rng.choice(starts) for _ in range(n))
     pieces, offsets, last, shift = [], [], 0, 0
     for p in positions:
@@ -188,41 +235,75 @@ def _insert(text: str, trap: str, n: int, rng: random.Random) -> tuple[str, list
     return "".join(pieces), offsets
 
 
-def detection_grid(traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
-    """AUC (with CI) of injected traps vs the controls of their (length, bucket), per (length, repetitions, bucket)."""
+def detection_grid(
+    traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0
+) -> list[dict]:
+    """AUC (with CI) of injected traps vs the controls of their (length, bucket), per (length,
+    repetitions, bucket).
+    """
     key = lambda t: (t.meta["length"], t.meta["bucket"])  # noqa: E731
     cells = sorted({(t.meta["length"], t.level, t.meta["bucket"]) for t in traps if t.member})
     rows = []
     for length, reps, bucket in cells:
-        idx_m = [i for i, t in enumerate(traps) if t.member and key(t) == (length, bucket) and t.level == reps]
+        idx_m = [
+            i
+            for i, t in enumerate(traps)
+            if t.member and key(t) == (length, bucket) and t.level == reps
+        ]
         idx_c = [i for i, t in enumerate(traps) if not t.member and key(t) == (length, bucket)]
         idx = idx_m + idx_c
         labels = np.r_[np.ones(len(idx_m)), np.zeros(len(idx_c))]
-        row = {"length": length, "repetitions": reps, "bucket": bucket, "traps": len(idx_m), "controls": len(idx_c)}
+        row = {
+            "length": length,
+            "repetitions": reps,
+            "bucket": bucket,
+            "traps": len(idx_m),
+            "controls": len(idx_c),
+        }
         for name, v in scores.items():
-            row[name] = {k: e.to_dict() for k, e in membership_metrics(v[idx], labels, n_bootstrap=n_bootstrap, seed=seed).items()}["auc"]
+            row[name] = {
+                k: e.to_dict()
+                for k, e in membership_metrics(
+                    v[idx], labels, n_bootstrap=n_bootstrap, seed=seed
+                ).items()
+            }["auc"]
         rows.append(row)
     return rows
 
 
-def pooled_grid(traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0) -> list[dict]:
-    """As :func:`detection_grid`, with the perplexity buckets pooled: one cell per (length, repetitions)."""
+def pooled_grid(
+    traps: list[Canary], scores: dict[str, np.ndarray], *, n_bootstrap: int = 1000, seed: int = 0
+) -> list[dict]:
+    """As :func:`detection_grid`, with the perplexity buckets pooled: one cell per (length,
+    repetitions).
+    """
     pooled = [replace(t, meta={**t.meta, "bucket": "all"}) for t in traps]
     return detection_grid(pooled, scores, n_bootstrap=n_bootstrap, seed=seed)
 
 
-def controls_at_chance(traps: list[Canary], scores: dict[str, np.ndarray], *, seed: int = 0) -> dict:
-    """AUC between two random halves of the controls, split within each (length, bucket): should sit near 0.5."""
+def controls_at_chance(
+    traps: list[Canary], scores: dict[str, np.ndarray], *, seed: int = 0
+) -> dict:
+    """AUC between two random halves of the controls, split within each (length, bucket): should
+    sit near 0.5.
+    """
     rng = random.Random(seed)
     first, second = [], []
     for cell in sorted({(t.meta["length"], t.meta["bucket"]) for t in traps}):
-        idx = [i for i, t in enumerate(traps) if not t.member and (t.meta["length"], t.meta["bucket"]) == cell]
+        idx = [
+            i
+            for i, t in enumerate(traps)
+            if not t.member and (t.meta["length"], t.meta["bucket"]) == cell
+        ]
         rng.shuffle(idx)
         first += idx[: len(idx) // 2]
         second += idx[len(idx) // 2 :]
     idx = first + second
     labels = np.r_[np.ones(len(first)), np.zeros(len(second))]
-    return {name: membership_metrics(v[idx], labels, n_bootstrap=1000, seed=seed)["auc"].to_dict() for name, v in scores.items()}
+    return {
+        name: membership_metrics(v[idx], labels, n_bootstrap=1000, seed=seed)["auc"].to_dict()
+        for name, v in scores.items()
+    }
 
 
 DETECT_ATTACKS = "reference,loss,min_k"
@@ -242,7 +323,9 @@ def trap_contexts(traps: list[Canary], docs: dict[str, str], chars: int) -> list
             continue
         ins = owner.insertions[0]
         if ins["doc"] not in docs:
-            raise InputError(f"document {ins['doc']} of trap {owner.id} is not in the given documents")
+            raise InputError(
+                f"document {ins['doc']} of trap {owner.id} is not in the given documents"
+            )
         text, offset = docs[ins["doc"]], ins["char_offset"]
         ctx = text[max(0, offset - chars) : offset]
         cut = ctx.find("\n")
@@ -250,10 +333,16 @@ def trap_contexts(traps: list[Canary], docs: dict[str, str], chars: int) -> list
     return out
 
 
-def conditional_logp(model, texts: list[str], contexts: list[str], *, cache_root=None) -> np.ndarray:
-    """Mean log-probability of each text's tokens given its context (the text alone where the context is empty)."""
+def conditional_logp(
+    model, texts: list[str], contexts: list[str], *, cache_root=None
+) -> np.ndarray:
+    """Mean log-probability of each text's tokens given its context (the text alone where the
+    context is empty).
+    """
     whole, _ = score_texts(model, [c + t for c, t in zip(contexts, texts)], cache_root=cache_root)
-    ctx_only, _ = score_texts(model, [c if c else t for c, t in zip(contexts, texts)], cache_root=cache_root)
+    ctx_only, _ = score_texts(
+        model, [c if c else t for c, t in zip(contexts, texts)], cache_root=cache_root
+    )
     out = np.empty(len(texts))
     for i, c in enumerate(contexts):
         w = whole.text(i)
@@ -266,8 +355,21 @@ def conditional_logp(model, texts: list[str], contexts: list[str], *, cache_root
     return out
 
 
-def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, options=None, cache_root=None, n_bootstrap: int = 1000,
-                     seed: int = 0, report: bool = True, progress=None, docs: str | None = None, context_chars: int = 0) -> dict:
+def run_traps_detect(
+    *,
+    model: str,
+    reference: str,
+    ledger: str,
+    out: str,
+    options=None,
+    cache_root=None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    report: bool = True,
+    progress=None,
+    docs: str | None = None,
+    context_chars: int = 0,
+) -> dict:
     """Score every trap and control with the target and the reference; AUC grids; write the run dir.
 
     With ``docs`` (the injected corpus) and ``context_chars``, also score each trap given the
@@ -279,33 +381,59 @@ def run_traps_detect(*, model: str, reference: str, ledger: str, out: str, optio
         if not all(t.template == TRAP for t in traps):
             raise InputError("not a trap ledger (make one with `memaudit traps make`)", path=ledger)
         if not any(t.member and t.insertions for t in traps):
-            raise InputError("no trap in this ledger was injected (use the ledger `memaudit traps inject` wrote)", path=ledger)
+            raise InputError(
+                "no trap in this ledger was injected (use the ledger `memaudit traps inject` "
+                "wrote)",
+                path=ledger,
+            )
         options = options or LoadOptions()
         target, ref = load_causal_lm(model, options), load_causal_lm(reference, options)
         made_with = {t.meta.get("reference_tokenizer") for t in traps}
         if made_with != {ref.tokenizer_fingerprint}:
             raise InputError(
-                f"the traps were made with a reference whose tokenizer is {', '.join(sorted(map(str, made_with)))}, "
-                f"but {reference} has tokenizer {ref.tokenizer_fingerprint}: lengths and perplexity buckets would not match",
+                "the traps were made with a reference whose tokenizer is "
+                f"{', '.join(sorted(map(str, made_with)))}, "
+                f"but {reference} has tokenizer {ref.tokenizer_fingerprint}: lengths and "
+                "perplexity buckets would not match",
                 path=ledger,
             )
     with timings("scoring"):
         texts = [t.text for t in traps]
-        views, stats = score_views(target, ref, texts, ScoreSettings(), lowercase=False, cache_root=cache_root, progress=progress)
+        views, stats = score_views(
+            target,
+            ref,
+            texts,
+            ScoreSettings(),
+            lowercase=False,
+            cache_root=cache_root,
+            progress=progress,
+        )
         scores = {s.column: s(views) for s in parse_attacks(DETECT_ATTACKS)}
         if context_chars > 0:
             if docs is None:
                 raise InputError("scoring traps in context needs the injected documents (--docs)")
-            contexts = trap_contexts(traps, {r.id: r.text for r in read_texts(docs).records}, context_chars)
+            contexts = trap_contexts(
+                traps, {r.id: r.text for r in read_texts(docs).records}, context_chars
+            )
             target_ctx = conditional_logp(target, texts, contexts, cache_root=cache_root)
             scores["loss+context"] = target_ctx
-            scores["reference+context"] = target_ctx - conditional_logp(ref, texts, contexts, cache_root=cache_root)
+            scores["reference+context"] = target_ctx - conditional_logp(
+                ref, texts, contexts, cache_root=cache_root
+            )
     with timings("grids"):
         grid = detection_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         pooled = pooled_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         chance = controls_at_chance(traps, scores, seed=seed)
-    config = {"model": model, "reference": reference, "ledger": ledger, "out": out, "n_bootstrap": n_bootstrap, "seed": seed,
-              "docs": docs, "context_chars": context_chars}
+    config = {
+        "model": model,
+        "reference": reference,
+        "ledger": ledger,
+        "out": out,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "docs": docs,
+        "context_chars": context_chars,
+    }
     run = rs.RunDir.begin(out, "traps detect", config)
     columns = {
         "id": [t.id for t in traps],

@@ -7,7 +7,8 @@ the positions it needs, so the full (batch x length x vocab) logits never exist 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -16,7 +17,9 @@ import torch
 class CausalLM(Protocol):
     name: str
     fingerprint: str
-    """Hash of the config and the weights: two models share it only if they compute the same thing."""
+    """Hash of the config and the weights: two models share it only if they compute the same
+    thing.
+    """
     tokenizer_fingerprint: str
     max_length: int
     """Longest window the model accepts (its positional context)."""
@@ -26,7 +29,9 @@ class CausalLM(Protocol):
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the model's own special-token convention."""
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """(B, T) ids -> (B, T, D) final hidden states, the input of the vocabulary projection.
 
         ``attention_mask`` None means every position attends causally to all before it.

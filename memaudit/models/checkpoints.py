@@ -20,7 +20,9 @@ WIDTH = 7  # step digits in a checkpoint's name
 
 
 def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
-    """An optimizer's per-parameter state as flat tensors ("<param index>.<name>"), to save as safetensors."""
+    """An optimizer's per-parameter state as flat tensors ("<param index>.<name>"), to save as
+    safetensors.
+    """
     tensors = {}
     for index, state in optimizer.state_dict()["state"].items():
         for name, value in state.items():
@@ -36,7 +38,9 @@ def restore_optimizer(optimizer, path: Path) -> None:
     for key, value in load_file(str(path)).items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+    optimizer.load_state_dict(
+        {"state": state, "param_groups": optimizer.state_dict()["param_groups"]}
+    )
 
 
 def list_checkpoints(folder: str | Path, prefix: str) -> list[tuple[int, Path]]:
@@ -54,8 +58,12 @@ def checkpoint_identity(folder: str | Path, prefix: str) -> str | None:
     return json.loads((found[-1][1] / "state.json").read_text())["identity"] if found else None
 
 
-def save_checkpoint(folder: Path, prefix: str, step: int, model, optimizer, *, identity: str, keep_older: bool) -> Path:
-    """Write the checkpoint of ``step`` whole (temp folder, then rename); older ones go unless ``keep_older``."""
+def save_checkpoint(
+    folder: Path, prefix: str, step: int, model, optimizer, *, identity: str, keep_older: bool
+) -> Path:
+    """Write the checkpoint of ``step`` whole (temp folder, then rename); older ones go unless
+    ``keep_older``.
+    """
     from safetensors.torch import save_file, save_model
 
     folder = Path(folder)
@@ -76,8 +84,11 @@ def save_checkpoint(folder: Path, prefix: str, step: int, model, optimizer, *, i
     return final
 
 
-def resume_from_checkpoint(folder: Path, prefix: str, model, optimizer, *, identity: str, owner: Path) -> int:
-    """Load the newest checkpoint into ``model`` and ``optimizer``; its step, or 0 when there is none.
+def resume_from_checkpoint(
+    folder: Path, prefix: str, model, optimizer, *, identity: str, owner: Path
+) -> int:
+    """Load the newest checkpoint into ``model`` and ``optimizer``; its step, or 0 when there is
+    none.
 
     Checkpoints of a run with another identity are never loaded: that is an InputError
     naming ``owner``, the directory the user chose.
@@ -88,7 +99,9 @@ def resume_from_checkpoint(folder: Path, prefix: str, model, optimizer, *, ident
     if not found:
         return 0
     if checkpoint_identity(folder, prefix) != identity:
-        raise InputError(f"{owner} holds checkpoints of a run with another config; choose another --out")
+        raise InputError(
+            f"{owner} holds checkpoints of a run with another config; choose another --out"
+        )
     step, d = found[-1]
     load_model(model, str(d / "model.safetensors"))
     restore_optimizer(optimizer, d / "optimizer.safetensors")

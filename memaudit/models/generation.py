@@ -8,7 +8,7 @@ keys and values. Position ids follow each row's own tokens, so padding changes n
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -24,7 +24,8 @@ def greedy_generate(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
-    """Greedy continuations of ``max_new_tokens`` tokens for every prompt (end-of-text does not stop them).
+    """Greedy continuations of ``max_new_tokens`` tokens for every prompt (end-of-text does not stop
+    them).
 
     Parameters
     ----------
@@ -48,7 +49,8 @@ def greedy_generate(
     longest = max((len(p) for p in prompts), default=0)
     if longest + max_new_tokens > model.max_length:
         raise InputError(
-            f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's context of {model.max_length}"
+            f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
+            f"context of {model.max_length}"
         )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
@@ -63,7 +65,16 @@ def greedy_generate(
 
 
 @torch.no_grad()
-def sample(model, prompt: Sequence[int], n: int, length: int, *, temperature: float, seed: int, batch_size: int = 64) -> list[list[int]]:
+def sample(
+    model,
+    prompt: Sequence[int],
+    n: int,
+    length: int,
+    *,
+    temperature: float,
+    seed: int,
+    batch_size: int = 64,
+) -> list[list[int]]:
     """``n`` sampled continuations of ``length`` tokens of one prompt, at a temperature, seeded."""
     if temperature <= 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
@@ -71,7 +82,9 @@ def sample(model, prompt: Sequence[int], n: int, length: int, *, temperature: fl
     out = []
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        out.extend(_generate_batch(model, [prompt] * rows, length, temperature=temperature, generator=gen))
+        out.extend(
+            _generate_batch(model, [prompt] * rows, length, temperature=temperature, generator=gen)
+        )
     return out
 
 
@@ -82,7 +95,9 @@ def _next_token(logits: torch.Tensor, temperature: float, generator) -> torch.Te
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _generate_batch(model, prompts, max_new_tokens: int, *, temperature: float = 0.0, generator=None) -> list[list[int]]:
+def _generate_batch(
+    model, prompts, max_new_tokens: int, *, temperature: float = 0.0, generator=None
+) -> list[list[int]]:
     lm, device = model.model, model.device
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, P), left-padded
@@ -100,12 +115,20 @@ def _generate_batch(model, prompts, max_new_tokens: int, *, temperature: float =
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
         positions = positions[:, -1:] + 1  # (B, 1)
         past = {cache: getattr(out, cache)}
-        out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=positions, use_cache=True, **past)
+        out = lm(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **past,
+        )
         token = _next_token(out.logits[:, -1], temperature, generator)
         tokens.append(token)
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
 
 
 def _cache_name(lm) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); take whichever this version has."""
+    """transformers renamed ``past_key_values`` to ``cache`` (5.2x); take whichever this version
+    has.
+    """
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"

@@ -1,13 +1,15 @@
-"""Hugging Face causal LMs from a local directory: safetensors only, no hub, no remote code by default."""
+"""Hugging Face causal LMs from a local directory: safetensors only, no hub, no remote code by
+default.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -51,7 +53,7 @@ class LoadOptions:
         return DTYPES[self.dtype]
 
 
-def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> "HFCausalLM":
+def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> HFCausalLM:
     """Load a causal LM and its tokenizer from a local directory.
 
     Parameters
@@ -75,7 +77,9 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     dtype = options.resolve_dtype(device)
     kwargs = dict(local_files_only=True, trust_remote_code=options.trust_remote_code)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, use_safetensors=True, dtype=dtype, **kwargs
+        )
     except (ValueError, KeyError, OSError) as e:
         raise ModelLoadError(f"{model_dir}: not a loadable causal LM ({_first_line(e)})") from e
     tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
@@ -89,17 +93,28 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False):
 
     p = Path(path)
     if not p.is_dir() or not any((p / f).is_file() for f in TOKENIZER_FILES):
-        raise ModelLoadError(f"{p}: not a local directory with tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
+        raise ModelLoadError(
+            f"{p}: not a local directory with tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, "
+            "...)"
+        )
     try:
-        return AutoTokenizer.from_pretrained(p, local_files_only=True, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            p, local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (ValueError, KeyError, OSError, TypeError) as e:
         raise ModelLoadError(f"{p}: cannot load its tokenizer ({_first_line(e)})") from e
 
 
 def _check_model_dir(p: Path, options: LoadOptions) -> Path:
     if not p.is_dir():
-        hint = " (hub ids are never downloaded)" if not p.exists() and not str(p).startswith((".", "/", "~")) else ""
-        raise ModelLoadError(f"{p}: not a local model directory; models are loaded from local directories only{hint}")
+        hint = (
+            " (hub ids are never downloaded)"
+            if not p.exists() and not str(p).startswith((".", "/", "~"))
+            else ""
+        )
+        raise ModelLoadError(
+            f"{p}: not a local model directory; models are loaded from local directories only{hint}"
+        )
     if not (p / "config.json").is_file():
         raise ModelLoadError(f"{p}: no config.json; not a Hugging Face model directory")
     if not list(p.glob("*.safetensors")):
@@ -108,7 +123,9 @@ def _check_model_dir(p: Path, options: LoadOptions) -> Path:
         raise ModelLoadError(f"{p}: no .safetensors weights{found}")
     config = _read_json(p / "config.json")
     if config.get("auto_map") and not options.trust_remote_code:
-        raise ModelLoadError(f"{p}: this model needs its own code; pass --trust-remote-code if you trust it")
+        raise ModelLoadError(
+            f"{p}: this model needs its own code; pass --trust-remote-code if you trust it"
+        )
     return p
 
 
@@ -133,9 +150,13 @@ class HFCausalLM:
         return self.tokenizer(list(texts), verbose=False)["input_ids"]
 
     @torch.no_grad()
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         if not self.chunked:
-            raise RuntimeError("this architecture's logits are not a plain projection; use logits()")
+            raise RuntimeError(
+                "this architecture's logits are not a plain projection; use logits()"
+            )
         out = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state  # (B, T, D)
 
@@ -146,7 +167,9 @@ class HFCausalLM:
             bias = getattr(head, "bias", None)
             self._w32 = (head.weight.float(), None if bias is None else bias.float())
         w, b = self._w32
-        logits = torch.nn.functional.linear(hidden.float(), w, b)  # (N, V), fp32 even for bf16 models
+        logits = torch.nn.functional.linear(
+            hidden.float(), w, b
+        )  # (N, V), fp32 even for bf16 models
         scale = getattr(self.model.config, "logit_scale", None)
         if scale:
             logits = logits * scale
@@ -189,7 +212,9 @@ class HFCausalLM:
             return False
         ref = self.logits(ids, mask)[0].float()
         tol = 1e-4 if self.dtype == torch.float32 else 5e-2
-        return bool(torch.allclose(ours, ref, atol=tol * max(1.0, ref.abs().max().item()), rtol=tol))
+        return bool(
+            torch.allclose(ours, ref, atol=tol * max(1.0, ref.abs().max().item()), rtol=tol)
+        )
 
 
 def _context_length(config) -> int:

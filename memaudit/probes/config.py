@@ -1,4 +1,5 @@
-"""Settings of the probes (``probe kk make|run``, ``temporal``, ``temporal-make``, ``retention``, ``recall``, ``recall-train``).
+"""Settings of the probes (``probe kk make|run``, ``temporal``, ``temporal-make``, ``retention``,
+``recall``, ``recall-train``).
 
 Each command's settings are one frozen dataclass; ``setting(...)`` keeps a field's default,
 help and flag together, and ``cli`` builds the command's flags from it. This module imports
@@ -36,21 +37,35 @@ class KKMakeConfig:
     """Settings of ``memaudit probe kk make``."""
 
     people: tuple[int, ...] = setting(
-        (2, 3, 4, 5, 6, 7, 8), parse=people_range, default_text="2..8", help="People per puzzle: a range 2..8, or a list 3,5."
+        (2, 3, 4, 5, 6, 7, 8),
+        parse=people_range,
+        default_text="2..8",
+        help="People per puzzle: a range 2..8, or a list 3,5.",
     )
     n: int = setting(10, help="Puzzles per number of people.")
     depth: int = setting(2, help="Most operators nested in one statement.")
     seed: int = setting(0, help="Seed of names, statements and roles.")
-    out: str = setting("kk.jsonl", help="JSONL to write: text (puzzle + answer), prompt, answer, and the puzzle's structure.")
+    out: str = setting(
+        "kk.jsonl",
+        help="JSONL to write: text (puzzle + answer), prompt, answer, and the puzzle's structure.",
+    )
 
 
 @dataclass(frozen=True)
 class KKRunConfig:
     model: str = setting(help="Model dir (local, safetensors).")
-    data: str = setting(help="Puzzles from `memaudit probe kk make` (e.g. the ones it was trained on).")
-    perturbations: tuple[str, ...] = setting(("leaf", "statement", "names", "roles", "order"), flag="--perturb", help="Perturbations to measure consistency under.")
+    data: str = setting(
+        help="Puzzles from `memaudit probe kk make` (e.g. the ones it was trained on)."
+    )
+    perturbations: tuple[str, ...] = setting(
+        ("leaf", "statement", "names", "roles", "order"),
+        flag="--perturb",
+        help="Perturbations to measure consistency under.",
+    )
     out: str = setting("runs/kk", help="Run directory.")
-    max_new_tokens: int | None = setting(None, help="Tokens generated per answer.", default_text="enough for the longest answer")
+    max_new_tokens: int | None = setting(
+        None, help="Tokens generated per answer.", default_text="enough for the longest answer"
+    )
     batch_size: int = setting(16, help="Puzzles decoded together.")
     n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
     seed: int = setting(0, help="Seed of the perturbations and the bootstrap.")
@@ -60,7 +75,9 @@ class KKRunConfig:
     def __post_init__(self):
         unknown = [k for k in self.perturbations if k not in PERTURBATIONS]
         if unknown:
-            raise InputError(f"unknown perturbation '{unknown[0]}' (known: {', '.join(PERTURBATIONS)})")
+            raise InputError(
+                f"unknown perturbation '{unknown[0]}' (known: {', '.join(PERTURBATIONS)})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,8 +90,12 @@ class TemporalMakeConfig:
     start: str = setting("2020-01-01", help="First date.")
     end: str = setting("2023-12-31", help="Last date.")
     per_month: int = setting(2, help="Facts per month.")
-    cutoff: str | None = setting(None, help="Also write the facts before this date as a training corpus (--train-out).")
-    train_out: str = setting("facts-train.jsonl", help="Training corpus of the facts before --cutoff.")
+    cutoff: str | None = setting(
+        None, help="Also write the facts before this date as a training corpus (--train-out)."
+    )
+    train_out: str = setting(
+        "facts-train.jsonl", help="Training corpus of the facts before --cutoff."
+    )
     seed: int = setting(0, help="Seed of items, days and prices.")
     out: str = setting("facts.jsonl", help="JSONL of every fact (date, prompt, answer, text).")
 
@@ -90,8 +111,12 @@ class TemporalMakeConfig:
 @dataclass(frozen=True)
 class TemporalConfig:
     model: str = setting(help="Model dir (local, safetensors).")
-    facts: str = setting(help="JSONL of dated facts: date (YYYY-MM-DD), prompt, answer (numeric or text).")
-    cutoff: str = setting(help="The model's training cutoff (YYYY-MM-DD); facts on or after it count as after.")
+    facts: str = setting(
+        help="JSONL of dated facts: date (YYYY-MM-DD), prompt, answer (numeric or text)."
+    )
+    cutoff: str = setting(
+        help="The model's training cutoff (YYYY-MM-DD); facts on or after it count as after."
+    )
     period: str = setting("quarter", help="Bars of the plot: year, quarter or month.")
     tolerance: float = setting(0.0, help="Numeric answers: largest relative error counted correct.")
     max_new_tokens: int = setting(8, help="Tokens generated per answer.")
@@ -112,11 +137,19 @@ class TemporalConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    model: str = setting(help="Model dir trained with the ledger's canaries (e.g. by `memaudit train --ledger`).")
+    model: str = setting(
+        help="Model dir trained with the ledger's canaries (e.g. by `memaudit train --ledger`)."
+    )
     ledger: str = setting(help="The ledger (members and their twins).")
-    continue_corpus: str = setting(help="New data to continue training on: 'stdlib', a folder, .jsonl, .txt, .parquet.")
-    steps_list: tuple[int, ...] = setting((0, 10, 100, 1000), help="Steps of continued training at which to measure.")
-    continue_chars: int | None = setting(300_000, help="Use only the first documents of the new data up to this many characters.")
+    continue_corpus: str = setting(
+        help="New data to continue training on: 'stdlib', a folder, .jsonl, .txt, .parquet."
+    )
+    steps_list: tuple[int, ...] = setting(
+        (0, 10, 100, 1000), help="Steps of continued training at which to measure."
+    )
+    continue_chars: int | None = setting(
+        300_000, help="Use only the first documents of the new data up to this many characters."
+    )
     lr: float = setting(1e-3, help="Learning rate of the continued training.")
     batch_size: int = setting(16, help="Sequences per step.")
     seq_len: int = setting(128, help="Tokens per sequence.")
@@ -126,8 +159,14 @@ class RetentionConfig:
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
-        if not self.steps_list or list(self.steps_list) != sorted(set(self.steps_list)) or self.steps_list[0] < 0:
-            raise InputError(f"steps list must be increasing non-negative integers, got {list(self.steps_list)}")
+        if (
+            not self.steps_list
+            or list(self.steps_list) != sorted(set(self.steps_list))
+            or self.steps_list[0] < 0
+        ):
+            raise InputError(
+                f"steps list must be increasing non-negative integers, got {list(self.steps_list)}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,25 +180,43 @@ class RecallTrainConfig:
     length: int = setting(32, help="Training sequence length.")
     pairs: int = setting(4, help="Key-value pairs per training sequence.")
     vocab: int = setting(
-        64, help="MQAR ids used (keys below vocab/2, values above); `probe recall` reads it from the model dir."
+        64,
+        help=(
+            "MQAR ids used (keys below vocab/2, values above); `probe recall` reads it from the "
+            "model dir."
+        ),
     )
     steps: int = setting(600, help="Optimizer steps.")
     lr: float = setting(1e-3, help="AdamW learning rate (at 3e-3 some seeds stay on the plateau).")
     size: str = setting("micro", flag="--model-size", help="micro, tiny, small or base.")
-    arch: str = setting("llama", help="llama (rotary positions) or gpt2 (learned absolute positions).")
+    arch: str = setting(
+        "llama", help="llama (rotary positions) or gpt2 (learned absolute positions)."
+    )
     seed: int = setting(0, help="Seed of initialisation and data.")
 
 
 @dataclass(frozen=True)
 class RecallConfig:
     model: str = setting(help="Model dir (local, safetensors).")
-    task: str = setting("mqar", help="mqar (associative recall on token ids) or niah (needle in a haystack).")
-    lengths: tuple[int, ...] = setting((64, 128, 256), help="Context lengths in tokens (at most the model's context).")
+    task: str = setting(
+        "mqar", help="mqar (associative recall on token ids) or niah (needle in a haystack)."
+    )
+    lengths: tuple[int, ...] = setting(
+        (64, 128, 256), help="Context lengths in tokens (at most the model's context)."
+    )
     pairs: tuple[int, ...] = setting((2, 4, 8, 16), help="mqar: key-value pairs per sequence.")
-    depths: tuple[float, ...] = setting((0.0, 0.25, 0.5, 0.75, 1.0), help="niah: where the needle sits (0 start, 1 end).")
+    depths: tuple[float, ...] = setting(
+        (0.0, 0.25, 0.5, 0.75, 1.0), help="niah: where the needle sits (0 start, 1 end)."
+    )
     n: int = setting(64, help="Sequences per cell.")
-    vocab: int | None = setting(None, default_text="what `probe recall-train` recorded, else the model's vocabulary", help="mqar: ids used.")  # MQAR ids; None: the one the model was trained on, else its vocabulary size
-    filler: str = setting("stdlib", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt).")
+    vocab: int | None = setting(
+        None,
+        default_text="what `probe recall-train` recorded, else the model's vocabulary",
+        help="mqar: ids used.",
+    )  # MQAR ids; None: the one the model was trained on, else its vocabulary size
+    filler: str = setting(
+        "stdlib", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt)."
+    )
     seed: int = setting(0, help="Seed of keys, values and needles.")
     out: str = setting("runs/recall", help="Run directory.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")

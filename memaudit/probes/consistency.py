@@ -25,7 +25,12 @@ def limem(correct, perturbed_correct) -> dict:
         raise ValueError("correct and perturbed_correct must pair up")
     acc = float(c.mean()) if len(c) else math.nan
     cr = float(pc[c].mean()) if c.any() else math.nan
-    return {"accuracy": acc, "consistency": cr, "limem": acc * (1 - cr) if c.any() else 0.0, "perturbed_accuracy": float(pc.mean()) if len(pc) else math.nan}
+    return {
+        "accuracy": acc,
+        "consistency": cr,
+        "limem": acc * (1 - cr) if c.any() else 0.0,
+        "perturbed_accuracy": float(pc.mean()) if len(pc) else math.nan,
+    }
 
 
 def limem_with_ci(correct, perturbed_correct, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
@@ -33,11 +38,19 @@ def limem_with_ci(correct, perturbed_correct, *, n_bootstrap: int = 1000, seed: 
     c, pc = np.asarray(correct, bool), np.asarray(perturbed_correct, bool)
     point = limem(c, pc)
     rng = np.random.default_rng(seed)
-    draws = [limem(c[i], pc[i]) for i in (rng.integers(0, len(c), len(c)) for _ in range(n_bootstrap))] if len(c) else []
+    draws = (
+        [limem(c[i], pc[i]) for i in (rng.integers(0, len(c), len(c)) for _ in range(n_bootstrap))]
+        if len(c)
+        else []
+    )
     out = {"n": int(len(c))}
     for key, value in point.items():
         vals = np.array([d[key] for d in draws], float)
         vals = vals[~np.isnan(vals)]
-        ci = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [math.nan, math.nan]
+        ci = (
+            [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))]
+            if len(vals)
+            else [math.nan, math.nan]
+        )
         out[key] = {"value": value, "ci": ci}
     return out

@@ -18,15 +18,43 @@ from dataclasses import dataclass, field, replace
 
 from memaudit.errors import InputError
 
-NAMES = ("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Liam",
-         "Mia", "Noah", "Olga", "Paul", "Quinn", "Rosa", "Sam", "Tina", "Uma", "Victor", "Wendy", "Xavier", "Yara", "Zoe")
+NAMES = (
+    "Alice",
+    "Bob",
+    "Carol",
+    "David",
+    "Emma",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Iris",
+    "Jack",
+    "Kate",
+    "Liam",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Paul",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tina",
+    "Uma",
+    "Victor",
+    "Wendy",
+    "Xavier",
+    "Yara",
+    "Zoe",
+)
 ROLES = (("knight", "knave"), ("truth-teller", "liar"), ("angel", "devil"), ("saint", "sinner"))
 OPS = ("not", "and", "or", "implies", "iff")
 
 
 @dataclass(frozen=True)
 class Puzzle:
-    """Statements as nested tuples: ``("is", k, True)`` (person k is a knight), ``("not", e)``, ``(op, a, b)``."""
+    """Statements as nested tuples: ``("is", k, True)`` (person k is a knight), ``("not", e)``,
+    ``(op, a, b)``.
+    """
 
     statements: tuple  # one formula per person
     names: tuple[str, ...]
@@ -59,20 +87,32 @@ def evaluate(expr, assignment) -> bool:
 
 
 def solve(statements) -> list[tuple[bool, ...]]:
-    """Every assignment (True = knight) under which each speaker is a knight iff their statement holds."""
+    """Every assignment (True = knight) under which each speaker is a knight iff their statement
+    holds.
+    """
     n = len(statements)
-    return [a for a in itertools.product((True, False), repeat=n) if all(a[k] == evaluate(s, a) for k, s in enumerate(statements))]
+    return [
+        a
+        for a in itertools.product((True, False), repeat=n)
+        if all(a[k] == evaluate(s, a) for k, s in enumerate(statements))
+    ]
 
 
 def random_formula(rng: random.Random, n: int, depth: int, speaker: int):
-    """A random formula of at most ``depth`` operators over leaves about the other people (or the speaker)."""
+    """A random formula of at most ``depth`` operators over leaves about the other people (or
+    the speaker).
+    """
     if depth == 0 or rng.random() < 0.3:
         others = [k for k in range(n) if k != speaker] or [speaker]
         return ("is", rng.choice(others), rng.random() < 0.5)
     op = rng.choice(OPS)
     if op == "not":
         return ("not", random_formula(rng, n, depth - 1, speaker))
-    return (op, random_formula(rng, n, depth - 1, speaker), random_formula(rng, n, depth - 1, speaker))
+    return (
+        op,
+        random_formula(rng, n, depth - 1, speaker),
+        random_formula(rng, n, depth - 1, speaker),
+    )
 
 
 def make_puzzle(rng: random.Random, n: int, *, depth: int = 2, max_tries: int = 10_000) -> Puzzle:
@@ -92,16 +132,25 @@ def make_puzzle(rng: random.Random, n: int, *, depth: int = 2, max_tries: int = 
         except InputError:
             continue
         return p
-    raise InputError(f"no puzzle with a unique solution found in {max_tries} tries (people={n}, depth={depth})")
+    raise InputError(
+        f"no puzzle with a unique solution found in {max_tries} tries (people={n}, depth={depth})"
+    )
 
 
-def make_puzzles(people: range | list[int], n: int, *, depth: int = 2, seed: int = 0) -> list[Puzzle]:
+def make_puzzles(
+    people: range | list[int], n: int, *, depth: int = 2, seed: int = 0
+) -> list[Puzzle]:
     """``n`` puzzles per number of people, seeded."""
     rng = random.Random(seed)
-    return [replace(make_puzzle(rng, p, depth=depth), meta={"id": f"kk-{p}-{i}"}) for p in people for i in range(n)]
+    return [
+        replace(make_puzzle(rng, p, depth=depth), meta={"id": f"kk-{p}-{i}"})
+        for p in people
+        for i in range(n)
+    ]
 
 
 # ---- perturbations ---------------------------------------------------------------------------
+
 
 def _leaves(expr, path=()):
     if expr[0] == "is":
@@ -133,15 +182,18 @@ def _logic_changed(p: Puzzle, rng: random.Random, edit, tries: int = 1000) -> Pu
 
 def perturb_statement(p: Puzzle, rng: random.Random, tries: int = 1000) -> Puzzle:
     """Replace one person's whole statement with a new random one."""
+
     def edit(p, rng):
         k = rng.randrange(p.n)
         depth = max(1, _depth(p.statements[k]))
         return p.statements[:k] + (random_formula(rng, p.n, depth, k),) + p.statements[k + 1 :]
+
     return _logic_changed(p, rng, edit, tries)
 
 
 def perturb_leaf(p: Puzzle, rng: random.Random, tries: int = 1000) -> Puzzle:
     """Replace one leaf of one statement (another person, or the other role)."""
+
     def edit(p, rng):
         k = rng.randrange(p.n)
         path = rng.choice(list(_leaves(p.statements[k])))
@@ -149,6 +201,7 @@ def perturb_leaf(p: Puzzle, rng: random.Random, tries: int = 1000) -> Puzzle:
         options = [("is", k, r) for k in range(p.n) for r in (True, False) if ("is", k, r) != leaf]
         new = rng.choice(options)
         return p.statements[:k] + (_replace_at(p.statements[k], path, new),) + p.statements[k + 1 :]
+
     return _logic_changed(p, rng, edit, tries)
 
 
@@ -170,7 +223,13 @@ def perturb_order(p: Puzzle, rng: random.Random) -> Puzzle:
     return replace(p, order=tuple(order))
 
 
-PERTURBATIONS = {"statement": perturb_statement, "leaf": perturb_leaf, "names": perturb_names, "roles": perturb_roles, "order": perturb_order}
+PERTURBATIONS = {
+    "statement": perturb_statement,
+    "leaf": perturb_leaf,
+    "names": perturb_names,
+    "roles": perturb_roles,
+    "order": perturb_order,
+}
 LOGIC_PERTURBATIONS = ("statement", "leaf")
 
 
@@ -186,6 +245,7 @@ def _depth(expr) -> int:
 
 # ---- text -------------------------------------------------------------------------------------
 
+
 def render_formula(expr, p: Puzzle, top: bool = True) -> str:
     good, bad = p.roles
     kind = expr[0]
@@ -194,7 +254,12 @@ def render_formula(expr, p: Puzzle, top: bool = True) -> str:
     if kind == "not":
         return f"it is false that {render_formula(expr[1], p, False)}"
     a, b = render_formula(expr[1], p, False), render_formula(expr[2], p, False)
-    text = {"and": f"{a} and {b}", "or": f"{a} or {b}", "implies": f"if {a} then {b}", "iff": f"{a} if and only if {b}"}[kind]
+    text = {
+        "and": f"{a} and {b}",
+        "or": f"{a} or {b}",
+        "implies": f"if {a} then {b}",
+        "iff": f"{a} if and only if {b}",
+    }[kind]
     return text if top else f"({text})"
 
 
@@ -202,10 +267,14 @@ def render_puzzle(p: Puzzle) -> str:
     good, bad = p.roles
     people = ", ".join(p.names[:-1]) + f" and {p.names[-1]}"
     lines = [
-        f"An island is inhabited only by {good}s and {bad}s. {good.capitalize()}s always tell the truth and {bad}s always lie.",
+        f"An island is inhabited only by {good}s and {bad}s. {good.capitalize()}s always tell the "
+        f"truth and {bad}s always lie.",
         f"You meet {p.n} inhabitants: {people}.",
     ]
-    lines += [f'{p.names[k]} says: "{render_formula(p.statements[k], p)}".' for k in (p.order or range(p.n))]
+    lines += [
+        f'{p.names[k]} says: "{render_formula(p.statements[k], p)}".'
+        for k in (p.order or range(p.n))
+    ]
     lines.append(f"Who is a {good} and who is a {bad}?")
     return "\n".join(lines)
 
@@ -213,7 +282,9 @@ def render_puzzle(p: Puzzle) -> str:
 def render_answer(p: Puzzle, solution: tuple[bool, ...] | None = None) -> str:
     good, bad = p.roles
     solution = p.solution() if solution is None else solution
-    return " ".join(f"({k + 1}) {p.names[k]} is a {good if solution[k] else bad}." for k in range(p.n))
+    return " ".join(
+        f"({k + 1}) {p.names[k]} is a {good if solution[k] else bad}." for k in range(p.n)
+    )
 
 
 ANSWER_RE = re.compile(r"\((\d+)\)\s+([A-Z][a-z]+) is an? ([a-z-]+)\.")
@@ -242,27 +313,46 @@ def parse_answer(text: str, p: Puzzle) -> tuple[bool, ...] | None:
 
 
 def to_row(p: Puzzle, **extra) -> dict:
-    """A JSONL row: the text, the answer, and everything needed to rebuild and perturb the puzzle."""
+    """A JSONL row: the text, the answer, and everything needed to rebuild and perturb the
+    puzzle.
+    """
     return {
-        "id": p.meta.get("id"), "text": render_puzzle(p) + "\nAnswer: " + render_answer(p), "prompt": render_puzzle(p) + "\nAnswer:",
-        "answer": render_answer(p), "statements": p.statements, "names": list(p.names), "roles": list(p.roles),
-        "order": list(p.order), "people": p.n, **extra,
+        "id": p.meta.get("id"),
+        "text": render_puzzle(p) + "\nAnswer: " + render_answer(p),
+        "prompt": render_puzzle(p) + "\nAnswer:",
+        "answer": render_answer(p),
+        "statements": p.statements,
+        "names": list(p.names),
+        "roles": list(p.roles),
+        "order": list(p.order),
+        "people": p.n,
+        **extra,
     }
 
 
 def from_row(row: dict, *, where: str = "") -> Puzzle:
-    """Rebuild a puzzle from its row, checking that it is well formed and has exactly one solution."""
+    """Rebuild a puzzle from its row, checking that it is well formed and has exactly one
+    solution.
+    """
     try:
         statements = tuple(_as_tuple(s) for s in row["statements"])
         names, roles = tuple(row["names"]), tuple(row["roles"])
-        p = Puzzle(statements, names, roles, tuple(row.get("order") or range(len(statements))), meta={"id": row.get("id")})
+        p = Puzzle(
+            statements,
+            names,
+            roles,
+            tuple(row.get("order") or range(len(statements))),
+            meta={"id": row.get("id")},
+        )
         if len(names) != len(statements) or len(roles) != 2:
             raise ValueError("names and statements differ in number, or roles are not a pair")
         _check(statements, len(names))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise InputError(f"malformed puzzle ({e})", path=where or None) from None
     if len(p.solutions()) != 1:
-        raise InputError(f"puzzle has {len(p.solutions())} solutions, not exactly one", path=where or None)
+        raise InputError(
+            f"puzzle has {len(p.solutions())} solutions, not exactly one", path=where or None
+        )
     return p
 
 
@@ -275,7 +365,12 @@ def _check(statements, n: int) -> None:
         if not isinstance(e, tuple) or not e:
             raise ValueError(f"not a formula: {e!r}")
         if e[0] == "is":
-            if len(e) != 3 or not isinstance(e[1], int) or not 0 <= e[1] < n or not isinstance(e[2], bool):
+            if (
+                len(e) != 3
+                or not isinstance(e[1], int)
+                or not 0 <= e[1] < n
+                or not isinstance(e[2], bool)
+            ):
                 raise ValueError(f"bad leaf {e!r}")
         elif e[0] == "not" and len(e) == 2:
             walk(e[1])
@@ -284,5 +379,6 @@ def _check(statements, n: int) -> None:
             walk(e[2])
         else:
             raise ValueError(f"unknown operator in {e!r}")
+
     for s in statements:
         walk(s)

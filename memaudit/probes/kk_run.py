@@ -1,4 +1,6 @@
-"""``memaudit probe kk make`` / ``run``: puzzles to JSONL, and a model's accuracy, consistency and LiMem."""
+"""``memaudit probe kk make`` / ``run``: puzzles to JSONL, and a model's accuracy, consistency
+and LiMem.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ from .kk import (
 )
 
 
-def write_puzzles(path: str | Path, people: list[int], n: int, *, depth: int = 2, seed: int = 0) -> Path:
+def write_puzzles(
+    path: str | Path, people: list[int], n: int, *, depth: int = 2, seed: int = 0
+) -> Path:
     rows = [to_row(p) for p in make_puzzles(people, n, depth=depth, seed=seed)]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return Path(path)
@@ -50,17 +54,34 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
         variants[kind] = [PERTURBATIONS[kind](p, rng) for p in puzzles]
     correct, outputs = {}, {}
     for name, ps in variants.items():
-        correct[name], outputs[name] = answer_all(model, ps, config, progress=(lambda d, n, name=name: progress(f"solving: {name}", d, n)) if progress else None)
+        correct[name], outputs[name] = answer_all(
+            model,
+            ps,
+            config,
+            progress=(lambda d, n, name=name: progress(f"solving: {name}", d, n))
+            if progress
+            else None,
+        )
     orig = correct["original"]
     summary = {
-        kind: {**limem_with_ci(orig, correct[kind], n_bootstrap=config.n_bootstrap, seed=config.seed), "changes_answer": kind in LOGIC_PERTURBATIONS}
+        kind: {
+            **limem_with_ci(orig, correct[kind], n_bootstrap=config.n_bootstrap, seed=config.seed),
+            "changes_answer": kind in LOGIC_PERTURBATIONS,
+        }
         for kind in config.perturbations
     }
     by_people = {}
     for n_people in sorted({p.n for p in puzzles}):
         idx = [i for i, p in enumerate(puzzles) if p.n == n_people]
-        by_people[n_people] = {kind: limem_with_ci([orig[i] for i in idx], [correct[kind][i] for i in idx], n_bootstrap=200, seed=config.seed)
-                               for kind in config.perturbations}
+        by_people[n_people] = {
+            kind: limem_with_ci(
+                [orig[i] for i in idx],
+                [correct[kind][i] for i in idx],
+                n_bootstrap=200,
+                seed=config.seed,
+            )
+            for kind in config.perturbations
+        }
     run = rs.RunDir.begin(config.out, "probe kk run", config)
     out = run.path
     columns = {"id": [p.meta.get("id") for p in puzzles], "people": [p.n for p in puzzles]}
@@ -85,7 +106,9 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
     return out, results
 
 
-def answer_all(model, puzzles, config: KKRunConfig, *, progress=None) -> tuple[list[bool], list[str]]:
+def answer_all(
+    model, puzzles, config: KKRunConfig, *, progress=None
+) -> tuple[list[bool], list[str]]:
     """Greedy answers to every puzzle, parsed and checked against its one solution."""
     from .kk import render_answer
 
@@ -94,7 +117,12 @@ def answer_all(model, puzzles, config: KKRunConfig, *, progress=None) -> tuple[l
     room = model.max_length - max(len(x) for x in prompts)
     new = min(config.max_new_tokens or longest + 4, room)
     if new < 1:
-        raise InputError(f"puzzles of {max(len(x) for x in prompts)} tokens leave no room to answer in the model's context of {model.max_length}")
-    generated = greedy_generate(model, prompts, new, batch_size=config.batch_size, progress=progress)
+        raise InputError(
+            f"puzzles of {max(len(x) for x in prompts)} tokens leave no room to answer in the "
+            f"model's context of {model.max_length}"
+        )
+    generated = greedy_generate(
+        model, prompts, new, batch_size=config.batch_size, progress=progress
+    )
     texts = [model.tokenizer.decode(g) for g in generated]
     return [parse_answer(t, p) == p.solution() for t, p in zip(texts, puzzles)], texts

@@ -16,9 +16,9 @@ the value. Both are measured over a grid (length x pairs, length x depth) and dr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,17 +41,26 @@ class MQAR:
 
     def __post_init__(self):
         if self.pairs < 1 or self.length < 4 * self.pairs:
-            raise InputError(f"MQAR needs length >= 4 x pairs ({4 * self.pairs}), got length {self.length} with {self.pairs} pairs")
+            raise InputError(
+                f"MQAR needs length >= 4 x pairs ({4 * self.pairs}), got length {self.length} with "
+                f"{self.pairs} pairs"
+            )
         if self.vocab // 2 - (FILLER + 1) < self.pairs:
-            raise InputError(f"a vocabulary of {self.vocab} has too few key ids for {self.pairs} pairs")
+            raise InputError(
+                f"a vocabulary of {self.vocab} has too few key ids for {self.pairs} pairs"
+            )
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (T,), targets (T,)): targets[t] is the value the model should predict after ids[t]; -1 where nothing is asked."""
+        """(ids (T,), targets (T,)): targets[t] is the value the model should predict after
+        ids[t]; -1 where nothing is asked.
+        """
         keys = rng.choice(np.arange(FILLER + 1, self.vocab // 2), self.pairs, replace=False)
         values = rng.integers(self.vocab // 2, self.vocab, self.pairs)
         order = rng.permutation(self.pairs)
         context = np.stack([keys, values], 1).reshape(-1)  # k1 v1 k2 v2 ...
-        queries = np.stack([keys[order], np.full(self.pairs, ANSWER_SLOT)], 1).reshape(-1)  # k 0 k 0 ...
+        queries = np.stack([keys[order], np.full(self.pairs, ANSWER_SLOT)], 1).reshape(
+            -1
+        )  # k 0 k 0 ...
         filler = rng.integers(1, FILLER + 1, self.length - len(context) - len(queries))
         ids = np.concatenate([context, filler, queries])
         targets = np.full(self.length, -1)
@@ -76,6 +85,7 @@ def mqar_accuracy(predict: Predictor, ids: np.ndarray, targets: np.ndarray) -> f
 
 def model_predictor(lm, batch_size: int = 32) -> Predictor:
     """Argmax next tokens of a loaded causal LM."""
+
     @torch.no_grad()
     def predict(ids: np.ndarray) -> np.ndarray:
         out = []
@@ -89,13 +99,22 @@ def model_predictor(lm, batch_size: int = 32) -> Predictor:
 
 def check_length(lm, length: int) -> None:
     if length > lm.max_length:
-        raise InputError(f"length {length} is longer than the model's context of {lm.max_length} tokens")
+        raise InputError(
+            f"length {length} is longer than the model's context of {lm.max_length} tokens"
+        )
 
 
-def mqar_grid(lm, lengths, pairs, *, vocab: int, n: int = 64, seed: int = 0, predict: Predictor | None = None) -> dict:
-    """MQAR accuracy over ids < ``vocab`` for every (length, pairs) that fits (pairs x 4 <= length); None where it does not."""
+def mqar_grid(
+    lm, lengths, pairs, *, vocab: int, n: int = 64, seed: int = 0, predict: Predictor | None = None
+) -> dict:
+    """MQAR accuracy over ids < ``vocab`` for every (length, pairs) that fits (pairs x 4 <=
+    length); None where it does not.
+    """
     if not 2 * (FILLER + 2) <= vocab <= lm.vocab_size:
-        raise InputError(f"MQAR vocabulary {vocab} must lie in [{2 * (FILLER + 2)}, {lm.vocab_size}] (the model's vocabulary)")
+        raise InputError(
+            f"MQAR vocabulary {vocab} must lie in [{2 * (FILLER + 2)}, {lm.vocab_size}] (the "
+            "model's vocabulary)"
+        )
     for L in lengths:
         check_length(lm, L)
     predict = predict or model_predictor(lm)
@@ -112,22 +131,42 @@ def mqar_grid(lm, lengths, pairs, *, vocab: int, n: int = 64, seed: int = 0, pre
 
 NEEDLE = "The special magic number for {key} is {value}."
 QUESTION = "\nWhat is the special magic number for {key}? The special magic number for {key} is"
-KEYS = ("Ashford", "Bellmont", "Corvale", "Dunmore", "Elmstead", "Fairholt", "Glenrock", "Hartwell", "Ivydale", "Junewood")
+KEYS = (
+    "Ashford",
+    "Bellmont",
+    "Corvale",
+    "Dunmore",
+    "Elmstead",
+    "Fairholt",
+    "Glenrock",
+    "Hartwell",
+    "Ivydale",
+    "Junewood",
+)
 
 
-def niah_prompt(tokenizer, filler_ids: list[int], length: int, depth: float, key: str, value: str) -> list[int]:
-    """Filler tokens up to ``length`` with the needle sentence at ``depth`` (0 = start, 1 = just before the question)."""
+def niah_prompt(
+    tokenizer, filler_ids: list[int], length: int, depth: float, key: str, value: str
+) -> list[int]:
+    """Filler tokens up to ``length`` with the needle sentence at ``depth`` (0 = start, 1 = just
+    before the question).
+    """
     needle = tokenizer(" " + NEEDLE.format(key=key, value=value) + " ", verbose=False)["input_ids"]
     question = tokenizer(QUESTION.format(key=key), verbose=False)["input_ids"]
     room = length - len(needle) - len(question)
     if room < 0:
-        raise InputError(f"length {length} cannot hold the needle and the question ({len(needle) + len(question)} tokens)")
+        raise InputError(
+            f"length {length} cannot hold the needle and the question "
+            f"({len(needle) + len(question)} tokens)"
+        )
     hay = (filler_ids * (room // max(1, len(filler_ids)) + 1))[:room]
     at = int(round(depth * room))
     return hay[:at] + needle + hay[at:] + question
 
 
-def niah_grid(lm, filler_text: str, lengths, depths, *, n: int = 8, seed: int = 0, new_tokens: int = 6) -> dict:
+def niah_grid(
+    lm, filler_text: str, lengths, depths, *, n: int = 8, seed: int = 0, new_tokens: int = 6
+) -> dict:
     """Share of needles found (the value appears in the generation) per (length, depth)."""
     from memaudit.models.generation import greedy_generate
 
@@ -141,13 +180,28 @@ def niah_grid(lm, filler_text: str, lengths, depths, *, n: int = 8, seed: int = 
             cases = [(rng.choice(KEYS), str(rng.randint(1000, 9999))) for _ in range(n)]
             prompts = [niah_prompt(lm.tokenizer, filler, L, d, k, v) for k, v in cases]
             outs = greedy_generate(lm, prompts, new_tokens)
-            grid[f"{L}x{d:g}"] = float(np.mean([v in lm.tokenizer.decode(o) for (_, v), o in zip(cases, outs)]))
+            grid[f"{L}x{d:g}"] = float(
+                np.mean([v in lm.tokenizer.decode(o) for (_, v), o in zip(cases, outs)])
+            )
     return grid
 
 
-def train_mqar_model(out_dir, *, length: int = 32, pairs: int = 4, vocab: int = 64, steps: int = 600, batch_size: int = 64,
-                     lr: float = 1e-3, size: str = "micro", arch: str = "llama", seed: int = 0, progress=None):
-    """A small attention model trained on MQAR over ids < ``vocab`` at one length (loss at the query keys only).
+def train_mqar_model(
+    out_dir,
+    *,
+    length: int = 32,
+    pairs: int = 4,
+    vocab: int = 64,
+    steps: int = 600,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    size: str = "micro",
+    arch: str = "llama",
+    seed: int = 0,
+    progress=None,
+):
+    """A small attention model trained on MQAR over ids < ``vocab`` at one length (loss at the query
+    keys only).
 
     The model's vocabulary is exactly the task's ``vocab`` ids (``id_tokenizer``). Measured on a
     CPU (micro size, length 32, 4 pairs, 600 steps): ``arch="llama"`` (rotary positions) at
@@ -168,7 +222,9 @@ def train_mqar_model(out_dir, *, length: int = 32, pairs: int = 4, vocab: int = 
         x = torch.as_tensor(ids, dtype=torch.long)  # (B, T)
         t = torch.as_tensor(targets[:, :-1])
         labels = torch.full_like(x, -100)
-        labels[:, 1:][t >= 0] = t[t >= 0]  # the model shifts labels by one: position p + 1 holds what p must predict
+        labels[:, 1:][t >= 0] = t[
+            t >= 0
+        ]  # the model shifts labels by one: position p + 1 holds what p must predict
         loss = model(input_ids=x, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -177,12 +233,28 @@ def train_mqar_model(out_dir, *, length: int = 32, pairs: int = 4, vocab: int = 
         if progress:
             progress("training on MQAR", step + 1, steps, f"loss {loss.item():.3f}")
     model.eval()
-    return save_model_dir(model, tokenizer, out_dir, extra={"task": "mqar", "length": length, "pairs": pairs, "mqar_vocab": vocab,
-                                                            "steps": steps, "lr": lr, "size": size, "arch": arch, "seed": seed})
+    return save_model_dir(
+        model,
+        tokenizer,
+        out_dir,
+        extra={
+            "task": "mqar",
+            "length": length,
+            "pairs": pairs,
+            "mqar_vocab": vocab,
+            "steps": steps,
+            "lr": lr,
+            "size": size,
+            "arch": arch,
+            "seed": seed,
+        },
+    )
 
 
 def id_tokenizer(vocab: int):
-    """A word-level tokenizer over ``vocab`` ids: id 0 is the end-of-text token, id i > 0 is the word ``t<i>``."""
+    """A word-level tokenizer over ``vocab`` ids: id 0 is the end-of-text token, id i > 0 is the
+    word ``t<i>``.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -191,7 +263,9 @@ def id_tokenizer(vocab: int):
     words = {EOS: 0, **{f"t{i}": i for i in range(1, vocab)}}
     tok = Tokenizer(models.WordLevel(words, unk_token=EOS))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=EOS, bos_token=EOS, eos_token=EOS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token=EOS, bos_token=EOS, eos_token=EOS
+    )
 
 
 def mqar_training(model_dir) -> dict | None:
@@ -216,7 +290,9 @@ def run_recall(config: RecallConfig, *, progress=None):
     trained = mqar_training(config.model)
     if config.task == "mqar":
         vocab = config.vocab or (trained or {}).get("mqar_vocab") or lm.vocab_size
-        grid = mqar_grid(lm, config.lengths, config.pairs, vocab=vocab, n=config.n, seed=config.seed)
+        grid = mqar_grid(
+            lm, config.lengths, config.pairs, vocab=vocab, n=config.n, seed=config.seed
+        )
         rows, cols, axis = config.lengths, config.pairs, "pairs"
         chance = 1 / (vocab - vocab // 2)
     else:
@@ -227,11 +303,29 @@ def run_recall(config: RecallConfig, *, progress=None):
         chance = None
     run = rs.RunDir.begin(config.out, f"probe recall {config.task}", config)
     out = run.path
-    cells = [(L, c, grid[f"{L}x{c:g}" if isinstance(c, float) else f"{L}x{c}"]) for L in rows for c in cols]
-    run.write_scores({"length": [L for L, _, _ in cells], axis: [c for _, c, _ in cells], "accuracy": [a for _, _, a in cells]})
-    results = {**run.header({"target": lm}), "data": {"skipped": []}, "task": config.task,
-               "axis": axis, "grid": grid, "chance": chance, "mqar_vocab": vocab,
-               "trained_on": trained, "timings_s": {"total": time.perf_counter() - t0}}
+    cells = [
+        (L, c, grid[f"{L}x{c:g}" if isinstance(c, float) else f"{L}x{c}"])
+        for L in rows
+        for c in cols
+    ]
+    run.write_scores(
+        {
+            "length": [L for L, _, _ in cells],
+            axis: [c for _, c, _ in cells],
+            "accuracy": [a for _, _, a in cells],
+        }
+    )
+    results = {
+        **run.header({"target": lm}),
+        "data": {"skipped": []},
+        "task": config.task,
+        "axis": axis,
+        "grid": grid,
+        "chance": chance,
+        "mqar_vocab": vocab,
+        "trained_on": trained,
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     render = None
     if config.report:
         from memaudit.report import write_recall_report

@@ -29,13 +29,17 @@ from .config import RetentionConfig
 def measure(lm, members, twins) -> dict:
     """Recognition and recall per repetition level (the model is left in eval mode)."""
     lm.model.eval()
-    scores, _ = score_texts(lm, [c.text for c in members] + [c.text for c in twins], cache_root=None)
+    scores, _ = score_texts(
+        lm, [c.text for c in members] + [c.text for c in twins], cache_root=None
+    )
     mean_logp = np.array([float(np.mean(t.logp)) for t in scores])
     n = len(members)
     recognized = mean_logp[:n] > mean_logp[n:]
     ids = lm.encode([c.text for c in members])
     halves = [max(1, len(t) // 2) for t in ids]
-    generated = greedy_generate(lm, [t[:h] for t, h in zip(ids, halves)], max(len(t) - h for t, h in zip(ids, halves)))
+    generated = greedy_generate(
+        lm, [t[:h] for t, h in zip(ids, halves)], max(len(t) - h for t, h in zip(ids, halves))
+    )
     matches = [compare(g[: len(t) - h], t[h:]) for g, t, h in zip(generated, ids, halves)]
     out = {}
     for level in sorted({c.level for c in members}):
@@ -59,8 +63,14 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
     twins = [by_id[c.pair_id] for c in members]
     lm = load_causal_lm(config.model, LoadOptions(dtype="float32", device=config.device))
     docs = load_corpus(config.continue_corpus, max_chars=config.continue_chars, seed=config.seed)
-    settings = TrainSettings(steps=max(config.steps_list), batch_size=config.batch_size, seq_len=config.seq_len, lr=config.lr,
-                             warmup=0, seed=config.seed)
+    settings = TrainSettings(
+        steps=max(config.steps_list),
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        lr=config.lr,
+        warmup=0,
+        seed=config.seed,
+    )
     curve = {}
     if 0 in config.steps_list:
         curve[0] = measure(lm, members, twins)
@@ -73,13 +83,24 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
             lm.model.train()
 
     if settings.steps:
-        fit(lm.model, random_windows(token_stream(lm.tokenizer, docs), settings), settings, on_step=on_step)
+        fit(
+            lm.model,
+            random_windows(token_stream(lm.tokenizer, docs), settings),
+            settings,
+            on_step=on_step,
+        )
     run = rs.RunDir.begin(config.out, "probe retention", config)
     out = run.path
-    rows = [{"step": s, "level": lv, **m} for s, levels in curve.items() for lv, m in levels.items()]
+    rows = [
+        {"step": s, "level": lv, **m} for s, levels in curve.items() for lv, m in levels.items()
+    ]
     run.write_scores({k: [r[k] for r in rows] for k in rows[0]})
-    results = {**run.header({"target": lm}), "data": {"ledger": config.ledger, "members": len(members), "skipped": []},
-               "curve": {str(s): v for s, v in curve.items()}, "timings_s": {"total": time.perf_counter() - t0}}
+    results = {
+        **run.header({"target": lm}),
+        "data": {"ledger": config.ledger, "members": len(members), "skipped": []},
+        "curve": {str(s): v for s, v in curve.items()},
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     render = None
     if config.report:
         from memaudit.report import write_retention_report

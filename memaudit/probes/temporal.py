@@ -31,7 +31,20 @@ from memaudit.models.hf import LoadOptions, load_causal_lm
 
 from .config import TemporalConfig
 
-ITEMS = ("zorblat", "quenite", "marlow", "tessik", "brunel", "fandor", "glimmet", "hoxley", "ivrin", "jastro", "kelvane", "lumos")
+ITEMS = (
+    "zorblat",
+    "quenite",
+    "marlow",
+    "tessik",
+    "brunel",
+    "fandor",
+    "glimmet",
+    "hoxley",
+    "ivrin",
+    "jastro",
+    "kelvane",
+    "lumos",
+)
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -72,7 +85,14 @@ def make_facts(start: dt.date, end: dt.date, *, per_month: int = 2, seed: int = 
             item = rng.choice(ITEMS)
             price = rng.randint(100, 999)
             prompt = f"On {day.isoformat()} the price of {item} was"
-            rows.append({"date": day.isoformat(), "prompt": prompt, "answer": str(price), "text": f"{prompt} {price} credits."})
+            rows.append(
+                {
+                    "date": day.isoformat(),
+                    "prompt": prompt,
+                    "answer": str(price),
+                    "text": f"{prompt} {price} credits.",
+                }
+            )
         month = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     return rows
 
@@ -83,7 +103,8 @@ def write_facts(path, rows: list[dict]) -> Path:
 
 
 def score_answer(generated: str, fact: Fact, *, tolerance: float) -> tuple[bool, float | None]:
-    """(correct, relative error): numbers by relative error within ``tolerance``, text by the first line's start.
+    """(correct, relative error): numbers by relative error within ``tolerance``, text by the first
+    line's start.
 
     >>> f = Fact(dt.date(2020, 1, 1), "p", "200", True)
     >>> score_answer(" 202 credits.", f, tolerance=0.05), score_answer(" none", f, tolerance=0.05)
@@ -116,7 +137,10 @@ def period_of(date: dt.date, period: str) -> str:
 
 
 def group_by_cutoff(facts: list[Fact], correct: list[bool], cutoff: dt.date, period: str) -> dict:
-    """Accuracy before vs after the cutoff (Wilson CIs) and per period, each period marked before/after."""
+    """Accuracy before vs after the cutoff (Wilson CIs) and per period, each period marked
+    before/after.
+    """
+
     def rate(flags):
         k, n = int(sum(flags)), len(flags)
         return {"value": k / n if n else float("nan"), "ci": list(wilson_interval(k, n)), "n": n}
@@ -126,8 +150,17 @@ def group_by_cutoff(facts: list[Fact], correct: list[bool], cutoff: dt.date, per
     periods: dict[str, list] = {}
     for f, c in sorted(zip(facts, correct), key=lambda x: x[0].date):
         periods.setdefault(period_of(f.date, period), []).append((f.date < cutoff, c))
-    by_period = {k: {**rate([c for _, c in v]), "side": "before" if all(b for b, _ in v) else "after" if not any(b for b, _ in v) else "straddles"}
-                 for k, v in periods.items()}
+    by_period = {
+        k: {
+            **rate([c for _, c in v]),
+            "side": "before"
+            if all(b for b, _ in v)
+            else "after"
+            if not any(b for b, _ in v)
+            else "straddles",
+        }
+        for k, v in periods.items()
+    }
     return {"before": rate(before), "after": rate(after), "by_period": by_period}
 
 
@@ -137,23 +170,53 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     cutoff = config.cutoff_date()
     first, last = min(f.date for f in facts), max(f.date for f in facts)
     if not first < cutoff <= last:
-        raise InputError(f"cutoff {cutoff} is outside the facts' range ({first} to {last}): nothing to compare on one side")
+        raise InputError(
+            f"cutoff {cutoff} is outside the facts' range ({first} to {last}): nothing to compare "
+            "on one side"
+        )
     period_of(first, config.period)  # an unknown period fails before any work
     model = load_causal_lm(config.model, LoadOptions(device=config.device))
     prompts = model.encode([f.prompt for f in facts])
     cb = (lambda d, n: progress("answering", d, n)) if progress else None
-    generated = [model.tokenizer.decode(g) for g in greedy_generate(model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb)]
+    generated = [
+        model.tokenizer.decode(g)
+        for g in greedy_generate(
+            model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb
+        )
+    ]
     scored = [score_answer(g, f, tolerance=config.tolerance) for g, f in zip(generated, facts)]
     correct = [c for c, _ in scored]
     summary = group_by_cutoff(facts, correct, cutoff, config.period)
-    errors = {side: [e for (c, e), f in zip(scored, facts) if e is not None and (f.date < cutoff) == (side == "before")] for side in ("before", "after")}
-    summary["median_relative_error"] = {side: float(np.median(v)) if v else None for side, v in errors.items()}
+    errors = {
+        side: [
+            e
+            for (c, e), f in zip(scored, facts)
+            if e is not None and (f.date < cutoff) == (side == "before")
+        ]
+        for side in ("before", "after")
+    }
+    summary["median_relative_error"] = {
+        side: float(np.median(v)) if v else None for side, v in errors.items()
+    }
     run = rs.RunDir.begin(config.out, "probe temporal", config)
     out = run.path
-    run.write_scores({"date": [f.date.isoformat() for f in facts], "prompt": [f.prompt for f in facts], "answer": [f.answer for f in facts],
-                          "generated": generated, "correct": correct, "relative_error": [e for _, e in scored]})
-    results = {**run.header({"target": model}), "data": {"path": config.facts, "facts": len(facts), "skipped": []},
-               "cutoff": cutoff.isoformat(), **summary, "timings_s": {"total": time.perf_counter() - t0}}
+    run.write_scores(
+        {
+            "date": [f.date.isoformat() for f in facts],
+            "prompt": [f.prompt for f in facts],
+            "answer": [f.answer for f in facts],
+            "generated": generated,
+            "correct": correct,
+            "relative_error": [e for _, e in scored],
+        }
+    )
+    results = {
+        **run.header({"target": model}),
+        "data": {"path": config.facts, "facts": len(facts), "skipped": []},
+        "cutoff": cutoff.isoformat(),
+        **summary,
+        "timings_s": {"total": time.perf_counter() - t0},
+    }
     render = None
     if config.report:
         from memaudit.report import write_temporal_report

@@ -14,7 +14,13 @@ def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.plot([c["n_suspect"] for c in curve], [max(c["p_value"], 1e-300) for c in curve], marker="o")
     ax.axhline(alpha, color="k", ls=":", label=f"alpha = {alpha:g}")
-    ax.set(xscale="log", yscale="log", xlabel="suspect texts used", ylabel="p-value", title="How many texts are needed")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="suspect texts used",
+        ylabel="p-value",
+        title="How many texts are needed",
+    )
     ax.legend(fontsize=8)
     curve_png = to_data_uri(fig)
     fp_png = None
@@ -22,9 +28,15 @@ def write_dataset_inference_report(out_dir: Path, results: dict) -> Path:
     if check:
         fig, ax = plt.subplots(figsize=(5, 3.4))
         ax.hist(check["p_values"], bins=10, range=(0, 1), color="#7f8c8d")
-        ax.set(xlabel="p-value", ylabel="repeats", title="Two halves of the validation set (should be flat)")
+        ax.set(
+            xlabel="p-value",
+            ylabel="repeats",
+            title="Two halves of the validation set (should be flat)",
+        )
         fp_png = to_data_uri(fig)
-    path = write_report(out_dir, "dataset_inference.html",
+    path = write_report(
+        out_dir,
+        "dataset_inference.html",
         title="Dataset inference",
         results=results,
         curve_png=curve_png,

@@ -14,10 +14,21 @@ def write_memorization_report(out_dir: Path, results: dict, rep, train_pixels: n
     steps = [int(s) for s in results["per_checkpoint"]]
     fig, ax = plt.subplots(figsize=(4.8, 3.2))
     ax.plot(steps, [results["per_checkpoint"][str(s)]["ratio"] for s in steps], marker="o")
-    ax.set(xlabel="training step", ylabel="replication ratio R", ylim=(-0.02, 1.02), title="R per checkpoint")
+    ax.set(
+        xlabel="training step",
+        ylabel="replication ratio R",
+        ylim=(-0.02, 1.02),
+        title="R per checkpoint",
+    )
     ax.grid(alpha=0.3)
-    return write_report(out_dir, "diffusion_memorization.html", title="Diffusion memorization: replication ratio", results=results,
-                        curve=to_data_uri(fig), grid=pairs_grid(rep, train_pixels))
+    return write_report(
+        out_dir,
+        "diffusion_memorization.html",
+        title="Diffusion memorization: replication ratio",
+        results=results,
+        curve=to_data_uri(fig),
+        grid=pairs_grid(rep, train_pixels),
+    )
 
 
 def pairs_grid(rep, train_pixels: np.ndarray, *, k: int = 12, title: str = "") -> str:
@@ -28,10 +39,18 @@ def pairs_grid(rep, train_pixels: np.ndarray, *, k: int = 12, title: str = "") -
     for col, i in enumerate(order):
         for row, img in enumerate((rep.samples[i], train_pixels[rep.neighbours.index1[i]])):
             ax = axes[row][col]
-            ax.imshow(_to_hwc(img), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+            ax.imshow(
+                _to_hwc(img),
+                cmap="gray" if img.shape[0] == 1 else None,
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[0][col].set_title(f"{ratio[i]:.2f}", fontsize=8, color="#c0392b" if ratio[i] < 1 / 3 else "#333")
+        axes[0][col].set_title(
+            f"{ratio[i]:.2f}", fontsize=8, color="#c0392b" if ratio[i] < 1 / 3 else "#333"
+        )
     axes[0][0].set_ylabel("generated", fontsize=8)
     axes[1][0].set_ylabel("nearest\ntraining", fontsize=8)
     if title:
@@ -44,24 +63,38 @@ def _to_hwc(img: np.ndarray) -> np.ndarray:
 
 
 def write_emm_report(out_dir: Path, results: dict, grids: dict[str, tuple]) -> Path:
-    """``grids``: per conditioning, (replication, training images, title) of the run whose copies to show."""
+    """``grids``: per conditioning, (replication, training images, title) of the run whose
+    copies to show.
+    """
     shown = {c: pairs_grid(rep, train, title=title) for c, (rep, train, title) in grids.items()}
-    return write_report(out_dir, "diffusion_emm.html", title="Effective model memorization (EMM)", results=results,
-                        figure=_emm_figure(results), grids=shown)
+    return write_report(
+        out_dir,
+        "diffusion_emm.html",
+        title="Effective model memorization (EMM)",
+        results=results,
+        figure=_emm_figure(results),
+        grids=shown,
+    )
 
 
 def _emm_figure(results: dict) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (c, curve) in enumerate(results["curves"].items()):
         x, y = curve["sizes"], curve["ratio"]
-        err = np.clip([np.subtract(y, curve["ci_low"]), np.subtract(curve["ci_high"], y)], 0, None)  # Wilson ends can round past R
+        err = np.clip(
+            [np.subtract(y, curve["ci_low"]), np.subtract(curve["ci_high"], y)], 0, None
+        )  # Wilson ends can round past R
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=f"C{i}", label=c)
         if curve["bound"] == "interpolated":
             ax.axvline(curve["emm"], color=f"C{i}", ls=":", lw=1)
     ax.axhline(results["target"], color="k", ls="--", lw=0.8, label=f"R = {results['target']:.0%}")
     ax.set_xscale("log")
-    ax.set(xlabel="training-set size |D|", ylabel="replication ratio R (max over checkpoints)", ylim=(-0.02, 1.02),
-           title="R vs training-set size; dotted: EMM")
+    ax.set(
+        xlabel="training-set size |D|",
+        ylabel="replication ratio R (max over checkpoints)",
+        ylim=(-0.02, 1.02),
+        title="R vs training-set size; dotted: EMM",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return to_data_uri(fig)
@@ -75,5 +108,10 @@ def write_detect_report(out_dir: Path, results: dict, scores: dict, labels: np.n
         fpr, tpr, _ = roc_curve(s, labels)
         roc[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
     aucs = {k: v["auc"]["value"] for k, v in results["metrics"].items()}
-    return write_report(out_dir, "diffusion_detect.html", title="Noise-space detection of memorized prompts", results=results,
-                        figure=roc_figure(roc, aucs))
+    return write_report(
+        out_dir,
+        "diffusion_detect.html",
+        title="Noise-space detection of memorized prompts",
+        results=results,
+        figure=roc_figure(roc, aucs),
+    )

@@ -28,7 +28,14 @@ def roc_figure(roc: dict[str, dict[str, list[float]]], aucs: dict[str, float]) -
             ax.plot(pts["fpr"], pts["tpr"], label=label, lw=1.4)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
-    axes[1].set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1.05), xlabel="false positive rate", title="ROC, log-log")
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlim=(1e-3, 1),
+        ylim=(1e-3, 1.05),
+        xlabel="false positive rate",
+        title="ROC, log-log",
+    )
     axes[1].plot([1e-3, 1], [1e-3, 1], "k:", lw=0.8)
     axes[0].legend(fontsize=8, loc="lower right")
     return to_data_uri(fig)
@@ -46,7 +53,15 @@ def histogram_figure(scores: np.ndarray, labels: np.ndarray, title: str) -> str:
     return to_data_uri(fig)
 
 
-def curves_figure(x: list, series: dict[str, list[float]], *, xlabel: str, ylabel: str, title: str = "", logx: bool = False) -> str:
+def curves_figure(
+    x: list,
+    series: dict[str, list[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+) -> str:
     """One line per series against a shared x (e.g. a rate per repetition count)."""
     fig, ax = plt.subplots(figsize=(4.8, 3.3))
     numeric = all(isinstance(v, (int, float)) for v in x)
@@ -55,7 +70,9 @@ def curves_figure(x: list, series: dict[str, list[float]], *, xlabel: str, ylabe
         ax.plot(positions, ys, marker="o", label=name)
     if logx and numeric:
         ax.set_xscale("log", base=2)
-        ax.set_xticks(positions, [f"{v:g}" for v in positions])  # 1, 4, 16 rather than 2^0, 2^2, 2^4
+        ax.set_xticks(
+            positions, [f"{v:g}" for v in positions]
+        )  # 1, 4, 16 rather than 2^0, 2^2, 2^4
         ax.minorticks_off()
     if not numeric:
         ax.set_xticks(positions, [str(v) for v in x], rotation=30)

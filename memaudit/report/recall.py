@@ -1,4 +1,6 @@
-"""The report of ``memaudit probe recall``: accuracy as a heatmap over length and pairs (MQAR) or depth (needle)."""
+"""The report of ``memaudit probe recall``: accuracy as a heatmap over length and pairs (MQAR)
+or depth (needle).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +18,16 @@ def cell_key(length, col) -> str:
 
 def write_recall_report(out_dir: Path, results: dict, *, rows: list, cols: list) -> Path:
     table = [[results["grid"][cell_key(L, c)] for c in cols] for L in rows]
-    path = write_report(out_dir, "recall.html", title=f"In-context recall: {results['task'].upper()}", results=results, rows=rows, cols=cols, table=table,
-                  figure=_heatmap(table, rows, cols, results["axis"]))
+    path = write_report(
+        out_dir,
+        "recall.html",
+        title=f"In-context recall: {results['task'].upper()}",
+        results=results,
+        rows=rows,
+        cols=cols,
+        table=table,
+        figure=_heatmap(table, rows, cols, results["axis"]),
+    )
     return path
 
 
@@ -28,7 +38,15 @@ def _heatmap(table, rows, cols, axis: str) -> str:
     for i in range(len(rows)):
         for j in range(len(cols)):
             if not np.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", color="w" if data[i, j] < 0.6 else "k", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{data[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if data[i, j] < 0.6 else "k",
+                    fontsize=8,
+                )
     ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set(xlabel=axis, ylabel="context length (tokens)")

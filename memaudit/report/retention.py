@@ -9,8 +9,14 @@ from .render import write_report
 
 
 def write_retention_report(out_dir: Path, results: dict) -> Path:
-    path = write_report(out_dir, "retention.html", title="Retention: recognition and recall under continued training", results=results,
-                  figure=_figure(results), levels=list(next(iter(results["curve"].values()))))
+    path = write_report(
+        out_dir,
+        "retention.html",
+        title="Retention: recognition and recall under continued training",
+        results=results,
+        figure=_figure(results),
+        levels=list(next(iter(results["curve"].values()))),
+    )
     return path
 
 
@@ -21,10 +27,21 @@ def _figure(results: dict) -> str:
     for i, level in enumerate(levels):
         color = f"C{i}"
         for measure, style in (("recognition", "-"), ("recall", "--")):
-            ax.plot(steps, [results["curve"][str(s)][level][measure] for s in steps], style, marker="o", color=color,
-                    label=f"{measure}, {level} reps")
+            ax.plot(
+                steps,
+                [results["curve"][str(s)][level][measure] for s in steps],
+                style,
+                marker="o",
+                color=color,
+                label=f"{measure}, {level} reps",
+            )
     ax.set_xscale("symlog", linthresh=1)
-    ax.set(xlabel="steps of continued training", ylabel="share (recall: token match)", ylim=(-0.02, 1.05), title="retention")
+    ax.set(
+        xlabel="steps of continued training",
+        ylabel="share (recall: token match)",
+        ylim=(-0.02, 1.05),
+        title="retention",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return to_data_uri(fig)

@@ -13,7 +13,13 @@ SIDE_COLORS = {"before": "#2980b9", "after": "#c0392b", "straddles": "#7f8c8d"}
 
 
 def write_temporal_report(out_dir: Path, results: dict) -> Path:
-    path = write_report(out_dir, "temporal.html", title="Temporal contamination: before and after the cutoff", results=results, figure=_figure(results))
+    path = write_report(
+        out_dir,
+        "temporal.html",
+        title="Temporal contamination: before and after the cutoff",
+        results=results,
+        figure=_figure(results),
+    )
     return path
 
 
@@ -23,7 +29,10 @@ def _figure(results: dict) -> str:
     x = np.arange(len(periods))
     v = [results["by_period"][p]["value"] for p in periods]
     ax.bar(x, v, color=[SIDE_COLORS[results["by_period"][p]["side"]] for p in periods])
-    cut = next((i for i, p in enumerate(periods) if results["by_period"][p]["side"] != "before"), len(periods))
+    cut = next(
+        (i for i, p in enumerate(periods) if results["by_period"][p]["side"] != "before"),
+        len(periods),
+    )
     ax.axvline(cut - 0.5, color="k", ls="--", lw=1)
     ax.text(cut - 0.45, 1.0, f"cutoff {results['cutoff']}", fontsize=8, va="top")
     ax.set_xticks(x, periods, rotation=60, fontsize=7)

@@ -30,7 +30,9 @@ def heatmap(cells: list[dict], attack: str) -> str:
 
 
 def write_traps_report(out_dir: Path, results: dict) -> Path:
-    path = write_report(out_dir, "traps.html",
+    path = write_report(
+        out_dir,
+        "traps.html",
         title="Copyright-trap detection",
         results=results,
         heatmaps=[heatmap(results["pooled_grid"], a) for a in results["attacks"]],

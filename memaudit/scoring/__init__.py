@@ -1,4 +1,6 @@
-"""The scoring engine: one forward pass per text per model, cached on disk, as per-token ``TokenScores``."""
+"""The scoring engine: one forward pass per text per model, cached on disk, as per-token
+``TokenScores``.
+"""
 
 from .engine import ScoreSettings, ScoreStats, score_texts
 from .tokenscores import TextScores, TokenScores

@@ -58,7 +58,11 @@ class ScoreCache:
                 t = slice(tok_off[row], tok_off[row + 1])
                 s = slice(sc_off[row], sc_off[row + 1])
                 out[h] = TextScores(
-                    arrays["token_ids"][t], arrays["logp"][s], arrays["mu"][s], arrays["sigma"][s], arrays["is_argmax"][s]
+                    arrays["token_ids"][t],
+                    arrays["logp"][s],
+                    arrays["mu"][s],
+                    arrays["sigma"][s],
+                    arrays["is_argmax"][s],
                 )
         return out
 
@@ -70,18 +74,28 @@ class ScoreCache:
         hashes = list(scores)
         shard = self.dir / f"shard-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:20]}.npz"
         items = [scores[h] for h in hashes]
-        tok_off = np.concatenate([[0], np.cumsum([len(t.token_ids) for t in items])]).astype(np.int64)
+        tok_off = np.concatenate([[0], np.cumsum([len(t.token_ids) for t in items])]).astype(
+            np.int64
+        )
         sc_off = np.concatenate([[0], np.cumsum([len(t.logp) for t in items])]).astype(np.int64)
         payload = {name: np.concatenate([getattr(t, name) for t in items]) for name in ARRAYS}
         with atomic_output(shard) as fh:
-            np.savez(fh, hashes=np.array(hashes, dtype="S64"), token_offsets=tok_off, scored_offsets=sc_off, **payload)
+            np.savez(
+                fh,
+                hashes=np.array(hashes, dtype="S64"),
+                token_offsets=tok_off,
+                scored_offsets=sc_off,
+                **payload,
+            )
         for row, h in enumerate(hashes):
             self._where[h] = (shard, row)
         return shard
 
 
 def resolve_cache_root(cache_dir: str | None, no_cache: bool) -> Path | None:
-    """The cache root a command uses: none with ``no_cache``, else the given dir, else the default."""
+    """The cache root a command uses: none with ``no_cache``, else the given dir, else the
+    default.
+    """
     if no_cache:
         return None
     return Path(cache_dir) if cache_dir else default_cache_root()

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,7 +79,9 @@ class ScoreSettings:
         """Resolved (max_length, stride) for this model."""
         length = self.max_length or model.max_length
         if length > model.max_length:
-            raise InputError(f"max_length {length} exceeds the model's context of {model.max_length} tokens")
+            raise InputError(
+                f"max_length {length} exceeds the model's context of {model.max_length} tokens"
+            )
         stride = self.stride or max(1, length // 2)
         if stride > length - 1:
             raise InputError(f"stride {stride} must be smaller than max_length {length}")
@@ -99,7 +101,7 @@ class ScoreStats:
     shards_written: int = 0
     seconds: float = 0.0
 
-    def merge(self, other: "ScoreStats") -> None:
+    def merge(self, other: ScoreStats) -> None:
         for k, v in asdict(other).items():
             setattr(self, k, getattr(self, k) + v)
 
@@ -204,7 +206,9 @@ def score_texts(
         done = 0
         for s in range(0, len(order), settings.shard_texts):
             shard = order[s : s + settings.shard_texts]
-            shard_scores, shard_stats = _score_shard(model, [ids[h] for h in shard], length, stride, settings)
+            shard_scores, shard_stats = _score_shard(
+                model, [ids[h] for h in shard], length, stride, settings
+            )
             scored = dict(zip(shard, shard_scores))
             cache.save(scored)
             results.update(scored)
@@ -217,10 +221,18 @@ def score_texts(
     return TokenScores.from_texts([results[h] for h in hashes]), stats
 
 
-def _score_shard(model, ids: list[list[int]], length, stride, settings) -> tuple[list[TextScores], ScoreStats]:
-    """Score one shard's texts. Results stay on the device until the shard is done: one copy back."""
+def _score_shard(
+    model, ids: list[list[int]], length, stride, settings
+) -> tuple[list[TextScores], ScoreStats]:
+    """Score one shard's texts. Results stay on the device until the shard is done: one copy
+    back.
+    """
     stats = ScoreStats()
-    windows = [Window(i, b, e, f) for i, t in enumerate(ids) for b, e, f in windows_for(len(t), length, stride)]
+    windows = [
+        Window(i, b, e, f)
+        for i, t in enumerate(ids)
+        for b, e, f in windows_for(len(t), length, stride)
+    ]
     windows.sort(key=lambda w: (w.end - w.begin, w.text, w.begin))
     n_scored = np.array([max(len(t) - 1, 0) for t in ids])
     starts = np.concatenate([[0], np.cumsum(n_scored)])  # text i's scored tokens in the flat arrays
@@ -228,10 +240,16 @@ def _score_shard(model, ids: list[list[int]], length, stride, settings) -> tuple
     for batch in _batches(windows, settings):
         parts.append(_score_batch(model, ids, batch, settings))
         # flat destination of each scored token; scored arrays start at token 1
-        where.append(np.concatenate([starts[w.text] + np.arange(w.first_scored - 1, w.end - 1) for w in batch]))
+        where.append(
+            np.concatenate(
+                [starts[w.text] + np.arange(w.first_scored - 1, w.end - 1) for w in batch]
+            )
+        )
         stats.forward_passes += 1
         stats.windows += len(batch)
-    flat = [np.full(int(starts[-1]), np.nan, np.float32) for _ in range(3)] + [np.zeros(int(starts[-1]), bool)]
+    flat = [np.full(int(starts[-1]), np.nan, np.float32) for _ in range(3)] + [
+        np.zeros(int(starts[-1]), bool)
+    ]
     if parts:
         dest = np.concatenate(where)
         for array, values in zip(flat, zip(*parts)):
@@ -249,7 +267,10 @@ def _batches(windows: list[Window], settings: ScoreSettings):
     batch: list[Window] = []
     for w in windows:  # sorted by length, so the last window added is the longest
         width = w.end - w.begin
-        if batch and (width * (len(batch) + 1) > settings.batch_tokens or len(batch) >= settings.max_batch_size):
+        if batch and (
+            width * (len(batch) + 1) > settings.batch_tokens
+            or len(batch) >= settings.max_batch_size
+        ):
             yield batch
             batch = []
         batch.append(w)
@@ -272,7 +293,10 @@ def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
         rows.append(np.full(len(cols[-1]), r))
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     targets = torch.from_numpy(input_ids[rows, cols + 1]).to(model.device)  # (N,)
-    input_ids, attention = torch.from_numpy(input_ids).to(model.device), torch.from_numpy(attention).to(model.device)
+    input_ids, attention = (
+        torch.from_numpy(input_ids).to(model.device),
+        torch.from_numpy(attention).to(model.device),
+    )
     index = torch.from_numpy(rows).to(model.device), torch.from_numpy(cols).to(model.device)
     if getattr(model, "chunked", True):
         hidden = model.hidden_states(input_ids, attention)[index]  # (N, D)
@@ -281,7 +305,10 @@ def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
         hidden = model.logits(input_ids, attention)[index].float()  # (N, V)
         project = lambda x: x  # noqa: E731
     chunk = max(1, settings.projection_mb * 2**20 // (4 * 3 * model.vocab_size))
-    parts = [token_stats(project(hidden[i : i + chunk]), targets[i : i + chunk]) for i in range(0, len(targets), chunk)]
+    parts = [
+        token_stats(project(hidden[i : i + chunk]), targets[i : i + chunk])
+        for i in range(0, len(targets), chunk)
+    ]
     return tuple(torch.cat(x) for x in zip(*parts))  # logp, mu, sigma, is_argmax: (N,) each
 
 

@@ -63,16 +63,18 @@ class TokenScores:
     def text(self, i: int) -> TextScores:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         s = slice(a + 1, b)
-        return TextScores(self.token_ids[a:b], self.logp[s], self.mu[s], self.sigma[s], self.is_argmax[s])
+        return TextScores(
+            self.token_ids[a:b], self.logp[s], self.mu[s], self.sigma[s], self.is_argmax[s]
+        )
 
     def __iter__(self):
         return (self.text(i) for i in range(len(self)))
 
-    def subset(self, indices) -> "TokenScores":
+    def subset(self, indices) -> TokenScores:
         return TokenScores.from_texts([self.text(int(i)) for i in indices])
 
     @classmethod
-    def from_texts(cls, texts: list[TextScores]) -> "TokenScores":
+    def from_texts(cls, texts: list[TextScores]) -> TokenScores:
         lengths = np.array([len(t.token_ids) for t in texts], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
@@ -88,7 +90,9 @@ class TokenScores:
         scored[offsets[:-1][lengths > 0]] = False
         return cls(
             offsets=offsets,
-            token_ids=np.concatenate([np.asarray(t.token_ids, np.int32) for t in texts]) if texts else np.zeros(0, np.int32),
+            token_ids=np.concatenate([np.asarray(t.token_ids, np.int32) for t in texts])
+            if texts
+            else np.zeros(0, np.int32),
             logp=flat("logp", np.float32, np.nan),
             mu=flat("mu", np.float32, np.nan),
             sigma=flat("sigma", np.float32, np.nan),

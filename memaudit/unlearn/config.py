@@ -25,20 +25,36 @@ class UnlearnConfig:
     forget: str = setting(help="Texts to remove: .jsonl, .txt, .parquet or a folder.")
     out: str = setting(help="New model dir to write.")
     method: str = setting("npo", help="ga, grad_diff, npo, simnpo, or kfac (the curvature edit).")
-    retain: str | None = setting(None, help="Data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet (grad_diff and kfac need it; npo and simnpo add its NLL).")
-    retain_chars: int | None = setting(200_000, help="Use only the first documents of --retain up to this many characters.")
+    retain: str | None = setting(
+        None,
+        help=(
+            "Data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet (grad_diff and kfac need "
+            "it; npo and simnpo add its NLL)."
+        ),
+    )
+    retain_chars: int | None = setting(
+        200_000, help="Use only the first documents of --retain up to this many characters."
+    )
     steps: int = setting(30, help="Optimizer steps (gradient methods).")
     lr: float = setting(5e-4, help="Learning rate (constant, AdamW).")
     batch_size: int = setting(16, help="Forget sequences per step.")
     retain_batch_size: int = setting(16, help="Retain windows per step.")
     seq_len: int = setting(128, help="Tokens per retain window.")
-    beta: float | None = setting(None, help="Inverse temperature of npo (default 0.1) and simnpo (default 2.5).")
+    beta: float | None = setting(
+        None, help="Inverse temperature of npo (default 0.1) and simnpo (default 2.5)."
+    )
     gamma: float = setting(0.0, help="simnpo's margin.")
     retain_weight: float = setting(1.0, help="Weight of the retain NLL term.")
-    rho: float = setting(0.8, help="kfac: share of the curvature mass to keep (1 keeps the weights as they are).")
-    layers: str = setting("all", help="kfac: 'all' or block indices ('2,3') whose MLP weights are edited.")
+    rho: float = setting(
+        0.8, help="kfac: share of the curvature mass to keep (1 keeps the weights as they are)."
+    )
+    layers: str = setting(
+        "all", help="kfac: 'all' or block indices ('2,3') whose MLP weights are edited."
+    )
     kfac_batches: int = setting(16, help="kfac: retain batches the curvature is measured on.")
-    save_every: int = setting(0, help="Also save the model every N steps (out/step-*), for unlearn-eval's calibration.")
+    save_every: int = setting(
+        0, help="Also save the model every N steps (out/step-*), for unlearn-eval's calibration."
+    )
     seed: int = setting(0, help="Seed of batch order and retain windows.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
 
@@ -55,8 +71,15 @@ class UnlearnConfig:
         from .loop import LoopSettings
 
         return LoopSettings(
-            steps=self.steps, lr=self.lr, batch_size=self.batch_size, retain_batch_size=self.retain_batch_size, seq_len=self.seq_len,
-            beta=self.beta, gamma=self.gamma, retain_weight=self.retain_weight, seed=self.seed,
+            steps=self.steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            retain_batch_size=self.retain_batch_size,
+            seq_len=self.seq_len,
+            beta=self.beta,
+            gamma=self.gamma,
+            retain_weight=self.retain_weight,
+            seed=self.seed,
         )
 
     def to_dict(self) -> dict:
@@ -68,21 +91,41 @@ class UnlearnEvalConfig:
     """Settings of ``memaudit unlearn-eval``; see its ``--help``."""
 
     original: str = setting(help="The model before unlearning.")
-    forget: str = setting(help="The forget set (a 'prefix' field, as in canary ledgers, sets the prompt).")
-    holdout: str = setting(help="Texts like the forget set but never trained on (e.g. the canaries' twins).")
-    retain: str = setting(help="Trained-on data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet.")
-    unlearned: tuple[str, ...] = setting((), repeat=True, help="An unlearned model dir (repeat for several methods).")
-    retrained: str | None = setting(None, help="A model trained from scratch without the forget set.")
-    retrain: bool = setting(False, help="Train that model now, with the original's own `memaudit train` settings.")
-    general: str | None = setting(None, help="Held-out corpus for general NLL (e.g. `memaudit corpus snippets` output).")
-    retain_chars: int | None = setting(200_000, help="Use only the first documents of --retain up to this many characters.")
+    forget: str = setting(
+        help="The forget set (a 'prefix' field, as in canary ledgers, sets the prompt)."
+    )
+    holdout: str = setting(
+        help="Texts like the forget set but never trained on (e.g. the canaries' twins)."
+    )
+    retain: str = setting(
+        help="Trained-on data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet."
+    )
+    unlearned: tuple[str, ...] = setting(
+        (), repeat=True, help="An unlearned model dir (repeat for several methods)."
+    )
+    retrained: str | None = setting(
+        None, help="A model trained from scratch without the forget set."
+    )
+    retrain: bool = setting(
+        False, help="Train that model now, with the original's own `memaudit train` settings."
+    )
+    general: str | None = setting(
+        None, help="Held-out corpus for general NLL (e.g. `memaudit corpus snippets` output)."
+    )
+    retain_chars: int | None = setting(
+        200_000, help="Use only the first documents of --retain up to this many characters."
+    )
     eval_texts: int = setting(200, help="Retain and general texts measured.")
-    chunk_chars: int = setting(400, help="Retain and general documents are cut into texts of about this many characters.")
+    chunk_chars: int = setting(
+        400, help="Retain and general documents are cut into texts of about this many characters."
+    )
     prefix_tokens: int = setting(32, help="Prompt length for forget texts without a prefix field.")
     suffix_tokens: int = setting(32, help="Continuation tokens compared.")
     relearn_steps: int = setting(10, help="Fine-tuning steps of the relearning attack (0: skip).")
     relearn_lr: float = setting(1e-3, help="Learning rate of the relearning attack.")
-    retain_budget: float = setting(0.1, help="Calibration: the retain NLL increase (nats/token) methods are compared within.")
+    retain_budget: float = setting(
+        0.1, help="Calibration: the retain NLL increase (nats/token) methods are compared within."
+    )
     n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
     seed: int = setting(0, help="Seed of the forget-set halves and the bootstrap.")
     out: str = setting("runs/unlearn-eval", help="Run directory.")

@@ -54,11 +54,25 @@ class EvalSets:
     general: list[str]
 
     def texts(self) -> list[str]:
-        return [r.text for r in self.forget] + [r.text for r in self.holdout] + self.retain + self.general
+        return (
+            [r.text for r in self.forget]
+            + [r.text for r in self.holdout]
+            + self.retain
+            + self.general
+        )
 
     def slices(self) -> dict[str, slice]:
-        a, b, c = len(self.forget), len(self.forget) + len(self.holdout), len(self.forget) + len(self.holdout) + len(self.retain)
-        return {"forget": slice(0, a), "holdout": slice(a, b), "retain": slice(b, c), "general": slice(c, c + len(self.general))}
+        a, b, c = (
+            len(self.forget),
+            len(self.forget) + len(self.holdout),
+            len(self.forget) + len(self.holdout) + len(self.retain),
+        )
+        return {
+            "forget": slice(0, a),
+            "holdout": slice(a, b),
+            "retain": slice(b, c),
+            "general": slice(c, c + len(self.general)),
+        }
 
 
 def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path, dict]:
@@ -73,20 +87,37 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     if config.retrain:
         from .retrain import retrain_without
 
-        models["retrained"] = str(retrain_without(config.original, [r.text for r in sets.forget], out, progress=progress))
+        models["retrained"] = str(
+            retrain_without(config.original, [r.text for r in sets.forget], out, progress=progress)
+        )
     elif config.retrained:
         models["retrained"] = config.retrained
     half_a, half_b = _halves(len(sets.forget), config.seed)
     per_model, described, rows, originals = {}, {}, [], None
     for name, path in models.items():
-        m = evaluate_model(path, sets, config, (half_a, half_b), baseline=originals, progress=progress)
+        m = evaluate_model(
+            path, sets, config, (half_a, half_b), baseline=originals, progress=progress
+        )
         if name == "original":
             originals = m["_per_text"]
         per_model[name] = {k: v for k, v in m.items() if not k.startswith("_")}
         described[name] = m["_describe"]
-        per_model[name]["kind"] = "original" if name == "original" else "retrained" if name == "retrained" else "unlearned"
+        per_model[name]["kind"] = (
+            "original"
+            if name == "original"
+            else "retrained"
+            if name == "retrained"
+            else "unlearned"
+        )
         rows += [{"model": name, **r} for r in m["_rows"]]
-    calibration = calibrate({n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"}, sets, config, originals, per_model, progress)
+    calibration = calibrate(
+        {n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"},
+        sets,
+        config,
+        originals,
+        per_model,
+        progress,
+    )
     results = {
         **run.header({}),
         "models": described,
@@ -109,14 +140,28 @@ def load_sets(config: UnlearnEvalConfig) -> EvalSets:
     forget = read_texts(config.forget).records
     holdout = read_texts(config.holdout).records
     if len(forget) < 2 or len(holdout) < 2:
-        raise InputError("forget and holdout need at least 2 texts each (the relearning attack splits the forget set)")
-    retain = corpus_chunks(load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed), config.eval_texts, config.chunk_chars)
-    general = corpus_chunks(load_corpus(config.general, seed=config.seed), config.eval_texts, config.chunk_chars) if config.general else []
+        raise InputError(
+            "forget and holdout need at least 2 texts each (the relearning attack splits the "
+            "forget set)"
+        )
+    retain = corpus_chunks(
+        load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed),
+        config.eval_texts,
+        config.chunk_chars,
+    )
+    general = (
+        corpus_chunks(
+            load_corpus(config.general, seed=config.seed), config.eval_texts, config.chunk_chars
+        )
+        if config.general
+        else []
+    )
     return EvalSets(forget, holdout, retain, general)
 
 
 def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:
-    """``n`` pieces of about ``chars`` characters cut at line ends, spread evenly over the documents.
+    """``n`` pieces of about ``chars`` characters cut at line ends, spread evenly over the
+    documents.
 
     >>> corpus_chunks(["a\\nb\\nc\\nd\\n"], 2, 4)
     ['a\\nb', 'c\\nd']
@@ -137,20 +182,41 @@ def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:
     return [pieces[i] for i in keep]
 
 
-def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves, *, baseline=None, progress=None, full: bool = True) -> dict:
+def evaluate_model(
+    path: str,
+    sets: EvalSets,
+    config: UnlearnEvalConfig,
+    halves,
+    *,
+    baseline=None,
+    progress=None,
+    full: bool = True,
+) -> dict:
     """Every measure of one model; ``full=False`` (checkpoints) skips generation and relearning."""
     lm = load_causal_lm(path, LoadOptions(dtype="float32", device=config.device))
-    stage = (lambda name: (lambda d, n: progress(f"{Path(path).name}: {name}", d, n))) if progress else (lambda name: None)
-    # one pass per text: forget and holdout also lowercased (for the lowercase attack), retain and general not
+    stage = (
+        (lambda name: lambda d, n: progress(f"{Path(path).name}: {name}", d, n))
+        if progress
+        else (lambda name: None)
+    )
+    # one pass per text: forget and holdout also lowercased (for the lowercase attack), retain and
+    # general not
     texts, n_mia = sets.texts(), len(sets.forget) + len(sets.holdout)
     cache = resolve_cache_root(config.cache_dir, config.no_cache)
-    inputs, stats = score_views(lm, None, texts[:n_mia], ScoreSettings(), lowercase=True, cache_root=cache)
+    inputs, stats = score_views(
+        lm, None, texts[:n_mia], ScoreSettings(), lowercase=True, cache_root=cache
+    )
     rest, rest_stats = score_texts(lm, texts[n_mia:], ScoreSettings(), cache_root=cache)
     sl = sets.slices()
-    ids = lm.encode([r.text for r in sets.forget])  # once: prompts, generation and relearning all use them
+    ids = lm.encode(
+        [r.text for r in sets.forget]
+    )  # once: prompts, generation and relearning all use them
     prompts = [prompt_length(lm, r, t, config.prefix_tokens) for r, t in zip(sets.forget, ids)]
     forget_scores = [inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)]
-    exact_flags = [bool(t.is_argmax[k - 1 : k - 1 + config.suffix_tokens].all()) for t, k in zip(forget_scores, prompts)]
+    exact_flags = [
+        bool(t.is_argmax[k - 1 : k - 1 + config.suffix_tokens].all())
+        for t, k in zip(forget_scores, prompts)
+    ]
     every = [*inputs.target, *rest]
     nll = np.array([-float(np.mean(t.logp)) for t in every])  # mean token NLL per text
     ntok = np.array([len(t.logp) for t in every])
@@ -160,8 +226,16 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
         "path": str(path),
         "fingerprint": lm.fingerprint,
         "method": _method_of(path),
-        "forget": {"exact": _rate(exact_flags), "nll": _mean_ci(nll[sl["forget"]], ntok[sl["forget"]], config)},
-        "mia": {col: membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed)["auc"].to_dict() for col, v in attack_scores.items()},
+        "forget": {
+            "exact": _rate(exact_flags),
+            "nll": _mean_ci(nll[sl["forget"]], ntok[sl["forget"]], config),
+        },
+        "mia": {
+            col: membership_metrics(v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed)[
+                "auc"
+            ].to_dict()
+            for col, v in attack_scores.items()
+        },
         "retain": _nll_block(nll, ntok, sl["retain"], baseline, config),
         "general": _nll_block(nll, ntok, sl["general"], baseline, config) if sets.general else None,
         "passes": {"scoring": stats["target"].forward_passes + rest_stats.forward_passes},
@@ -169,14 +243,29 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
         "_describe": lm.describe(),
     }
     if full:
-        generated = greedy_generate(lm, [t[:k] for t, k in zip(ids, prompts)], config.suffix_tokens, progress=stage("extracting"))
-        matches = [compare(g[: len(t[k : k + config.suffix_tokens])], t[k : k + config.suffix_tokens]) for g, t, k in zip(generated, ids, prompts)]
+        generated = greedy_generate(
+            lm,
+            [t[:k] for t, k in zip(ids, prompts)],
+            config.suffix_tokens,
+            progress=stage("extracting"),
+        )
+        matches = [
+            compare(g[: len(t[k : k + config.suffix_tokens])], t[k : k + config.suffix_tokens])
+            for g, t, k in zip(generated, ids, prompts)
+        ]
         out["forget"]["loose"] = _rate([m.loose for m in matches])
-        out["forget"]["exact_generated"] = _rate([m.exact for m in matches])  # equals "exact": a cross-check
+        out["forget"]["exact_generated"] = _rate(
+            [m.exact for m in matches]
+        )  # equals "exact": a cross-check
         out["passes"]["generation_prompts"] = len(generated)
         if config.relearn_steps:
-            continuation_nll = [float(-np.mean(t.logp[k - 1 : k - 1 + config.suffix_tokens])) for t, k in zip(forget_scores, prompts)]
-            out["relearn"] = relearn_attack(lm, ids, prompts, halves, config, before=(exact_flags, continuation_nll))
+            continuation_nll = [
+                float(-np.mean(t.logp[k - 1 : k - 1 + config.suffix_tokens]))
+                for t, k in zip(forget_scores, prompts)
+            ]
+            out["relearn"] = relearn_attack(
+                lm, ids, prompts, halves, config, before=(exact_flags, continuation_nll)
+            )
     out["_rows"] = [
         {"set": s, "id": rec_id, "nll": float(nll[i])}
         for s, sl_ in sl.items()
@@ -186,7 +275,8 @@ def evaluate_model(path: str, sets: EvalSets, config: UnlearnEvalConfig, halves,
 
 
 def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) -> int:
-    """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one (canaries), else
+    """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one
+    (canaries), else
     ``prefix_tokens`` (at most half the text)."""
     prefix = record.meta.get("prefix")
     if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
@@ -194,14 +284,20 @@ def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) ->
     return max(1, min(prefix_tokens, len(ids) // 2))
 
 
-def relearn_attack(lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig, *, before) -> dict:
+def relearn_attack(
+    lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig, *, before
+) -> dict:
     """Fine-tune a copy on half A of the forget set; how much of half B comes back?
 
     ``before``: (exact flags, continuation NLLs) of every forget text under the model as it is,
     read off its scoring pass; half B's are compared with the same measures after relearning.
     """
     a, b = halves
-    eos = lm.tokenizer.convert_tokens_to_ids(EOS) if EOS in lm.tokenizer.get_vocab() else (lm.tokenizer.eos_token_id or 0)
+    eos = (
+        lm.tokenizer.convert_tokens_to_ids(EOS)
+        if EOS in lm.tokenizer.get_vocab()
+        else (lm.tokenizer.eos_token_id or 0)
+    )
     model = copy.deepcopy(lm.model).float()
     before = ([before[0][i] for i in b], [before[1][i] for i in b])
     torch.manual_seed(config.seed)
@@ -214,18 +310,28 @@ def relearn_attack(lm, ids: list[list[int]], prompts: list[int], halves, config:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
-    after = _teacher_forced(model, [ids[i] for i in b], [prompts[i] for i in b], eos, config.suffix_tokens)
+    after = _teacher_forced(
+        model, [ids[i] for i in b], [prompts[i] for i in b], eos, config.suffix_tokens
+    )
     return {
-        "half_a": len(a), "half_b": len(b), "steps": config.relearn_steps,
-        "exact_before": _rate(before[0]), "exact_after": _rate(after[0]),
-        "nll_before": float(np.mean(before[1])), "nll_after": float(np.mean(after[1])),
+        "half_a": len(a),
+        "half_b": len(b),
+        "steps": config.relearn_steps,
+        "exact_before": _rate(before[0]),
+        "exact_after": _rate(after[0]),
+        "nll_before": float(np.mean(before[1])),
+        "nll_after": float(np.mean(after[1])),
         "nll_recovered": float(np.mean(before[1]) - np.mean(after[1])),
     }
 
 
 @torch.no_grad()
-def _teacher_forced(model, seqs, prompts, pad_id: int, suffix: int) -> tuple[list[bool], list[float]]:
-    """Per sequence: does greedy decoding from its prompt reproduce it (all continuation tokens argmax), and its continuation NLL."""
+def _teacher_forced(
+    model, seqs, prompts, pad_id: int, suffix: int
+) -> tuple[list[bool], list[float]]:
+    """Per sequence: does greedy decoding from its prompt reproduce it (all continuation tokens
+    argmax), and its continuation NLL.
+    """
     ids, mask = pad_batch(seqs, pad_id, next(model.parameters()).device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
     logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
@@ -239,8 +345,10 @@ def _teacher_forced(model, seqs, prompts, pad_id: int, suffix: int) -> tuple[lis
 
 
 def calibrate(unlearned: dict[str, str], sets, config, originals, per_model, progress) -> dict:
-    """Each method's checkpoints as a forget-vs-retain curve, and the point within the retain budget whose
-    forget-vs-holdout AUC is closest to the retrained model's (an AUC far below it is over-forgetting, which
+    """Each method's checkpoints as a forget-vs-retain curve, and the point within the retain budget
+    whose
+    forget-vs-holdout AUC is closest to the retrained model's (an AUC far below it is
+    over-forgetting, which
     is as visible to an attacker as remembering)."""
     # the AUC an unlearned model should have: the retrained model's, or chance without one
     target = per_model["retrained"]["mia"]["loss"]["value"] if "retrained" in per_model else 0.5
@@ -248,20 +356,33 @@ def calibrate(unlearned: dict[str, str], sets, config, originals, per_model, pro
     for name, path in unlearned.items():
         points = []
         for ckpt in sorted(Path(path).glob("step-*")):
-            m = evaluate_model(str(ckpt), sets, config, None, baseline=originals, progress=progress, full=False)
+            m = evaluate_model(
+                str(ckpt), sets, config, None, baseline=originals, progress=progress, full=False
+            )
             points.append(_point(m, int(ckpt.name.split("-")[1])))
-        final = json.loads((Path(path) / UNLEARN_RECORD).read_text()).get("step") if (Path(path) / UNLEARN_RECORD).is_file() else None
+        final = (
+            json.loads((Path(path) / UNLEARN_RECORD).read_text()).get("step")
+            if (Path(path) / UNLEARN_RECORD).is_file()
+            else None
+        )
         points.append(_point(per_model[name], final))
         within = [p for p in points if p["retain_delta"] <= config.retain_budget]
-        chosen = min(within, key=lambda p: (abs(p["mia_auc"] - target), p["forget_exact"])) if within else None
+        chosen = (
+            min(within, key=lambda p: (abs(p["mia_auc"] - target), p["forget_exact"]))
+            if within
+            else None
+        )
         out["methods"][name] = {"curve": points, "chosen": chosen}
     return out
 
 
 def _point(m: dict, step) -> dict:
     return {
-        "step": step, "retain_delta": m["retain"]["delta"]["value"] if m["retain"]["delta"] else 0.0,
-        "forget_exact": m["forget"]["exact"]["value"], "forget_nll": m["forget"]["nll"]["value"], "mia_auc": m["mia"]["loss"]["value"],
+        "step": step,
+        "retain_delta": m["retain"]["delta"]["value"] if m["retain"]["delta"] else 0.0,
+        "forget_exact": m["forget"]["exact"]["value"],
+        "forget_nll": m["forget"]["nll"]["value"],
+        "mia_auc": m["mia"]["loss"]["value"],
     }
 
 
@@ -279,7 +400,10 @@ def _mean_ci(values: np.ndarray, weights: np.ndarray, config) -> dict:
     rng = np.random.default_rng(config.seed)
     idx = rng.integers(0, len(values), (config.n_bootstrap, len(values)))
     boots = (values[idx] * weights[idx]).sum(1) / weights[idx].sum(1)
-    return {"value": mean, "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+    return {
+        "value": mean,
+        "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+    }
 
 
 def _rate(flags) -> dict:

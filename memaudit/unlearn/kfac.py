@@ -11,7 +11,7 @@ highest curvature until they hold ``rho`` of the total and zeroes the rest:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -19,19 +19,28 @@ from memaudit.errors import InputError
 
 
 def mlp_layers(model, layers: str = "all") -> dict[str, torch.nn.Module]:
-    """The MLP projections of a GPT-2-style model (``h.{i}.mlp.c_fc`` / ``c_proj``), optionally of some blocks.
+    """The MLP projections of a GPT-2-style model (``h.{i}.mlp.c_fc`` / ``c_proj``), optionally of
+    some blocks.
 
     ``layers`` is ``"all"`` or a comma list of block indices (``"2,3"``).
     """
-    found = {n: m for n, m in model.named_modules() if ".mlp." in f"{n}." and hasattr(m, "weight") and m.weight.dim() == 2}
+    found = {
+        n: m
+        for n, m in model.named_modules()
+        if ".mlp." in f"{n}." and hasattr(m, "weight") and m.weight.dim() == 2
+    }
     if not found:
-        raise InputError("no MLP weights found (the curvature edit knows GPT-2-style '.mlp.' projections)")
+        raise InputError(
+            "no MLP weights found (the curvature edit knows GPT-2-style '.mlp.' projections)"
+        )
     if layers == "all":
         return found
     try:
         wanted = {int(x) for x in layers.split(",")}
     except ValueError:
-        raise InputError(f"layers must be 'all' or block indices like '2,3', got '{layers}'") from None
+        raise InputError(
+            f"layers must be 'all' or block indices like '2,3', got '{layers}'"
+        ) from None
     chosen = {n: m for n, m in found.items() if any(f".{i}.mlp." in f".{n}." for i in wanted)}
     if not chosen:
         raise InputError(f"no MLP weights in blocks {sorted(wanted)}")
@@ -48,11 +57,20 @@ def _set_weight_io(module, w_io: torch.Tensor) -> None:
     module.weight.copy_(w_io.T if isinstance(module, torch.nn.Linear) else w_io)
 
 
-def collect_factors(model, batches: list[torch.Tensor], modules: dict[str, torch.nn.Module], *, progress: Callable | None = None) -> dict:
-    """``A = E[a a^T]`` and ``G = E[g g^T]`` per module, over every token of ``batches`` ((B, T) ids)."""
+def collect_factors(
+    model,
+    batches: list[torch.Tensor],
+    modules: dict[str, torch.nn.Module],
+    *,
+    progress: Callable | None = None,
+) -> dict:
+    """``A = E[a a^T]`` and ``G = E[g g^T]`` per module, over every token of ``batches`` ((B, T)
+    ids).
+    """
     stats = {n: {"A": 0.0, "G": 0.0, "n": 0} for n in modules}
     handles = []
     for name, m in modules.items():
+
         def fwd(mod, inputs, output, name=name):
             a = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()  # (B*T, in)
             stats[name]["A"] = stats[name]["A"] + a.T @ a
@@ -69,7 +87,9 @@ def collect_factors(model, batches: list[torch.Tensor], modules: dict[str, torch
         for i, batch in enumerate(batches):
             batch = batch.to(device)
             out = model(input_ids=batch, labels=batch)
-            (out.loss * (batch.shape[0] * (batch.shape[1] - 1))).backward()  # summed NLL: each token's own gradient
+            (
+                out.loss * (batch.shape[0] * (batch.shape[1] - 1))
+            ).backward()  # summed NLL: each token's own gradient
             model.zero_grad(set_to_none=True)
             if progress:
                 progress("curvature factors", i + 1, len(batches))
@@ -106,5 +126,8 @@ def curvature_edit(modules: dict[str, torch.nn.Module], factors: dict, rho: floa
             keep = keep.reshape(importance.shape)
         w_new = u @ ((u.T @ w @ v) * keep) @ v.T
         _set_weight_io(module, w_new.to(module.weight.dtype))
-        report[name] = {"kept": float(keep.float().mean()), "relative_change": float((w_new - w).norm() / w.norm())}
+        report[name] = {
+            "kept": float(keep.float().mean()),
+            "relative_change": float((w_new - w).norm() / w.norm()),
+        }
     return report

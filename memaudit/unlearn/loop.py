@@ -9,8 +9,8 @@ first step, from the model itself: no second model is kept in memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,9 @@ class LoopSettings:
             raise InputError("lr and beta must be positive")
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and mask, (B, T) each."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -50,11 +52,17 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch
     return ids.to(device), mask.to(device)
 
 
-def sequence_logp(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each row's tokens after the first, and how many were scored: (B,), (B,)."""
+def sequence_logp(
+    model, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's tokens after the first, and how many were scored:
+    (B,), (B,).
+    """
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
     targets, scored = ids[:, 1:], mask[:, 1:].float()  # (B, T-1)
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (B, T-1)
+    logp = (
+        torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    )  # (B, T-1)
     return (logp * scored).sum(1), scored.sum(1)
 
 
@@ -72,27 +80,46 @@ def unlearn_loop(
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     order = np.random.default_rng(settings.seed).permutation(len(forget))
-    reference = _reference_logp(model, forget, pad_id, settings.batch_size) if method.needs_reference else None
+    reference = (
+        _reference_logp(model, forget, pad_id, settings.batch_size)
+        if method.needs_reference
+        else None
+    )
     beta = settings.beta if settings.beta is not None else method.default_beta
     use_retain = retain_batch is not None and (method.needs_retain or method.uses_retain)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
     model.train()
     log = []
     for step in range(settings.steps):
-        rows = [order[(step * settings.batch_size + i) % len(forget)] for i in range(min(settings.batch_size, len(forget)))]
+        rows = [
+            order[(step * settings.batch_size + i) % len(forget)]
+            for i in range(min(settings.batch_size, len(forget)))
+        ]
         ids, mask = pad_batch([forget[r] for r in rows], pad_id, device)
         logp, n = sequence_logp(model, ids, mask)
         retain_nll = None
         if use_retain:
             batch = retain_batch(step).to(device)  # (B, T)
             retain_nll = model(input_ids=batch, labels=batch).loss
-        x = StepInputs(logp, n, None if reference is None else reference[rows].to(device), retain_nll, beta, settings.gamma, settings.retain_weight)
+        x = StepInputs(
+            logp,
+            n,
+            None if reference is None else reference[rows].to(device),
+            retain_nll,
+            beta,
+            settings.gamma,
+            settings.retain_weight,
+        )
         loss = method.loss(x)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        entry = {"step": step + 1, "loss": loss.item(), "forget_nll": (-logp.sum() / n.sum()).item()}
+        entry = {
+            "step": step + 1,
+            "loss": loss.item(),
+            "forget_nll": (-logp.sum() / n.sum()).item(),
+        }
         if retain_nll is not None:
             entry["retain_nll"] = retain_nll.item()
         log.append(entry)

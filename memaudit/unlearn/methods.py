@@ -7,8 +7,8 @@ touches this module and its test, never the loop. Definitions: shared/REFERENCES
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,9 @@ from memaudit.registry import Registry
 
 @dataclass(frozen=True)
 class StepInputs:
-    """What a method's loss may use. Log-probabilities are summed over each forget sequence's tokens."""
+    """What a method's loss may use. Log-probabilities are summed over each forget sequence's
+    tokens.
+    """
 
     forget_logp: torch.Tensor  # (B,) log p_theta(y) of each forget sequence
     forget_tokens: torch.Tensor  # (B,) tokens scored in each sequence
@@ -63,7 +65,8 @@ def gradient_difference(x: StepInputs) -> torch.Tensor:
 
 
 def npo(x: StepInputs) -> torch.Tensor:
-    """Negative preference optimisation: ``(2/beta) mean log(1 + (p_theta/p_ref)^beta)`` (+ retain NLL).
+    """Negative preference optimisation: ``(2/beta) mean log(1 + (p_theta/p_ref)^beta)`` (+ retain
+    NLL).
 
     ``log(1 + e^z) = softplus(z)`` with ``z = beta (log p_theta - log p_ref)``; bounded below,
     so unlike gradient ascent it slows down once the forget set is unlikely.
@@ -75,15 +78,42 @@ def npo(x: StepInputs) -> torch.Tensor:
 def simnpo(x: StepInputs) -> torch.Tensor:
     """SimNPO: reference-free, length-normalised NPO with a margin gamma (+ retain NLL).
 
-    ``-(2/beta) log sigmoid(-(beta/|y|) log p_theta(y) - gamma) = (2/beta) softplus((beta/|y|) log p_theta(y) + gamma)``.
+    ``-(2/beta) log sigmoid(-(beta/|y|) log p_theta(y) - gamma) = (2/beta) softplus((beta/|y|) log
+    p_theta(y) + gamma)``.
     """
     z = x.beta * x.forget_logp / x.forget_tokens + x.gamma
     return _with_retain((2.0 / x.beta) * F.softplus(z).mean(), x)
 
 
 METHODS.add("ga", Method("ga", "gradient ascent on the forget set", gradient_ascent))
-METHODS.add("grad_diff", Method("grad_diff", "gradient ascent on forget + descent on retain", gradient_difference, needs_retain=True))
-METHODS.add("npo", Method("npo", "negative preference optimisation against the original model (+ retain NLL)", npo, uses_retain=True, needs_reference=True))
-METHODS.add("simnpo", Method("simnpo", "reference-free length-normalised NPO with a margin (+ retain NLL)", simnpo, uses_retain=True, default_beta=2.5))
+METHODS.add(
+    "grad_diff",
+    Method(
+        "grad_diff",
+        "gradient ascent on forget + descent on retain",
+        gradient_difference,
+        needs_retain=True,
+    ),
+)
+METHODS.add(
+    "npo",
+    Method(
+        "npo",
+        "negative preference optimisation against the original model (+ retain NLL)",
+        npo,
+        uses_retain=True,
+        needs_reference=True,
+    ),
+)
+METHODS.add(
+    "simnpo",
+    Method(
+        "simnpo",
+        "reference-free length-normalised NPO with a margin (+ retain NLL)",
+        simnpo,
+        uses_retain=True,
+        default_beta=2.5,
+    ),
+)
 
 EDIT_METHODS = ("kfac",)  # weight edits without gradient steps on the forget set (kfac.py)

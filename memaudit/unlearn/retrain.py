@@ -22,35 +22,62 @@ from memaudit.models.hf import TOKENIZER_FILES
 
 
 def retrain_config(original: str | Path, forget_texts: list[str], work: Path) -> TrainConfig:
-    """The original's training config with the forget set taken out (new ledger/corpus files under ``work``)."""
+    """The original's training config with the forget set taken out (new ledger/corpus files
+    under ``work``).
+    """
     src = Path(original)
     record_path = src / TRAIN_RECORD
     if not record_path.is_file():
-        raise InputError(f"no {TRAIN_RECORD}: the original was not trained by `memaudit train`, so it cannot be retrained; pass --retrained DIR", path=str(src))
+        raise InputError(
+            f"no {TRAIN_RECORD}: the original was not trained by `memaudit train`, so it cannot be "
+            "retrained; pass --retrained DIR",
+            path=str(src),
+        )
     cfg = TrainConfig(**json.loads(record_path.read_text())["config"])
     if cfg.init_from:
-        raise InputError("the original continued another model (--init-from); retrain that chain yourself and pass --retrained DIR", path=str(src))
+        raise InputError(
+            "the original continued another model (--init-from); retrain that chain yourself and "
+            "pass --retrained DIR",
+            path=str(src),
+        )
     forget = set(forget_texts)
     work.mkdir(parents=True, exist_ok=True)
     changes: dict = {"out": str(work / "retrained")}
     if cfg.ledger:
-        ledger = read_ledger(src / "ledger.jsonl" if (src / "ledger.jsonl").is_file() else cfg.ledger)
-        kept = [replace(c, member=False, repetitions=0, insertions=[]) if c.member and c.text in forget else replace(c, insertions=[]) for c in ledger]
+        ledger = read_ledger(
+            src / "ledger.jsonl" if (src / "ledger.jsonl").is_file() else cfg.ledger
+        )
+        kept = [
+            replace(c, member=False, repetitions=0, insertions=[])
+            if c.member and c.text in forget
+            else replace(c, insertions=[])
+            for c in ledger
+        ]
         changes["ledger"] = str(write_ledger(work / "retrain-ledger.jsonl", kept))
     docs = load_corpus(cfg.corpus, max_chars=cfg.corpus_chars, seed=cfg.seed)
     kept_docs = [d for d in docs if d not in forget]
     if len(kept_docs) < len(docs):
-        changes["corpus"] = str(write_texts(work / "retrain-corpus.jsonl", ((f"doc{i}", d) for i, d in enumerate(kept_docs))))
+        changes["corpus"] = str(
+            write_texts(
+                work / "retrain-corpus.jsonl", ((f"doc{i}", d) for i, d in enumerate(kept_docs))
+            )
+        )
         changes["corpus_chars"] = None
     return replace(cfg, **changes)
 
 
-def retrain_without(original: str | Path, forget_texts: list[str], work: Path, *, progress=None) -> Path:
-    """Train the retrained model into ``work/retrained`` (reused when already done) and return its dir."""
+def retrain_without(
+    original: str | Path, forget_texts: list[str], work: Path, *, progress=None
+) -> Path:
+    """Train the retrained model into ``work/retrained`` (reused when already done) and return
+    its dir.
+    """
     cfg = retrain_config(original, forget_texts, work)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:  # the same tokenizer: the trainer takes one it finds in its out dir
+    for (
+        name
+    ) in TOKENIZER_FILES:  # the same tokenizer: the trainer takes one it finds in its out dir
         if (Path(original) / name).is_file() and not (out / name).is_file():
             shutil.copy2(Path(original) / name, out / name)
     return run_train(cfg, progress=progress)

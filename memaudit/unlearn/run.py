@@ -1,4 +1,6 @@
-"""``memaudit unlearn``: a new model dir with the forget set removed; the original is never written."""
+"""``memaudit unlearn``: a new model dir with the forget set removed; the original is never
+written.
+"""
 
 from __future__ import annotations
 
@@ -29,15 +31,25 @@ UNLEARN_RECORD = "memaudit_unlearn.json"
 
 
 def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
-    """Unlearn ``config.forget`` from ``config.model`` into ``config.out`` (checkpoints in ``out/step-*``)."""
+    """Unlearn ``config.forget`` from ``config.model`` into ``config.out`` (checkpoints in
+    ``out/step-*``).
+    """
     src, out = Path(config.model).resolve(), Path(config.out).resolve()
     if out == src or src in out.parents:
-        raise InputError("--out must be a new directory outside the original model dir (the original is never written)", path=config.out)
+        raise InputError(
+            "--out must be a new directory outside the original model dir (the original is never "
+            "written)",
+            path=config.out,
+        )
     t0 = time.perf_counter()
     forget_texts = [r.text for r in read_texts(config.forget).records]
     lm = load_causal_lm(config.model, LoadOptions(dtype="float32", device=config.device))
     model, tokenizer = lm.model, lm.tokenizer
-    eos = tokenizer.convert_tokens_to_ids(EOS) if EOS in tokenizer.get_vocab() else (tokenizer.eos_token_id or 0)
+    eos = (
+        tokenizer.convert_tokens_to_ids(EOS)
+        if EOS in tokenizer.get_vocab()
+        else (tokenizer.eos_token_id or 0)
+    )
     forget = [ids + [eos] for ids in lm.encode(forget_texts)]
     retain_batch = _retain_batches(config, tokenizer)
     log: list[dict] = []
@@ -45,7 +57,9 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         if retain_batch is None:
             raise InputError("the curvature edit needs --retain data to measure curvature on")
         modules = mlp_layers(model, config.layers)
-        factors = collect_factors(model, [retain_batch(i) for i in range(config.kfac_batches)], modules, progress=progress)
+        factors = collect_factors(
+            model, [retain_batch(i) for i in range(config.kfac_batches)], modules, progress=progress
+        )
         edit = curvature_edit(modules, factors, config.rho)
         log.append({"edit": edit})
     else:
@@ -60,19 +74,34 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             if config.save_every and step % config.save_every == 0 and step < config.steps:
                 _save(model, tokenizer, out / f"step-{step:05d}", config, lm, log, t0, step=step)
 
-        unlearn_loop(model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step)
-    return _save(model, tokenizer, out, config, lm, log, t0, step=config.steps if config.method != "kfac" else 0)
+        unlearn_loop(
+            model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
+        )
+    return _save(
+        model,
+        tokenizer,
+        out,
+        config,
+        lm,
+        log,
+        t0,
+        step=config.steps if config.method != "kfac" else 0,
+    )
 
 
 def _retain_batches(config: UnlearnConfig, tokenizer):
     if config.retain is None:
         return None
     docs = load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed)
-    settings = TrainSettings(steps=1, batch_size=config.retain_batch_size, seq_len=config.seq_len, seed=config.seed + 1)
+    settings = TrainSettings(
+        steps=1, batch_size=config.retain_batch_size, seq_len=config.seq_len, seed=config.seed + 1
+    )
     return random_windows(token_stream(tokenizer, docs), settings)
 
 
-def _save(model, tokenizer, out: Path, config: UnlearnConfig, lm, log: list[dict], t0: float, *, step: int) -> Path:
+def _save(
+    model, tokenizer, out: Path, config: UnlearnConfig, lm, log: list[dict], t0: float, *, step: int
+) -> Path:
     record = {
         "schema_version": rs.SCHEMA_VERSION,
         "command": "unlearn",
@@ -84,6 +113,8 @@ def _save(model, tokenizer, out: Path, config: UnlearnConfig, lm, log: list[dict
         "log": log,
         "seconds": time.perf_counter() - t0,
     }
-    path = save_model_dir(model, tokenizer, out, keep=[p.name for p in out.glob("step-*")] if out.exists() else [])
+    path = save_model_dir(
+        model, tokenizer, out, keep=[p.name for p in out.glob("step-*")] if out.exists() else []
+    )
     write_text_atomic(path / UNLEARN_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
     return path
