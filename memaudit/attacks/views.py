@@ -35,16 +35,14 @@ def score_views(
         lowered = [x.lower() for x in texts]
         target_texts += lowered
         ids = None if ids is None else ids + target.encode(lowered)
-    stage = lambda name: (
-        (lambda d, total: progress(f"scoring {name}", d, total)) if progress else None
-    )  # noqa: E731
     both, stats = score_texts(
         target,
         target_texts,
         settings,
         cache_root=cache_root,
         token_ids=ids,
-        progress=stage("target"),
+        progress=progress,
+        stage="scoring target",
     )
     view_stats = {"target": stats}
     views = {"target": both.subset(range(n)) if lowercase else both}
@@ -57,6 +55,7 @@ def score_views(
             settings,
             cache_root=cache_root,
             token_ids=token_ids[1],
-            progress=stage("reference"),
+            progress=progress,
+            stage="scoring reference",
         )
     return AttackInputs(list(texts), **views), view_stats

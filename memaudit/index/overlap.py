@@ -111,11 +111,14 @@ def _generate(
     sampled.
     """
     if config.temperature == 0:
-        cb = (lambda d, n: progress("generating", d, n)) if progress else None
         return list(
             enumerate(
                 greedy_generate(
-                    model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb
+                    model,
+                    prompts,
+                    config.max_new_tokens,
+                    batch_size=config.batch_size,
+                    progress=progress,
                 )
             )
         )

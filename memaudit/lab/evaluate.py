@@ -82,12 +82,11 @@ def evaluate_canaries(
 ) -> dict:
     """Extraction, recognition, exposure and MIA of members vs twins, overall and per level."""
     texts = [c.text for c in canaries]
-    stage = lambda name: (lambda d, n: progress(name, d, n)) if progress else None  # noqa: E731
 
     splits = [prompt_split(model.tokenizer, c) for c in canaries]
     longest = max(len(rest) for _, rest in splits)
     generated = greedy_generate(
-        model, [p for p, _ in splits], longest, progress=stage("extracting")
+        model, [p for p, _ in splits], longest, progress=progress, stage="extracting"
     )
     matches = [compare(g[: len(rest)], rest) for g, (_, rest) in zip(generated, splits)]
     gen_texts = [model.tokenizer.decode(g[: len(rest)]) for g, (_, rest) in zip(generated, splits)]
@@ -108,7 +107,7 @@ def evaluate_canaries(
     pools = [candidates(c, n_candidates, seed=seed) for c in canaries]
     flat = [t for pool in pools for t in pool]
     cand_scores, _ = score_texts(
-        model, flat, cache_root=cache_root, progress=stage("exposure candidates")
+        model, flat, cache_root=cache_root, progress=progress, stage="exposure candidates"
     )
     cand_nll = -np.array([t.logp.sum(dtype=np.float64) for t in cand_scores]).reshape(
         len(canaries), n_candidates

@@ -69,18 +69,17 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
             f"no record has the field '{config.group_by}' to group by", path=config.data
         )
 
-    gen_progress = (lambda d, n: progress("generating", d, n)) if progress else None
     generated = greedy_generate(
-        model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=gen_progress
+        model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=progress
     )
     matches = [compare(g, t[k : k + m]) for g, t in zip(generated, ids)]
-    score_progress = (lambda d, n: progress("scoring", d, n)) if progress else None
     scores, score_stats = score_texts(
         model,
         [r.text for r in records],
         cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
         token_ids=ids,
-        progress=score_progress,
+        progress=progress,
+        stage="scoring",
     )
     strength = extraction_strength(scores)
 

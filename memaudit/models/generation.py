@@ -8,11 +8,12 @@ keys and values. Position ids follow each row's own tokens, so padding changes n
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from memaudit.errors import InputError
+from memaudit.io.progress import Progress
 
 
 @torch.no_grad()
@@ -22,7 +23,8 @@ def greedy_generate(
     max_new_tokens: int,
     *,
     batch_size: int = 64,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
+    stage: str = "generating",
 ) -> list[list[int]]:
     """Greedy continuations of ``max_new_tokens`` tokens for every prompt (end-of-text does not stop
     them).
@@ -35,7 +37,9 @@ def greedy_generate(
         Each at least one token long.
     max_new_tokens : int
     batch_size : int, keyword-only
-    progress : callable(done_prompts, total_prompts), optional
+    progress : Progress, optional
+        Told ``(stage, prompts done, prompts in total)`` after every batch.
+    stage : str, keyword-only
 
     Returns
     -------
@@ -60,7 +64,7 @@ def greedy_generate(
         for i, g in zip(chunk, generated):
             out[i] = g
         if progress is not None:
-            progress(min(start + batch_size, len(order)), len(order))
+            progress(stage, min(start + batch_size, len(order)), len(order))
     return out
 
 

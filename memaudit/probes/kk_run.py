@@ -12,6 +12,7 @@ from pathlib import Path
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
+from memaudit.io.progress import Progress
 from memaudit.io.texts import jsonl_objects
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
@@ -58,9 +59,8 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
             model,
             ps,
             config,
-            progress=(lambda d, n, name=name: progress(f"solving: {name}", d, n))
-            if progress
-            else None,
+            progress=progress,
+            stage=f"solving: {name}",
         )
     orig = correct["original"]
     summary = {
@@ -107,7 +107,7 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
 
 
 def answer_all(
-    model, puzzles, config: KKRunConfig, *, progress=None
+    model, puzzles, config: KKRunConfig, *, progress: Progress | None = None, stage: str = "solving"
 ) -> tuple[list[bool], list[str]]:
     """Greedy answers to every puzzle, parsed and checked against its one solution."""
     from .kk import render_answer
@@ -122,7 +122,7 @@ def answer_all(
             f"model's context of {model.max_length}"
         )
     generated = greedy_generate(
-        model, prompts, new, batch_size=config.batch_size, progress=progress
+        model, prompts, new, batch_size=config.batch_size, progress=progress, stage=stage
     )
     texts = [model.tokenizer.decode(g) for g in generated]
     return [parse_answer(t, p) == p.solution() for t, p in zip(texts, puzzles)], texts

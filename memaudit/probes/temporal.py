@@ -177,11 +177,15 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     period_of(first, config.period)  # an unknown period fails before any work
     model = load_causal_lm(config.model, LoadOptions(device=config.device))
     prompts = model.encode([f.prompt for f in facts])
-    cb = (lambda d, n: progress("answering", d, n)) if progress else None
     generated = [
         model.tokenizer.decode(g)
         for g in greedy_generate(
-            model, prompts, config.max_new_tokens, batch_size=config.batch_size, progress=cb
+            model,
+            prompts,
+            config.max_new_tokens,
+            batch_size=config.batch_size,
+            progress=progress,
+            stage="answering",
         )
     ]
     scored = [score_answer(g, f, tolerance=config.tolerance) for g, f in zip(generated, facts)]

@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from memaudit.errors import InputError
+from memaudit.io.progress import Progress
 from memaudit.io.texts import text_hash
 from memaudit.models.base import CausalLM
 
@@ -32,7 +33,6 @@ from .cache import ScoreCache
 from .tokenscores import TextScores, TokenScores
 
 ENGINE_VERSION = 1  # bump when the numbers the engine writes change meaning
-ProgressFn = Callable[[int, int], None]  # (tokens done so far, tokens in total)
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def score_texts(
     *,
     cache_root=None,
     token_ids: Sequence[Sequence[int]] | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
+    stage: str = "scoring",
 ) -> tuple[TokenScores, ScoreStats]:
     """Score every token of every text with one forward pass per window.
 
@@ -171,7 +172,10 @@ def score_texts(
         Root of the on-disk shard cache; None disables caching.
     token_ids : sequence of sequences of int, optional, keyword-only
         The texts already tokenized by ``model.encode`` (saves tokenizing twice).
-    progress : callable(done_tokens, total_tokens), optional, keyword-only
+    progress : Progress, optional, keyword-only
+        Told ``(stage, tokens done, tokens in total)`` after every batch.
+    stage : str, keyword-only
+        The stage name given to ``progress``.
 
     Returns
     -------
@@ -216,7 +220,7 @@ def score_texts(
             stats.shards_written += cache.dir is not None
             done += sum(len(ids[h]) for h in shard)
             if progress is not None:
-                progress(done, total)
+                progress(stage, done, total)
     stats.seconds = time.perf_counter() - start
     return TokenScores.from_texts([results[h] for h in hashes]), stats
 

@@ -194,11 +194,6 @@ def evaluate_model(
 ) -> dict:
     """Every measure of one model; ``full=False`` (checkpoints) skips generation and relearning."""
     lm = load_causal_lm(path, LoadOptions(dtype="float32", device=config.device))
-    stage = (
-        (lambda name: lambda d, n: progress(f"{Path(path).name}: {name}", d, n))
-        if progress
-        else (lambda name: None)
-    )
     # one pass per text: forget and holdout also lowercased (for the lowercase attack), retain and
     # general not
     texts, n_mia = sets.texts(), len(sets.forget) + len(sets.holdout)
@@ -247,7 +242,8 @@ def evaluate_model(
             lm,
             [t[:k] for t, k in zip(ids, prompts)],
             config.suffix_tokens,
-            progress=stage("extracting"),
+            progress=progress,
+            stage=f"{Path(path).name}: extracting",
         )
         matches = [
             compare(g[: len(t[k : k + config.suffix_tokens])], t[k : k + config.suffix_tokens])
