@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both build the venv first.
+# On a fresh machine: `make demo`, `make lint` and `make test`. Each builds the venv first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,17 +11,26 @@ export HF_HUB_OFFLINE := 1
 export SCIKIT_LEARN_DATA := $(CURDIR)/.cache/sklearn
 export MEMAUDIT_CACHE := $(CURDIR)/.cache/memaudit
 
-.PHONY: venv test demo bench clean
+.PHONY: venv lint format test demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned, so that nothing later pulls a CUDA build.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,lint]'
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 test: $(STAMP)
 	$(PY) -m pytest -q

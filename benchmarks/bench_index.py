@@ -8,15 +8,13 @@ by unigram samples, so the corpus is not one long exact repeat. Both engines get
 token file (ours: big-endian u16 with a separator after each document; infini-gram's
 ``tokenized.0``/``offset.0``: little-endian u16 with ``\\xff\\xff`` before each document).
 
-Build: our shard stage (``index_build.sort_shard``: load tokens, libdivsufsort, write sa.npy)
-vs infini-gram's ``build_sa`` (its Rust make-part / merge / concat, given all CPUs), each in
-a fresh process; medians of ``--repeats`` runs; peak RSS of that process and its children
-(sampled, summed over the process tree) per token. Count: median and p99 latency of the same queries
-(spans drawn from the corpus,
-1-16 tokens, plus 10% absent), answers checked equal; the brute-force scan (numpy,
-vectorised: candidates of the first token, filtered by each next one) on a subset.
-Targets: build <= 1.5x infini-gram's time, count <= 2x its latency, both >= 100x faster
-than the scan.
+Build: our shard stage (``index_build.sort_shard``: load tokens, libdivsufsort, write sa.npy) vs
+infini-gram's ``build_sa`` (its Rust make-part / merge / concat, given all CPUs), each in a fresh
+process; medians of ``--repeats`` runs; peak RSS of that process and its children (sampled, summed
+over the process tree) per token. Count: median and p99 latency of the same queries (spans drawn
+from the corpus, 1-16 tokens, plus 10% absent), answers checked equal; the brute-force scan (numpy,
+vectorised: candidates of the first token, filtered by each next one) on a subset. Targets: build <=
+1.5x infini-gram's time, count <= 2x its latency, both >= 100x faster than the scan.
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 FPR_BOUNDS = (0.01, 0.001)
 
 
-def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC points at every distinct score threshold, starting at (0, 0).
 
     Returns
@@ -32,7 +33,7 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fpr, tpr, np.r_[np.inf, s[last_of_tie]]
 
 
-def roc_auc(scores, labels) -> float:
+def roc_auc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve (ties count one half), equal to scikit-learn's ``roc_auc_score``.
 
     Examples
@@ -44,7 +45,7 @@ def roc_auc(scores, labels) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def tpr_at_fpr(scores, labels, max_fpr: float) -> float:
+def tpr_at_fpr(scores: ArrayLike, labels: ArrayLike, max_fpr: float) -> float:
     """Largest TPR among ROC points whose FPR is at most ``max_fpr``."""
     fpr, tpr, _ = roc_curve(scores, labels)
     return float(tpr[fpr <= max_fpr + 1e-12].max())
@@ -63,8 +64,8 @@ class Estimate:
 
 
 def membership_metrics(
-    scores,
-    labels,
+    scores: ArrayLike,
+    labels: ArrayLike,
     *,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -115,7 +116,7 @@ def _all_metrics(
     return out
 
 
-def _validate(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+def _validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels)
     if s.shape != y.shape or s.ndim != 1:

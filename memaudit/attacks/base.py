@@ -30,6 +30,13 @@ class AttackInputs:
     lowercase: TokenScores | None = None  # the target model on the lowercased texts
     reference: TokenScores | None = None  # the reference model on the texts
 
+    def view(self, name: str) -> TokenScores:
+        """The scored view ``name``; reading one not declared in ``needs`` fails here."""
+        scores = getattr(self, name)
+        if scores is None:
+            raise ValueError(f"the '{name}' view was not scored (declare it in the attack's needs)")
+        return scores
+
 
 @dataclass(frozen=True)
 class Attack:
@@ -62,13 +69,18 @@ class AttackSpec:
 ATTACKS: Registry[Attack] = Registry("attack")
 
 
-def register(name: str, *, description: str, needs: tuple[str, ...] = (), **defaults: float):
+AttackFn = Callable[..., np.ndarray]  # (AttackInputs, **params) -> one score per text
+
+
+def register(
+    name: str, *, description: str, needs: tuple[str, ...] = (), **defaults: float
+) -> Callable[[AttackFn], AttackFn]:
     """Register an attack function under ``name``; keyword defaults become its settable params."""
     unknown = set(needs) - set(VIEWS)
     if unknown:
         raise ValueError(f"unknown views {unknown}")
 
-    def deco(fn):
+    def deco(fn: AttackFn) -> AttackFn:
         ATTACKS.add(name, Attack(name, fn, description, frozenset(needs), dict(defaults)))
         return fn
 

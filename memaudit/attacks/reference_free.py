@@ -37,8 +37,8 @@ def min_k(inputs: AttackInputs, *, k: float) -> np.ndarray:
 @register(
     "min_k_pp",
     description=(
-        "Min-K% over token log-likelihoods standardized by the next-token distribution (Zhang et "
-        "al. 2024)"
+        "Min-K% over token log-likelihoods standardized by the next-token distribution "
+        "(Zhang et al. 2024)"
     ),
     k=0.2,
 )

@@ -6,21 +6,27 @@ view is computed once for all attacks, so the whole suite costs one pass per tex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from memaudit.io.progress import Progress
+from memaudit.models.base import CausalLM
 from memaudit.scoring.engine import ScoreSettings, ScoreStats, score_texts
 
 from .base import AttackInputs
 
+TokenIds = Sequence[Sequence[int]]
+
 
 def score_views(
-    target,
-    reference,
+    target: CausalLM,
+    reference: CausalLM | None,
     texts: list[str],
     settings: ScoreSettings,
     *,
     lowercase: bool,
-    cache_root=None,
-    token_ids=(None, None),
+    cache_root: str | Path | None = None,
+    token_ids: tuple[TokenIds | None, TokenIds | None] = (None, None),
     progress: Progress | None = None,
 ) -> tuple[AttackInputs, dict[str, ScoreStats]]:
     """Every scored view the attacks need, one forward pass per text per model.
@@ -34,7 +40,7 @@ def score_views(
     if lowercase:
         lowered = [x.lower() for x in texts]
         target_texts += lowered
-        ids = None if ids is None else ids + target.encode(lowered)
+        ids = None if ids is None else [*ids, *target.encode(lowered)]
     both, stats = score_texts(
         target,
         target_texts,

@@ -23,6 +23,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -86,9 +87,9 @@ class StageBars:
             console=console,
             transient=False,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
-    def __call__(self, stage: str, done: int, total: int, note: str = "") -> None:
+    def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None:
         if (
             not self.tasks
         ):  # shown from the first report on: a run that fails early prints nothing here
@@ -139,7 +140,7 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
             flags = {f.name: _from_flag(f, given[f.name]) for f in settings}
             show(resolve_config(config_cls, config_file=config_file, **flags))
 
-        command.__signature__ = inspect.Signature(params)
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__doc__ = show.__doc__
         command.__name__ = show.__name__

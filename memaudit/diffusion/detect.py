@@ -90,7 +90,7 @@ def features(
     """
     cond = adapter.encode(prompts)
     gen = torch.Generator().manual_seed(settings.seed)
-    out = {"noise_norm": [], "alignment": [], "wen": []}
+    out: dict[str, list[np.ndarray]] = {"noise_norm": [], "alignment": [], "wen": []}
     for start in range(0, len(prompts), batch_size):
         c = cond[start : start + batch_size]
         c = c.repeat_interleave(settings.noises, 0)  # (B * noises, ...)

@@ -129,7 +129,8 @@ def balanced_subset(images: ImageSet, n: int, *, seed: int = 0) -> np.ndarray:
     by_class = [
         rng.permutation(np.flatnonzero(images.labels == c)) for c in np.unique(images.labels)
     ]
-    picked, depth = [], 0
+    picked: list[int] = []
+    depth = 0
     while len(picked) < n:  # round robin over classes in a seeded order
         for c in rng.permutation(len(by_class)):
             if depth < len(by_class[c]) and len(picked) < n:
@@ -149,9 +150,8 @@ def write_skewed_folder(
     seed: int = 0,
 ) -> dict:
     """A class-folder dataset for detection: ``few`` classes of one image each, duplicated
-    ``copies``
-    times (duplicated training images are the ones models memorize), and ``many`` classes of
-    ``many_images`` distinct images of one source class each; no source image serves two classes.
+    ``copies`` times (duplicated training images are the ones models memorize), and ``many`` classes
+    of ``many_images`` distinct images of one source class each; no source image serves two classes.
 
     Also writes ``prompts.txt`` (class ids in the order a loader assigns them) and ``labels.txt``
     (1 for the one-image classes: memorized by design; ``memaudit diffusion memorization`` measures

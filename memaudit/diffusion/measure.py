@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memaudit.errors import InputError
 from memaudit.io.atomic import atomic_output, write_text_atomic
 
 from .images import ImageSet, unique_images
@@ -72,6 +73,8 @@ def measure_checkpoints(
                 len(steps),
                 f"step {step}: R {per_step[step]['ratio']:.2f}",
             )
+    if best is None:
+        raise InputError(f"{model_dir} has no checkpoints to measure")
     max_step, rep = best
     save_replication(cache.with_suffix(".npz"), rep)
     result = {

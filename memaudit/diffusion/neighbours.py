@@ -57,7 +57,7 @@ def two_nearest(queries: np.ndarray, train: np.ndarray, *, memory_mb: float = 25
     t_sq = (t * t).sum(1)  # (N,)
     t64 = t.double()
     chunk = max(1, int(memory_mb * 2**20 / (4 * len(t))))
-    out = [[], [], [], []]
+    out: list[list[np.ndarray]] = [[], [], [], []]
     for start in range(0, len(q), chunk):
         qc = q[start : start + chunk]  # (m, D)
         approx = (qc * qc).sum(1, keepdim=True) + t_sq[None] - 2 * qc @ t.T  # (m, N)

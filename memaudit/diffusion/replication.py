@@ -9,6 +9,7 @@ random label that no training image got is never asked for).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class Replication:
     def summary(self) -> dict:
         k, n = int(self.memorized.sum()), len(self.samples)
         lo, hi = wilson_interval(k, n)
-        out = {
+        out: dict[str, Any] = {
             "ratio": k / n,
             "ci_low": lo,
             "ci_high": hi,

@@ -46,7 +46,7 @@ class DiffusersAdapter:
             CLIPTextModel.from_pretrained(
                 root / "text_encoder", use_safetensors=True, local_files_only=True
             )
-            .to(self.device)
+            .to(self.device)  # type: ignore[arg-type]  # transformers' stub wants a model
             .eval()
         )
         self.tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", local_files_only=True)

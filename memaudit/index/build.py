@@ -159,7 +159,9 @@ def _tokenize_one(
     batch_docs: int,
     identity: dict,
 ) -> dict:
-    ids, arrays, digest, size, full = [], [], hashlib.sha256(), 0, False
+    ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    digest, size, full = hashlib.sha256(), 0, False
     while not full and stream.has_more():
         batch = _encoded(stream.take(batch_docs), encode)
         for n_used, (doc_id, text, toks) in enumerate(batch):

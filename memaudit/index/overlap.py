@@ -166,7 +166,7 @@ def summarize(rows, index, config: OverlapConfig) -> dict:
         if len(coverage)
         else []
     )
-    sources = Counter()
+    sources: Counter[str] = Counter()
     for _, _, found, _ in rows:
         for span in found["spans"]:
             for d in span["docs"]:

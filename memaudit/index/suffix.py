@@ -53,6 +53,16 @@ class Span:
 class _Queries:
     """``overlap`` and the argument checks shared by a shard and a sharded index."""
 
+    # the three primitive queries each kind of index implements
+    def count(self, query: Sequence[int]) -> int:
+        raise NotImplementedError
+
+    def locate(self, query: Sequence[int], *, limit: int = 100) -> list[tuple[int, int]]:
+        raise NotImplementedError
+
+    def longest(self, query: Sequence[int]) -> list[int]:
+        raise NotImplementedError
+
     def overlap(self, query: Sequence[int], *, min_tokens: int = 8, doc_limit: int = 5) -> dict:
         """How much of a text is copied from the corpus.
 
@@ -109,7 +119,9 @@ class SuffixIndex(_Queries):
         self.tokens, self.sa, self.doc_starts, self.first_doc = tokens, sa, doc_starts, first_doc
         self.width = tokens.dtype.itemsize
         self.separator = int(np.iinfo(tokens.dtype).max)
-        self._bytes = memoryview(tokens.view(np.uint8)) if len(tokens) else memoryview(b"")
+        # numpy arrays are buffers; numpy's stubs do not say so
+        as_bytes = tokens.view(np.uint8) if len(tokens) else b""
+        self._bytes = memoryview(as_bytes)  # type: ignore[arg-type]
         self._sa = _int_view(sa)
 
     @classmethod
@@ -246,9 +258,8 @@ def _int_view(a: np.ndarray):
         return []
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
-    return memoryview(np.ascontiguousarray(a).view(np.uint8)).cast(
-        {4: "i", 8: "q"}[a.dtype.itemsize]
-    )
+    raw = memoryview(np.ascontiguousarray(a).view(np.uint8))  # type: ignore[arg-type]
+    return raw.cast("i" if a.dtype.itemsize == 4 else "q")
 
 
 def suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -395,6 +406,6 @@ class CorpusIndex(_Queries):
 
 def write_index_meta(root: Path, meta: dict) -> Path:
     """The file that marks an index finished: written last, atomically."""
-    return write_text_atomic(
-        root / "index.json", json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n"
-    )
+    path = root / "index.json"
+    write_text_atomic(path, json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2) + "\n")
+    return path

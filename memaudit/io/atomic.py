@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 
 @contextmanager
-def atomic_output(dest: str | os.PathLike, mode: str = "wb"):
+def atomic_output(dest: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside ``dest``; on success rename it over ``dest``, on error remove it.
 
     Examples

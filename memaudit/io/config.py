@@ -19,9 +19,14 @@ import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from memaudit.errors import InputError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def setting(
@@ -85,7 +90,7 @@ def flag_name(f: Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def resolve_config(cls, *, config_file: str | None = None, **overrides):
+def resolve_config(cls: type[C], *, config_file: str | None = None, **overrides: Any) -> C:
     """Build ``cls`` from its defaults, then ``config_file`` (JSON or TOML), then ``overrides``.
 
     Overrides that are None are treated as not given, so CLI flags only win when set. Every

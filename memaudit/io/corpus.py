@@ -128,7 +128,7 @@ class SnippetsConfig:
     chars: int = setting(240, help="About this many characters each, cut at line ends.")
     seed: int = setting(0, help="Seed of the shuffle (keep it when taking disjoint slices).")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.n < 1 or self.offset < 0:
             raise InputError("--n must be >= 1 and --offset >= 0")
 

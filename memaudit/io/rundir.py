@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -38,7 +38,7 @@ _PACKAGES = (
 
 def environment() -> dict[str, Any]:
     """Versions of Python and the packages that decide the numbers, and memaudit's git commit."""
-    versions = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -64,7 +64,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_header(command: str, config, models: dict) -> dict[str, Any]:
+def run_header(command: str, config: Any, models: dict[str, Any]) -> dict[str, Any]:
     """The part of results.json every command shares: schema, command, resolved config,
     environment, models.
     """
@@ -101,19 +101,19 @@ class RunDir:
     'results.json'
     """
 
-    def __init__(self, path: Path, command: str, config):
+    def __init__(self, path: Path, command: str, config: Any) -> None:
         self.path = path
         self.command = command
         self.config = config
 
     @classmethod
-    def begin(cls, out_dir: str | Path, command: str, config) -> RunDir:
+    def begin(cls, out_dir: str | Path, command: str, config: Any) -> RunDir:
         """Create the dir and retire an old results.json, after every input was checked and
         before any output.
         """
         return cls(begin_run(out_dir), command, config)
 
-    def write_scores(self, columns: dict[str, list | np.ndarray]) -> Path:
+    def write_scores(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> Path:
         return write_scores(self.path, columns)
 
     def header(self, models: dict | None = None) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
     return path
 
 
-def write_scores(out_dir: Path, columns: dict[str, list | np.ndarray]) -> Path:
+def write_scores(out_dir: Path, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> Path:
     """One row per text. Columns of mixed Python types are stored as JSON strings."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -167,7 +167,7 @@ def metadata_columns(metas: list[dict[str, Any]], taken: set[str]) -> dict[str, 
     return out
 
 
-def jsonable(obj):
+def jsonable(obj: Any) -> Any:
     """Plain JSON values: numpy scalars and arrays to Python, non-finite floats to null, paths
     to str.
     """
@@ -189,12 +189,12 @@ def jsonable(obj):
 class Timings:
     """``with timings("stage"):`` adds the stage's wall time; ``total`` covers them all."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self._start = time.perf_counter()
 
     @contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str) -> Iterator[None]:
         t = time.perf_counter()
         yield
         self.seconds[stage] = time.perf_counter() - t

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,13 @@ def read_texts(
     return ReadResult(records, skipped)
 
 
-def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | None = None):
+Parsed = TextRecord | InputError  # readers yield errors rather than raise them, for skip_invalid
+Reader = Callable[[Path, int | None], Iterator[Parsed]]
+
+
+def iter_texts(
+    path: str | Path, *, skip_invalid: bool = False, skipped: list[Skipped] | None = None
+) -> Iterator[TextRecord]:
     """Yield the records of ``read_texts`` one at a time (for corpora too big to hold as a list).
 
     Invalid records raise, or with ``skip_invalid`` are appended to ``skipped`` (when given).
@@ -128,7 +135,7 @@ def iter_texts(path: str | Path, *, skip_invalid: bool = False, skipped: list | 
             yield item
 
 
-def jsonl_objects(path: str | Path, *, what: str = "file"):
+def jsonl_objects(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for every non-blank line of a JSONL file; bad JSON or a non-object
     names file and line.
     """
@@ -147,7 +154,7 @@ def jsonl_objects(path: str | Path, *, what: str = "file"):
         yield lineno, obj
 
 
-def write_texts(path: str | Path, items) -> Path:
+def write_texts(path: str | Path, items: Iterable[tuple[str, str]]) -> Path:
     """Write ``(id, text)`` pairs as JSONL with ``id`` and ``text`` fields, atomically;
     ``read_texts`` reads it back.
     """
@@ -157,7 +164,7 @@ def write_texts(path: str | Path, items) -> Path:
     return Path(path)
 
 
-def _pick_reader(p: Path):
+def _pick_reader(p: Path) -> Reader:
     if p.is_dir():
         return _read_folder
     suffix = p.suffix.lower()
@@ -173,7 +180,7 @@ def _pick_reader(p: Path):
     )
 
 
-def _read_jsonl(p: Path, label: int | None):
+def _read_jsonl(p: Path, label: int | None) -> Iterator[Parsed]:
     for lineno, raw in enumerate(_lines(p), start=1):
         if not raw.strip():
             continue
@@ -190,7 +197,7 @@ def _read_jsonl(p: Path, label: int | None):
         yield _record_from_fields(obj, p, lineno, label)
 
 
-def _read_parquet(p: Path, label: int | None):
+def _read_parquet(p: Path, label: int | None) -> Iterator[Parsed]:
     import pyarrow.parquet as pq
 
     try:
@@ -205,7 +212,7 @@ def _read_parquet(p: Path, label: int | None):
         yield _record_from_fields(obj, p, row, label)
 
 
-def _read_txt(p: Path, label: int | None):
+def _read_txt(p: Path, label: int | None) -> Iterator[Parsed]:
     for lineno, raw in enumerate(_lines(p), start=1):
         text = raw.rstrip("\r\n")
         if text.strip():
@@ -214,7 +221,7 @@ def _read_txt(p: Path, label: int | None):
             )
 
 
-def _read_folder(p: Path, label: int | None):
+def _read_folder(p: Path, label: int | None) -> Iterator[Parsed]:
     files = sorted(
         f
         for f in p.rglob("*")
@@ -233,7 +240,7 @@ def _read_folder(p: Path, label: int | None):
         yield TextRecord(id=rel, text=text, label=label, path=str(f), line=None)
 
 
-def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | None):
+def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | None) -> Parsed:
     if "text" not in obj:
         return InputError("missing 'text' field", path=str(p), line=lineno)
     text = obj["text"]
@@ -249,7 +256,7 @@ def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | 
     return TextRecord(id=rid, text=text, label=label, meta=meta, path=str(p), line=lineno)
 
 
-def _lines(p: Path):
+def _lines(p: Path) -> Iterator[str]:
     try:
         with open(p, encoding="utf-8") as fh:
             yield from fh

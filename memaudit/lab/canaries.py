@@ -26,24 +26,22 @@ TRAP = "trap"
 DEFAULT_REPETITIONS = (1, 2, 4, 8, 16, 32)
 
 # Short, common, distinct words for names and passphrases (about 8 bits a word).
-WORDS = """
-able acid aged also amber angle apple arch arena army atom aunt autumn axis baby bacon badge baker
-balm band bank barn basin beach beam bean bear bell belt bench berry bird blade blank bloom board
-boat bolt bone book boot bowl brass bread brick bridge brook brush bubble cabin cable cake camel
-camp candle canoe canyon card cargo carpet cedar cello chain chalk charm cherry chess chief cider
-cliff clock cloud coal coast cobalt cocoa comet coral cotton cove crane crater creek crown crystal
-cube cup dawn delta desert dial diesel dome door dragon drum dune eagle earth echo elbow ember
-engine fable falcon fern ferry fiber field flame flint flute forest fossil fox frost garden gate
-gem giant ginger glacier globe goat gold granite grape gravel harbor hazel hedge helmet honey horn
-hotel ice iron island ivory jacket jade jelly jungle kettle key kite knot ladder lagoon lake lamp
-lantern laser lava leaf lemon lens lily linen lion lotus lunar magnet mango maple marble meadow
-melon mesa metal mint mirror moon moss motor mule nectar needle nest nickel noble north oak oasis
-ocean olive onyx opal orbit otter oven owl paddle palm panda paper pearl pebble pepper piano pilot
-pine planet plum polar pond poppy prism pulse quartz quill rabbit radar rain raven reef ribbon ridge
-river robin rocket ruby saddle sage salt sand satin scarf shadow shell silk silver slate snow solar
-spark spice spruce stone storm sugar summit swan tango tiger timber topaz tower trail tulip tundra
-velvet violet vortex wagon walnut willow window winter wolf zebra zinc zone
-""".split()
+WORDS = """ able acid aged also amber angle apple arch arena army atom aunt autumn axis baby bacon
+badge baker balm band bank barn basin beach beam bean bear bell belt bench berry bird blade blank
+bloom board boat bolt bone book boot bowl brass bread brick bridge brook brush bubble cabin cable
+cake camel camp candle canoe canyon card cargo carpet cedar cello chain chalk charm cherry chess
+chief cider cliff clock cloud coal coast cobalt cocoa comet coral cotton cove crane crater creek
+crown crystal cube cup dawn delta desert dial diesel dome door dragon drum dune eagle earth echo
+elbow ember engine fable falcon fern ferry fiber field flame flint flute forest fossil fox frost
+garden gate gem giant ginger glacier globe goat gold granite grape gravel harbor hazel hedge helmet
+honey horn hotel ice iron island ivory jacket jade jelly jungle kettle key kite knot ladder lagoon
+lake lamp lantern laser lava leaf lemon lens lily linen lion lotus lunar magnet mango maple marble
+meadow melon mesa metal mint mirror moon moss motor mule nectar needle nest nickel noble north oak
+oasis ocean olive onyx opal orbit otter oven owl paddle palm panda paper pearl pebble pepper piano
+pilot pine planet plum polar pond poppy prism pulse quartz quill rabbit radar rain raven reef ribbon
+ridge river robin rocket ruby saddle sage salt sand satin scarf shadow shell silk silver slate snow
+solar spark spice spruce stone storm sugar summit swan tango tiger timber topaz tower trail tulip
+tundra velvet violet vortex wagon walnut willow window winter wolf zebra zinc zone """.split()
 
 
 @dataclass(frozen=True)
@@ -166,7 +164,7 @@ def make_canaries(
     rng = random.Random(seed)
     n_names = 2 * per_level * len(repetitions)
     names = rng.sample([f"{a}_{b}" for a in WORDS for b in WORDS if a != b], n_names)
-    out = []
+    out: list[Canary] = []
     for level_idx, reps in enumerate(repetitions):
         for j in range(per_level):
             template = templates[(level_idx * per_level + j) % len(templates)]
@@ -200,7 +198,8 @@ def candidates(canary: Canary, n: int, *, seed: int = 0) -> list[str]:
     """``n`` texts of the canary's template and name with other random secrets (for exposure)."""
     rng = random.Random(f"{seed}:{canary.id}")
     draw = TEMPLATES[canary.template].draw
-    out, seen = [], {canary.secret}
+    out: list[str] = []
+    seen = {canary.secret}
     while len(out) < n:
         s = draw(rng)
         if s not in seen:

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from memaudit.errors import InputError
 from memaudit.index.duplication import (
@@ -91,7 +92,7 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         summary["by_group"] = _grouped_rates(
             matches, strength, groups, sorted(set(groups), key=_sort_key)
         )
-    duplication = {}
+    duplication: dict[str, list] = {}
     if index is not None:
         counts = corpus_counts(index, ids)
         buckets = [duplication_bucket(int(c)) for c in counts]
@@ -100,10 +101,10 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         )
         duplication = {"corpus_count": counts.tolist(), "duplication": buckets}
     decode = model.tokenizer.decode
-    columns = {
+    columns: dict[str, Any] = {
         "id": [r.id for r in records],
         "source": [r.where for r in records],
-        **({config.group_by: groups} if groups is not None else {}),
+        **({config.group_by: groups} if config.group_by and groups is not None else {}),
         **duplication,
         **{
             f: [getattr(mt, f) for mt in matches]

@@ -63,7 +63,7 @@ class TrainSettings:
 def train_bpe_tokenizer(texts: Sequence[str], *, vocab_size: int = 4096):
     """A byte-level BPE tokenizer trained on ``texts``, as a ``GPT2TokenizerFast``."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]  # lazy export
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
@@ -163,7 +163,7 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     start_step: int = 0,
     on_step: Callable[[int, float], None] | None = None,
-    checkpoint: Callable[[int], None] | None = None,
+    checkpoint: Callable[[int], object] | None = None,
     checkpoint_every: int = 0,
 ) -> list[float]:
     """Train from ``start_step`` to ``settings.steps``; batch ``s`` is ``batch_at(s)``, a (B, T)

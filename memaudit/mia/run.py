@@ -174,7 +174,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
 def _score_columns(
     records: list[TextRecord], n_tokens, attack_scores: dict[str, np.ndarray]
 ) -> dict[str, list]:
-    columns = {
+    columns: dict[str, list] = {
         "id": [r.id for r in records],
         "label": [r.label for r in records],
         "n_tokens": [int(n) for n in n_tokens],

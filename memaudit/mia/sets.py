@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from memaudit.errors import InputError
 from memaudit.io.texts import Skipped, TextRecord, read_texts, text_hash
-from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.models.hf import HFCausalLM, LoadOptions, load_causal_lm
 
 
 @dataclass
@@ -20,8 +20,8 @@ class PreparedSets:
     records: list[TextRecord]
     skipped: list[Skipped]
     warnings: list[str]
-    target: object
-    reference: object | None
+    target: HFCausalLM
+    reference: HFCausalLM | None
     target_ids: list[list[int]]
     reference_ids: list[list[int]] | None
 

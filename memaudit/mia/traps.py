@@ -1,14 +1,12 @@
 """Copyright traps (Meeus et al. 2024): plant sampled sequences in documents, detect them later.
 
-``make_traps`` samples sequences from a reference LM over a temperature sweep, keeps those
-that survive a decode/re-encode round trip at the same length, buckets them by their
-perplexity under the reference (quantile buckets of the pool), rejects near-duplicates
-(Jaccard of token trigram sets > 0.2), and splits each bucket into traps to inject and controls that
-never
-are. ``inject_traps`` puts one trap per document, repeated n times, at line starts (or word
-starts in single-line text), so no word and no line of code is ever split, and records
-each copy's character offset. Detection compares injected traps with controls from the
-same buckets; see :func:`detection_grid`.
+``make_traps`` samples sequences from a reference LM over a temperature sweep, keeps those that
+survive a decode/re-encode round trip at the same length, buckets them by their perplexity under the
+reference (quantile buckets of the pool), rejects near-duplicates (Jaccard of token trigram sets >
+0.2), and splits each bucket into traps to inject and controls that never are. ``inject_traps`` puts
+one trap per document, repeated n times, at line starts (or word starts in single-line text), so no
+word and no line of code is ever split, and records each copy's character offset. Detection compares
+injected traps with controls from the same buckets; see :func:`detection_grid`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from memaudit.errors import InputError
 WIDTH = 7  # step digits in a checkpoint's name
 
 
-def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state as flat tensors ("<param index>.<name>"), to save as
     safetensors.
     """
@@ -30,7 +30,7 @@ def optimizer_tensors(optimizer) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def restore_optimizer(optimizer, path: Path) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     """Load state saved from ``optimizer_tensors`` (safetensors: no pickle) into ``optimizer``."""
     from safetensors.torch import load_file
 
@@ -59,7 +59,14 @@ def checkpoint_identity(folder: str | Path, prefix: str) -> str | None:
 
 
 def save_checkpoint(
-    folder: Path, prefix: str, step: int, model, optimizer, *, identity: str, keep_older: bool
+    folder: Path,
+    prefix: str,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    identity: str,
+    keep_older: bool,
 ) -> Path:
     """Write the checkpoint of ``step`` whole (temp folder, then rename); older ones go unless
     ``keep_older``.
@@ -85,7 +92,13 @@ def save_checkpoint(
 
 
 def resume_from_checkpoint(
-    folder: Path, prefix: str, model, optimizer, *, identity: str, owner: Path
+    folder: Path,
+    prefix: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    identity: str,
+    owner: Path,
 ) -> int:
     """Load the newest checkpoint into ``model`` and ``optimizer``; its step, or 0 when there is
     none.

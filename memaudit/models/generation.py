@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 
+if TYPE_CHECKING:
+    from .hf import HFCausalLM
+
 
 @torch.no_grad()
 def greedy_generate(
-    model,
+    model: HFCausalLM,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     *,
@@ -70,7 +74,7 @@ def greedy_generate(
 
 @torch.no_grad()
 def sample(
-    model,
+    model: HFCausalLM,
     prompt: Sequence[int],
     n: int,
     length: int,
@@ -92,7 +96,9 @@ def sample(
     return out
 
 
-def _next_token(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+def _next_token(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
@@ -100,7 +106,12 @@ def _next_token(logits: torch.Tensor, temperature: float, generator) -> torch.Te
 
 
 def _generate_batch(
-    model, prompts, max_new_tokens: int, *, temperature: float = 0.0, generator=None
+    model: HFCausalLM,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
     lm, device = model.model, model.device
     width = max(len(p) for p in prompts)
@@ -131,7 +142,7 @@ def _generate_batch(
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
 
 
-def _cache_name(lm) -> str:
+def _cache_name(lm: torch.nn.Module) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` (5.2x); take whichever this version
     has.
     """

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,7 +36,7 @@ class LoadOptions:
     device: str = "auto"
     trust_remote_code: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.dtype not in ("auto", *DTYPES):
             raise InputError(f"unknown dtype '{self.dtype}'; use auto, {', '.join(DTYPES)}")
 
@@ -83,11 +84,11 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     except (ValueError, KeyError, OSError) as e:
         raise ModelLoadError(f"{model_dir}: not a loadable causal LM ({_first_line(e)})") from e
     tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub wants a model here
     return HFCausalLM(model, tokenizer, model_dir=model_dir, dtype=dtype)
 
 
-def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False):
+def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a local model (or tokenizer-only) directory; never downloads."""
     from transformers import AutoTokenizer
 
@@ -132,7 +133,7 @@ def _check_model_dir(p: Path, options: LoadOptions) -> Path:
 class HFCausalLM:
     """A transformers causal LM behind the :class:`~memaudit.models.base.CausalLM` contract."""
 
-    def __init__(self, model, tokenizer, *, model_dir: Path, dtype: torch.dtype):
+    def __init__(self, model: Any, tokenizer: Any, *, model_dir: Path, dtype: torch.dtype) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = str(model_dir)
@@ -143,7 +144,8 @@ class HFCausalLM:
         self.fingerprint = model_fingerprint(model_dir)
         self.tokenizer_fingerprint = tokenizer_fingerprint(model_dir)
         self.n_params = sum(p.numel() for p in model.parameters())
-        self._w32 = None  # float32 copy of the output projection, made on first use
+        # float32 copy of the output projection, made on first use
+        self._w32: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self.chunked = self._projection_matches_forward()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -167,9 +169,8 @@ class HFCausalLM:
             bias = getattr(head, "bias", None)
             self._w32 = (head.weight.float(), None if bias is None else bias.float())
         w, b = self._w32
-        logits = torch.nn.functional.linear(
-            hidden.float(), w, b
-        )  # (N, V), fp32 even for bf16 models
+        # fp32 even for bf16 models
+        logits = torch.nn.functional.linear(hidden.float(), w, b)  # (N, V)
         scale = getattr(self.model.config, "logit_scale", None)
         if scale:
             logits = logits * scale
@@ -217,7 +218,7 @@ class HFCausalLM:
         )
 
 
-def _context_length(config) -> int:
+def _context_length(config: Any) -> int:
     for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:

@@ -10,6 +10,7 @@ boolean arrays, so any benchmark with a perturbation goes through it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def limem_with_ci(correct, perturbed_correct, *, n_bootstrap: int = 1000, seed: 
         if len(c)
         else []
     )
-    out = {"n": int(len(c))}
+    out: dict[str, Any] = {"n": int(len(c))}
     for key, value in point.items():
         vals = np.array([d[key] for d in draws], float)
         vals = vals[~np.isnan(vals)]

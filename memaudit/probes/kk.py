@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from memaudit.errors import InputError
@@ -223,7 +224,7 @@ def perturb_order(p: Puzzle, rng: random.Random) -> Puzzle:
     return replace(p, order=tuple(order))
 
 
-PERTURBATIONS = {
+PERTURBATIONS: dict[str, Callable[..., Puzzle]] = {
     "statement": perturb_statement,
     "leaf": perturb_leaf,
     "names": perturb_names,

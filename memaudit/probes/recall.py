@@ -118,7 +118,7 @@ def mqar_grid(
     for L in lengths:
         check_length(lm, L)
     predict = predict or model_predictor(lm)
-    grid = {}
+    grid: dict[str, float | None] = {}
     for L in lengths:
         for D in pairs:
             if 4 * D > L:
@@ -288,6 +288,8 @@ def run_recall(config: RecallConfig, *, progress=None):
     t0 = time.perf_counter()
     lm = load_causal_lm(config.model, LoadOptions(device=config.device))
     trained = mqar_training(config.model)
+    rows: tuple[int, ...]
+    cols: tuple[int, ...] | tuple[float, ...]
     if config.task == "mqar":
         vocab = config.vocab or (trained or {}).get("mqar_vocab") or lm.vocab_size
         grid = mqar_grid(

@@ -45,7 +45,7 @@ def histogram_figure(scores: np.ndarray, labels: np.ndarray, title: str) -> str:
     """Score distributions of members vs non-members for one attack."""
     fig, ax = plt.subplots(figsize=(4.2, 3))
     finite = np.isfinite(scores)
-    bins = np.histogram_bin_edges(scores[finite], bins=30) if finite.any() else 10
+    bins = list(np.histogram_bin_edges(scores[finite], bins=30)) if finite.any() else 10
     for label, name, color in ((1, "members", "#c0392b"), (0, "non-members", "#2980b9")):
         ax.hist(scores[(labels == label) & finite], bins=bins, alpha=0.55, label=name, color=color)
     ax.set(title=title, xlabel="score (higher = more likely member)", ylabel="texts")

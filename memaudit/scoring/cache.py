@@ -31,7 +31,7 @@ def default_cache_root() -> Path:
 class ScoreCache:
     """Shards of :class:`TextScores` under one scorer key. ``root=None`` keeps nothing."""
 
-    def __init__(self, root: Path | None, scorer_key: str):
+    def __init__(self, root: str | Path | None, scorer_key: str) -> None:
         self.dir = None if root is None else Path(root) / scorer_key
         self._where: dict[str, tuple[Path, int]] = {}
         if self.dir is not None and self.dir.is_dir():
@@ -80,13 +80,9 @@ class ScoreCache:
         sc_off = np.concatenate([[0], np.cumsum([len(t.logp) for t in items])]).astype(np.int64)
         payload = {name: np.concatenate([getattr(t, name) for t in items]) for name in ARRAYS}
         with atomic_output(shard) as fh:
-            np.savez(
-                fh,
-                hashes=np.array(hashes, dtype="S64"),
-                token_offsets=tok_off,
-                scored_offsets=sc_off,
-                **payload,
-            )
+            arrays = {"hashes": np.array(hashes, dtype="S64"), "token_offsets": tok_off}
+            arrays |= {"scored_offsets": sc_off, **payload}
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         for row, h in enumerate(hashes):
             self._where[h] = (shard, row)
         return shard

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ class ScoreSettings:
     projection_mb: int = 128
     shard_texts: int = 256
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("batch_tokens", "max_batch_size", "projection_mb", "shard_texts"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -154,7 +155,7 @@ def score_texts(
     texts: Sequence[str],
     settings: ScoreSettings | None = None,
     *,
-    cache_root=None,
+    cache_root: str | Path | None = None,
     token_ids: Sequence[Sequence[int]] | None = None,
     progress: Progress | None = None,
     stage: str = "scoring",
@@ -190,7 +191,7 @@ def score_texts(
     hashes = [text_hash(t) for t in texts]
     stats = ScoreStats(texts=len(texts))
 
-    first_index = {}
+    first_index: dict[str, int] = {}
     for i, h in enumerate(hashes):
         first_index.setdefault(h, i)
     stats.unique_texts = len(first_index)
@@ -226,7 +227,7 @@ def score_texts(
 
 
 def _score_shard(
-    model, ids: list[list[int]], length, stride, settings
+    model: CausalLM, ids: list[list[int]], length: int, stride: int, settings: ScoreSettings
 ) -> tuple[list[TextScores], ScoreStats]:
     """Score one shard's texts. Results stay on the device until the shard is done: one copy
     back.
@@ -267,7 +268,7 @@ def _score_shard(
     return texts, stats
 
 
-def _batches(windows: list[Window], settings: ScoreSettings):
+def _batches(windows: list[Window], settings: ScoreSettings) -> Iterator[list[Window]]:
     batch: list[Window] = []
     for w in windows:  # sorted by length, so the last window added is the longest
         width = w.end - w.begin
@@ -283,31 +284,31 @@ def _batches(windows: list[Window], settings: ScoreSettings):
 
 
 @torch.no_grad()
-def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
+def _score_batch(
+    model: CausalLM, ids: Sequence[Sequence[int]], batch: list[Window], settings: ScoreSettings
+) -> tuple[torch.Tensor, ...]:
     """Forward one batch of windows; per-token statistics of its scored tokens, on the device."""
     width = max(w.end - w.begin for w in batch)
-    input_ids = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); right-padded with id 0
-    attention = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); 0 marks the pads
-    rows, cols = [], []
+    padded = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); right-padded with id 0
+    mask = np.zeros((len(batch), width), dtype=np.int64)  # (B, T); 0 marks the pads
+    row_parts, col_parts = [], []
     for r, w in enumerate(batch):
-        input_ids[r, : w.end - w.begin] = ids[w.text][w.begin : w.end]
-        attention[r, : w.end - w.begin] = 1
+        padded[r, : w.end - w.begin] = ids[w.text][w.begin : w.end]
+        mask[r, : w.end - w.begin] = 1
         # the hidden state at position p predicts token p + 1
-        cols.append(np.arange(w.first_scored - 1 - w.begin, w.end - 1 - w.begin))
-        rows.append(np.full(len(cols[-1]), r))
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    targets = torch.from_numpy(input_ids[rows, cols + 1]).to(model.device)  # (N,)
-    input_ids, attention = (
-        torch.from_numpy(input_ids).to(model.device),
-        torch.from_numpy(attention).to(model.device),
-    )
+        col_parts.append(np.arange(w.first_scored - 1 - w.begin, w.end - 1 - w.begin))
+        row_parts.append(np.full(len(col_parts[-1]), r))
+    rows, cols = np.concatenate(row_parts), np.concatenate(col_parts)
+    targets = torch.from_numpy(padded[rows, cols + 1]).to(model.device)  # (N,)
+    input_ids = torch.from_numpy(padded).to(model.device)  # (B, T)
+    attention = torch.from_numpy(mask).to(model.device)  # (B, T)
     index = torch.from_numpy(rows).to(model.device), torch.from_numpy(cols).to(model.device)
     if getattr(model, "chunked", True):
         hidden = model.hidden_states(input_ids, attention)[index]  # (N, D)
-        project = model.project
+        project: Callable[[torch.Tensor], torch.Tensor] = model.project
     else:  # architectures whose logits are not a plain projection of the last hidden state
         hidden = model.logits(input_ids, attention)[index].float()  # (N, V)
-        project = lambda x: x  # noqa: E731
+        project = _identity
     chunk = max(1, settings.projection_mb * 2**20 // (4 * 3 * model.vocab_size))
     parts = [
         token_stats(project(hidden[i : i + chunk]), targets[i : i + chunk])
@@ -316,7 +317,13 @@ def _score_batch(model, ids, batch: list[Window], settings: ScoreSettings):
     return tuple(torch.cat(x) for x in zip(*parts))  # logp, mu, sigma, is_argmax: (N,) each
 
 
-def token_stats(logits: torch.Tensor, targets: torch.Tensor):
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def token_stats(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-position statistics of the next-token distribution.
 
     Parameters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,10 +68,10 @@ class TokenScores:
             self.token_ids[a:b], self.logp[s], self.mu[s], self.sigma[s], self.is_argmax[s]
         )
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[TextScores]:
         return (self.text(i) for i in range(len(self)))
 
-    def subset(self, indices) -> TokenScores:
+    def subset(self, indices: Iterable[int]) -> TokenScores:
         return TokenScores.from_texts([self.text(int(i)) for i in indices])
 
     @classmethod
@@ -78,8 +79,8 @@ class TokenScores:
         lengths = np.array([len(t.token_ids) for t in texts], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
-        def flat(name, dtype, fill):
-            parts = []
+        def flat(name: str, dtype: type, fill: float) -> np.ndarray:
+            parts: list[np.ndarray] = []
             for t in texts:
                 if len(t.token_ids):  # the unscored first token
                     parts.append(np.array([fill], dtype=dtype))

@@ -22,6 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,9 +100,9 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
             path, sets, config, (half_a, half_b), baseline=originals, progress=progress
         )
         if name == "original":
-            originals = m["_per_text"]
-        per_model[name] = {k: v for k, v in m.items() if not k.startswith("_")}
-        described[name] = m["_describe"]
+            originals = m.per_text_nll
+        per_model[name] = m.measures
+        described[name] = m.described
         per_model[name]["kind"] = (
             "original"
             if name == "original"
@@ -109,7 +110,7 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
             if name == "retrained"
             else "unlearned"
         )
-        rows += [{"model": name, **r} for r in m["_rows"]]
+        rows += [{"model": name, **r} for r in m.rows]
     calibration = calibrate(
         {n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"},
         sets,
@@ -182,6 +183,16 @@ def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:
     return [pieces[i] for i in keep]
 
 
+@dataclass
+class ModelEvaluation:
+    """One model's evaluation: the measures results.json shows, and what the run needs besides."""
+
+    measures: dict[str, Any]  # forget / mia / retain / general / passes (+ relearn): JSON-shaped
+    per_text_nll: np.ndarray  # (texts,) mean token NLL of every text, the baseline of the deltas
+    described: dict[str, Any]  # the model's description (path, fingerprint, size)
+    rows: list[dict[str, Any]]  # one scores.parquet row per text
+
+
 def evaluate_model(
     path: str,
     sets: EvalSets,
@@ -191,7 +202,7 @@ def evaluate_model(
     baseline=None,
     progress=None,
     full: bool = True,
-) -> dict:
+) -> ModelEvaluation:
     """Every measure of one model; ``full=False`` (checkpoints) skips generation and relearning."""
     lm = load_causal_lm(path, LoadOptions(dtype="float32", device=config.device))
     # one pass per text: forget and holdout also lowercased (for the lowercase attack), retain and
@@ -217,7 +228,7 @@ def evaluate_model(
     ntok = np.array([len(t.logp) for t in every])
     labels = np.r_[np.ones(len(sets.forget), int), np.zeros(len(sets.holdout), int)]
     attack_scores = {s.column: s(inputs) for s in parse_attacks(LAB_ATTACKS)}
-    out = {
+    out: dict[str, Any] = {
         "path": str(path),
         "fingerprint": lm.fingerprint,
         "method": _method_of(path),
@@ -234,8 +245,6 @@ def evaluate_model(
         "retain": _nll_block(nll, ntok, sl["retain"], baseline, config),
         "general": _nll_block(nll, ntok, sl["general"], baseline, config) if sets.general else None,
         "passes": {"scoring": stats["target"].forward_passes + rest_stats.forward_passes},
-        "_per_text": nll,
-        "_describe": lm.describe(),
     }
     if full:
         generated = greedy_generate(
@@ -262,18 +271,17 @@ def evaluate_model(
             out["relearn"] = relearn_attack(
                 lm, ids, prompts, halves, config, before=(exact_flags, continuation_nll)
             )
-    out["_rows"] = [
+    rows = [
         {"set": s, "id": rec_id, "nll": float(nll[i])}
         for s, sl_ in sl.items()
         for i, rec_id in zip(range(sl_.start, sl_.stop), _ids(sets, s))
     ]
-    return out
+    return ModelEvaluation(measures=out, per_text_nll=nll, described=lm.describe(), rows=rows)
 
 
 def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) -> int:
     """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one
-    (canaries), else
-    ``prefix_tokens`` (at most half the text)."""
+    (canaries), else ``prefix_tokens`` (at most half the text)."""
     prefix = record.meta.get("prefix")
     if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
         return prefix_cut(lm.tokenizer, ids, prefix)
@@ -342,10 +350,8 @@ def _teacher_forced(
 
 def calibrate(unlearned: dict[str, str], sets, config, originals, per_model, progress) -> dict:
     """Each method's checkpoints as a forget-vs-retain curve, and the point within the retain budget
-    whose
-    forget-vs-holdout AUC is closest to the retrained model's (an AUC far below it is
-    over-forgetting, which
-    is as visible to an attacker as remembering)."""
+    whose forget-vs-holdout AUC is closest to the retrained model's (an AUC far below it is
+    over-forgetting, which is as visible to an attacker as remembering)."""
     # the AUC an unlearned model should have: the retrained model's, or chance without one
     target = per_model["retrained"]["mia"]["loss"]["value"] if "retrained" in per_model else 0.5
     out = {"retain_budget": config.retain_budget, "target_auc": target, "methods": {}}
@@ -355,7 +361,7 @@ def calibrate(unlearned: dict[str, str], sets, config, originals, per_model, pro
             m = evaluate_model(
                 str(ckpt), sets, config, None, baseline=originals, progress=progress, full=False
             )
-            points.append(_point(m, int(ckpt.name.split("-")[1])))
+            points.append(_point(m.measures, int(ckpt.name.split("-")[1])))
         final = (
             json.loads((Path(path) / UNLEARN_RECORD).read_text()).get("step")
             if (Path(path) / UNLEARN_RECORD).is_file()

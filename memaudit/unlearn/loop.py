@@ -98,7 +98,7 @@ def unlearn_loop(
         ids, mask = pad_batch([forget[r] for r in rows], pad_id, device)
         logp, n = sequence_logp(model, ids, mask)
         retain_nll = None
-        if use_retain:
+        if use_retain and retain_batch is not None:
             batch = retain_batch(step).to(device)  # (B, T)
             retain_nll = model(input_ids=batch, labels=batch).loss
         x = StepInputs(

@@ -30,6 +30,18 @@ class StepInputs:
     gamma: float
     retain_weight: float
 
+    def reference(self) -> torch.Tensor:
+        """The reference log-probabilities; the loop computes them for methods that declare them."""
+        if self.reference_logp is None:
+            raise ValueError("this method needs reference log-probabilities (needs_reference)")
+        return self.reference_logp
+
+    def retain(self) -> torch.Tensor:
+        """The retain batch's NLL; the loop computes it for methods that declare it."""
+        if self.retain_nll is None:
+            raise ValueError("this method needs a retain batch (needs_retain)")
+        return self.retain_nll
+
 
 @dataclass(frozen=True)
 class Method:
@@ -61,7 +73,7 @@ def gradient_ascent(x: StepInputs) -> torch.Tensor:
 
 def gradient_difference(x: StepInputs) -> torch.Tensor:
     """Raise the forget NLL while keeping the retain NLL low: ``-NLL(F) + w NLL(R)``."""
-    return -forget_nll(x) + x.retain_weight * x.retain_nll
+    return -forget_nll(x) + x.retain_weight * x.retain()
 
 
 def npo(x: StepInputs) -> torch.Tensor:
@@ -71,7 +83,7 @@ def npo(x: StepInputs) -> torch.Tensor:
     ``log(1 + e^z) = softplus(z)`` with ``z = beta (log p_theta - log p_ref)``; bounded below,
     so unlike gradient ascent it slows down once the forget set is unlikely.
     """
-    z = x.beta * (x.forget_logp - x.reference_logp)
+    z = x.beta * (x.forget_logp - x.reference())
     return _with_retain((2.0 / x.beta) * F.softplus(z).mean(), x)
 
 
