@@ -84,6 +84,8 @@ def membership_metrics(
     (1.0, 1.0)
     """
     s, y = _validate(scores, labels)
+    if n_bootstrap < 1:  # zero rounds would give a zero-width interval that looks real
+        raise ValueError(f"n_bootstrap must be >= 1, got {n_bootstrap}")
     point = _all_metrics(s, y, fpr_bounds)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)

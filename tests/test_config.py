@@ -104,3 +104,40 @@ def test_missing_required_settings_name_their_flags():
         resolve_config(TrainConfig)
     r = runner.invoke(app, ["train"])
     assert r.exit_code == 2 and "--out" in r.stderr
+
+
+def test_zero_bootstrap_rounds_are_refused_not_shown_as_a_zero_width_ci(tmp_path):
+    from memaudit.metrics import membership_metrics
+
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        membership_metrics([1.0, 0.0], [1, 0], n_bootstrap=0)
+    base = ["--model", "m", "--members", "a", "--nonmembers", "b"]
+    r = runner.invoke(app, ["mia", *base, "--n-bootstrap", "0"])
+    assert r.exit_code == 2 and "--n-bootstrap must be >= 1, got 0" in r.stderr
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"n_bootstrap": 0}))
+    r = runner.invoke(
+        app, ["overlap", "--model", "m", "--index", "i", "--prompts", "p", "--config", str(cfg)]
+    )
+    assert r.exit_code == 2 and f"setting 'n_bootstrap' in {cfg} must be >= 1" in r.stderr
+
+
+def test_empty_lists_are_one_line_errors(tmp_path):
+    out = str(tmp_path / "l.jsonl")
+    for flag in ("--templates", "--repetitions"):
+        r = runner.invoke(app, ["canaries", "make", flag, ",", "--out", out])
+        assert r.exit_code == 2 and f"{flag} is empty" in r.stderr, r.output
+
+
+def test_config_file_keys_are_the_flags_names_too(tmp_path):
+    from memaudit.mia.config import DatasetInferenceConfig, MiaConfig
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"splits": 20, "no_report": True}))
+    c = resolve_config(
+        DatasetInferenceConfig, config_file=str(cfg), model="m", suspect="s", validation="v"
+    )
+    assert (c.n_splits, c.report) == (20, False)
+    cfg.write_text(json.dumps({"n_bootstrap": 50, "report": False}))
+    c = resolve_config(MiaConfig, config_file=str(cfg), model="m", members="a", nonmembers="b")
+    assert (c.n_bootstrap, c.report) == (50, False)

@@ -16,7 +16,9 @@ def loss(inputs: AttackInputs) -> np.ndarray:
 
 @register(
     "zlib",
-    description="mean log-likelihood over the zlib-compressed size in bytes (Carlini et al. 2021)",
+    description=(
+        "mean log-likelihood divided by the zlib-compressed length in bytes (Carlini et al. 2021)"
+    ),
 )
 def zlib(inputs: AttackInputs) -> np.ndarray:
     sizes = np.array(

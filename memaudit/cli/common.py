@@ -37,7 +37,7 @@ out_console = Console()
 
 EXIT_BAD_INPUT = 2
 CONFIG_HELP = (
-    "JSON or TOML file of settings (the names of the flags, with _ for -); "
+    "JSON or TOML file of settings (keys: the flags' names with _ for -, e.g. n_bootstrap); "
     "flags given here override it."
 )
 
@@ -90,9 +90,7 @@ class StageBars:
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None:
-        if (
-            not self.tasks
-        ):  # shown from the first report on: a run that fails early prints nothing here
+        if not self.tasks:  # shown from the first report: a run that fails early prints nothing
             self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
@@ -144,10 +142,17 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.__doc__ = show.__doc__
         command.__name__ = show.__name__
-        app.command(name)(reports_errors(command))
+        app.command(name, short_help=_summary(show.__doc__))(reports_errors(command))
         return show
 
     return register
+
+
+def _summary(doc: str | None) -> str | None:
+    """The first paragraph of a docstring on one line: the command's line in group listings."""
+    if not doc:
+        return None
+    return " ".join(doc.strip().split("\n\n")[0].split())
 
 
 def _config_parameter() -> inspect.Parameter:
@@ -204,7 +209,7 @@ def _default_text(f: Field) -> str:
     meta = f.metadata
     if meta.get("default_text"):
         return f"default: {meta['default_text']}"
-    if f.default is None or meta.get("negate") or isinstance(f.default, bool):
+    if f.default in (None, ()) or meta.get("negate") or isinstance(f.default, bool):
         return ""
     value = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
     return f"default: {value}"

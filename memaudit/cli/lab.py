@@ -95,7 +95,7 @@ def demo(cfg: DemoConfig) -> None:
     from memaudit.lab.demo import run_demo
 
     with StageBars() as bars:
-        outcome = run_demo(Path(cfg.out), cfg.settings(), progress=bars)
+        outcome = run_demo(Path(cfg.out), cfg.settings(), overwrite=cfg.overwrite, progress=bars)
     _print_demo_summary(outcome.results)
     out_console.print(f"report: {outcome.report}")
 

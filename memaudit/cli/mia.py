@@ -188,6 +188,7 @@ def traps_detect(cfg: TrapDetectConfig) -> None:
             progress=bars,
             docs=cfg.docs,
             context_chars=cfg.context_chars,
+            overwrite=cfg.overwrite,
         )
     table = Table(title="Trap detection, buckets pooled (AUC)")
     for col in ("length", "repetitions", *results["attacks"]):

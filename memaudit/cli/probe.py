@@ -155,6 +155,7 @@ def recall_train(cfg: RecallTrainConfig) -> None:
             size=cfg.size,
             arch=cfg.arch,
             seed=cfg.seed,
+            overwrite=cfg.overwrite,
             progress=bars,
         )
     out_console.print(f"model: {path}")

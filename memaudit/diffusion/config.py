@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 CONDITIONINGS = ("none", "class", "random-labels")
 
@@ -23,6 +23,7 @@ class DiffusionTrainConfig:
     """Settings of ``memaudit diffusion train``; see its ``--help``."""
 
     out: str = setting(help="Model dir to write; rerunning the same command resumes a killed run.")
+    overwrite: bool = overwrite_setting()
     images: str = setting(
         "digits",
         help=(
@@ -79,9 +80,13 @@ class DiffusionTrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _settings(self) -> dict:
+        """Every setting but --overwrite, which only says where the run may write."""
+        return {k: v for k, v in asdict(self).items() if k != "overwrite"}
+
     def identity(self) -> str:
         return hashlib.sha256(
-            json.dumps({**asdict(self), "out": None}, sort_keys=True).encode()
+            json.dumps({**self._settings(), "out": None}, sort_keys=True).encode()
         ).hexdigest()[:16]
 
     def checkpoint_steps(self) -> list[int]:
@@ -108,6 +113,7 @@ class MemorizationConfig:
     )
     seed: int = setting(0, help="Seed of the noise and the sampled labels.")
     out: str = setting("runs/diffusion-memorization", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
@@ -145,8 +151,11 @@ class DetectConfig:
     )
     seed: int = setting(0, help="Seed of the noise, the folds and the bootstrap.")
     out: str = setting("runs/diffusion-detect", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     device: str = setting("cpu", help="cpu or cuda (diffusers models).")
-    n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
@@ -184,6 +193,7 @@ class EMMConfig:
         0, help="Models trained at once (0: one per CPU core)."
     )  # 0: one per CPU core
     out: str = setting("runs/emm", help="Run directory (models under models/; a rerun resumes).")
+    overwrite: bool = overwrite_setting()
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):

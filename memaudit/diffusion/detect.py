@@ -161,9 +161,18 @@ def _stratified_halves(labels: np.ndarray, seed: int) -> np.ndarray:
     return folds
 
 
+@dataclass(frozen=True)
+class Detection:
+    """Every score's values and metrics, and the weights of the combined score."""
+
+    scores: dict[str, np.ndarray]  # name -> (prompts,) score, higher = memorized
+    metrics: dict[str, dict[str, dict[str, float]]]  # name -> metric -> value and CI (JSON)
+    weights: list[dict[str, float]]  # per fold: the combined score's fitted g1, g2 (JSON)
+
+
 def evaluate(
     feats: dict[str, np.ndarray], labels: np.ndarray, *, seed: int = 0, n_bootstrap: int = 1000
-) -> dict:
+) -> Detection:
     """AUC and TPR at 1% / 3% FPR, with bootstrap CIs, for N, A, the combined score and the
     baseline.
     """
@@ -183,4 +192,4 @@ def evaluate(
         }
         for name, s in scores.items()
     }
-    return {"metrics": metrics, "weights": weights, "scores": scores}
+    return Detection(scores=scores, metrics=metrics, weights=weights)

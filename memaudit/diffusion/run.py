@@ -244,7 +244,7 @@ def run_detect(config: DetectConfig, *, progress=None):
             "label": labels.tolist(),
             "prompt": prompts,
             **{k: v.tolist() for k, v in feats.items()},
-            "combined": ev["scores"]["combined"].tolist(),
+            "combined": ev.scores["combined"].tolist(),
         }
     )
     header = run.header()
@@ -259,8 +259,8 @@ def run_detect(config: DetectConfig, *, progress=None):
     results = {
         **header,
         "data": {"prompts": len(prompts), "memorized": int(labels.sum())},
-        "metrics": ev["metrics"],
-        "weights": ev["weights"],
+        "metrics": ev.metrics,
+        "weights": ev.weights,
         "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
         "timings_s": {"total": time.perf_counter() - t0},
     }
@@ -268,6 +268,6 @@ def run_detect(config: DetectConfig, *, progress=None):
     if config.report:
         from memaudit.report.diffusion import write_detect_report
 
-        render = partial(write_detect_report, scores=ev["scores"], labels=labels)
+        render = partial(write_detect_report, scores=ev.scores, labels=labels)
     run.finish(results, render)
     return run.path, results

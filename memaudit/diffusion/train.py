@@ -23,6 +23,7 @@ import torch
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
+from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
 from memaudit.models.checkpoints import (
     list_checkpoints,
@@ -80,13 +81,14 @@ def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | No
     model dir.
     """
     out = Path(config.out)
-    stored = _stored_identity(out)
+    stored = _stored_identity(out)  # another kind of model dir is refused by name first
     if stored is not None and stored != config.identity():
         raise InputError(
             f"{out} holds a diffusion model trained with other settings; choose another --out"
         )
     if (out / RECORD).is_file():
         return out
+    prepare_out_dir(out, kind="model:diffusion", inputs=[config.images], overwrite=config.overwrite)
     images = load_images(config.images, resize=config.resize)
     train_set = make_train_set(config, images)
     pixels = to_model_space(images.pixels[train_set.indices])  # (N, C, H, W) in [-1, 1]

@@ -27,6 +27,7 @@ import numpy as np
 
 from memaudit.errors import InputError
 from memaudit.io.atomic import write_text_atomic
+from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
 
 from .config import IndexBuildConfig
@@ -48,9 +49,9 @@ def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -
 
     tokenizer = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
     dtype = token_dtype(len(tokenizer) - 1)
-    root = Path(config.out)
+    inputs = [config.corpus, config.tokenizer]
+    root = prepare_out_dir(config.out, kind="index", inputs=inputs, overwrite=config.overwrite)
     (root / "index.json").unlink(missing_ok=True)  # the index is unfinished until the end
-    root.mkdir(parents=True, exist_ok=True)
     identity = {
         "corpus": config.corpus,
         "tokenizer": tokenizer_fingerprint(Path(config.tokenizer)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 ENGINES = ("local", "ray")
 
@@ -33,6 +33,7 @@ class IndexBuildConfig:
         help="Model (or tokenizer) dir whose tokenizer the model was trained with."
     )
     out: str = setting(help="Index directory to write (a rebuild reuses its finished shards).")
+    overwrite: bool = overwrite_setting()
     memory_gb: float = setting(4.0, help="Memory one shard's build may use; sets the shard size.")
     max_shard_tokens: int | None = setting(None, help="Tokens per shard (overrides --memory-gb).")
     engine: str = setting(
@@ -84,6 +85,7 @@ class OverlapConfig:
     index: str = setting(help="Index of the model's training corpus, built with its tokenizer.")
     prompts: str = setting(help="Prompts: .jsonl, .txt, .parquet or a folder.")
     out: str = setting("runs/overlap", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     max_new_tokens: int = setting(64, help="Tokens generated per prompt.")
     temperature: float = setting(0.0, help="0: greedy; > 0: sample at this temperature.")
     samples: int = setting(1, help="Sampled continuations per prompt (needs --temperature > 0).")
@@ -91,7 +93,9 @@ class OverlapConfig:
     doc_limit: int = setting(5, help="Source documents listed per copied span at most.")
     batch_size: int = setting(32, help="Prompts decoded together.")
     seed: int = setting(0, help="Seed of sampling and of the bootstrap.")
-    n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")

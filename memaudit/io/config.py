@@ -40,6 +40,7 @@ def setting(
     argument: bool = False,
     repeat: bool = False,
     parse: Callable[[str], Any] | None = None,
+    minimum: float | None = None,
 ) -> Any:
     """A config field that also describes its command-line flag.
 
@@ -62,6 +63,8 @@ def setting(
         a comma list.
     parse
         Turns the flag's text into the value (e.g. "2..8" into a list of integers).
+    minimum
+        The smallest value allowed (checked for flags and config files alike).
 
     Examples
     --------
@@ -81,8 +84,18 @@ def setting(
         "argument": argument,
         "repeat": repeat,
         "parse": parse,
+        "minimum": minimum,
     }
     return field(default=default, metadata=meta)
+
+
+def overwrite_setting() -> Any:
+    """The ``--overwrite`` setting of every command that writes a directory."""
+    return setting(
+        False,
+        help="Write into an existing --out that holds files memaudit did not write "
+        "(none of them is deleted).",
+    )
 
 
 def flag_name(f: Field) -> str:
@@ -101,10 +114,13 @@ def resolve_config(cls: type[C], *, config_file: str | None = None, **overrides:
     known = {f.name: f for f in fields(cls)}
     values: dict[str, Any] = {}
     if config_file is not None:
-        for name, value in _read_config_file(Path(config_file), set(known)).items():
-            values[name] = coerce(
-                known[name], hints[name], value, label=f"setting '{name}' in {config_file}"
-            )
+        aliases = _file_keys(fields(cls))
+        for key, value in _read_config_file(Path(config_file), set(aliases)).items():
+            f = aliases[key]
+            if f.metadata.get("negate") and key != f.name and isinstance(value, bool):
+                value = not value  # {"no_report": true} means report = false
+            label = f"setting '{key}' in {config_file}"
+            values[f.name] = coerce(f, hints[f.name], value, label=label)
     for name, value in overrides.items():
         if value is not None:
             values[name] = coerce(known[name], hints[name], value, label=flag_name(known[name]))
@@ -116,6 +132,16 @@ def resolve_config(cls: type[C], *, config_file: str | None = None, **overrides:
     if missing:
         raise InputError(f"missing required setting(s): {', '.join(_describe(f) for f in missing)}")
     return cls(**values)
+
+
+def _file_keys(settings: tuple[Field, ...]) -> dict[str, Field]:
+    """A config file's keys: each field's name, and its flag's name with _ for - (``splits``)."""
+    keys = {}
+    for f in settings:
+        keys[f.name] = f
+        if not f.metadata.get("argument"):
+            keys.setdefault(flag_name(f).lstrip("-").replace("-", "_"), f)
+    return keys
 
 
 def _describe(f: Field) -> str:
@@ -147,6 +173,11 @@ def coerce(f: Field, hint: Any, value: Any, *, label: str) -> Any:
     for kind in kinds:
         ok, converted = _convert(kind, value)
         if ok:
+            if isinstance(converted, tuple) and not converted and f.default != ():
+                raise InputError(f"{label} is empty")
+            low = f.metadata.get("minimum")
+            if low is not None and isinstance(converted, (int, float)) and converted < low:
+                raise InputError(f"{label} must be >= {low:g}, got {converted!r}")
             return converted
     names = " or ".join(_kind_name(k, isinstance(value, str)) for k in kinds if k is not type(None))
     raise InputError(f"{label} must be {names}, got {value!r}")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_output, write_text_atomic
+from .outdir import prepare_out_dir
 
 SCHEMA_VERSION = 1
 RESERVED_COLUMNS = ("id", "label", "n_tokens", "source")
@@ -111,7 +112,14 @@ class RunDir:
         """Create the dir and retire an old results.json, after every input was checked and
         before any output.
         """
-        return cls(begin_run(out_dir), command, config)
+        settings = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        path = prepare_out_dir(
+            out_dir,
+            kind=f"run:{command}",
+            inputs=input_paths(settings),
+            overwrite=bool(settings.get("overwrite", False)),
+        )
+        return cls(begin_run(path), command, config)
 
     def write_scores(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> Path:
         return write_scores(self.path, columns)
@@ -128,6 +136,18 @@ class RunDir:
         if report is not None:
             report(self.path, results)
         return write_results(self.path, results)
+
+
+def input_paths(settings: dict[str, Any]) -> list[str]:
+    """The settings that name existing files or folders (the run's inputs), but not its outputs."""
+    found = []
+    for name, value in settings.items():
+        if name in ("out", "cache_dir"):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and v and Path(v).exists():
+                found.append(v)
+    return found
 
 
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 if TYPE_CHECKING:
     from .lm import TrainSettings
@@ -37,6 +37,7 @@ class ExtractConfig:
         "per duplication bucket (1, 2-4, 5-16, 17-64, >64).",
     )
     out: str = setting("runs/extract", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     dtype: str = setting(
         "auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."
     )
@@ -66,6 +67,7 @@ class TrainConfig:
     """Settings of ``memaudit train``; see ``memaudit train --help``."""
 
     out: str = setting(help="Model dir to write (resumes a killed run with the same settings).")
+    overwrite: bool = overwrite_setting()
     corpus: str = setting(
         "stdlib",
         help="'stdlib' (this Python's standard library), a folder, .jsonl, .txt or .parquet.",
@@ -121,7 +123,9 @@ class TrainConfig:
         not paths.
         """
         ledger = hashlib.sha256(Path(self.ledger).read_bytes()).hexdigest() if self.ledger else None
-        ident = {**asdict(self), "out": None, "ledger": ledger}
+        # --overwrite only says where the run may write, so it is no part of the identity
+        settings = {k: v for k, v in asdict(self).items() if k != "overwrite"}
+        ident = {**settings, "out": None, "ledger": ledger}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -167,6 +171,7 @@ class DemoConfig:
     out: str = setting(
         "runs/demo", help="Where the demo writes its canaries, model, cache and report."
     )
+    overwrite: bool = overwrite_setting()
     quick: bool = setting(False, help="A smaller run of about 30 seconds (used by the tests).")
     seed: int = setting(0, help="Seed of canaries, training and evaluation.")
 

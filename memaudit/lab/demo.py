@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.io import rundir as rs
+from memaudit.io.outdir import prepare_out_dir
+from memaudit.io.progress import Progress
 from memaudit.metrics import roc_curve
 from memaudit.models.hf import load_causal_lm
 
@@ -35,10 +37,12 @@ class DemoOutcome:
     results: dict
 
 
-def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome:
+def run_demo(
+    out: Path, settings: DemoSettings, *, overwrite: bool = False, progress: Progress | None = None
+) -> DemoOutcome:
     t0 = time.perf_counter()
     s = settings
-    out = Path(out)
+    out = prepare_out_dir(out, kind="run:demo", overwrite=overwrite)
     ledger_path = write_ledger(
         out / "canaries.jsonl",
         make_canaries(repetitions=s.repetitions, per_level=s.per_level, seed=s.seed),
@@ -73,7 +77,7 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
         progress=progress,
     )
 
-    rows = ev["canaries"]
+    rows = ev.canaries
     labels = np.array([r.canary.member for r in rows], dtype=int)
     columns = {
         **{
@@ -100,7 +104,7 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
                 "exposure_rank",
             )
         },
-        **{name: v.tolist() for name, v in ev["attack_scores"].items()},
+        **{name: v.tolist() for name, v in ev.attack_scores.items()},
     }
     run = rs.RunDir.begin(out, "demo", settings)
     run.write_scores(columns)
@@ -108,11 +112,11 @@ def run_demo(out: Path, settings: DemoSettings, *, progress=None) -> DemoOutcome
         **run.header({"target": model}),
         "training": json.loads((model_dir / TRAIN_RECORD).read_text()),
         "attacks": LAB_ATTACKS.split(","),
-        "summary": ev["summary"],
-        "metrics": ev["summary"]["mia"],
+        "summary": ev.summary,
+        "metrics": ev.summary["mia"],
         "roc": {
             name: dict(zip(("fpr", "tpr"), (a.tolist() for a in roc_curve(v, labels)[:2])))
-            for name, v in ev["attack_scores"].items()
+            for name, v in ev.attack_scores.items()
         },
         "timings_s": {"total": time.perf_counter() - t0},
     }

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from memaudit.attacks import parse_attacks
 from memaudit.attacks.views import score_views
+from memaudit.io.progress import Progress
 from memaudit.metrics import membership_metrics, roc_auc
 from memaudit.models.generation import greedy_generate
 from memaudit.scoring.engine import ScoreSettings, score_texts
@@ -70,6 +72,15 @@ def exposure(secret_nll: float, candidate_nll: np.ndarray, space_bits: float) ->
     return float(min(space_bits, max(0.0, -log_p))), rank
 
 
+@dataclass(frozen=True)
+class CanaryEvaluation:
+    """What ``evaluate_canaries`` measured: per canary, per attack, and the summary by level."""
+
+    canaries: list[CanaryResult]  # members and twins, in ledger order
+    attack_scores: dict[str, np.ndarray]  # attack -> (canaries,) score, higher = member
+    summary: dict[str, Any]  # {"mia": ..., "by_level": ...}: JSON-shaped, as results.json shows it
+
+
 def evaluate_canaries(
     model,
     canaries: list[Canary],
@@ -78,8 +89,8 @@ def evaluate_canaries(
     cache_root=None,
     seed: int = 0,
     n_bootstrap: int = 1000,
-    progress=None,
-) -> dict:
+    progress: Progress | None = None,
+) -> CanaryEvaluation:
     """Extraction, recognition, exposure and MIA of members vs twins, overall and per level."""
     texts = [c.text for c in canaries]
 
@@ -128,11 +139,8 @@ def evaluate_canaries(
                 rank,
             )
         )
-    return {
-        "canaries": per_canary,
-        "attack_scores": attack_scores,
-        "summary": _summarize(per_canary, attack_scores, n_bootstrap=n_bootstrap, seed=seed),
-    }
+    summary = _summarize(per_canary, attack_scores, n_bootstrap=n_bootstrap, seed=seed)
+    return CanaryEvaluation(canaries=per_canary, attack_scores=attack_scores, summary=summary)
 
 
 def _summarize(

@@ -70,6 +70,8 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
             f"no record has the field '{config.group_by}' to group by", path=config.data
         )
 
+    run = rs.RunDir.begin(config.out, "extract", config)
+    out = run.path
     generated = greedy_generate(
         model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=progress
     )
@@ -115,8 +117,6 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         "generated": [decode(g) for g in generated],
         "true_suffix": [decode(t[k : k + m]) for t in ids],
     }
-    run = rs.RunDir.begin(config.out, "extract", config)
-    out = run.path
     run.write_scores(columns)
     results = {
         **run.header({"target": model}),

@@ -22,6 +22,7 @@ import torch
 
 from memaudit.errors import InputError
 from memaudit.io.atomic import current_umask
+from memaudit.io.outdir import made_by_memaudit, write_marker
 
 EOS = "<|endoftext|>"
 
@@ -211,12 +212,21 @@ def _lr_factor(step: int, s: TrainSettings) -> float:
 
 
 def save_model_dir(
-    model, tokenizer, out_dir: str | Path, *, extra: dict | None = None, keep: Sequence[str] = ()
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    kind: str = "model:train",
+    extra: dict | None = None,
+    keep: Sequence[str] = (),
 ) -> Path:
     """Write a model directory atomically (a temp dir renamed into place).
 
     ``keep`` names entries of an existing ``out_dir`` (e.g. checkpoint subdirectories) that
-    move into the new one instead of being deleted with the old.
+    move into the new one instead of being deleted with the old. Only a directory memaudit
+    made for ``kind`` is replaced whole; into any other existing one (which the command let
+    through with --overwrite) the new files are moved one by one, and nothing else in it is
+    touched.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +237,13 @@ def save_model_dir(
         if extra is not None:
             (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
+        write_marker(tmp, kind)
+        if out.exists() and not made_by_memaudit(out, kind) and any(out.iterdir()):
+            write_marker(tmp, kind, owned=False)  # a foreign dir never becomes ours
+            for f in tmp.iterdir():
+                f.replace(out / f.name)
+            tmp.rmdir()
+            return out
         for name in keep:
             if (out / name).exists():
                 (out / name).rename(tmp / name)

@@ -20,6 +20,7 @@ from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.corpus import load_corpus
+from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
 from memaudit.models.checkpoints import (
     checkpoint_identity,
@@ -49,6 +50,8 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     model dir.
     """
     out = Path(config.out)
+    inputs = [config.corpus, config.ledger, config.init_from]
+    prepare_out_dir(out, kind="model:train", inputs=inputs, overwrite=config.overwrite)
     if _finished(out, config):
         return out
     canaries = read_ledger(config.ledger) if config.ledger else []

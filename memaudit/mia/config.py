@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class MiaConfig:
     out: str = setting(
         "runs/mia", help="Run directory for results.json, scores.parquet, report.html."
     )
+    overwrite: bool = overwrite_setting()
     dtype: str = setting(
         "auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16."
     )
@@ -62,13 +63,17 @@ class MiaConfig:
     skip_invalid: bool = setting(
         False, help="Skip invalid records (counted in results.json) instead of stopping."
     )
-    n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     seed: int = setting(0, help="Seed of the bootstrap.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
-        if self.n_bootstrap < 0:
-            raise InputError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
+        if self.n_bootstrap < 1:
+            raise InputError(
+                f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +88,7 @@ class DatasetInferenceConfig:
     validation: str = setting(help="Comparable texts surely not trained on.")
     reference: str | None = setting(None, help="Reference model dir: adds the reference feature.")
     out: str = setting("runs/dataset-inference", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     alpha: float = setting(0.1, help="Claim 'trained on' when p < alpha.")
     n_splits: int = setting(
         10, flag="--splits", help="Seeded half/half splits; the median p-value is reported."
@@ -153,6 +159,7 @@ class TrapDetectConfig:
     )
     ledger: str = setting(help="The ledger `memaudit traps inject` wrote.")
     out: str = setting("runs/traps", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     cache_dir: str | None = setting(None, help="Score cache root.")
     docs: str | None = setting(
         None, help="The injected corpus, to score each trap after its document context."

@@ -171,6 +171,7 @@ def run_dataset_inference(
             skip_invalid=config.skip_invalid,
             names=("suspect texts", "validation texts"),
         )
+    run = rs.RunDir.begin(config.out, "dataset-inference", config)
     with timings("scoring"):
         views, stats = score_views(
             sets.target,
@@ -195,7 +196,6 @@ def run_dataset_inference(
             )
             check["share_below_alpha"] = float(np.mean(np.array(check["p_values"]) < config.alpha))
 
-    run = rs.RunDir.begin(config.out, "dataset-inference", config)
     columns = {
         "id": [r.id for r in sets.records],
         "set": ["suspect" if s else "validation" for s in is_suspect],

@@ -92,6 +92,8 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
         index = open_index_for(config.index, inp.target) if config.index else None
+    run = rs.RunDir.begin(config.out, "mia", config)
+    out = run.path
     with timings("scoring"):
         views, view_stats = score_views(
             inp.target,
@@ -123,8 +125,6 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
             by_duplication = _metrics_by_bucket(attack_scores, labels, buckets, config)
             dup_columns = {"corpus_count": counts.tolist(), "duplication": buckets.tolist()}
 
-    run = rs.RunDir.begin(config.out, "mia", config)
-    out = run.path
     columns = {**_score_columns(inp.records, views.target.n_tokens, attack_scores), **dup_columns}
     run.write_scores(columns)
     target, reference = inp.target, inp.reference

@@ -367,6 +367,7 @@ def run_traps_detect(
     progress=None,
     docs: str | None = None,
     context_chars: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Score every trap and control with the target and the reference; AUC grids; write the run dir.
 
@@ -395,6 +396,18 @@ def run_traps_detect(
                 "perplexity buckets would not match",
                 path=ledger,
             )
+    config = {
+        "model": model,
+        "reference": reference,
+        "ledger": ledger,
+        "out": out,
+        "n_bootstrap": n_bootstrap,
+        "seed": seed,
+        "docs": docs,
+        "context_chars": context_chars,
+        "overwrite": overwrite,
+    }
+    run = rs.RunDir.begin(out, "traps detect", config)
     with timings("scoring"):
         texts = [t.text for t in traps]
         views, stats = score_views(
@@ -422,17 +435,6 @@ def run_traps_detect(
         grid = detection_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         pooled = pooled_grid(traps, scores, n_bootstrap=n_bootstrap, seed=seed)
         chance = controls_at_chance(traps, scores, seed=seed)
-    config = {
-        "model": model,
-        "reference": reference,
-        "ledger": ledger,
-        "out": out,
-        "n_bootstrap": n_bootstrap,
-        "seed": seed,
-        "docs": docs,
-        "context_chars": context_chars,
-    }
-    run = rs.RunDir.begin(out, "traps detect", config)
     columns = {
         "id": [t.id for t in traps],
         "member": [t.member for t in traps],

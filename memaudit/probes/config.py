@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 from .kk import PERTURBATIONS
 
@@ -63,11 +63,14 @@ class KKRunConfig:
         help="Perturbations to measure consistency under.",
     )
     out: str = setting("runs/kk", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     max_new_tokens: int | None = setting(
         None, help="Tokens generated per answer.", default_text="enough for the longest answer"
     )
     batch_size: int = setting(16, help="Puzzles decoded together.")
-    n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     seed: int = setting(0, help="Seed of the perturbations and the bootstrap.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
@@ -122,6 +125,7 @@ class TemporalConfig:
     max_new_tokens: int = setting(8, help="Tokens generated per answer.")
     batch_size: int = setting(32, help="Prompts decoded together.")
     out: str = setting("runs/temporal", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -155,6 +159,7 @@ class RetentionConfig:
     seq_len: int = setting(128, help="Tokens per sequence.")
     seed: int = setting(0, help="Seed of the data order.")
     out: str = setting("runs/retention", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -177,6 +182,7 @@ class RecallTrainConfig:
     """Settings of ``memaudit probe recall-train``."""
 
     out: str = setting(help="Model dir to write.")
+    overwrite: bool = overwrite_setting()
     length: int = setting(32, help="Training sequence length.")
     pairs: int = setting(4, help="Key-value pairs per training sequence.")
     vocab: int = setting(
@@ -219,6 +225,7 @@ class RecallConfig:
     )
     seed: int = setting(0, help="Seed of keys, values and needles.")
     out: str = setting("runs/recall", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 

@@ -53,6 +53,8 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
     for kind in config.perturbations:
         rng = random.Random(f"{config.seed}-{kind}")
         variants[kind] = [PERTURBATIONS[kind](p, rng) for p in puzzles]
+    run = rs.RunDir.begin(config.out, "probe kk run", config)
+    out = run.path
     correct, outputs = {}, {}
     for name, ps in variants.items():
         correct[name], outputs[name] = answer_all(
@@ -82,8 +84,6 @@ def run_kk(config: KKRunConfig, *, progress=None) -> tuple[Path, dict]:
             )
             for kind in config.perturbations
         }
-    run = rs.RunDir.begin(config.out, "probe kk run", config)
-    out = run.path
     columns = {"id": [p.meta.get("id") for p in puzzles], "people": [p.n for p in puzzles]}
     for name in variants:
         columns[f"{name}_correct"] = correct[name]

@@ -19,11 +19,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from memaudit.errors import InputError
+from memaudit.io.progress import Progress
 
 from .config import RecallConfig
 
@@ -58,9 +60,8 @@ class MQAR:
         values = rng.integers(self.vocab // 2, self.vocab, self.pairs)
         order = rng.permutation(self.pairs)
         context = np.stack([keys, values], 1).reshape(-1)  # k1 v1 k2 v2 ...
-        queries = np.stack([keys[order], np.full(self.pairs, ANSWER_SLOT)], 1).reshape(
-            -1
-        )  # k 0 k 0 ...
+        # k 0 k 0 ...
+        queries = np.stack([keys[order], np.full(self.pairs, ANSWER_SLOT)], 1).reshape(-1)
         filler = rng.integers(1, FILLER + 1, self.length - len(context) - len(queries))
         ids = np.concatenate([context, filler, queries])
         targets = np.full(self.length, -1)
@@ -198,8 +199,9 @@ def train_mqar_model(
     size: str = "micro",
     arch: str = "llama",
     seed: int = 0,
-    progress=None,
-):
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
     """A small attention model trained on MQAR over ids < ``vocab`` at one length (loss at the query
     keys only).
 
@@ -210,8 +212,10 @@ def train_mqar_model(
     positions), or length 64 with 8 pairs, it stayed for thousands of steps on the plateau of
     answering with some value from the context.
     """
+    from memaudit.io.outdir import prepare_out_dir
     from memaudit.lab.lm import build_model, save_model_dir
 
+    prepare_out_dir(out_dir, kind="model:mqar", overwrite=overwrite)
     tokenizer = id_tokenizer(vocab)
     model = build_model(tokenizer, size=size, context=max(256, length), seed=seed, arch=arch)
     task = MQAR(vocab, length, pairs)
@@ -237,6 +241,7 @@ def train_mqar_model(
         model,
         tokenizer,
         out_dir,
+        kind="model:mqar",
         extra={
             "task": "mqar",
             "length": length,
@@ -287,6 +292,8 @@ def run_recall(config: RecallConfig, *, progress=None):
 
     t0 = time.perf_counter()
     lm = load_causal_lm(config.model, LoadOptions(device=config.device))
+    run = rs.RunDir.begin(config.out, f"probe recall {config.task}", config)
+    out = run.path
     trained = mqar_training(config.model)
     rows: tuple[int, ...]
     cols: tuple[int, ...] | tuple[float, ...]
@@ -303,8 +310,6 @@ def run_recall(config: RecallConfig, *, progress=None):
         grid = niah_grid(lm, filler, config.lengths, config.depths, n=config.n, seed=config.seed)
         rows, cols, axis = config.lengths, config.depths, "depth"
         chance = None
-    run = rs.RunDir.begin(config.out, f"probe recall {config.task}", config)
-    out = run.path
     cells = [
         (L, c, grid[f"{L}x{c:g}" if isinstance(c, float) else f"{L}x{c}"])
         for L in rows

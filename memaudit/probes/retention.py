@@ -71,6 +71,8 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
         warmup=0,
         seed=config.seed,
     )
+    run = rs.RunDir.begin(config.out, "probe retention", config)
+    out = run.path
     curve = {}
     if 0 in config.steps_list:
         curve[0] = measure(lm, members, twins)
@@ -89,8 +91,6 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
             settings,
             on_step=on_step,
         )
-    run = rs.RunDir.begin(config.out, "probe retention", config)
-    out = run.path
     rows = [
         {"step": s, "level": lv, **m} for s, levels in curve.items() for lv, m in levels.items()
     ]

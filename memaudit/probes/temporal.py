@@ -176,6 +176,8 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
         )
     period_of(first, config.period)  # an unknown period fails before any work
     model = load_causal_lm(config.model, LoadOptions(device=config.device))
+    run = rs.RunDir.begin(config.out, "probe temporal", config)
+    out = run.path
     prompts = model.encode([f.prompt for f in facts])
     generated = [
         model.tokenizer.decode(g)
@@ -202,8 +204,6 @@ def run_temporal(config: TemporalConfig, *, progress=None) -> tuple[Path, dict]:
     summary["median_relative_error"] = {
         side: float(np.median(v)) if v else None for side, v in errors.items()
     }
-    run = rs.RunDir.begin(config.out, "probe temporal", config)
-    out = run.path
     run.write_scores(
         {
             "date": [f.date.isoformat() for f in facts],

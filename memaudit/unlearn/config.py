@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from memaudit.errors import InputError
-from memaudit.io.config import setting
+from memaudit.io.config import overwrite_setting, setting
 
 if TYPE_CHECKING:
     from .loop import LoopSettings
@@ -24,6 +24,7 @@ class UnlearnConfig:
     model: str = setting(help="Model dir to unlearn from (never written).")
     forget: str = setting(help="Texts to remove: .jsonl, .txt, .parquet or a folder.")
     out: str = setting(help="New model dir to write.")
+    overwrite: bool = overwrite_setting()
     method: str = setting("npo", help="ga, grad_diff, npo, simnpo, or kfac (the curvature edit).")
     retain: str | None = setting(
         None,
@@ -126,9 +127,12 @@ class UnlearnEvalConfig:
     retain_budget: float = setting(
         0.1, help="Calibration: the retain NLL increase (nats/token) methods are compared within."
     )
-    n_bootstrap: int = setting(1000, help="Bootstrap rounds for the 95% CIs.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     seed: int = setting(0, help="Seed of the forget-set halves and the bootstrap.")
     out: str = setting("runs/unlearn-eval", help="Run directory.")
+    overwrite: bool = overwrite_setting()
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")

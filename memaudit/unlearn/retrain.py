@@ -15,6 +15,7 @@ from pathlib import Path
 
 from memaudit.errors import InputError
 from memaudit.io.corpus import load_corpus
+from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.texts import write_texts
 from memaudit.lab.canaries import read_ledger, write_ledger
 from memaudit.lab.train import TRAIN_RECORD, TrainConfig, run_train
@@ -73,11 +74,9 @@ def retrain_without(
     its dir.
     """
     cfg = retrain_config(original, forget_texts, work)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for (
-        name
-    ) in TOKENIZER_FILES:  # the same tokenizer: the trainer takes one it finds in its out dir
+    out = prepare_out_dir(cfg.out, kind="model:train", inputs=[original])
+    # the same tokenizer: the trainer takes the one it finds in its out dir
+    for name in TOKENIZER_FILES:
         if (Path(original) / name).is_file() and not (out / name).is_file():
             shutil.copy2(Path(original) / name, out / name)
     return run_train(cfg, progress=progress)

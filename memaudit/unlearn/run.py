@@ -5,6 +5,7 @@ written.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.corpus import load_corpus
+from memaudit.io.outdir import made_by_memaudit, prepare_out_dir
 from memaudit.io.texts import read_texts
 from memaudit.lab.lm import (
     EOS,
@@ -41,6 +43,11 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             "written)",
             path=config.out,
         )
+    inputs = [config.model, config.forget, config.retain]
+    prepare_out_dir(out, kind="model:unlearn", inputs=inputs, overwrite=config.overwrite)
+    for old in out.glob("step-*"):  # an earlier run's checkpoints must not enter this run's curve
+        if made_by_memaudit(old, "model:unlearn"):
+            shutil.rmtree(old)
     t0 = time.perf_counter()
     forget_texts = [r.text for r in read_texts(config.forget).records]
     lm = load_causal_lm(config.model, LoadOptions(dtype="float32", device=config.device))
@@ -113,8 +120,7 @@ def _save(
         "log": log,
         "seconds": time.perf_counter() - t0,
     }
-    path = save_model_dir(
-        model, tokenizer, out, keep=[p.name for p in out.glob("step-*")] if out.exists() else []
-    )
+    keep = [p.name for p in out.glob("step-*")] if out.exists() else []
+    path = save_model_dir(model, tokenizer, out, kind="model:unlearn", keep=keep)
     write_text_atomic(path / UNLEARN_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
     return path

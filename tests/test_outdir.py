@@ -1,0 +1,136 @@
+"""No command removes a directory or file memaudit did not create; --out is checked first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from memaudit.cli.app import app
+from memaudit.errors import InputError
+from memaudit.io.outdir import made_by_memaudit, prepare_out_dir
+from memaudit.io.rundir import RunDir
+from memaudit.lab.lm import save_model_dir
+from memaudit.models import load_causal_lm
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def runs(tmp_path, target_dir, snippets):
+    """runs/m: a model; runs/notes.txt: a user's file; f.jsonl: a forget set."""
+    root = tmp_path / "runs"
+    shutil.copytree(target_dir, root / "m")
+    (root / "notes.txt").write_text("my notes")
+    forget = tmp_path / "f.jsonl"
+    forget.write_text("".join(json.dumps({"text": t}) + "\n" for t in snippets["members"][:4]))
+    return root, forget
+
+
+def unlearn(model, forget, out, *extra):
+    args = ["unlearn", "--model", str(model), "--forget", str(forget), "--method", "ga"]
+    return runner.invoke(
+        app, [*args, "--steps", "1", "--batch-size", "2", "--out", str(out), *extra]
+    )
+
+
+def untouched(root):
+    assert (root / "notes.txt").read_text() == "my notes"
+    assert load_causal_lm(root / "m").fingerprint
+
+
+def test_unlearn_into_the_parent_of_its_model_is_refused(runs):
+    """The reproduced data loss: `--out runs` removed runs/, the model and the notes with it."""
+    root, forget = runs
+    r = unlearn(root / "m", forget, root)
+    assert r.exit_code == 2 and "must not be or contain the input" in r.stderr, r.output
+    untouched(root)
+    r = unlearn(root / "m", forget, root, "--overwrite")  # not even with --overwrite
+    assert r.exit_code == 2
+    untouched(root)
+
+
+def test_unrelated_directory_needs_overwrite_and_keeps_its_files(runs, tmp_path):
+    root, forget = runs
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("keep")
+    r = unlearn(root / "m", forget, other)
+    assert r.exit_code == 2 and "holds files memaudit did not write" in r.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["keep.txt"]
+    r = unlearn(root / "m", forget, other, "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert (other / "keep.txt").read_text() == "keep"  # written into, nothing of it deleted
+    assert load_causal_lm(other).fingerprint and not made_by_memaudit(other, "model:unlearn")
+    r = unlearn(root / "m", forget, other)  # memaudit wrote there, but it is still not its dir
+    assert r.exit_code == 2 and (other / "keep.txt").read_text() == "keep"
+
+
+def test_an_existing_file_and_the_model_itself_are_refused(runs, tmp_path):
+    root, forget = runs
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    r = unlearn(root / "m", forget, a_file)
+    assert r.exit_code == 2 and "existing file" in r.stderr and a_file.read_text() == "x"
+    r = unlearn(root / "m", forget, root / "m")
+    assert r.exit_code == 2
+    untouched(root)
+
+
+def test_a_rerun_replaces_only_its_own_output(runs, tmp_path):
+    root, forget = runs
+    out = tmp_path / "u"
+    assert unlearn(root / "m", forget, out, "--steps", "3", "--save-every", "1").exit_code == 0
+    # steps 1 and 2 are checkpoints; the final step is the model itself
+    assert sorted(p.name for p in out.glob("step-*")) == ["step-00001", "step-00002"]
+    assert made_by_memaudit(out, "model:unlearn")
+    # a later run into the same dir: the earlier run's checkpoints never enter its curve
+    assert unlearn(root / "m", forget, out, "--steps", "2", "--save-every", "1").exit_code == 0
+    assert sorted(p.name for p in out.glob("step-*")) == ["step-00001"]
+
+
+def test_save_model_dir_never_deletes_a_foreign_directory(target, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    save_model_dir(target.model, target.tokenizer, out)
+    assert (out / "thesis.tex").read_text() == "years of work"
+    assert load_causal_lm(out).fingerprint == target.fingerprint
+
+
+def test_run_dirs(tmp_path):
+    prepare_out_dir(tmp_path / "new", kind="run:mia")
+    assert made_by_memaudit(tmp_path / "new", "run:mia")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.csv").write_text("a,b")
+    with pytest.raises(InputError, match="did not write"):
+        RunDir.begin(foreign, "mia", {"out": str(foreign)})
+    RunDir.begin(foreign, "mia", {"out": str(foreign), "overwrite": True}).finish({"x": 1})
+    assert (foreign / "results.csv").read_text() == "a,b" and (foreign / "results.json").is_file()
+    legacy = tmp_path / "legacy"  # a run dir of a version without markers
+    legacy.mkdir()
+    (legacy / "results.json").write_text("{}")
+    RunDir.begin(legacy, "mia", {})
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "members.jsonl").write_text("{}")
+    with pytest.raises(InputError, match="must not be or contain the input"):
+        RunDir.begin(tmp_path, "mia", {"members": str(data / "members.jsonl")})
+
+
+def test_train_and_index_refuse_a_foreign_directory(tmp_path, target_dir):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("keep")
+    r = runner.invoke(app, ["train", "--out", str(foreign), "--steps", "1"])
+    assert r.exit_code == 2 and "did not write" in r.stderr
+    r = runner.invoke(
+        app, ["index", "build", "stdlib", "--tokenizer", str(target_dir), "--out", str(foreign)]
+    )
+    assert r.exit_code == 2 and "did not write" in r.stderr
+    r = runner.invoke(app, ["diffusion", "train", "--out", str(foreign), "--steps", "1"])
+    assert r.exit_code == 2 and "did not write" in r.stderr
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
