@@ -1,6 +1,12 @@
 """ROC AUC, TPR at low FPR, and seeded bootstrap confidence intervals.
 
 Scores follow the package convention: higher = more likely a member (label 1).
+
+Undefined scores: a NaN score ranks as the least member-like, tied with -inf and with every
+other NaN (so it counts one half against another NaN or a -inf, and loses to every finite
+score); +inf scores tie with each other. The result never depends on the order of the
+inputs, and equals scikit-learn's ``roc_auc_score`` on the same scores with NaN mapped to a
+value below every finite score (scikit-learn itself refuses NaN).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     s, y = _validate(scores, labels)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    # tie boundaries by inequality, not by difference: inf - inf is NaN, which would split a tie
+    last_of_tie = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]
     tps = np.cumsum(y)[last_of_tie]
     fps = (last_of_tie + 1) - tps
     tpr = np.r_[0.0, tps / y.sum()]

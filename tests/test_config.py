@@ -141,3 +141,15 @@ def test_config_file_keys_are_the_flags_names_too(tmp_path):
     cfg.write_text(json.dumps({"n_bootstrap": 50, "report": False}))
     c = resolve_config(MiaConfig, config_file=str(cfg), model="m", members="a", nonmembers="b")
     assert (c.n_bootstrap, c.report) == (50, False)
+
+
+def test_progress_is_written_as_lines_when_stderr_is_not_a_terminal(capsys):
+    from memaudit.cli.common import StageBars
+
+    with StageBars() as bars:
+        assert bars.plain  # pytest captures stderr: no terminal
+        for done in range(11):
+            bars("scoring target", done, 10, "half" if done == 5 else "")
+        bars("generating", 3, None)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["scoring target: 0/10", "scoring target: 10/10", "generating: 3"]

@@ -37,6 +37,47 @@ def test_training_texts_give_a_small_p_value(feature_sets):
     assert result["p_value"] < 0.05
 
 
+NULL_RUNS = 200
+
+
+@pytest.fixture(scope="module")
+def null_runs():
+    """200 independent null runs: suspect and validation are two samples of one distribution."""
+    rng = np.random.default_rng(123)
+    out = []
+    for s in range(NULL_RUNS):
+        mean = rng.normal(size=6)
+        a, b = rng.normal(mean, 1.0, (40, 6)), rng.normal(mean, 1.0, (40, 6))
+        out.append(infer(a, b, n_splits=10, seed=s))
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_p_values_are_calibrated_under_the_null(null_runs, alpha):
+    """p < alpha at most alpha of the time, up to Monte-Carlo error (a valid combination may be
+    conservative, never liberal)."""
+    rate = np.mean([r["p_value"] < alpha for r in null_runs])
+    assert rate <= alpha + 2.5 * np.sqrt(alpha * (1 - alpha) / NULL_RUNS), rate
+
+
+def test_the_combined_p_value_is_twice_the_median_and_never_below_it(null_runs):
+    for r in null_runs:
+        assert r["p_value"] == pytest.approx(min(1.0, 2 * np.median(r["split_p_values"])))
+        assert r["p_value"] >= r["median_split_p_value"]
+
+
+def test_outliers_are_clipped_as_in_the_reference_code():
+    from memaudit.mia.dataset_inference import clip_outliers
+
+    x = np.arange(200, dtype=float)[:, None] * np.array([[1.0, -1.0]])  # (200, 2)
+    x[0, 0], x[1, 1] = 1e9, -1e9
+    c = clip_outliers(x)  # k = 5 per side: clipped to the 5th smallest and 5th largest
+    for j in range(2):
+        ordered = np.sort(x[:, j])
+        assert c[:, j].min() == ordered[4] and c[:, j].max() == ordered[195]
+    assert (clip_outliers(x[:30]) == x[:30]).all()  # k = 0: nothing to clip
+
+
 def test_two_unseen_sets_give_no_systematic_false_positives(feature_sets):
     p = [
         infer(feature_sets["nonmembers"], feature_sets["nonmembers2"], n_splits=5, seed=s)[

@@ -112,7 +112,12 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
         run_train(TrainConfig(out=str(tmp_path / "b"), **common), progress=die_at_7)
     assert not (tmp_path / "b" / "memaudit_train.json").exists()
     assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-0000004"]
-    resumed = run_train(TrainConfig(out=str(tmp_path / "b"), **common))
+    notes = []
+    resumed = run_train(
+        TrainConfig(out=str(tmp_path / "b"), **common),
+        progress=lambda stage, done, total, note="": notes.append(note),
+    )
+    assert notes[0] == "resumed from the checkpoint of step 4"  # a resumed run says so
     assert json.loads((resumed / "memaudit_train.json").read_text())["resumed_from_step"] == 4
 
     from safetensors.torch import load_file

@@ -61,3 +61,30 @@ def test_nan_scores_rank_lowest_and_bad_labels_raise():
     assert roc_auc([np.nan, 1.0, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="both members"):
         roc_auc([1, 2], [1, 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nan_and_inf_ties_match_sklearn_on_the_same_mapping_in_any_order(seed):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    pool = np.array([np.nan, np.inf, -np.inf, 0.5, 1.0, 2.0])
+    scores = np.where(rng.random(n) < 0.6, rng.choice(pool, n), rng.normal(size=n))
+    labels = np.r_[np.ones(n // 2), np.zeros(n // 2)].astype(int)
+    rng.shuffle(labels)
+    finite = scores[np.isfinite(scores)]
+    lo, hi = finite.min() - 10, finite.max() + 10
+    # the documented mapping: NaN ties with -inf below every finite score; +inf above all
+    mapped = np.where(
+        np.isnan(scores) | (scores == -np.inf), lo, np.where(scores == np.inf, hi, scores)
+    )
+    expected = roc_auc_score(labels, mapped)
+    for _ in range(3):  # the order of the inputs never matters
+        perm = rng.permutation(n)
+        assert roc_auc(scores[perm], labels[perm]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_two_nan_scores_tie():
+    assert roc_auc([np.nan, np.nan, 1, 0], [1, 0, 1, 0]) == pytest.approx(0.625)
+    assert roc_auc([np.nan, np.nan, 1, 0], [0, 1, 1, 0]) == pytest.approx(0.625)

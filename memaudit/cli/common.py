@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
@@ -74,9 +75,17 @@ def _quiet_environment() -> None:
 class StageBars:
     """A rich progress bar per stage, fed by the library's ``Progress`` callbacks (stage, done,
     total, note).
+
+    When stderr is not a terminal (a log file, a pipe, CI), bars would show nothing until the
+    end, so each stage is written as a plain line instead: when it starts, every
+    ``LOG_EVERY_S`` seconds, and when it completes.
     """
 
-    def __init__(self):
+    LOG_EVERY_S = 5.0
+
+    def __init__(self) -> None:
+        self.plain = not console.is_terminal
+        self.logged: dict[str, float] = {}
         self.progress = Progress(
             TextColumn("{task.description:<20}"),
             BarColumn(),
@@ -90,11 +99,25 @@ class StageBars:
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int | None, note: str = "") -> None:
+        if self.plain:
+            self._log(stage, done, total, note)
+            return
         if not self.tasks:  # shown from the first report: a run that fails early prints nothing
             self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, note=note)
         self.progress.update(self.tasks[stage], completed=done, total=total, note=note)
+
+    def _log(self, stage: str, done: int, total: int | None, note: str) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if stage in self.logged and now - self.logged[stage] < self.LOG_EVERY_S and not finished:
+            return
+        if finished and self.logged.get(stage) == -1.0:
+            return  # its completion was already written
+        self.logged[stage] = -1.0 if finished else now
+        count = f"{done}/{total}" if total is not None else f"{done}"
+        console.print(f"{stage}: {count} {note}".rstrip(), highlight=False, soft_wrap=True)
 
     def __enter__(self):
         return self

@@ -106,6 +106,9 @@ def run_diffusion_train(config: DiffusionTrainConfig, *, progress: Progress | No
     start = resume_from_checkpoint(
         out / "checkpoints", CHECKPOINT, model, opt, identity=config.identity(), owner=out
     )
+    if start and progress is not None:
+        stage = "training the diffusion model"
+        progress(stage, start, config.steps, f"resumed from the checkpoint of step {start}")
     _write_json(
         out / "config.json",
         {"unet": unet_config.to_dict(), "train": config.to_dict(), "identity": config.identity()},

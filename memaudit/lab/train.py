@@ -83,6 +83,8 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     start = resume_from_checkpoint(
         out, CHECKPOINT, model, optimizer, identity=config.identity(), owner=out
     )
+    if start and progress is not None:
+        progress("training", start, config.steps, f"resumed from the checkpoint of step {start}")
     losses = []
 
     def on_step(step, loss):

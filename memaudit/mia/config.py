@@ -91,7 +91,7 @@ class DatasetInferenceConfig:
     overwrite: bool = overwrite_setting()
     alpha: float = setting(0.1, help="Claim 'trained on' when p < alpha.")
     n_splits: int = setting(
-        10, flag="--splits", help="Seeded half/half splits; the median p-value is reported."
+        10, flag="--splits", help="Seeded half/half splits; twice their median p-value is reported."
     )
     false_positive_check: bool = setting(
         False, help="Also test two halves of the validation set against each other, repeatedly."
