@@ -139,6 +139,25 @@ def _validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     return np.where(np.isnan(s), -np.inf, s), y
 
 
+def zero_fp_notes(
+    negatives: int, fpr_bounds: tuple[float, ...] = FPR_BOUNDS, *, what: str = "non-members"
+) -> list[str]:
+    """A note for each FPR bound below 1/``negatives``: there, TPR is the TPR at zero false
+    positives, and the report must say so next to the number.
+
+    >>> len(zero_fp_notes(50)), len(zero_fp_notes(500)), len(zero_fp_notes(5000))
+    (2, 1, 0)
+    >>> zero_fp_notes(500)[0][:37]
+    'only 500 non-members: TPR at 0.1% FPR'
+    """
+    return [
+        f"only {negatives} {what}: TPR at {bound * 100:g}% FPR is the TPR at zero false positives "
+        f"(one false positive is already {100 / negatives:.2g}% FPR)"
+        for bound in fpr_bounds
+        if negatives and bound < 1 / negatives
+    ]
+
+
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion."""
     if n == 0:

@@ -187,9 +187,12 @@ def test_extraction_strength_equals_brute_force(repeated_model, snippets):
     scores, _ = score_texts(model, texts)
     for text, strength in zip(texts, extraction_strength(scores)):
         ids = model.encode([text])[0]
-        n = len(ids)
-        k_star = next((k for k in range(1, n) if naive_greedy(model, ids[:k], n - k) == ids[k:]), n)
-        assert strength == pytest.approx(1 - k_star / n if k_star < n else 0.0)
+        x, y = ids[:1], ids[1:]  # the paper's 1 - k/|y|, x the first token
+        k = next(
+            (k for k in range(len(y)) if naive_greedy(model, x + y[:k], len(y) - k) == y[k:]),
+            len(y),
+        )
+        assert strength == pytest.approx(1 - k / len(y))
     assert extraction_strength(scores)[0] > 0.5
 
 

@@ -52,6 +52,19 @@ def test_trained_members_are_detected(full_run):
     assert "min_k_pp" in r.stdout and "report:" in r.stdout
 
 
+def test_tpr_at_an_fpr_below_one_non_member_says_it_is_at_zero_false_positives(full_run):
+    out, r = full_run
+    results = json.loads((out / "results.json").read_text())
+    n = results["data"]["nonmembers"]["n"]
+    assert n < 1000  # so at least 0.1% FPR is below one false positive
+    for bound, shown in ((0.01, "1%"), (0.001, "0.1%")):
+        note = f"only {n} non-members: TPR at {shown} FPR is the TPR at zero false positives"
+        noted = any(x.startswith(note) for x in results["notes"])
+        assert noted == (bound < 1 / n), results["notes"]
+        if noted:
+            assert note in (out / "report.html").read_text() and note in r.stderr
+
+
 def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
     out, _ = full_run
     results = json.loads((out / "results.json").read_text())

@@ -35,7 +35,8 @@ def extract(cfg: ExtractConfig) -> None:
 
     Reports exact, loose (token Levenshtein similarity >= 0.75) and token-match rates with
     95% Wilson intervals, overall and per --group-by value, and each text's extraction
-    strength (1 - shortest reproducing prefix / length).
+    strength (1 - k/|y|: the share of the text, after its first token, that greedy decoding
+    reproduces from the fewest given tokens).
     """
     from memaudit.lab.extract import run_extract
 

@@ -72,7 +72,7 @@ def _print_mia_summary(results: dict) -> None:
             )
         out_console.print(dup)
     for note in results["notes"]:
-        console.print(f"[dim]note: {note}[/]")
+        console.print(f"[dim]note: {note}[/]", soft_wrap=True)
 
 
 @config_command(app, "dataset-inference", DatasetInferenceConfig)

@@ -13,6 +13,7 @@ import numpy as np
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
+from memaudit.metrics import zero_fp_notes
 
 from .config import DetectConfig, MemorizationConfig
 from .images import load_images, unique_images
@@ -220,7 +221,7 @@ def load_adapter(model_dir: str, device: str):
 
 
 def run_detect(config: DetectConfig, *, progress=None):
-    from .detect import DetectSettings, evaluate, features
+    from .detect import FPR_BOUNDS, DetectSettings, evaluate, features
 
     t0 = time.perf_counter()
     prompts = [p for _, p in read_lines(config.prompts, "prompt", "prompts file")]
@@ -250,12 +251,7 @@ def run_detect(config: DetectConfig, *, progress=None):
     header = run.header()
     header["models"] = {"target": described}
     negatives = int((labels == 0).sum())
-    if negatives < 100:
-        header["notes"].append(
-            f"only {negatives} non-memorized prompts: TPR at 1% or 3% FPR is the TPR at zero false "
-            "positives "
-            f"(one false positive is already {1 / negatives:.0%} FPR)"
-        )
+    header["notes"] += zero_fp_notes(negatives, FPR_BOUNDS, what="non-memorized prompts")
     results = {
         **header,
         "data": {"prompts": len(prompts), "memorized": int(labels.sum())},

@@ -52,15 +52,21 @@ def compare(generated: list[int], truth: list[int]) -> Match:
 
 
 def extraction_strength(scores: TokenScores) -> np.ndarray:
-    """1 - k*/n per text from the argmax flags; 0 when even the last token is not greedy."""
+    """Extraction strength per text, ``1 - k / |y|`` (Wang et al. 2025), from the argmax flags.
+
+    The text is ``x + y`` with ``x`` its first token (the one that has no context) and ``y``
+    the rest; ``k`` is the fewest tokens of ``y`` that must be given after ``x`` for greedy
+    decoding to reproduce the rest of ``y`` exactly. 1: the whole text follows from its first
+    token; 0: not even the last token is greedy.
+    """
     out = np.zeros(len(scores))
     for i, t in enumerate(scores):
-        n = len(t.token_ids)
-        misses = np.flatnonzero(~t.is_argmax)  # is_argmax[j] is about token j + 1
-        k_star = (
-            1 if len(misses) == 0 else int(misses[-1]) + 2
-        )  # prefix must reach past the last miss
-        out[i] = 1 - k_star / n if k_star < n else 0.0
+        y_len = len(t.token_ids) - 1
+        if y_len < 1:
+            continue
+        misses = np.flatnonzero(~t.is_argmax)  # is_argmax[j] is about y[j]
+        k = 0 if len(misses) == 0 else int(misses[-1]) + 1  # give y up to its last miss
+        out[i] = 1 - k / y_len
     return out
 
 

@@ -26,7 +26,7 @@ from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
 from memaudit.io.rundir import Timings
 from memaudit.io.texts import TextRecord
-from memaudit.metrics import membership_metrics, roc_curve
+from memaudit.metrics import membership_metrics, roc_curve, zero_fp_notes
 from memaudit.models.hf import LoadOptions
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings
@@ -160,7 +160,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
         "warnings": inp.warnings,
-        "notes": notes,
+        "notes": [*notes, *zero_fp_notes(int((labels == 0).sum()))],
     }
     render = None
     if config.report:
