@@ -117,7 +117,8 @@ class StageBars:
             return  # its completion was already written
         self.logged[stage] = -1.0 if finished else now
         count = f"{done}/{total}" if total is not None else f"{done}"
-        console.print(f"{stage}: {count} {note}".rstrip(), highlight=False, soft_wrap=True)
+        line = f"{stage}: {count} {note}".rstrip()
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def __enter__(self):
         return self
