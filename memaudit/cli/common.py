@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from memaudit.errors import InputError, MemauditError
+from memaudit.errors import MemauditError
 from memaudit.io.config import flag_name, resolve_config, union_members
 
 console = Console(stderr=True)
@@ -85,7 +85,8 @@ class StageBars:
 
     def __init__(self) -> None:
         self.plain = not console.is_terminal
-        self.logged: dict[str, float] = {}
+        self.logged: dict[str, float] = {}  # stage -> when its last line was written
+        self.finished: set[str] = set()
         self.progress = Progress(
             TextColumn("{task.description:<20}"),
             BarColumn(),
@@ -111,11 +112,13 @@ class StageBars:
     def _log(self, stage: str, done: int, total: int | None, note: str) -> None:
         now = time.monotonic()
         finished = total is not None and done >= total
+        if stage in self.finished:
+            return  # its completion was already written
         if stage in self.logged and now - self.logged[stage] < self.LOG_EVERY_S and not finished:
             return
-        if finished and self.logged.get(stage) == -1.0:
-            return  # its completion was already written
-        self.logged[stage] = -1.0 if finished else now
+        self.logged[stage] = now
+        if finished:
+            self.finished.add(stage)
         count = f"{done}/{total}" if total is not None else f"{done}"
         line = f"{stage}: {count} {note}".rstrip()
         console.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -126,21 +129,6 @@ class StageBars:
     def __exit__(self, *exc):
         if self.tasks:
             self.progress.stop()
-
-
-def int_list(text: str, name: str) -> tuple[int, ...]:
-    """'1,2,4' as integers; anything else is a one-line error naming the flag.
-
-    >>> int_list("1, 2,4", "--sizes")
-    (1, 2, 4)
-    """
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(f"{name} must be a comma list of integers, got '{text}'") from None
-    if not values:
-        raise InputError(f"{name} is empty")
-    return values
 
 
 def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:

@@ -1,9 +1,8 @@
 """Settings of the diffusion commands (``train``, ``memorization``, ``emm``, ``detect``,
 ``make-classes``).
 
-Each command's settings are one frozen dataclass; ``setting(...)`` keeps a field's default,
-help and flag together, and ``cli`` builds the command's flags from it. This module imports
-nothing heavy, so ``memaudit --help`` starts fast.
+Declared with ``memaudit.io.config.setting``; kept free of heavy imports, so that
+``memaudit --help`` starts without torch.
 """
 
 from __future__ import annotations

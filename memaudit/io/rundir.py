@@ -65,6 +65,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def config_dict(config: Any) -> dict[str, Any]:
+    """A run's resolved settings as a dict: a config dataclass's ``to_dict()``, or a mapping."""
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
 def run_header(command: str, config: Any, models: dict[str, Any]) -> dict[str, Any]:
     """The part of results.json every command shares: schema, command, resolved config,
     environment, models.
@@ -72,22 +77,12 @@ def run_header(command: str, config: Any, models: dict[str, Any]) -> dict[str, A
     return {
         "schema_version": SCHEMA_VERSION,
         "command": command,
-        "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+        "config": config_dict(config),
         **environment(),
         "models": {role: m.describe() for role, m in models.items() if m is not None},
         "warnings": [],
         "notes": [],
     }
-
-
-def begin_run(out_dir: str | Path) -> Path:
-    """Create the run dir and retire a previous run's results.json, so a failure can't look
-    finished.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").unlink(missing_ok=True)
-    return out
 
 
 class RunDir:
@@ -112,14 +107,15 @@ class RunDir:
         """Create the dir and retire an old results.json, after every input was checked and
         before any output.
         """
-        settings = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        settings = config_dict(config)
         path = prepare_out_dir(
             out_dir,
             kind=f"run:{command}",
             inputs=input_paths(settings),
             overwrite=bool(settings.get("overwrite", False)),
         )
-        return cls(begin_run(path), command, config)
+        (path / "results.json").unlink(missing_ok=True)  # a failure must not look finished
+        return cls(path, command, config)
 
     def write_scores(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> Path:
         return write_scores(self.path, columns)
