@@ -104,3 +104,44 @@ def test_corpus_snippets_command_gives_disjoint_slices(tmp_path):
     assert len(a) == len(b) == 30 and not {x.text for x in a} & {x.text for x in b}
     r = runner.invoke(app, ["corpus", "snippets", "--n", "0", "--out", str(tmp_path / "x.jsonl")])
     assert r.exit_code == 2 and "--n must be >= 1" in r.stderr
+
+
+def test_corpus_stops_at_a_bad_record_or_lists_it(tmp_path):
+    from memaudit.io.corpus import load_corpus
+
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"text": "kept one"}\n{oops\n[1, 2]\n7\n{"text": ""}\n{"text": "kept two"}\n')
+    with pytest.raises(InputError, match="malformed JSON") as e:
+        load_corpus(str(p))
+    assert e.value.line == 2
+    corpus = load_corpus(str(p), skip_invalid=True)
+    assert corpus.docs == ["kept one", "kept two"]
+    assert [(s.line, s.reason.split(" (")[0]) for s in corpus.skipped] == [
+        (2, "malformed JSON"),
+        (3, "expected a JSON object with a 'text' field"),
+        (4, "expected a JSON object with a 'text' field"),
+        (5, "empty text"),
+    ]
+
+
+def test_corpus_budget_cuts_the_last_document_and_the_digest_follows_content(tmp_path):
+    import hashlib
+
+    from memaudit.io.corpus import load_corpus
+
+    p = tmp_path / "c.txt"
+    p.write_text("a" * 50 + "\n" + "b" * 50 + "\n")
+    assert load_corpus(str(p), max_chars=30).docs == ["a" * 30]  # one document, longer than 30
+    assert [len(d) for d in load_corpus(str(p), max_chars=70).docs] == [50, 20]
+    whole = load_corpus(str(p))
+    renamed = tmp_path / "other.txt"
+    renamed.write_text(p.read_text())
+    assert load_corpus(str(renamed)).digest() == whole.digest()  # a path is no part of it
+    expected = hashlib.sha256()
+    for doc in whole.docs:
+        expected.update(len(doc).to_bytes(8, "little") + doc.encode())
+    assert whole.digest() == expected.hexdigest()
+    p.write_text("a" * 50 + "\n" + "b" * 49 + "c\n")
+    assert load_corpus(str(p)).digest() != whole.digest()
+    with pytest.raises(InputError, match="budget must be >= 1"):
+        load_corpus(str(p), max_chars=0)

@@ -1,11 +1,13 @@
 """The memorization lab: canaries, insertion, the resumable trainer, generation and extraction."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import write_jsonl
 from memaudit.errors import InputError
 from memaudit.lab.canaries import (
     TEMPLATES,
@@ -79,7 +81,6 @@ def test_insertions_land_where_the_ledger_says(tokenizer):
 
 def test_canary_that_does_not_tokenize_is_refused(tokenizer):
     c = make_canaries(repetitions=(1,), per_level=1)[0]
-    from dataclasses import replace
 
     with pytest.raises(InputError, match="does not tokenize cleanly"):
         canary_tokens(tokenizer, [replace(c, text="x")], 0)
@@ -127,7 +128,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     ledger_out = read_ledger(resumed / "ledger.jsonl")
     assert all(len(c.insertions) == c.repetitions for c in ledger_out)
 
-    with pytest.raises(InputError, match="another config"):
+    with pytest.raises(InputError, match="other settings or data"):
         run_train(TrainConfig(out=str(tmp_path / "b"), **{**common, "steps": 13}))
 
 
@@ -147,8 +148,88 @@ def test_bad_train_settings(overrides, message, tmp_path):
 def test_empty_corpus_is_refused(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("   \n")
-    with pytest.raises(InputError, match="no valid texts|holds no text"):
-        run_train(TrainConfig(corpus=str(tmp_path / "docs"), out=str(tmp_path / "m"), steps=1))
+    config = TrainConfig(corpus=str(tmp_path / "docs"), out=str(tmp_path / "m"), steps=1)
+    with pytest.raises(InputError, match="a.txt: empty text"):
+        run_train(config)
+    with pytest.raises(InputError, match="holds no text"):
+        run_train(replace(config, skip_invalid=True))
+
+
+def _tiny_train(tmp_path, corpus, **overrides):
+    settings = dict(
+        corpus=str(corpus),
+        out=str(tmp_path / "m"),
+        model_size="micro",
+        steps=2,
+        batch_size=2,
+        seq_len=32,
+        vocab_size=300,
+        context=32,
+        checkpoint_every=1,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def test_train_identity_is_the_corpus_content_not_its_path(tmp_path, snippets):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in snippets["members"][:40]])
+    first = run_train(_tiny_train(tmp_path, corpus))
+    record = json.loads((first / "memaudit_train.json").read_text())
+    assert record["identity_inputs"]["corpus"] == record["corpus"]["digest"]
+    # the same documents under another name, on another device setting: the finished run
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text(corpus.read_text())
+    same = _tiny_train(tmp_path, moved, device="cpu", checkpoint_every=0)
+    assert run_train(same) == first
+    assert json.loads((first / "memaudit_train.json").read_text()) == record  # not retrained
+    # one document edited: never the old model as if finished
+    corpus.write_text(corpus.read_text().replace("def", "fed", 1))
+    with pytest.raises(InputError, match="other settings or data"):
+        run_train(_tiny_train(tmp_path, corpus))
+    again = run_train(_tiny_train(tmp_path, corpus, overwrite=True))
+    changed = json.loads((again / "memaudit_train.json").read_text())
+    assert changed["identity"] != record["identity"]
+    assert changed["corpus"]["digest"] != record["corpus"]["digest"]
+
+
+def test_a_tokenizer_left_by_a_killed_run_is_reused_only_if_it_matches(tmp_path, snippets):
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in snippets["members"][:40]])
+
+    class Killed(Exception):
+        pass
+
+    def die(stage, done, total, note=""):
+        raise Killed
+
+    with pytest.raises(Killed):  # before its first checkpoint: only the tokenizer is left
+        run_train(_tiny_train(tmp_path, corpus, vocab_size=300), progress=die)
+    assert (tmp_path / "m" / "tokenizer.json").is_file()
+    assert not list((tmp_path / "m").glob("checkpoint-*"))
+    model = run_train(_tiny_train(tmp_path, corpus, vocab_size=400))
+    from transformers import AutoTokenizer
+
+    vocab = json.loads((model / "tokenizer.json").read_text())["model"]["vocab"]
+    assert 300 < len(vocab) <= 400  # retrained for the new vocabulary size, not the left one
+    assert len(AutoTokenizer.from_pretrained(model)) == len(vocab)
+
+
+def test_train_corpus_with_bad_records_stops_or_lists_them(tmp_path, snippets):
+    rows = [{"text": t} for t in snippets["members"][:40]] + ["{oops", "[1]", '{"text": ""}']
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    with pytest.raises(InputError, match="malformed JSON") as e:
+        run_train(_tiny_train(tmp_path, corpus))
+    assert e.value.line == 41
+    model = run_train(_tiny_train(tmp_path, corpus, skip_invalid=True))
+    skipped = json.loads((model / "memaudit_train.json").read_text())["corpus"]["skipped"]
+    assert [s["line"] for s in skipped] == [41, 42, 43]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"lr": -1.0}, "lr must be a positive"), ({"lr": float("nan")}, "lr must be a positive")],
+)
+def test_bad_optimiser_settings_are_refused_before_any_work(overrides, message, tmp_path):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(corpus="stdlib", out=str(tmp_path), **overrides)
 
 
 def test_text_seen_50_times_is_extracted_unseen_is_not(repeated_model, snippets):

@@ -308,3 +308,23 @@ def test_unlearn_command_errors(lab, tmp_path):
         ],
     )
     assert r.exit_code == 2 and "not both" in r.stderr
+
+
+def test_unlearn_retain_with_bad_records_stops_or_lists_them(lab, tmp_path):
+    _, model, files = lab
+    retain = tmp_path / "retain.jsonl"
+    retain.write_text(files["retain"].read_text() + '{"text": 3}\n')
+    bad_line = len(retain.read_text().splitlines())
+    args = ["unlearn", "--model", str(model), "--forget", str(files["forget"])]
+    args += ["--retain", str(retain), "--method", "grad_diff", "--steps", "1"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2
+    assert f"retain.jsonl:{bad_line}: 'text' must be a string" in r.stderr
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--skip-invalid"])
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 invalid record(s)" in r.stderr
+    record = json.loads((tmp_path / "b" / "memaudit_unlearn.json").read_text())
+    assert [s["line"] for s in record["data"]["skipped"]] == [bad_line]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "c"), "--lr", "-1"])
+    assert r.exit_code == 2 and "lr and beta must be positive" in r.stderr
+    assert not (tmp_path / "c").exists()  # refused before anything was written

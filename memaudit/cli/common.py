@@ -225,3 +225,18 @@ def _default_text(f: Field) -> str:
         return ""
     value = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
     return f"default: {value}"
+
+
+def say_skipped(skipped: list[dict], listed_in: str | os.PathLike) -> None:
+    """One line on the terminal when invalid records were left out (``--skip-invalid``)."""
+    if not skipped:
+        return
+    first = skipped[0]
+    where = f"{first['path']}:{first['line']}" if first.get("line") else first["path"]
+    console.print(
+        f"skipped {len(skipped)} invalid record(s) (first: {where}: {first['reason']}); "
+        f"all are listed in {listed_in}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

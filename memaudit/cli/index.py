@@ -18,7 +18,7 @@ from memaudit.index.config import (
     TextsOverlapConfig,
 )
 
-from .common import StageBars, config_command, console, out_console
+from .common import StageBars, config_command, console, out_console, say_skipped
 
 app = typer.Typer()
 index_app = typer.Typer(
@@ -40,6 +40,7 @@ def index_build(cfg: IndexBuildConfig) -> None:
 
     with StageBars() as bars:
         index = build_index(cfg, progress=bars)
+    say_skipped(index.meta["skipped"], index.root / "index.json")
     s = index.meta["build"]["seconds"]
     out_console.print(
         f"{len(index):,} tokens, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> "
@@ -132,6 +133,7 @@ def overlap(cfg: OverlapConfig) -> None:
 
     with StageBars() as bars:
         outcome = run_overlap(cfg, progress=bars)
+    say_skipped(outcome.results["data"]["skipped"], outcome.out_dir / "results.json")
     o = outcome.results["overlap"]
     out_console.print(
         f"copied (spans >= {o['min_tokens']} tokens): mean {o['mean_coverage']['value']:.3f} of "

@@ -4,6 +4,7 @@ the lab.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -18,7 +19,7 @@ from memaudit.lab.config import (
     TrainConfig,
 )
 
-from .common import StageBars, config_command, out_console
+from .common import StageBars, config_command, out_console, say_skipped
 
 app = typer.Typer()
 corpus_app = typer.Typer(
@@ -43,6 +44,7 @@ def extract(cfg: ExtractConfig) -> None:
     with StageBars() as bars:
         outcome = run_extract(cfg, progress=bars)
     _print_rates_table(outcome.results["rates"], cfg.group_by)
+    say_skipped(outcome.results["data"]["skipped"], outcome.out_dir / "results.json")
     out_console.print(f"results: {outcome.out_dir / 'results.json'}")
     if cfg.report:
         out_console.print(f"report:  {outcome.out_dir / 'report.html'}")
@@ -76,10 +78,12 @@ def train(cfg: TrainConfig) -> None:
     ledger with each insertion's step, row and offset. Killed and restarted with the same
     settings, it resumes from the last checkpoint and ends with the same weights.
     """
-    from memaudit.lab.train import run_train
+    from memaudit.lab.train import TRAIN_RECORD, run_train
 
     with StageBars() as bars:
         path = run_train(cfg, progress=bars)
+    record = path / TRAIN_RECORD
+    say_skipped(json.loads(record.read_text())["corpus"].get("skipped", []), record)
     out_console.print(f"model: {path}")
 
 

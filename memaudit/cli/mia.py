@@ -17,7 +17,14 @@ from memaudit.mia.config import (
     TrapMakeConfig,
 )
 
-from .common import StageBars, config_command, console, out_console, reports_errors
+from .common import (
+    StageBars,
+    config_command,
+    console,
+    out_console,
+    reports_errors,
+    say_skipped,
+)
 
 app = typer.Typer()
 traps_app = typer.Typer(
@@ -38,6 +45,7 @@ def mia(cfg: MiaConfig) -> None:
     with StageBars() as bars:
         outcome = run_mia(cfg, progress=bars)
     _print_mia_summary(outcome.results)
+    say_skipped(outcome.results["data"]["skipped"], outcome.out_dir / "results.json")
     for w in outcome.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     out_console.print(f"results: {outcome.out_dir / 'results.json'}")
@@ -88,6 +96,7 @@ def dataset_inference(cfg: DatasetInferenceConfig) -> None:
     with StageBars() as bars:
         results = run_dataset_inference(cfg, progress=bars)
     out_console.print(f"p-value {results['p_value']:.3g}: {results['verdict']}")
+    say_skipped(results["data"]["skipped"], Path(cfg.out) / "results.json")
     check = results["false_positive_check"]
     if check:
         share = 100 * check["share_below_alpha"]
@@ -156,7 +165,7 @@ def traps_inject(cfg: TrapInjectConfig) -> None:
     from memaudit.mia.traps import inject_traps
 
     corpus = load_corpus(cfg.docs, max_chars=cfg.corpus_chars, seed=cfg.seed)
-    documents = [(f"doc-{i:05d}", d) for i, d in enumerate(corpus)]
+    documents = [(f"doc-{i:05d}", d) for i, d in enumerate(corpus.docs)]
     new_docs, traps = inject_traps(
         read_ledger(cfg.ledger), documents, repetitions=cfg.repetitions, seed=cfg.seed
     )

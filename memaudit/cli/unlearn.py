@@ -4,12 +4,14 @@ gone.
 
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.table import Table
 
 from memaudit.unlearn.config import UnlearnConfig, UnlearnEvalConfig
 
-from .common import StageBars, config_command, out_console
+from .common import StageBars, config_command, out_console, say_skipped
 
 app = typer.Typer()
 
@@ -23,10 +25,12 @@ def unlearn(cfg: UnlearnConfig) -> None:
     high-curvature components measured on retain data, with no gradient step on the forget
     set. Measure the result with `memaudit unlearn-eval`.
     """
-    from memaudit.unlearn.run import run_unlearn
+    from memaudit.unlearn.run import UNLEARN_RECORD, run_unlearn
 
     with StageBars() as bars:
         path = run_unlearn(cfg, progress=bars)
+    record = path / UNLEARN_RECORD
+    say_skipped(json.loads(record.read_text())["data"]["skipped"], record)
     out_console.print(f"unlearned model: {path}")
 
 
@@ -61,4 +65,5 @@ def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
             f"{r['nll_recovered']:.2f}" if r else "-",
         )
     out_console.print(table)
+    say_skipped(results["data"]["skipped"], path / "results.json")
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")

@@ -14,6 +14,7 @@ config file is an error (a string is not a bool), not a truthy string.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -175,6 +176,8 @@ def coerce(f: Field, hint: Any, value: Any, *, label: str) -> Any:
         if ok:
             if isinstance(converted, tuple) and not converted and f.default != ():
                 raise InputError(f"{label} is empty")
+            if isinstance(converted, float) and not math.isfinite(converted):
+                raise InputError(f"{label} must be a finite number, got {converted!r}")
             low = f.metadata.get("minimum")
             if low is not None and isinstance(converted, (int, float)) and converted < low:
                 raise InputError(f"{label} must be >= {low:g}, got {converted!r}")

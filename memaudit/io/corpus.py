@@ -6,14 +6,18 @@ It ships with every Python, so tests and the demo need no download. Test suites 
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 import sysconfig
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memaudit.errors import InputError
 
 from .config import setting
+from .texts import Skipped
 
 # test suites, third-party packages, and "encodings" (near-identical codec tables)
 _SKIP_PARTS = {
@@ -82,38 +86,88 @@ def _snippet_pool(chars: int) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def load_corpus(spec: str, *, max_chars: int | None = None, seed: int = 0) -> list[str]:
+@dataclass(frozen=True)
+class Corpus:
+    """Training documents as read, and the invalid records left out under ``skip_invalid``."""
+
+    docs: list[str]
+    skipped: list[Skipped]
+
+    def digest(self) -> str:
+        """Hash of the documents exactly as read (order and boundaries included), not of a path:
+        edit one character of the corpus and the digest changes.
+        """
+        h = hashlib.sha256()
+        for doc in self.docs:
+            data = doc.encode("utf-8", errors="surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json records about the corpus."""
+        return {
+            "documents": len(self.docs),
+            "characters": sum(map(len, self.docs)),
+            "digest": self.digest(),
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+
+def load_corpus(
+    spec: str, *, max_chars: int | None = None, seed: int = 0, skip_invalid: bool = False
+) -> Corpus:
     """Training documents from ``"stdlib"``, a folder of text files, a JSONL or txt file or parquet.
 
-    ``max_chars`` keeps whole documents until the total reaches it (for ``stdlib`` the files
-    are shuffled with ``seed`` first, so a slice mixes many modules).
+    Parameters
+    ----------
+    spec : str
+        ``"stdlib"`` or a path (see ``memaudit.io.texts.read_texts``).
+    max_chars : int or None, keyword-only
+        Keep documents in order until they hold this many characters; the last one is cut,
+        so the corpus holds exactly ``max_chars`` (or all there is). For ``stdlib`` the files
+        are shuffled with ``seed`` first, so a slice mixes many modules.
+    skip_invalid : bool, keyword-only
+        Leave out invalid records (listed in ``Corpus.skipped``) instead of stopping at the
+        first with its file and line.
 
     Raises
     ------
     InputError
-        A path that does not exist or holds no text.
-    """
-    from .texts import read_texts
+        A path that does not exist or holds no text, or an invalid record (without
+        ``skip_invalid``); the message names the file and line.
 
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.txt"
+    >>> _ = p.write_text("first document\\nsecond one\\n")
+    >>> load_corpus(str(p), max_chars=20).docs
+    ['first document', 'second']
+    """
+    from .texts import iter_texts
+
+    if max_chars is not None and max_chars < 1:
+        raise InputError(f"the corpus character budget must be >= 1, got {max_chars}")
+    skipped: list[Skipped] = []
     if spec == "stdlib":
         files = stdlib_files()
         random.Random(seed).shuffle(files)
-        docs = (f.read_text(encoding="utf-8", errors="replace") for f in files)
+        docs: Iterable[str] = (f.read_text(encoding="utf-8", errors="replace") for f in files)
     else:
-        docs = (
-            r.text for r in read_texts(spec, skip_invalid=True).records
-        )  # an empty file is no error in a corpus
+        docs = (r.text for r in iter_texts(spec, skip_invalid=skip_invalid, skipped=skipped))
     out, total = [], 0
     for doc in docs:
         if not doc.strip():
             continue
+        if max_chars is not None and total + len(doc) >= max_chars:
+            out.append(doc[: max_chars - total])
+            break
         out.append(doc)
         total += len(doc)
-        if max_chars is not None and total >= max_chars:
-            break
     if not out:
         raise InputError("the corpus holds no text", path=spec)
-    return out
+    return Corpus(out, skipped)
 
 
 @dataclass(frozen=True)

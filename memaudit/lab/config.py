@@ -6,10 +6,7 @@ Declared with ``memaudit.io.config.setting``; kept free of heavy imports, so tha
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memaudit.errors import InputError
@@ -83,7 +80,14 @@ class TrainConfig:
     vocab_size: int = setting(4096, help="BPE vocabulary size (trained on the corpus).")
     context: int = setting(256, help="Model context in tokens (positions it can attend to).")
     corpus_chars: int | None = setting(
-        None, help="Use only the first documents up to this many characters."
+        None,
+        help="Use only the first documents up to this many characters (the last one is cut).",
+        minimum=1,
+    )
+    skip_invalid: bool = setting(
+        False,
+        help="Leave out invalid corpus records (listed in memaudit_train.json) instead of "
+        "stopping at the first.",
     )
     seed: int = setting(0, help="Seed of initialisation, data order and insertion places.")
     checkpoint_every: int = setting(50, help="Steps between checkpoints (0: none).")
@@ -116,16 +120,6 @@ class TrainConfig:
             warmup=self.warmup,
             seed=self.seed,
         )
-
-    def identity(self) -> str:
-        """Hash of everything that decides the weights: the settings and the ledger's content,
-        not paths.
-        """
-        ledger = hashlib.sha256(Path(self.ledger).read_bytes()).hexdigest() if self.ledger else None
-        # --overwrite only says where the run may write, so it is no part of the identity
-        settings = {k: v for k, v in asdict(self).items() if k != "overwrite"}
-        ident = {**settings, "out": None, "ledger": ledger}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

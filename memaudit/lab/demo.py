@@ -10,7 +10,6 @@ how each grows with repetitions.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -27,7 +26,7 @@ from memaudit.models.hf import load_causal_lm
 from .canaries import make_canaries, read_ledger, write_ledger
 from .config import DemoSettings
 from .evaluate import LAB_ATTACKS, evaluate_canaries
-from .train import TRAIN_RECORD, TrainConfig, run_train, stored_identity
+from .train import TRAIN_RECORD, TrainConfig, run_train
 
 
 @dataclass
@@ -60,11 +59,8 @@ def run_demo(
         corpus_chars=s.corpus_chars,
         seed=s.seed,
         checkpoint_every=max(1, s.steps // 5),
+        overwrite=True,  # the demo owns its model dir: a model of other settings is retrained
     )
-    if stored_identity(train.out) not in (None, train.identity()):
-        shutil.rmtree(
-            train.out
-        )  # the demo owns its out dir: a model of other settings is retrained
     model_dir = run_train(train, progress=progress)
     model = load_causal_lm(model_dir)
     canaries = read_ledger(model_dir / "ledger.jsonl")

@@ -59,6 +59,10 @@ class TrainSettings:
             raise InputError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1 or self.seq_len < 2:
             raise InputError("batch_size must be >= 1 and seq_len >= 2")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr must be a positive number, got {self.lr}")
+        if self.warmup < 0 or not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError("warmup and weight_decay must be >= 0")
 
 
 def train_bpe_tokenizer(texts: Sequence[str], *, vocab_size: int = 4096):

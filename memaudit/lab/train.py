@@ -9,21 +9,24 @@ same config and gives the same weights as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
-from memaudit.io.corpus import load_corpus
+from memaudit.io.corpus import Corpus, load_corpus
 from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
 from memaudit.models.checkpoints import (
     checkpoint_identity,
+    list_checkpoints,
     resume_from_checkpoint,
     save_checkpoint,
 )
@@ -42,6 +45,7 @@ from .lm import (
 )
 
 TRAIN_RECORD = "memaudit_train.json"
+TOKENIZER_RECORD = "memaudit_tokenizer.json"  # what the tokenizer here was trained from
 CHECKPOINT = "checkpoint-"  # out/checkpoint-0000050/: weights, AdamW state, step, identity
 
 
@@ -52,12 +56,20 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     out = Path(config.out)
     inputs = [config.corpus, config.ledger, config.init_from]
     prepare_out_dir(out, kind="model:train", inputs=inputs, overwrite=config.overwrite)
-    if _finished(out, config):
+    corpus = load_corpus(
+        config.corpus,
+        max_chars=config.corpus_chars,
+        seed=config.seed,
+        skip_invalid=config.skip_invalid,
+    )
+    inputs_of_run = identity_inputs(config, corpus)
+    identity = _digest(inputs_of_run)
+    if _settle_earlier_run(out, identity, overwrite=config.overwrite):
         return out
     canaries = read_ledger(config.ledger) if config.ledger else []
-    docs = load_corpus(config.corpus, max_chars=config.corpus_chars, seed=config.seed)
+    docs = corpus.docs
     t0 = time.perf_counter()
-    tokenizer, model = _tokenizer_and_model(config, out, docs)
+    tokenizer, model = _tokenizer_and_model(config, out, docs, inputs_of_run)
     model.to(LoadOptions(device=config.device).resolve_device())
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     tokens = canary_tokens(tokenizer, [c for c in canaries if c.member], eos_id)
@@ -80,9 +92,7 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     )
 
     optimizer = make_optimizer(model, config.settings())
-    start = resume_from_checkpoint(
-        out, CHECKPOINT, model, optimizer, identity=config.identity(), owner=out
-    )
+    start = resume_from_checkpoint(out, CHECKPOINT, model, optimizer, identity=identity, owner=out)
     if start and progress is not None:
         progress("training", start, config.steps, f"resumed from the checkpoint of step {start}")
     losses = []
@@ -105,7 +115,7 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
             CHECKPOINT,
             model=model,
             optimizer=optimizer,
-            identity=config.identity(),
+            identity=identity,
             keep_older=False,
         ),
         checkpoint_every=config.checkpoint_every,
@@ -120,13 +130,10 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         "schema_version": rs.SCHEMA_VERSION,
         "command": "train",
         "config": asdict(config),
-        "identity": config.identity(),
+        "identity": identity,
+        "identity_inputs": inputs_of_run,
         **rs.environment(),
-        "corpus": {
-            "documents": len(docs),
-            "characters": sum(map(len, docs)),
-            "tokens": int(len(stream)),
-        },
+        "corpus": {**corpus.summary(), "tokens": int(len(stream))},
         "insertions": len(plan),
         "tokens_trained": config.steps * config.batch_size * config.seq_len,
         "resumed_from_step": start,
@@ -140,33 +147,74 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     return out
 
 
+def identity_inputs(config: TrainConfig, corpus: Corpus) -> dict[str, Any]:
+    """Everything that decides the weights, by content: the settings that shape training, the
+    documents as read, the ledger's bytes, the starting model's weights and tokenizer.
+
+    Paths are not in it (a renamed corpus is the same run; an edited one is not), nor is what
+    leaves the result unchanged: the device, the checkpoint interval, ``--overwrite``, and
+    ``--skip-invalid`` (its effect is in the documents).
+    """
+    not_identity = {"out", "overwrite", "device", "checkpoint_every", "skip_invalid"}
+    settings = {k: v for k, v in asdict(config).items() if k not in not_identity}
+    ledger = hashlib.sha256(Path(config.ledger).read_bytes()).hexdigest() if config.ledger else None
+    start = None
+    if config.init_from:
+        from memaudit.models.hf import model_fingerprint, tokenizer_fingerprint
+
+        start = {
+            "weights": model_fingerprint(Path(config.init_from)),
+            "tokenizer": tokenizer_fingerprint(Path(config.init_from)),
+        }
+    return {**settings, "corpus": corpus.digest(), "ledger": ledger, "init_from": start}
+
+
 def stored_identity(out: str | Path) -> str | None:
-    """The config identity of the (finished or checkpointed) run in ``out``, if any."""
+    """The identity of the (finished or checkpointed) run in ``out``, if any."""
     out = Path(out)
     if (out / TRAIN_RECORD).is_file():
         return json.loads((out / TRAIN_RECORD).read_text()).get("identity")
     return checkpoint_identity(out, CHECKPOINT)
 
 
-def _finished(out: Path, config: TrainConfig) -> bool:
-    if not (out / TRAIN_RECORD).is_file():
-        return False
-    if stored_identity(out) != config.identity():
+def _digest(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _settle_earlier_run(out: Path, identity: str, *, overwrite: bool) -> bool:
+    """Whether ``out`` already holds this exact run, finished.
+
+    A run of other settings or data is an error, or with ``overwrite`` is set aside: its
+    record and checkpoints (memaudit's own files) are removed and training starts over.
+    """
+    stored = stored_identity(out)
+    if stored is None or stored == identity:
+        return stored is not None and (out / TRAIN_RECORD).is_file()
+    state = "finished" if (out / TRAIN_RECORD).is_file() else "unfinished"
+    if not overwrite:
         raise InputError(
-            f"{out} holds a finished training run with another config; choose another --out"
+            f"holds a {state} training run with other settings or data; choose another --out, "
+            "or pass --overwrite to train anew",
+            path=str(out),
         )
-    return True
+    (out / TRAIN_RECORD).unlink(missing_ok=True)
+    for _, old in list_checkpoints(out, CHECKPOINT):
+        shutil.rmtree(old)
+    return False
 
 
-def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str]):
-    """The tokenizer (reused from the out dir when resuming) and a fresh or loaded model."""
+def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str], inputs: dict[str, Any]):
+    """The tokenizer (reused from the out dir when it was made from the same data and settings)
+    and a fresh or loaded model.
+    """
     if config.init_from:
         from memaudit.models.hf import load_causal_lm
 
         base = load_causal_lm(config.init_from, LoadOptions(dtype="float32", device=config.device))
         model, tokenizer = base.model.float().train(), base.tokenizer
         return tokenizer, model
-    if (out / "tokenizer.json").is_file():
+    made_from = _digest({"corpus": inputs["corpus"], "vocab_size": config.vocab_size})
+    if _stored_tokenizer(out) == made_from:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
@@ -180,9 +228,20 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str]):
         tokenizer = train_bpe_tokenizer(sample, vocab_size=config.vocab_size)
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(out)
+        write_text_atomic(out / TOKENIZER_RECORD, json.dumps({"made_from": made_from}) + "\n")
     return tokenizer, build_model(
         tokenizer, size=config.model_size, context=config.context, seed=config.seed
     )
+
+
+def _stored_tokenizer(out: Path) -> str | None:
+    """What the tokenizer in ``out`` was made from, or None when there is none (or no record)."""
+    if not (out / "tokenizer.json").is_file() or not (out / TOKENIZER_RECORD).is_file():
+        return None
+    try:
+        return json.loads((out / TOKENIZER_RECORD).read_text()).get("made_from")
+    except ValueError:
+        return None
 
 
 def _write_model(out: Path, model, tokenizer) -> None:

@@ -306,7 +306,7 @@ def run_recall(config: RecallConfig, *, progress=None):
         chance = 1 / (vocab - vocab // 2)
     else:
         vocab = None
-        filler = "\n".join(load_corpus(config.filler, max_chars=200_000, seed=config.seed))
+        filler = "\n".join(load_corpus(config.filler, max_chars=200_000, seed=config.seed).docs)
         grid = niah_grid(lm, filler, config.lengths, config.depths, n=config.n, seed=config.seed)
         rows, cols, axis = config.lengths, config.depths, "depth"
         chance = None

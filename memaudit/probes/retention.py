@@ -62,7 +62,9 @@ def run_retention(config: RetentionConfig, *, progress=None) -> tuple[Path, dict
         raise InputError("the ledger has no member canary with a twin", path=config.ledger)
     twins = [by_id[c.pair_id] for c in members]
     lm = load_causal_lm(config.model, LoadOptions(dtype="float32", device=config.device))
-    docs = load_corpus(config.continue_corpus, max_chars=config.continue_chars, seed=config.seed)
+    docs = load_corpus(
+        config.continue_corpus, max_chars=config.continue_chars, seed=config.seed
+    ).docs
     settings = TrainSettings(
         steps=max(config.steps_list),
         batch_size=config.batch_size,

@@ -33,7 +33,14 @@ class UnlearnConfig:
         ),
     )
     retain_chars: int | None = setting(
-        200_000, help="Use only the first documents of --retain up to this many characters."
+        200_000,
+        minimum=1,
+        help="Use only the first documents of --retain up to this many characters.",
+    )
+    skip_invalid: bool = setting(
+        False,
+        help="Leave out invalid --forget and --retain records (listed in memaudit_unlearn.json) "
+        "instead of stopping at the first.",
     )
     steps: int = setting(30, help="Optimizer steps (gradient methods).")
     lr: float = setting(5e-4, help="Learning rate (constant, AdamW).")
@@ -113,7 +120,14 @@ class UnlearnEvalConfig:
         None, help="Held-out corpus for general NLL (e.g. `memaudit corpus snippets` output)."
     )
     retain_chars: int | None = setting(
-        200_000, help="Use only the first documents of --retain up to this many characters."
+        200_000,
+        minimum=1,
+        help="Use only the first documents of --retain up to this many characters.",
+    )
+    skip_invalid: bool = setting(
+        False,
+        help="Leave out invalid records of --retain and --general (listed in results.json) "
+        "instead of stopping at the first.",
     )
     eval_texts: int = setting(200, help="Retain and general texts measured.")
     chunk_chars: int = setting(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.corpus import load_corpus
-from memaudit.io.texts import TextRecord, read_texts
+from memaudit.io.texts import Skipped, TextRecord, read_texts
 from memaudit.lab.evaluate import LAB_ATTACKS, prefix_cut
 from memaudit.lab.lm import EOS
 from memaudit.lab.verbatim import compare
@@ -53,6 +53,7 @@ class EvalSets:
     holdout: list[TextRecord]
     retain: list[str]
     general: list[str]
+    skipped: list[Skipped] = field(default_factory=list)
 
     def texts(self) -> list[str]:
         return (
@@ -122,7 +123,10 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     results = {
         **run.header({}),
         "models": described,
-        "data": {k: len(getattr(sets, k)) for k in ("forget", "holdout", "retain", "general")},
+        "data": {
+            **{k: len(getattr(sets, k)) for k in ("forget", "holdout", "retain", "general")},
+            "skipped": [s.to_dict() for s in sets.skipped],
+        },
         "evaluation": per_model,
         "calibration": calibration,
         "timings_s": {"total": time.perf_counter() - t0},
@@ -145,19 +149,20 @@ def load_sets(config: UnlearnEvalConfig) -> EvalSets:
             "forget and holdout need at least 2 texts each (the relearning attack splits the "
             "forget set)"
         )
-    retain = corpus_chunks(
-        load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed),
-        config.eval_texts,
-        config.chunk_chars,
+    skip = config.skip_invalid
+    retain = load_corpus(
+        config.retain, max_chars=config.retain_chars, seed=config.seed, skip_invalid=skip
     )
     general = (
-        corpus_chunks(
-            load_corpus(config.general, seed=config.seed), config.eval_texts, config.chunk_chars
-        )
-        if config.general
-        else []
+        load_corpus(config.general, seed=config.seed, skip_invalid=skip) if config.general else None
     )
-    return EvalSets(forget, holdout, retain, general)
+    return EvalSets(
+        forget,
+        holdout,
+        corpus_chunks(retain.docs, config.eval_texts, config.chunk_chars),
+        corpus_chunks(general.docs, config.eval_texts, config.chunk_chars) if general else [],
+        retain.skipped + (general.skipped if general else []),
+    )
 
 
 def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:

@@ -9,6 +9,7 @@ first step, from the model itself: no second model is kept in memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,8 +36,11 @@ class LoopSettings:
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.retain_batch_size < 1 or self.seq_len < 2:
             raise InputError("steps, batch sizes must be >= 1 and seq_len >= 2")
-        if self.lr <= 0 or (self.beta is not None and self.beta <= 0):
-            raise InputError("lr and beta must be positive")
+        positive = [self.lr] + ([self.beta] if self.beta is not None else [])
+        if not all(math.isfinite(x) and x > 0 for x in positive):
+            raise InputError(f"lr and beta must be positive numbers, got {self.lr} and {self.beta}")
+        if not all(math.isfinite(x) for x in (self.gamma, self.retain_weight)):
+            raise InputError("gamma and retain_weight must be finite numbers")
 
 
 def pad_batch(

@@ -55,7 +55,9 @@ def retrain_config(original: str | Path, forget_texts: list[str], work: Path) ->
             for c in ledger
         ]
         changes["ledger"] = str(write_ledger(work / "retrain-ledger.jsonl", kept))
-    docs = load_corpus(cfg.corpus, max_chars=cfg.corpus_chars, seed=cfg.seed)
+    docs = load_corpus(
+        cfg.corpus, max_chars=cfg.corpus_chars, seed=cfg.seed, skip_invalid=cfg.skip_invalid
+    ).docs
     kept_docs = [d for d in docs if d not in forget]
     if len(kept_docs) < len(docs):
         changes["corpus"] = str(

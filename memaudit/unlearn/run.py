@@ -49,16 +49,42 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         if made_by_memaudit(old, "model:unlearn"):
             shutil.rmtree(old)
     t0 = time.perf_counter()
-    forget_texts = [r.text for r in read_texts(config.forget).records]
+    read = read_texts(config.forget, skip_invalid=config.skip_invalid)
+    forget_texts = [r.text for r in read.records]
+    retain = (
+        load_corpus(
+            config.retain,
+            max_chars=config.retain_chars,
+            seed=config.seed,
+            skip_invalid=config.skip_invalid,
+        )
+        if config.retain
+        else None
+    )
+    skipped = read.skipped + (retain.skipped if retain else [])
+    data = {
+        "forget": {"texts": len(forget_texts)},
+        "retain": retain.summary() if retain else None,
+        "skipped": [s.to_dict() for s in skipped],
+    }
     lm = load_causal_lm(config.model, LoadOptions(dtype="float32", device=config.device))
     model, tokenizer = lm.model, lm.tokenizer
+    base = {
+        "schema_version": rs.SCHEMA_VERSION,
+        "command": "unlearn",
+        "config": config.to_dict(),
+        "method": config.method,
+        "original": {"path": str(config.model), "fingerprint": lm.fingerprint},
+        "data": data,
+        **rs.environment(),
+    }
     eos = (
         tokenizer.convert_tokens_to_ids(EOS)
         if EOS in tokenizer.get_vocab()
         else (tokenizer.eos_token_id or 0)
     )
     forget = [ids + [eos] for ids in lm.encode(forget_texts)]
-    retain_batch = _retain_batches(config, tokenizer)
+    retain_batch = _retain_batches(config, tokenizer, retain.docs) if retain else None
     log: list[dict] = []
     if config.method == "kfac":
         if retain_batch is None:
@@ -79,27 +105,16 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             if progress:
                 progress("unlearning", step, config.steps, f"forget NLL {entry['forget_nll']:.2f}")
             if config.save_every and step % config.save_every == 0 and step < config.steps:
-                _save(model, tokenizer, out / f"step-{step:05d}", config, lm, log, t0, step=step)
+                _save(model, tokenizer, out / f"step-{step:05d}", base, log, t0, step=step)
 
         unlearn_loop(
             model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
         )
-    return _save(
-        model,
-        tokenizer,
-        out,
-        config,
-        lm,
-        log,
-        t0,
-        step=config.steps if config.method != "kfac" else 0,
-    )
+    step = 0 if config.method == "kfac" else config.steps
+    return _save(model, tokenizer, out, base, log, t0, step=step)
 
 
-def _retain_batches(config: UnlearnConfig, tokenizer):
-    if config.retain is None:
-        return None
-    docs = load_corpus(config.retain, max_chars=config.retain_chars, seed=config.seed)
+def _retain_batches(config: UnlearnConfig, tokenizer, docs: list[str]):
     settings = TrainSettings(
         steps=1, batch_size=config.retain_batch_size, seq_len=config.seq_len, seed=config.seed + 1
     )
@@ -107,19 +122,10 @@ def _retain_batches(config: UnlearnConfig, tokenizer):
 
 
 def _save(
-    model, tokenizer, out: Path, config: UnlearnConfig, lm, log: list[dict], t0: float, *, step: int
+    model, tokenizer, out: Path, base: dict, log: list[dict], t0: float, *, step: int
 ) -> Path:
-    record = {
-        "schema_version": rs.SCHEMA_VERSION,
-        "command": "unlearn",
-        "config": config.to_dict(),
-        "method": config.method,
-        "step": step,
-        "original": {"path": str(config.model), "fingerprint": lm.fingerprint},
-        **rs.environment(),
-        "log": log,
-        "seconds": time.perf_counter() - t0,
-    }
+    """The model dir ``out`` with its record: ``base`` (config, original, data) plus the log."""
+    record = {**base, "step": step, "log": log, "seconds": time.perf_counter() - t0}
     keep = [p.name for p in out.glob("step-*")] if out.exists() else []
     path = save_model_dir(model, tokenizer, out, kind="model:unlearn", keep=keep)
     write_text_atomic(path / UNLEARN_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
