@@ -112,7 +112,7 @@ def test_run_dirs(tmp_path):
     assert (foreign / "results.csv").read_text() == "a,b" and (foreign / "results.json").is_file()
     legacy = tmp_path / "legacy"  # a run dir of a version without markers
     legacy.mkdir()
-    (legacy / "results.json").write_text("{}")
+    (legacy / "results.json").write_text('{"config": {}}')
     RunDir.begin(legacy, "mia", {})
     data = tmp_path / "data"
     data.mkdir()
@@ -134,3 +134,50 @@ def test_train_and_index_refuse_a_foreign_directory(tmp_path, target_dir):
     r = runner.invoke(app, ["diffusion", "train", "--out", str(foreign), "--steps", "1"])
     assert r.exit_code == 2 and "did not write" in r.stderr
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+
+def test_a_finished_run_of_other_settings_is_never_replaced_silently(tmp_path):
+    def run(settings, answer):
+        begun = RunDir.begin(tmp_path / "r", "mia", settings)
+        begun.finish({**begun.header(), "x": answer})
+
+    run({"seed": 0, "attacks": ("loss",)}, 1)
+    run({"seed": 0, "attacks": ("loss",)}, 2)  # the same settings: replaced
+    with pytest.raises(InputError, match="finished mia run with other settings"):
+        RunDir.begin(tmp_path / "r", "mia", {"seed": 1, "attacks": ("loss",)})
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["x"] == 2
+    RunDir.begin(tmp_path / "r", "mia", {"seed": 1, "overwrite": True})
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_extract_with_its_default_out_keeps_the_earlier_run(tmp_path, monkeypatch, target_dir):
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(json.dumps({"text": "def f(x):\n    return x + 1\n" * 4}) + "\n"))
+    args = ["extract", "--model", str(target_dir), "--data", str(texts), "--no-report"]
+    assert runner.invoke(app, [*args, "-k", "4", "-m", "4"]).exit_code == 0
+    first = (tmp_path / "runs" / "extract" / "results.json").read_text()
+    r = runner.invoke(app, [*args, "-k", "4", "-m", "8"])
+    assert r.exit_code == 2 and "finished extract run with other settings" in r.stderr
+    assert (tmp_path / "runs" / "extract" / "results.json").read_text() == first
+
+
+def test_a_device_this_machine_lacks_and_a_ledger_not_in_utf8_fail_first(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        r = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--device", "cuda"])
+        assert r.exit_code == 2 and "device 'cuda' is not available" in r.stderr
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--device", "cuda:x"])
+    assert r.exit_code == 2 and "unknown device 'cuda:x'" in r.stderr
+    assert not (tmp_path / "m").exists()
+    ledger = tmp_path / "l.jsonl"
+    from memaudit.lab.canaries import make_canaries
+
+    good = make_canaries(repetitions=(1,), per_level=1)[0].to_json().encode()
+    ledger.write_bytes(good + b'\n{"id": "caf\xe9"}\n')
+    r = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--ledger", str(ledger)])
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {ledger}:2: not UTF-8 text (byte 12 of the line)"
+    ]

@@ -148,7 +148,12 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
         def command(**given):
             config_file = given.pop("config_file")
             flags = {f.name: _from_flag(f, given[f.name]) for f in settings}
-            show(resolve_config(config_cls, config_file=config_file, **flags))
+            config = resolve_config(config_cls, config_file=config_file, **flags)
+            if isinstance(getattr(config, "device", None), str):
+                from memaudit.models.hf import resolve_device
+
+                resolve_device(config.device)  # a GPU this machine lacks fails here, not later
+            show(config)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in params}

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from memaudit.errors import InputError
+
 from .atomic import atomic_output, write_text_atomic
 from .outdir import prepare_out_dir
 
@@ -103,17 +105,28 @@ class RunDir:
         self.config = config
 
     @classmethod
-    def begin(cls, out_dir: str | Path, command: str, config: Any) -> RunDir:
+    def begin(
+        cls, out_dir: str | Path, command: str, config: Any, *, overwrite: bool | None = None
+    ) -> RunDir:
         """Create the dir and retire an old results.json, after every input was checked and
         before any output.
+
+        A finished run of other settings is never replaced silently (a default ``--out``
+        such as ``runs/extract`` would otherwise lose the last run): that takes
+        ``overwrite`` (by default the config's own). Rerunning the same settings replaces it.
         """
         settings = config_dict(config)
+        if overwrite is None:
+            overwrite = bool(settings.get("overwrite", False))
         path = prepare_out_dir(
-            out_dir,
-            kind=f"run:{command}",
-            inputs=input_paths(settings),
-            overwrite=bool(settings.get("overwrite", False)),
+            out_dir, kind=f"run:{command}", inputs=input_paths(settings), overwrite=overwrite
         )
+        if not overwrite and _finished_with_other_settings(path, settings):
+            raise InputError(
+                f"holds a finished {command} run with other settings; choose another --out, or "
+                "pass --overwrite to replace it",
+                path=str(out_dir),
+            )
         (path / "results.json").unlink(missing_ok=True)  # a failure must not look finished
         return cls(path, command, config)
 
@@ -132,6 +145,20 @@ class RunDir:
         if report is not None:
             report(self.path, results)
         return write_results(self.path, results)
+
+
+def _finished_with_other_settings(path: Path, settings: dict[str, Any]) -> bool:
+    try:
+        earlier = json.loads((path / "results.json").read_text(encoding="utf-8"))["config"]
+    except FileNotFoundError:
+        return False
+    except (ValueError, KeyError, TypeError):
+        return True  # unreadable: nothing says it is the same run
+
+    def comparable(config: dict[str, Any]) -> Any:
+        return jsonable({k: v for k, v in config.items() if k != "overwrite"})
+
+    return bool(comparable(earlier) != comparable(settings))
 
 
 def input_paths(settings: dict[str, Any]) -> list[str]:

@@ -142,7 +142,7 @@ def jsonl_objects(path: str | Path, *, what: str = "file") -> Iterator[tuple[int
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} not found", path=str(p))
-    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in numbered_lines(p):
         if not raw.strip():
             continue
         try:
@@ -181,7 +181,10 @@ def _pick_reader(p: Path) -> Reader:
 
 
 def _read_jsonl(p: Path, label: int | None) -> Iterator[Parsed]:
-    for lineno, raw in enumerate(_lines(p), start=1):
+    for lineno, raw in _decoded_lines(p):
+        if isinstance(raw, InputError):
+            yield raw
+            continue
         if not raw.strip():
             continue
         try:
@@ -213,7 +216,10 @@ def _read_parquet(p: Path, label: int | None) -> Iterator[Parsed]:
 
 
 def _read_txt(p: Path, label: int | None) -> Iterator[Parsed]:
-    for lineno, raw in enumerate(_lines(p), start=1):
+    for lineno, raw in _decoded_lines(p):
+        if isinstance(raw, InputError):
+            yield raw
+            continue
         text = raw.rstrip("\r\n")
         if text.strip():
             yield TextRecord(
@@ -256,9 +262,26 @@ def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | 
     return TextRecord(id=rid, text=text, label=label, meta=meta, path=str(p), line=lineno)
 
 
-def _lines(p: Path) -> Iterator[str]:
-    try:
-        with open(p, encoding="utf-8") as fh:
-            yield from fh
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text (byte {e.start})", path=str(p)) from e
+def numbered_lines(p: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every line of a UTF-8 file, read as it goes.
+
+    Raises
+    ------
+    InputError
+        A line that is not UTF-8, named by file and line (a whole-file decode would say
+        only the byte offset, and only after reading it all).
+    """
+    for lineno, line in _decoded_lines(p):
+        if isinstance(line, InputError):
+            raise line
+        yield lineno, line
+
+
+def _decoded_lines(p: Path) -> Iterator[tuple[int, str | InputError]]:
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = f"byte {e.start + 1} of the line"
+                yield lineno, InputError(f"not UTF-8 text ({where})", path=str(p), line=lineno)

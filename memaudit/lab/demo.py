@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from memaudit.io import rundir as rs
-from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
 from memaudit.metrics import roc_curve
 from memaudit.models.hf import load_causal_lm
@@ -41,7 +40,8 @@ def run_demo(
 ) -> DemoOutcome:
     t0 = time.perf_counter()
     s = settings
-    out = prepare_out_dir(out, kind="run:demo", overwrite=overwrite)
+    run = rs.RunDir.begin(out, "demo", settings, overwrite=overwrite)
+    out = run.path
     ledger_path = write_ledger(
         out / "canaries.jsonl",
         make_canaries(repetitions=s.repetitions, per_level=s.per_level, seed=s.seed),
@@ -102,7 +102,6 @@ def run_demo(
         },
         **{name: v.tolist() for name, v in ev.attack_scores.items()},
     }
-    run = rs.RunDir.begin(out, "demo", settings)
     run.write_scores(columns)
     results = {
         **run.header({"target": model}),

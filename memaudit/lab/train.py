@@ -30,7 +30,7 @@ from memaudit.models.checkpoints import (
     resume_from_checkpoint,
     save_checkpoint,
 )
-from memaudit.models.hf import LoadOptions
+from memaudit.models.hf import LoadOptions, resolve_device
 
 from .canaries import read_ledger, with_insertions, write_ledger
 from .config import TrainConfig
@@ -55,7 +55,9 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     """
     out = Path(config.out)
     inputs = [config.corpus, config.ledger, config.init_from]
+    device = resolve_device(config.device)
     prepare_out_dir(out, kind="model:train", inputs=inputs, overwrite=config.overwrite)
+    canaries = read_ledger(config.ledger) if config.ledger else []
     corpus = load_corpus(
         config.corpus,
         max_chars=config.corpus_chars,
@@ -66,11 +68,10 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
     identity = _digest(inputs_of_run)
     if _settle_earlier_run(out, identity, overwrite=config.overwrite):
         return out
-    canaries = read_ledger(config.ledger) if config.ledger else []
     docs = corpus.docs
     t0 = time.perf_counter()
     tokenizer, model = _tokenizer_and_model(config, out, docs, inputs_of_run)
-    model.to(LoadOptions(device=config.device).resolve_device())
+    model.to(device)
     eos_id = tokenizer.convert_tokens_to_ids(EOS)
     tokens = canary_tokens(tokenizer, [c for c in canaries if c.member], eos_id)
     plan = plan_insertions(

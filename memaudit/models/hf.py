@@ -41,17 +41,43 @@ class LoadOptions:
             raise InputError(f"unknown dtype '{self.dtype}'; use auto, {', '.join(DTYPES)}")
 
     def resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            return torch.device(self.device)
-        except RuntimeError as e:
-            raise InputError(f"unknown device '{self.device}'") from e
+        return resolve_device(self.device)
 
     def resolve_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype == "auto":
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return DTYPES[self.dtype]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``name`` as a device this machine has (``"auto"``: CUDA when present, else the CPU).
+
+    Raises
+    ------
+    InputError
+        A name torch does not know, or a device this machine does not have (``cuda``
+        without a GPU, ``cuda:3`` with one): checked by placing an empty tensor there, so
+        the error comes before any work rather than at the first forward pass.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise InputError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N, mps)") from e
+    if device.type == "meta":
+        raise InputError("device 'meta' holds no weights; use auto, cpu, cuda, cuda:N, mps")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:  # torch asserts when built without CUDA
+        reason = (str(e).strip() or type(e).__name__).splitlines()[0].split(". ")[0][:120]
+        raise InputError(f"device '{name}' is not available on this machine ({reason})") from e
+    return device
 
 
 def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> HFCausalLM:
