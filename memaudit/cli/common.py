@@ -148,7 +148,7 @@ def config_command(app: typer.Typer, name: str, config_cls: type) -> Callable:
         def command(**given):
             config_file = given.pop("config_file")
             flags = {f.name: _from_flag(f, given[f.name]) for f in settings}
-            config = resolve_config(config_cls, config_file=config_file, **flags)
+            config: Any = resolve_config(config_cls, config_file=config_file, **flags)
             if isinstance(getattr(config, "device", None), str):
                 from memaudit.models.hf import resolve_device
 

@@ -5,6 +5,7 @@ corpus index.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -40,7 +41,7 @@ def index_build(cfg: IndexBuildConfig) -> None:
 
     with StageBars() as bars:
         index = build_index(cfg, progress=bars)
-    say_skipped(index.meta["skipped"], index.root / "index.json")
+    say_skipped(index.meta["skipped"], Path(cfg.out) / "index.json")
     s = index.meta["build"]["seconds"]
     out_console.print(
         f"{len(index):,} tokens, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> "
