@@ -30,6 +30,10 @@ class InputError(MemauditError, ValueError):
         super().__init__(where + message)
 
 
+class MemauditWarning(UserWarning):
+    """Base class of the warnings memaudit gives: the CLI shows them as ``warning: ...`` lines."""
+
+
 class ModelLoadError(MemauditError):
     """A model directory that cannot be loaded safely (missing, not local, no safetensors...)."""
 

@@ -119,3 +119,80 @@ def test_bad_window_settings(target):
         ScoreSettings(max_length=16, stride=16).window(target)
     with pytest.raises(InputError, match="batch_tokens"):
         ScoreSettings(batch_tokens=0)
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _alter_consistently(path):
+    """A readable shard whose log-probabilities were changed after its checksum was taken."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["logp"] = arrays["logp"] + 0.5
+    np.savez(path.with_suffix(".tmp.npz"), **arrays)
+    path.with_suffix(".tmp.npz").replace(path)
+
+
+@pytest.mark.parametrize("damage", [_flip_a_byte, _truncate, _alter_consistently])
+def test_a_corrupt_shard_is_recomputed_with_a_warning_never_used(
+    damage, target, snippets, tmp_path
+):
+    from memaudit.scoring.cache import CorruptShardWarning
+
+    texts = snippets["members"][:8]
+    settings = ScoreSettings(shard_texts=4)
+    truth, _ = score_texts(target, texts, settings, cache_root=None)
+    score_texts(target, texts, settings, cache_root=tmp_path)
+    shard = sorted(tmp_path.glob("*/shard-*.npz"))[0]
+    damage(shard)
+    with pytest.warns(CorruptShardWarning, match=str(shard)):
+        again, stats = score_texts(target, texts, settings, cache_root=tmp_path)
+    assert stats.cached_texts == 4 and stats.corrupt_shards == [str(shard) + ".corrupt"]
+    for i in range(len(texts)):
+        np.testing.assert_array_equal(again.text(i).logp, truth.text(i).logp)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rewritten shard reads clean
+        _, healed = score_texts(target, texts, settings, cache_root=tmp_path)
+    assert healed.cached_texts == 8 and healed.forward_passes == 0
+
+
+def test_cached_scores_of_other_token_ids_are_not_the_callers(target, snippets, tmp_path):
+    texts = snippets["members"][:3]
+    score_texts(target, texts, cache_root=tmp_path)
+    own = [ids + ids[:1] for ids in target.encode(texts)]  # e.g. a caller that appends a token
+    mine, stats = score_texts(target, texts, cache_root=tmp_path, token_ids=own)
+    truth, _ = score_texts(target, texts, cache_root=None, token_ids=own)
+    assert stats.cached_texts == 0
+    for i in range(3):
+        np.testing.assert_array_equal(mine.text(i).token_ids, own[i])
+        np.testing.assert_array_equal(mine.text(i).logp, truth.text(i).logp)
+    _, plain = score_texts(target, texts, cache_root=tmp_path)  # the cache kept the plain ids
+    assert plain.cached_texts == 3
+
+
+def test_two_runs_sharing_one_cache_at_once_agree_with_no_cache(target, snippets, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = snippets["members"][:12]
+    settings = ScoreSettings(shard_texts=3, batch_tokens=256)
+    truth, _ = score_texts(target, texts, settings, cache_root=None)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(score_texts, target, order, settings, cache_root=tmp_path)
+            for order in (texts, texts[::-1])
+        ]
+        results = [r.result()[0] for r in runs]
+    for scores, order in zip(results, (texts, texts[::-1])):
+        for i, t in enumerate(order):
+            np.testing.assert_array_equal(scores.text(i).logp, truth.text(texts.index(t)).logp)
+    _, after = score_texts(target, texts, settings, cache_root=tmp_path)
+    assert after.cached_texts == 12 and after.forward_passes == 0

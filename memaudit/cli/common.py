@@ -13,6 +13,7 @@ import inspect
 import os
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
 from typing import Any
@@ -30,7 +31,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from memaudit.errors import MemauditError
+from memaudit.errors import MemauditError, MemauditWarning
 from memaudit.io.config import flag_name, resolve_config, union_members
 
 console = Console(stderr=True)
@@ -52,12 +53,27 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         _quiet_environment()
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return command(*args, **kwargs)
         except MemauditError as e:
             console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """memaudit's own warnings as one ``warning:`` line; every other kind as Python shows it."""
+    if issubclass(category, MemauditWarning):
+        text = escape(str(message))
+        console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+    else:
+        console.print(
+            warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
+            markup=False,
+            highlight=False,
+        )
 
 
 def _quiet_environment() -> None:

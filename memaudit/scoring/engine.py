@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from memaudit.models.base import CausalLM
 from .cache import ScoreCache
 from .tokenscores import TextScores, TokenScores
 
-ENGINE_VERSION = 1  # bump when the numbers the engine writes change meaning
+ENGINE_VERSION = 2  # bump when the numbers the engine writes change meaning
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class ScoreStats:
     tokens_scored: int = 0
     shards_written: int = 0
     seconds: float = 0.0
+    corrupt_shards: list[str] = field(default_factory=list)  # set aside and scored again
 
     def merge(self, other: ScoreStats) -> None:
         for k, v in asdict(other).items():
@@ -195,9 +196,13 @@ def score_texts(
     for i, h in enumerate(hashes):
         first_index.setdefault(h, i)
     stats.unique_texts = len(first_index)
-    pending = [h for h in first_index if h not in cache]
-    stats.cached_texts = stats.unique_texts - len(pending)
     results = cache.load([h for h in first_index if h in cache])
+    # the caller's own token ids that differ from the cached ones: scored, but not cached
+    own = set() if token_ids is None else _not_as_cached(results, token_ids, first_index)
+    for h in own:
+        del results[h]
+    pending = [h for h in first_index if h not in results]
+    stats.cached_texts = stats.unique_texts - len(pending)
 
     if pending:
         if token_ids is None:
@@ -215,7 +220,7 @@ def score_texts(
                 model, [ids[h] for h in shard], length, stride, settings
             )
             scored = dict(zip(shard, shard_scores))
-            cache.save(scored)
+            cache.save({h: v for h, v in scored.items() if h not in own})
             results.update(scored)
             stats.merge(shard_stats)
             stats.shards_written += cache.dir is not None
@@ -223,7 +228,18 @@ def score_texts(
             if progress is not None:
                 progress(stage, done, total)
     stats.seconds = time.perf_counter() - start
+    stats.corrupt_shards = [str(p) for p in cache.set_aside]
     return TokenScores.from_texts([results[h] for h in hashes]), stats
+
+
+def _not_as_cached(
+    cached: dict[str, TextScores], token_ids: Sequence[Sequence[int]], first_index: dict[str, int]
+) -> set[str]:
+    return {
+        h
+        for h, scores in cached.items()
+        if not np.array_equal(scores.token_ids, np.asarray(token_ids[first_index[h]]))
+    }
 
 
 def _score_shard(
