@@ -393,3 +393,34 @@ def test_extract_and_overlap_with_an_index(
         ["overlap", "--model", str(reference_dir), "--index", str(idx), "--prompts", str(prompts)],
     )
     assert r.exit_code == 2 and "index was built with tokenizer" in r.stderr
+
+
+def test_overlap_intervals_resample_prompts_not_their_samples():
+    from memaudit.index.config import OverlapConfig
+    from memaudit.index.overlap import summarize
+
+    # 10 prompts x 5 samples; every sample of prompts 0-4 is copied, none of 5-9
+    rows = []
+    for p in range(10):
+        for _ in range(5):
+            copied = p < 5
+            spans = [{"start": 0, "length": 4, "docs": []}] if copied else []
+            rows.append(
+                (
+                    p,
+                    [1, 2, 3, 4],
+                    {"coverage": float(copied), "spans": spans, "longest": 4 * copied},
+                    [4 * copied, 0, 0, 0],
+                )
+            )
+    config = OverlapConfig(model="m", index="i", prompts="p", n_bootstrap=2000, seed=3)
+    o = summarize(rows, None, config)
+    rng = np.random.default_rng(3)  # the prompt-level bootstrap, computed directly
+    per_prompt = np.array([1.0] * 5 + [0.0] * 5)
+    rounds = per_prompt[rng.integers(0, 10, size=(2000, 10))].mean(axis=1)
+    direct = np.percentile(rounds, [2.5, 97.5])
+    for measure in ("mean_coverage", "share_with_copy"):
+        assert o[measure]["value"] == 0.5
+        np.testing.assert_allclose(o[measure]["ci"], direct)
+    # resampling the 50 generations one by one would claim about half this width
+    assert o["mean_coverage"]["ci"][1] - o["mean_coverage"]["ci"][0] > 0.45

@@ -21,7 +21,7 @@ import numpy as np
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.texts import read_texts
-from memaudit.metrics import wilson_interval
+from memaudit.metrics import cluster_bootstrap_mean
 from memaudit.models.generation import greedy_generate, sample
 from memaudit.models.hf import LoadOptions, load_causal_lm
 
@@ -154,18 +154,25 @@ def coverage_at(lengths: list[int], n: int) -> float:
 
 
 def summarize(rows, index, config: OverlapConfig) -> dict:
+    """Coverage, share of generations with a copy, longest match, and top sources.
+
+    The CIs resample prompts, not generations: the ``--samples`` continuations of one
+    prompt are one cluster (with one generation per prompt this is the plain bootstrap).
+    """
     coverage = np.array([found["coverage"] for _, _, found, _ in rows])
-    copied = int(sum(bool(found["spans"]) for _, _, found, _ in rows))
+    has_copy = np.array([bool(found["spans"]) for _, _, found, _ in rows], dtype=float)
+    prompts = np.array([p for p, *_ in rows])
     longest = np.array([found["longest"] for _, _, found, _ in rows])
-    rng = np.random.default_rng(config.seed)
-    boots = (
-        [
-            coverage[rng.integers(0, len(coverage), len(coverage))].mean()
-            for _ in range(config.n_bootstrap)
-        ]
-        if len(coverage)
-        else []
-    )
+    nan_ci = {"value": float("nan"), "ci": [float("nan")] * 2}
+
+    def by_prompt(values: np.ndarray) -> dict:
+        if not len(values):
+            return nan_ci
+        e = cluster_bootstrap_mean(
+            values, prompts, n_bootstrap=config.n_bootstrap, seed=config.seed
+        )
+        return {"value": e.value, "ci": [e.ci_low, e.ci_high]}
+
     sources: Counter[str] = Counter()
     for _, _, found, _ in rows:
         for span in found["spans"]:
@@ -173,16 +180,9 @@ def summarize(rows, index, config: OverlapConfig) -> dict:
                 sources[d] += span["length"]
     return {
         "min_tokens": config.min_tokens,
-        "mean_coverage": {
-            "value": float(coverage.mean()) if len(coverage) else float("nan"),
-            "ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
-            if boots
-            else [float("nan")] * 2,
-        },
-        "share_with_copy": {
-            "value": copied / len(rows) if rows else float("nan"),
-            "ci": list(wilson_interval(copied, len(rows))),
-        },
+        "mean_coverage": by_prompt(coverage),
+        "share_with_copy": by_prompt(has_copy),
+        "ci_resamples": "prompts",
         "longest": {
             "max": int(longest.max(initial=0)),
             "median": float(np.median(longest)) if len(longest) else float("nan"),
