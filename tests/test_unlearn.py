@@ -87,6 +87,30 @@ def test_curvature_edit_rho_one_keeps_the_weights_small_rho_changes_them(target_
         curvature_edit(modules, factors, 0.0)
 
 
+def test_curvature_factors_equal_a_direct_computation_without_the_last_position(target):
+    model = target.model
+    name, module = next(iter(mlp_layers(model, "0").items()))
+    batch = torch.tensor(target.encode(["def f(x):\n    return x * 2\n" * 3])[0][:24])[None]
+    factors = collect_factors(model, [batch], {name: module})
+    # direct: the module's input and the gradient of the summed NLL at its output
+    seen = {}
+    handle = module.register_forward_hook(
+        lambda m, i, o: seen.update(a=i[0].detach(), out=o) or o.retain_grad()
+    )
+    try:
+        logits = model(input_ids=batch).logits[0].double()  # (T, V)
+        nll = -torch.log_softmax(logits[:-1], -1).gather(-1, batch[0, 1:, None]).sum()
+        nll.backward()
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    a = seen["a"][0, :-1].double()  # (T-1, in): the last position predicts nothing
+    g = seen["out"].grad[0, :-1].double()  # (T-1, out)
+    assert torch.count_nonzero(seen["out"].grad[0, -1]) == 0
+    torch.testing.assert_close(factors[name]["A"], a.T @ a / (len(batch[0]) - 1))
+    torch.testing.assert_close(factors[name]["G"], g.T @ g / (len(batch[0]) - 1))
+
+
 @pytest.fixture(scope="module")
 def lab(snippets, tmp_path_factory):
     """A micro model trained with `memaudit train` on 6 snippets x 50 copies + 150 retain

@@ -64,20 +64,27 @@ def collect_factors(
     *,
     progress: Callable | None = None,
 ) -> dict:
-    """``A = E[a a^T]`` and ``G = E[g g^T]`` per module, over every token of ``batches`` ((B, T)
-    ids).
+    """``A = E[a a^T]`` and ``G = E[g g^T]`` per module, over the positions of ``batches``
+    ((B, T) ids) that predict a token.
+
+    The last position of each sequence predicts nothing, so its gradient is zero: counting
+    its activation in ``A`` (and its zero in ``G``) would bias both. It is dropped, as in
+    the reference implementation: the expectations run over ``B * (T - 1)`` positions.
     """
     stats = {n: {"A": 0.0, "G": 0.0, "n": 0} for n in modules}
     handles = []
     for name, m in modules.items():
 
         def fwd(mod, inputs, output, name=name):
-            a = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double()  # (B*T, in)
+            a = (
+                inputs[0].detach()[:, :-1].reshape(-1, inputs[0].shape[-1]).double()
+            )  # (B*(T-1), in)
             stats[name]["A"] = stats[name]["A"] + a.T @ a
             stats[name]["n"] += a.shape[0]
 
         def bwd(mod, grad_input, grad_output, name=name):
-            g = grad_output[0].detach().reshape(-1, grad_output[0].shape[-1]).double()  # (B*T, out)
+            g = grad_output[0].detach()[:, :-1]  # (B, T-1, out): the last position has none
+            g = g.reshape(-1, g.shape[-1]).double()  # (B*(T-1), out)
             stats[name]["G"] = stats[name]["G"] + g.T @ g
 
         handles += [m.register_forward_hook(fwd), m.register_full_backward_hook(bwd)]
