@@ -49,9 +49,10 @@ def test_losses_equal_their_formulas():
     ) + 1.5
     assert METHODS.get("npo").loss(x).item() == pytest.approx(npo)
     y = step_inputs([-2.0, -4.0], beta=2.5, gamma=0.5)
-    simnpo = (2 / 2.5) * np.mean(
-        [math.log1p(math.exp(2.5 * -2 / 4 + 0.5)), math.log1p(math.exp(2.5 * -4 / 8 + 0.5))]
-    )
+    # the authors' code: NLL / (labelled tokens, the first one included) - gamma, inside beta
+    nll, labelled = np.array([2.0, 4.0]), np.array([4.0, 8.0]) + 1
+    logsigmoid = lambda z: -np.log1p(np.exp(-z))  # noqa: E731
+    simnpo = np.mean(-logsigmoid(2.5 * (nll / labelled - 0.5))) * 2 / 2.5
     assert METHODS.get("simnpo").loss(y).item() == pytest.approx(simnpo)
 
 

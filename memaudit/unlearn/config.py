@@ -50,7 +50,11 @@ class UnlearnConfig:
     beta: float | None = setting(
         None, help="Inverse temperature of npo (default 0.1) and simnpo (default 2.5)."
     )
-    gamma: float = setting(0.0, help="simnpo's margin.")
+    gamma: float = setting(
+        0.0,
+        help="simnpo's margin in nats per token, as in the authors' code (the paper's gamma is "
+        "beta times this).",
+    )
     retain_weight: float = setting(1.0, help="Weight of the retain NLL term.")
     rho: float = setting(
         0.8, help="kfac: share of the curvature mass to keep (1 keeps the weights as they are)."

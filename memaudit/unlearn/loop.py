@@ -113,6 +113,7 @@ def unlearn_loop(
             beta,
             settings.gamma,
             settings.retain_weight,
+            forget_length=mask.sum(1),
         )
         loss = method.loss(x)
         loss.backward()

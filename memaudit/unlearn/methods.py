@@ -23,12 +23,19 @@ class StepInputs:
     """
 
     forget_logp: torch.Tensor  # (B,) log p_theta(y) of each forget sequence
-    forget_tokens: torch.Tensor  # (B,) tokens scored in each sequence
+    forget_tokens: torch.Tensor  # (B,) tokens scored in each sequence (all but the first)
     reference_logp: torch.Tensor | None  # (B,) log p_ref(y) under the model before unlearning
     retain_nll: torch.Tensor | None  # () mean token NLL of the retain batch
     beta: float
     gamma: float
     retain_weight: float
+    forget_length: torch.Tensor | None = None  # (B,) tokens of each sequence, the first included
+
+    def length(self) -> torch.Tensor:
+        """``|y|`` as SimNPO's reference code counts it: every labelled token, the first one
+        included (``labels != -100`` before the shift); one more than ``forget_tokens``.
+        """
+        return self.forget_tokens + 1 if self.forget_length is None else self.forget_length
 
     def reference(self) -> torch.Tensor:
         """The reference log-probabilities; the loop computes them for methods that declare them."""
@@ -90,10 +97,13 @@ def npo(x: StepInputs) -> torch.Tensor:
 def simnpo(x: StepInputs) -> torch.Tensor:
     """SimNPO: reference-free, length-normalised NPO with a margin gamma (+ retain NLL).
 
-    ``-(2/beta) log sigmoid(-(beta/|y|) log p_theta(y) - gamma) = (2/beta) softplus((beta/|y|) log
-    p_theta(y) + gamma)``.
+    As the authors' code (and OpenUnlearning's) computes it:
+    ``-(2/beta) log sigmoid(beta (NLL(y)/|y| - gamma)) = (2/beta) softplus(beta (log p(y)/|y|
+    + gamma))``, with ``|y|`` every labelled token (:meth:`StepInputs.length`). The margin is
+    thus in nats per token, multiplied by beta; the paper's formula writes it outside beta:
+    its gamma is ``beta * gamma`` here.
     """
-    z = x.beta * x.forget_logp / x.forget_tokens + x.gamma
+    z = x.beta * (x.forget_logp / x.length() + x.gamma)
     return _with_retain((2.0 / x.beta) * F.softplus(z).mean(), x)
 
 
