@@ -179,3 +179,23 @@ def test_parse_attacks_names_params_and_errors():
         parse_attacks("loss,loss")
     with pytest.raises(InputError, match="needs the reference view"):
         parse_attacks("reference")[0](AttackInputs(["a"], None))
+
+
+def test_mean_logp_of_texts_without_scored_tokens_anywhere_in_the_batch():
+    from memaudit.attacks.base import mean_logp
+    from memaudit.scoring.tokenscores import TextScores, TokenScores
+
+    def text(logp):
+        n = len(logp)
+        f = np.array(logp, dtype=np.float32)
+        return TextScores(np.arange(n + 1), f, f, f, np.zeros(n, dtype=bool))
+
+    def empty():
+        z = np.zeros(0, dtype=np.float32)
+        return TextScores(np.zeros(0, dtype=np.int64), z, z, z, np.zeros(0, dtype=bool))
+
+    for texts, expected in (
+        ([text([-1.0, -3.0]), empty()], [-2.0, np.nan]),  # a trailing empty text
+        ([empty(), text([-1.0]), text([]), text([-4.0, -2.0])], [np.nan, -1.0, np.nan, -3.0]),
+    ):
+        np.testing.assert_allclose(mean_logp(TokenScores.from_texts(texts)), expected)

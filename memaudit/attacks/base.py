@@ -139,7 +139,10 @@ def per_text(scores: TokenScores, field_name: str) -> list[np.ndarray]:
 def mean_logp(scores: TokenScores) -> np.ndarray:
     """Mean log-probability of the scored tokens of each text (minus the mean NLL)."""
     values = np.where(scores.scored, scores.logp, 0.0).astype(np.float64)
-    sums = np.add.reduceat(values, scores.offsets[:-1]) if len(values) else np.zeros(len(scores))
+    # per-text sums by text index: reduceat would fail on a trailing empty text and give a
+    # neighbour's value for an empty one in the middle
+    text_of = np.repeat(np.arange(len(scores)), scores.n_tokens)
+    sums = np.bincount(text_of, weights=values, minlength=len(scores))
     n = scores.n_scored
     return np.where(n > 0, sums / np.maximum(n, 1), np.nan)
 

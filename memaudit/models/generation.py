@@ -3,13 +3,18 @@
 Prompts are sorted by length, left-padded into batches, and decoded together: one forward
 pass over the prompts, then one single-token pass per new token that reuses the cached
 keys and values. Position ids follow each row's own tokens, so padding changes nothing.
+
+The next token is chosen from float32 logits made by the adapter's own projection (the
+one the scoring engine uses for ``is_argmax``), not from the model's bf16 logits: on a
+bf16 model the two argmaxes would otherwise disagree where bf16 rounding ties the top
+logits, and extraction and extraction strength would measure different things.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -105,6 +110,13 @@ def _next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def _last_logits(model: HFCausalLM, out: Any) -> torch.Tensor:
+    """(B, V) float32 logits of each row's last position, as the scoring engine computes them."""
+    if model.chunked:
+        return model.project(out.last_hidden_state[:, -1])  # (B, V)
+    return out.logits[:, -1].float()
+
+
 def _generate_batch(
     model: HFCausalLM,
     prompts: Sequence[Sequence[int]],
@@ -122,9 +134,11 @@ def _generate_batch(
         mask[r, width - len(p) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, P): each row counts its own tokens
+    # a plain projection: run the base model and project its last hidden state in float32
+    lm = lm.base_model if model.chunked else lm
     cache = _cache_name(lm)
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    token = _next_token(out.logits[:, -1], temperature, generator)  # (B,)
+    token = _next_token(_last_logits(model, out), temperature, generator)  # (B,)
     tokens = [token]
     for _ in range(max_new_tokens - 1):
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
@@ -137,7 +151,7 @@ def _generate_batch(
             use_cache=True,
             **past,
         )
-        token = _next_token(out.logits[:, -1], temperature, generator)
+        token = _next_token(_last_logits(model, out), temperature, generator)
         tokens.append(token)
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
 
