@@ -209,7 +209,7 @@ class RecallTrainConfig:
     )
     alpha: float = setting(
         0.01,
-        help="zoology layout: power law of the query gaps, p(g) ~ alpha g^(alpha-1) (1: uniform).",
+        help="zoology layout: the i-th query slot has weight alpha i^(alpha-1) (1: uniform).",
     )
     steps: int = setting(600, help="Optimizer steps.")
     lr: float = setting(1e-3, help="AdamW learning rate (at 3e-3 some seeds stay on the plateau).")
@@ -250,7 +250,7 @@ class RecallConfig:
     alpha: float | None = setting(
         None,
         default_text="what `probe recall-train` recorded, else 0.01",
-        help="mqar, zoology layout: power law of the query gaps, p(g) ~ alpha g^(alpha-1).",
+        help="mqar, zoology layout: the i-th query slot has weight alpha i^(alpha-1) (1: uniform).",
     )
     filler: str = setting(
         "stdlib", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt)."
