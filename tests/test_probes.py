@@ -5,6 +5,7 @@ trained model.
 import itertools
 import json
 import random
+from functools import partial
 
 import pytest
 from typer.testing import CliRunner
@@ -310,36 +311,123 @@ def test_retention_of_a_repeated_canary_stays_above_a_once_seen_one(tmp_path, sn
         RetentionConfig(model="m", ledger="l", continue_corpus="c", steps_list=(10, 5))
 
 
-def test_mqar_oracle_is_perfect_and_random_guessing_is_at_chance():
+def zoology_gap_law(space: int, alpha: float) -> list[float]:
+    """Zoology's query-gap law, written out: p(g) = alpha (g+1)^(alpha-1) / sum, g = 0..space-1."""
+    w = [alpha * i ** (alpha - 1) for i in range(1, space + 1)]
+    return [x / sum(w) for x in w]
+
+
+def test_mqar_zoology_layout_is_zoologys_multiquery_ar():
     import numpy as np
 
-    from memaudit.probes.recall import ANSWER_SLOT, MQAR, mqar_accuracy
+    from memaudit.probes.recall import MQAR
 
-    task = MQAR(vocab=512, length=128, pairs=16)
-    ids, targets = task.batch(200, seed=0)
-    asked = targets >= 0
-    assert asked.sum(1).tolist() == [16] * 200 and (targets[asked] >= 256).all()
-    assert (
-        ids[:, 1:][asked[:, :-1]] == ANSWER_SLOT
-    ).all()  # a query key is never followed by its value
-    assert not np.isin(
-        targets[asked].reshape(200, 16), ids[:, 2 * 16 :]
-    ).any()  # values appear only in the context
+    V, T, D, n = 512, 128, 16, 300
+    ids, targets = MQAR(vocab=V, length=T, pairs=D).batch(n, seed=0)
+    assert ids.shape == targets.shape == (n, T)
+    filler = []
+    for seq, tgt in zip(ids, targets):
+        keys, values = seq[0 : 2 * D : 2].tolist(), seq[1 : 2 * D : 2].tolist()
+        assert len(set(keys)) == D and all(1 <= k < V // 2 for k in keys)  # distinct keys
+        assert len(set(values)) == D and all(V // 2 <= v < V for v in values)  # distinct values
+        value_of = dict(zip(keys, values))
+        asked = [t for t in range(T) if tgt[t] >= 0]
+        assert all(tgt[t] == -1 for t in range(2 * D))  # nothing asked inside the context
+        # each key asked exactly once, at a query slot 2D + 2g (g < (T - 2D) / 2), answer: its value
+        assert sorted(seq[t] for t in asked) == sorted(keys)
+        assert all((t - 2 * D) % 2 == 0 and 0 <= (t - 2 * D) // 2 < (T - 2 * D) // 2 for t in asked)
+        assert all(tgt[t] == value_of[seq[t]] for t in asked)
+        filler += [seq[t] for t in range(2 * D, T) if t not in asked]
+    # the filler (the slot after each query included) is drawn from the whole vocabulary
+    assert set(filler) == set(range(V))
+    assert np.bincount(filler, minlength=V).max() < 3 * len(filler) / V
 
-    def oracle(batch):
-        out = np.zeros_like(batch)
-        for r, seq in enumerate(batch):
-            pairs = {seq[t]: seq[t + 1] for t in range(0, 2 * task.pairs, 2)}  # the context's pairs
-            for t in range(len(seq)):
-                out[r, t] = pairs.get(seq[t], 0) if t >= 2 * task.pairs else 0
-        return out
+    # with one pair the gap is one draw from the power law; compare with the formula
+    for alpha in (0.01, 0.5, 1.0):
+        space = 20
+        ids, targets = MQAR(vocab=64, length=2 + 2 * space, pairs=1, alpha=alpha).batch(
+            20_000, seed=1
+        )
+        rows, at = np.nonzero(targets >= 0)
+        assert (rows == np.arange(20_000)).all()
+        freq = np.bincount((at - 2) // 2, minlength=space) / 20_000
+        assert np.abs(freq - zoology_gap_law(space, alpha)).max() < 0.015, alpha
+    for bad, match in (
+        (dict(layout="zoology-ish"), "unknown MQAR layout"),
+        (dict(alpha=0.0), "alpha must be > 0"),
+        (dict(vocab=20, pairs=10), "too few key or value ids"),
+        (dict(length=30, pairs=8), "length >= 4 x pairs"),
+    ):
+        with pytest.raises(InputError, match=match):
+            MQAR(**{"vocab": 512, "length": 128, "pairs": 4, **bad})
 
-    rng = np.random.default_rng(1)
+
+def test_mqar_queries_last_layout_asks_every_key_at_the_end():
+    import numpy as np
+
+    from memaudit.probes.recall import ANSWER_SLOT, FILLER, MQAR
+
+    V, T, D, n = 512, 128, 16, 200
+    ids, targets = MQAR(vocab=V, length=T, pairs=D, layout="queries-last").batch(n, seed=0)
+    for seq, tgt in zip(ids, targets):
+        keys, values = seq[0 : 2 * D : 2].tolist(), seq[1 : 2 * D : 2].tolist()
+        assert all(FILLER < k < V // 2 for k in keys) and all(V // 2 <= v < V for v in values)
+        assert ((1 <= seq[2 * D : T - 2 * D]) & (seq[2 * D : T - 2 * D] <= FILLER)).all()
+        assert sorted(seq[T - 2 * D :: 2].tolist()) == sorted(keys)  # every key, at the end
+        assert (seq[T - 2 * D + 1 :: 2] == ANSWER_SLOT).all()  # never followed by its value
+        value_of = dict(zip(keys, values))
+        assert [tgt[t] for t in range(T - 2 * D, T, 2)] == [
+            value_of[k] for k in seq[T - 2 * D :: 2]
+        ]
+        assert (np.delete(tgt, np.arange(T - 2 * D, T, 2)) == -1).all()
+
+
+def mqar_oracle(batch, *, pairs: int):
+    """Looks each token after the context up among the context's key-value pairs."""
+    import numpy as np
+
+    out = np.zeros_like(batch)
+    for r, seq in enumerate(batch):
+        value_of = {seq[t]: seq[t + 1] for t in range(0, 2 * pairs, 2)}
+        for t in range(2 * pairs, len(seq)):
+            out[r, t] = value_of.get(seq[t], 0)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["zoology", "queries-last"])
+def test_mqar_oracle_is_perfect_and_random_guessing_is_at_chance(layout):
+    import numpy as np
+
+    from memaudit.probes.recall import MQAR, mqar_accuracy
+
+    task = MQAR(vocab=512, length=128, pairs=16, layout=layout)
+    ids, targets = task.batch(2000, seed=0)
+
+    oracle = partial(mqar_oracle, pairs=task.pairs)
+
+    def off_by_one(batch):  # the oracle's answers one position late
+        return np.roll(oracle(batch), 1, axis=1)
+
     assert mqar_accuracy(oracle, ids, targets) == 1.0
+    assert mqar_accuracy(off_by_one, ids, targets) < 0.01
+    rng = np.random.default_rng(1)
     chance = mqar_accuracy(lambda b: rng.integers(256, 512, b.shape), ids, targets)
-    assert abs(chance - 1 / 256) < 0.004
-    with pytest.raises(InputError, match="length >= 4 x pairs"):
-        MQAR(vocab=512, length=30, pairs=8)
+    queries = 2000 * 16  # binomial: 1/256 +- 4 standard deviations (0.0025 .. 0.0053)
+    assert abs(chance - 1 / 256) < 4 * (1 / 256 * 255 / 256 / queries) ** 0.5, chance
+
+
+def test_recall_layout_defaults_to_the_trained_one_else_zoology():
+    from memaudit.probes.config import RecallConfig
+    from memaudit.probes.recall import mqar_layout
+
+    cfg = RecallConfig(model="m")
+    assert mqar_layout(cfg, None) == ("zoology", 0.01)
+    assert mqar_layout(cfg, {"task": "mqar", "layout": "zoology", "alpha": 0.2}) == ("zoology", 0.2)
+    assert mqar_layout(cfg, {"task": "mqar"}) == ("queries-last", 0.01)  # recorded before layouts
+    cfg = RecallConfig(model="m", layout="queries-last", alpha=0.5)
+    assert mqar_layout(cfg, {"task": "mqar", "layout": "zoology"}) == ("queries-last", 0.5)
+    with pytest.raises(InputError, match="unknown MQAR layout"):
+        RecallConfig(model="m", layout="end")
 
 
 def test_a_small_attention_model_learns_mqar_at_its_training_length(tmp_path):
@@ -352,23 +440,59 @@ def test_a_small_attention_model_learns_mqar_at_its_training_length(tmp_path):
         )
     )
     assert res["mqar_vocab"] == 64 and res["trained_on"]["length"] == 32  # read from the model dir
+    assert res["mqar_layout"] == res["trained_on"]["layout"] == "zoology"
     assert res["grid"]["32x4"] > 0.9, res["grid"]
     assert res["grid"]["256x8"] < res["grid"]["32x4"]  # recall falls beyond the training length
     assert res["grid"]["256x8"] > 10 * res["chance"]
 
 
-def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tmp_path):
-    from memaudit.probes.recall import RecallConfig, run_recall
+def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, target, tmp_path):
+    import numpy as np
+    import torch
+
+    from memaudit.io.corpus import load_corpus
+    from memaudit.probes.recall import (
+        MQAR,
+        NEEDLE,
+        QUESTION,
+        RecallConfig,
+        mqar_cell_seed,
+        mqar_grid,
+        niah_cases,
+        niah_prompt,
+        run_recall,
+    )
 
     out, res = run_recall(
         RecallConfig(
             model=str(target_dir), lengths=(32, 64), pairs=(2, 16), n=8, out=str(tmp_path / "mq")
         )
     )
-    assert res["grid"]["32x16"] is None and all(
-        0 <= res["grid"][k] <= 1 for k in ("32x2", "64x2", "64x16")
-    )
+    V = target.vocab_size
+    assert res["mqar_vocab"] == V and res["chance"] == 1 / (V - V // 2)
+    assert res["mqar_layout"] == "zoology" and res["mqar_alpha"] == 0.01
+    assert res["grid"]["32x16"] is None
+    for L, D in ((32, 2), (64, 2), (64, 16)):  # each cell: the model's argmax at the query keys
+        ids, targets = MQAR(V, L, D).batch(8, mqar_cell_seed(0, L, D))
+        with torch.no_grad():
+            pred = target.model(input_ids=torch.as_tensor(ids)).logits.argmax(-1).numpy()
+        asked = np.nonzero(targets >= 0)
+        assert res["grid"][f"{L}x{D}"] == pytest.approx(
+            (pred[asked] == targets[asked]).sum() / (8 * D)
+        )
     assert (out / "report.html").is_file()
+    for layout in ("zoology", "queries-last"):  # the grid reads each cell's predictions
+        for D in (2, 16):
+            grid = mqar_grid(
+                target,
+                (32, 64),
+                (D,),
+                vocab=V,
+                n=8,
+                layout=layout,
+                predict=lambda b, D=D: mqar_oracle(b, pairs=D),
+            )
+            assert grid == ({"32x2": 1.0, "64x2": 1.0} if D == 2 else {"32x16": None, "64x16": 1.0})
     out, res = run_recall(
         RecallConfig(
             model=str(target_dir),
@@ -379,7 +503,25 @@ def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tmp
             out=str(tmp_path / "nh"),
         )
     )
-    assert set(res["grid"]) == {"64x0", "64x1", "100x0", "100x1"}
+    filler = target.tokenizer(
+        "\n".join(load_corpus("stdlib", max_chars=200_000, seed=0)), verbose=False
+    )["input_ids"]
+    cases = niah_cases((64, 100), (0.0, 1.0), n=2, seed=0)
+    assert set(res["grid"]) == set(cases) == {"64x0", "64x1", "100x0", "100x1"}
+    for cell, (L, d, needles) in cases.items():
+        found = 0
+        for key, value in needles:
+            prompt = niah_prompt(target.tokenizer, filler, L, d, key, value)
+            needle = target.tokenizer(" " + NEEDLE.format(key=key, value=value) + " ")["input_ids"]
+            at = [i for i in range(L) if prompt[i : i + len(needle)] == needle]
+            question = len(target.tokenizer(QUESTION.format(key=key))["input_ids"])
+            assert len(prompt) == L and at == [round(d * (L - len(needle) - question))]
+            x = torch.as_tensor([prompt])
+            with torch.no_grad():  # greedy decoding, 6 tokens, recomputed from scratch each time
+                for _ in range(6):
+                    x = torch.cat([x, target.model(input_ids=x).logits[:, -1:].argmax(-1)], 1)
+            found += value in target.tokenizer.decode(x[0, L:].tolist())
+        assert res["grid"][cell] == found / 2, cell
     r = runner.invoke(
         app,
         [

@@ -150,6 +150,8 @@ def recall_train(cfg: RecallTrainConfig) -> None:
             length=cfg.length,
             pairs=cfg.pairs,
             vocab=cfg.vocab,
+            layout=cfg.layout,
+            alpha=cfg.alpha,
             steps=cfg.steps,
             lr=cfg.lr,
             size=cfg.size,

@@ -15,6 +15,15 @@ from memaudit.io.config import overwrite_setting, setting
 
 from .kk import PERTURBATIONS
 
+MQAR_LAYOUTS = ("zoology", "queries-last")  # Zoology's multiquery_ar; memaudit's first layout
+
+
+def check_mqar_layout(layout: str | None, alpha: float | None) -> None:
+    if layout is not None and layout not in MQAR_LAYOUTS:
+        raise InputError(f"unknown MQAR layout '{layout}' (known: {', '.join(MQAR_LAYOUTS)})")
+    if alpha is not None and not alpha > 0:
+        raise InputError(f"MQAR alpha must be > 0, got {alpha}")
+
 
 def people_range(text: str) -> tuple[int, ...]:
     """'2..8', '3' or '2,4,6' as integers.
@@ -191,6 +200,17 @@ class RecallTrainConfig:
             "model dir."
         ),
     )
+    layout: str = setting(
+        "zoology",
+        help=(
+            "MQAR layout: zoology (Zoology's multiquery_ar: queries after the context at "
+            "power-law gaps, random filler) or queries-last (memaudit's first layout)."
+        ),
+    )
+    alpha: float = setting(
+        0.01,
+        help="zoology layout: the i-th query slot has weight alpha i^(alpha-1) (1: uniform).",
+    )
     steps: int = setting(600, help="Optimizer steps.")
     lr: float = setting(1e-3, help="AdamW learning rate (at 3e-3 some seeds stay on the plateau).")
     size: str = setting("micro", flag="--model-size", help="micro, tiny, small or base.")
@@ -198,6 +218,9 @@ class RecallTrainConfig:
         "llama", help="llama (rotary positions) or gpt2 (learned absolute positions)."
     )
     seed: int = setting(0, help="Seed of initialisation and data.")
+
+    def __post_init__(self):
+        check_mqar_layout(self.layout, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -219,6 +242,16 @@ class RecallConfig:
         default_text="what `probe recall-train` recorded, else the model's vocabulary",
         help="mqar: ids used.",
     )  # MQAR ids; None: the one the model was trained on, else its vocabulary size
+    layout: str | None = setting(
+        None,
+        default_text="what `probe recall-train` recorded, else zoology",
+        help="mqar: layout, zoology (Zoology's multiquery_ar) or queries-last (memaudit's first).",
+    )
+    alpha: float | None = setting(
+        None,
+        default_text="what `probe recall-train` recorded, else 0.01",
+        help="mqar, zoology layout: the i-th query slot has weight alpha i^(alpha-1) (1: uniform).",
+    )
     filler: str = setting(
         "stdlib", help="niah: the haystack's text ('stdlib', a folder, .jsonl, .txt)."
     )
@@ -233,6 +266,7 @@ class RecallConfig:
             raise InputError(f"unknown task '{self.task}'; use mqar or niah")
         if any(not 0 <= d <= 1 for d in self.depths):
             raise InputError("depths must lie in [0, 1]")
+        check_mqar_layout(self.layout, self.alpha)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict

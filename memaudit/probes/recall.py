@@ -1,13 +1,19 @@
 """In-context recall: how much can a sequence model look up from its own context?
 
-**MQAR** (multi-query associative recall, Zoology): on ids 0..V-1 of the model's vocabulary,
-a context of D key-value pairs (keys from [17, V/2), values from [V/2, V)), filler tokens up
-to the asked length, then every key again in a new order, each followed by an answer slot
-(id 0), never by its value: the model must look each value up in the context. (With the values
-written after the queries, the last query's value could be found by elimination, a shortcut
-a small model learns instead of recall.) Accuracy is read at the query keys only: is the
-argmax next token the key's value? V defaults to the vocabulary the model was trained on with
-``probe recall-train`` (recorded in its dir), else the model's vocabulary size.
+**MQAR** (multi-query associative recall; Arora, Eyuboglu et al. 2023, "Zoology", and its
+reference generator ``zoology/data/multiquery_ar.py``). The default layout, ``zoology``, is
+that generator's: on ids 0..V-1, D key-value pairs first (D distinct keys from [1, V/2), D
+distinct values from [V/2, V)), then the query region of T - 2D positions, whose every second
+position is a query slot: each key is asked once, at slot g (g = 0..(T-2D)//2 - 1, D distinct
+slots drawn without replacement with probability proportional to alpha * (g+1)^(alpha-1),
+Zoology's ``power_a``, 0.01 by default: most queries sit just after the context), and every
+other position, the one after each query included, holds a random id from the whole
+vocabulary. ``queries-last`` is memaudit's first layout: keys from [17, V/2), values from
+[V/2, V) (not necessarily distinct), filler ids 1..16 up to the length, then every key again
+in a new order at the very end, each followed by an answer slot (id 0). Accuracy is read at
+the query keys only: is the argmax next token the key's value? V defaults to the vocabulary
+the model was trained on with ``probe recall-train`` (recorded in its dir), else the model's
+vocabulary size; the layout and alpha default to the ones it was trained on, else Zoology's.
 **Needle in a haystack**: a sentence "The special magic number for KEY is VALUE." at a chosen
 depth of filler text from the corpus, then the question; correct when the generation holds
 the value. Both are measured over a grid (length x pairs, length x depth) and drawn as heatmaps.
@@ -27,35 +33,72 @@ import torch
 from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 
-from .config import RecallConfig
+from .config import RecallConfig, check_mqar_layout
 
-FILLER = 16  # ids 1..16 pad MQAR contexts and never serve as keys or values
-ANSWER_SLOT = 0  # follows each query key in place of its value
+FILLER = 16  # queries-last: ids 1..16 pad the context and never serve as keys or values
+ANSWER_SLOT = 0  # queries-last: follows each query key in place of its value
+
+
+def gap_probabilities(space: int, alpha: float) -> np.ndarray:
+    """Zoology's power law over the ``space`` query slots: slot g (0-based) has probability
+    proportional to ``alpha * (g + 1) ** (alpha - 1)``; alpha = 1 is uniform, small alpha puts
+    the queries near the context.
+    """
+    p = alpha * np.arange(1, space + 1, dtype=float) ** (alpha - 1)  # (space,)
+    return p / p.sum()
 
 
 @dataclass(frozen=True)
 class MQAR:
-    """One MQAR layout over ids ``0..vocab-1``."""
+    """One MQAR layout over ids ``0..vocab-1``.
+
+    ``layout="zoology"`` (the default) is Zoology's ``multiquery_ar``; ``"queries-last"`` is
+    memaudit's first layout (every query at the end, after filler ids 1..16). See the module
+    docstring.
+    """
 
     vocab: int
     length: int
     pairs: int
+    layout: str = "zoology"
+    alpha: float = 0.01
 
     def __post_init__(self):
+        check_mqar_layout(self.layout, self.alpha)
         if self.pairs < 1 or self.length < 4 * self.pairs:
             raise InputError(
                 f"MQAR needs length >= 4 x pairs ({4 * self.pairs}), got length {self.length} with "
                 f"{self.pairs} pairs"
             )
-        if self.vocab // 2 - (FILLER + 1) < self.pairs:
+        first_key = 1 if self.layout == "zoology" else FILLER + 1
+        if self.vocab // 2 - first_key < self.pairs or self.vocab - self.vocab // 2 < self.pairs:
             raise InputError(
-                f"a vocabulary of {self.vocab} has too few key ids for {self.pairs} pairs"
+                f"a vocabulary of {self.vocab} has too few key or value ids for {self.pairs} pairs"
             )
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(ids (T,), targets (T,)): targets[t] is the value the model should predict after
         ids[t]; -1 where nothing is asked.
         """
+        if self.layout == "zoology":
+            return self._sample_zoology(rng)
+        return self._sample_queries_last(rng)
+
+    def _sample_zoology(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        D, half = self.pairs, self.vocab // 2
+        keys = rng.choice(np.arange(1, half), D, replace=False)  # (D,) distinct
+        values = rng.choice(np.arange(half, self.vocab), D, replace=False)  # (D,) distinct
+        ids = rng.integers(0, self.vocab, self.length)  # (T,) random filler everywhere
+        ids[0 : 2 * D : 2], ids[1 : 2 * D : 2] = keys, values  # k1 v1 k2 v2 ...
+        space = (self.length - 2 * D) // 2  # query slots: every second position after them
+        gaps = rng.choice(space, D, replace=False, p=gap_probabilities(space, self.alpha))
+        at = 2 * D + 2 * gaps  # (D,) where key i is asked again
+        ids[at] = keys
+        targets = np.full(self.length, -1)
+        targets[at] = values
+        return ids, targets
+
+    def _sample_queries_last(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         keys = rng.choice(np.arange(FILLER + 1, self.vocab // 2), self.pairs, replace=False)
         values = rng.integers(self.vocab // 2, self.vocab, self.pairs)
         order = rng.permutation(self.pairs)
@@ -105,27 +148,47 @@ def check_length(lm, length: int) -> None:
         )
 
 
+def mqar_cell_seed(seed: int, length: int, pairs: int) -> int:
+    """The seed of the sequences of one (length, pairs) cell of ``mqar_grid``."""
+    return seed + 7919 * length + pairs
+
+
 def mqar_grid(
-    lm, lengths, pairs, *, vocab: int, n: int = 64, seed: int = 0, predict: Predictor | None = None
+    lm,
+    lengths,
+    pairs,
+    *,
+    vocab: int,
+    n: int = 64,
+    seed: int = 0,
+    layout: str = "zoology",
+    alpha: float = 0.01,
+    predict: Predictor | None = None,
 ) -> dict:
     """MQAR accuracy over ids < ``vocab`` for every (length, pairs) that fits (pairs x 4 <=
     length); None where it does not.
     """
-    if not 2 * (FILLER + 2) <= vocab <= lm.vocab_size:
+    if not vocab <= lm.vocab_size:
         raise InputError(
-            f"MQAR vocabulary {vocab} must lie in [{2 * (FILLER + 2)}, {lm.vocab_size}] (the "
-            "model's vocabulary)"
+            f"MQAR vocabulary {vocab} is larger than the model's vocabulary ({lm.vocab_size})"
         )
     for L in lengths:
         check_length(lm, L)
+    tasks = {
+        (L, D): MQAR(vocab, L, D, layout=layout, alpha=alpha)
+        for L in lengths
+        for D in pairs
+        if 4 * D <= L
+    }  # every cell checked before the first forward pass
     predict = predict or model_predictor(lm)
     grid: dict[str, float | None] = {}
     for L in lengths:
         for D in pairs:
-            if 4 * D > L:
+            task = tasks.get((L, D))
+            if task is None:
                 grid[f"{L}x{D}"] = None
                 continue
-            ids, targets = MQAR(vocab, L, D).batch(n, seed + 7919 * L + D)
+            ids, targets = task.batch(n, mqar_cell_seed(seed, L, D))
             grid[f"{L}x{D}"] = mqar_accuracy(predict, ids, targets)
     return grid
 
@@ -174,17 +237,22 @@ def niah_grid(
     for L in lengths:
         check_length(lm, L + new_tokens)
     filler = lm.tokenizer(filler_text, verbose=False)["input_ids"]
-    rng = random.Random(seed)
     grid = {}
-    for L in lengths:
-        for d in depths:
-            cases = [(rng.choice(KEYS), str(rng.randint(1000, 9999))) for _ in range(n)]
-            prompts = [niah_prompt(lm.tokenizer, filler, L, d, k, v) for k, v in cases]
-            outs = greedy_generate(lm, prompts, new_tokens)
-            grid[f"{L}x{d:g}"] = float(
-                np.mean([v in lm.tokenizer.decode(o) for (_, v), o in zip(cases, outs)])
-            )
+    for cell, (L, d, cases) in niah_cases(lengths, depths, n=n, seed=seed).items():
+        prompts = [niah_prompt(lm.tokenizer, filler, L, d, k, v) for k, v in cases]
+        outs = greedy_generate(lm, prompts, new_tokens)
+        grid[cell] = float(np.mean([v in lm.tokenizer.decode(o) for (_, v), o in zip(cases, outs)]))
     return grid
+
+
+def niah_cases(lengths, depths, *, n: int, seed: int) -> dict[str, tuple[int, float, list]]:
+    """Per cell "LxD": (length, depth, n (key, four-digit value) needles)."""
+    rng = random.Random(seed)
+    return {
+        f"{L}x{d:g}": (L, d, [(rng.choice(KEYS), str(rng.randint(1000, 9999))) for _ in range(n)])
+        for L in lengths
+        for d in depths
+    }
 
 
 def train_mqar_model(
@@ -193,6 +261,8 @@ def train_mqar_model(
     length: int = 32,
     pairs: int = 4,
     vocab: int = 64,
+    layout: str = "zoology",
+    alpha: float = 0.01,
     steps: int = 600,
     batch_size: int = 64,
     lr: float = 1e-3,
@@ -205,12 +275,13 @@ def train_mqar_model(
     """A small attention model trained on MQAR over ids < ``vocab`` at one length (loss at the query
     keys only).
 
-    The model's vocabulary is exactly the task's ``vocab`` ids (``id_tokenizer``). Measured on a
-    CPU (micro size, length 32, 4 pairs, 600 steps): ``arch="llama"`` (rotary positions) at
-    lr 1e-3 reaches 1.0 for 10 of 10 seeds (at lr 3e-3, 4 of 6; the others stay stuck even
-    after 1500 steps). With a 512-id output vocabulary, ``arch="gpt2"`` (learned absolute
-    positions), or length 64 with 8 pairs, it stayed for thousands of steps on the plateau of
-    answering with some value from the context.
+    The model's vocabulary is exactly the task's ``vocab`` ids (``id_tokenizer``). With the
+    default ``zoology`` layout (micro size, length 32, 4 pairs, 600 steps, seed 0) it reaches
+    1.00 at its training cell. Measured on a CPU with the ``queries-last`` layout:
+    ``arch="llama"`` (rotary positions) at lr 1e-3 reaches 1.0 for 10 of 10 seeds (at lr 3e-3,
+    4 of 6; the others stay stuck even after 1500 steps). With a 512-id output vocabulary,
+    ``arch="gpt2"`` (learned absolute positions), or length 64 with 8 pairs, it stayed for
+    thousands of steps on the plateau of answering with some value from the context.
     """
     from memaudit.io.outdir import prepare_out_dir
     from memaudit.lab.lm import build_model, save_model_dir
@@ -218,7 +289,7 @@ def train_mqar_model(
     prepare_out_dir(out_dir, kind="model:mqar", overwrite=overwrite)
     tokenizer = id_tokenizer(vocab)
     model = build_model(tokenizer, size=size, context=max(256, length), seed=seed, arch=arch)
-    task = MQAR(vocab, length, pairs)
+    task = MQAR(vocab, length, pairs, layout=layout, alpha=alpha)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     for step in range(steps):
@@ -247,6 +318,8 @@ def train_mqar_model(
             "length": length,
             "pairs": pairs,
             "mqar_vocab": vocab,
+            "layout": layout,
+            "alpha": alpha,
             "steps": steps,
             "lr": lr,
             "size": size,
@@ -283,6 +356,19 @@ def mqar_training(model_dir) -> dict | None:
     return record if record.get("task") == "mqar" else None
 
 
+def mqar_layout(config: RecallConfig, trained: dict | None) -> tuple[str, float]:
+    """(layout, alpha): the configured ones, else those the model was trained on (a model dir
+    from before layouts were recorded was trained on ``queries-last``), else Zoology's.
+    """
+    if trained is not None:
+        trained = {"layout": "queries-last", "alpha": 0.01, **trained}
+    else:
+        trained = {"layout": "zoology", "alpha": 0.01}
+    layout = trained["layout"] if config.layout is None else config.layout
+    alpha = trained["alpha"] if config.alpha is None else config.alpha
+    return layout, alpha
+
+
 def run_recall(config: RecallConfig, *, progress=None):
     import time
 
@@ -297,10 +383,20 @@ def run_recall(config: RecallConfig, *, progress=None):
     trained = mqar_training(config.model)
     rows: tuple[int, ...]
     cols: tuple[int, ...] | tuple[float, ...]
+    layout: str | None = None
+    alpha: float | None = None
     if config.task == "mqar":
         vocab = config.vocab or (trained or {}).get("mqar_vocab") or lm.vocab_size
+        layout, alpha = mqar_layout(config, trained)
         grid = mqar_grid(
-            lm, config.lengths, config.pairs, vocab=vocab, n=config.n, seed=config.seed
+            lm,
+            config.lengths,
+            config.pairs,
+            vocab=vocab,
+            n=config.n,
+            seed=config.seed,
+            layout=layout,
+            alpha=alpha,
         )
         rows, cols, axis = config.lengths, config.pairs, "pairs"
         chance = 1 / (vocab - vocab // 2)
@@ -330,6 +426,8 @@ def run_recall(config: RecallConfig, *, progress=None):
         "grid": grid,
         "chance": chance,
         "mqar_vocab": vocab,
+        "mqar_layout": layout,
+        "mqar_alpha": alpha if layout == "zoology" else None,
         "trained_on": trained,
         "timings_s": {"total": time.perf_counter() - t0},
     }
