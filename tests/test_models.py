@@ -72,3 +72,24 @@ def test_adapter_contract(target):
     torch.testing.assert_close(
         target.project(h[0]), target.logits(ids, mask)[0], atol=1e-5, rtol=1e-5
     )
+
+
+def test_a_model_without_a_context_length_says_what_is_assumed(tmp_path, target_dir):
+    import shutil
+
+    from transformers import MambaConfig, MambaForCausalLM
+
+    from memaudit.errors import MemauditWarning
+    from memaudit.models.hf import TOKENIZER_FILES
+
+    config = MambaConfig(vocab_size=512, hidden_size=16, num_hidden_layers=1, state_size=4)
+    assert not any(hasattr(config, k) for k in ("n_positions", "max_position_embeddings"))
+    torch.manual_seed(0)
+    MambaForCausalLM(config).save_pretrained(tmp_path / "m", safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (target_dir / name).is_file():
+            shutil.copy(target_dir / name, tmp_path / "m" / name)
+    with pytest.warns(MemauditWarning, match="names no context length .*; assuming 2048"):
+        lm = load_causal_lm(tmp_path / "m")
+    assert lm.max_length == 2048 and lm.describe()["max_length_source"] == "assumed"
+    assert load_causal_lm(target_dir).describe()["max_length_source"] == "n_positions"

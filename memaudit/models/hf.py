@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from memaudit.errors import InputError, ModelLoadError
+from memaudit.errors import InputError, MemauditWarning, ModelLoadError
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -166,7 +167,7 @@ class HFCausalLM:
         self.dtype = dtype
         self.device = next(model.parameters()).device
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.max_length = _context_length(model.config)
+        self.max_length, self.max_length_source = _context_length(model.config, model_dir)
         self.fingerprint = model_fingerprint(model_dir)
         self.tokenizer_fingerprint = tokenizer_fingerprint(model_dir)
         self.n_params = sum(p.numel() for p in model.parameters())
@@ -219,6 +220,7 @@ class HFCausalLM:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "max_length": self.max_length,
+            "max_length_source": self.max_length_source,
             "vocab_size": self.vocab_size,
             "chunked_projection": self.chunked,
         }
@@ -244,12 +246,27 @@ class HFCausalLM:
         )
 
 
-def _context_length(config: Any) -> int:
-    for key in ("n_positions", "max_position_embeddings", "n_ctx", "seq_length"):
+CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
+ASSUMED_CONTEXT = 2048
+
+
+def _context_length(config: Any, model_dir: Path) -> tuple[int, str]:
+    """The context length in tokens and the config key it came from.
+
+    A config that names none (some state-space models have no fixed context) gets
+    ``ASSUMED_CONTEXT``, with a warning and ``"assumed"`` as its source in ``describe()``.
+    """
+    for key in CONTEXT_KEYS:
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
-            return value
-    return 2048
+            return value, key
+    warnings.warn(
+        f"{model_dir}/config.json names no context length ({', '.join(CONTEXT_KEYS)}); "
+        f"assuming {ASSUMED_CONTEXT} tokens (scoring windows and generation stay within it)",
+        MemauditWarning,
+        stacklevel=3,
+    )
+    return ASSUMED_CONTEXT, "assumed"
 
 
 def model_fingerprint(model_dir: Path) -> str:
