@@ -223,6 +223,42 @@ def test_train_corpus_with_bad_records_stops_or_lists_them(tmp_path, snippets):
     assert [s["line"] for s in skipped] == [41, 42, 43]
 
 
+def test_continued_training_with_dropout_is_seeded_and_resumes_exactly(
+    tmp_path, target_dir, snippets
+):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    shutil.copytree(target_dir, base)
+    config = json.loads((base / "config.json").read_text())
+    config.update(resid_pdrop=0.2, embd_pdrop=0.2, attn_pdrop=0.2)
+    (base / "config.json").write_text(json.dumps(config))
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in snippets["members"][:30]])
+
+    def train(out, **extra):
+        cfg = _tiny_train(tmp_path, corpus, init_from=str(base), out=str(tmp_path / out))
+        return run_train(replace(cfg, steps=4, checkpoint_every=2), **extra)
+
+    class Killed(Exception):
+        pass
+
+    def die_at_3(stage, done, total, note=""):
+        if done == 3:
+            raise Killed
+
+    a = load_file(train("a") / "model.safetensors")
+    b = load_file(train("b") / "model.safetensors")
+    with pytest.raises(Killed):
+        train("c", progress=die_at_3)
+    c = load_file(train("c") / "model.safetensors")
+    start = load_file(base / "model.safetensors")
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
+    for other in (b, c):  # the same dropout masks: the same weights, resumed or not
+        assert all(torch.equal(a[k], other[k]) for k in a)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [({"lr": -1.0}, "lr must be a positive"), ({"lr": float("nan")}, "lr must be a positive")],

@@ -178,19 +178,24 @@ def fit(
     rate is a pure function of the step, so a run resumed from a checkpoint (weights and
     optimizer state) continues exactly as an uninterrupted one. ``on_step(step, loss)`` runs
     after each step; ``checkpoint(step)`` every ``checkpoint_every`` steps.
+
+    Each step's random numbers (dropout, when a model has it: ``--init-from`` a model
+    trained with dropout) come from a generator seeded with ``(seed, step)``, so they too
+    are the same in a resumed run; the caller's global random state is left as it was.
     """
     optimizer = optimizer or make_optimizer(model, settings)
     device = next(model.parameters()).device
+    rng_devices = [device] if device.type == "cuda" else []
     model.train()
     losses = []
     for step in range(start_step, settings.steps):
-        batch = batch_at(step).to(device)  # (B, T)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * _lr_factor(step, settings)
-        loss = model(
-            input_ids=batch, labels=batch
-        ).loss  # the model shifts labels: T - 1 targets a row
-        loss.backward()
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(settings.seed * 1_000_003 + step)  # dropout: a function of the step
+            batch = batch_at(step).to(device)  # (B, T)
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * _lr_factor(step, settings)
+            loss = model(input_ids=batch, labels=batch).loss  # shifted inside: T - 1 targets a row
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
