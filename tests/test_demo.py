@@ -41,3 +41,22 @@ def test_demo_writes_report_ledger_and_scores(demo_run):
     ]
     assert all(len(c["insertions"]) == c["repetitions"] for c in ledger)
     assert not any(c["insertions"] for c in ledger if not c["member"])
+
+
+def test_the_callout_names_each_measure_as_the_table_does(demo_run):
+    import re
+
+    out, r = demo_run
+    levels = json.loads((out / "results.json").read_text())["summary"]["by_level"]
+    html = (out / "report.html").read_text()
+    for level in (min(levels, key=int), max(levels, key=int)):
+        seen = "once" if level == "1" else f"{level} times"
+        found = re.search(
+            rf"Seen {seen}: (\d+)% extracted verbatim \((\d+)% with the secret in the output\)",
+            html,
+        )
+        assert found, f"no callout for {seen}"
+        exact, secret = (int(x) for x in found.groups())
+        assert exact == round(100 * levels[level]["exact"])
+        assert secret == round(100 * levels[level]["secret_found"])
+    assert "extracted verbatim" in r.stdout and "secret in output" in r.stdout

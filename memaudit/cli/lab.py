@@ -107,12 +107,14 @@ def demo(cfg: DemoConfig) -> None:
 
 def _print_demo_summary(results: dict) -> None:
     table = Table(title="What the model kept of its canaries (members vs never-seen twins)")
-    for col in ("reps", "extracted", "recognized", "exposure", "twins' exp.", "AUC (loss)"):
+    columns = ("reps", "extracted verbatim", "secret in output", "recognized", "exposure")
+    for col in (*columns, "twins' exp.", "AUC (loss)"):
         table.add_column(col, justify="right")
     for level, r in results["summary"]["by_level"].items():
         table.add_row(
             str(level),
             f"{r['exact']:.2f}",
+            f"{r['secret_found']:.2f}",
             f"{r['recognition']:.2f}",
             f"{r['exposure']:.1f}",
             f"{r['twins_exposure']:.1f}",
