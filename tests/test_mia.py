@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -222,9 +223,8 @@ def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, da
         model = "EleutherAI/pythia-70m"
     out = tmp_path / "run"
     out.mkdir()
-    (out / "results.json").write_text(
-        "{}"
-    )  # an older run's results must not survive a failed one... or be touched
+    earlier = '{"config": {"seed": 0}, "note": "an earlier run"}'
+    (out / "results.json").write_text(earlier)
     r = mia(
         "--model",
         model,
@@ -241,6 +241,8 @@ def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, da
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert not (out / "scores.parquet").exists()
+    # the input is checked before any output: the earlier run's results are left as they were
+    assert (out / "results.json").read_text() == earlier
 
 
 def test_killed_run_resumes_to_identical_scores(target_dir, data_files, tmp_path):
@@ -298,7 +300,14 @@ def test_killed_run_resumes_to_identical_scores(target_dir, data_files, tmp_path
     n_before = len(list(cache.glob("*/shard-*.npz")))
     assert 0 < n_before < 190, n_before  # about 190 shards of 2 texts when complete
     assert not (tmp_path / "killed" / "results.json").exists()
-    assert not list(cache.glob("*/.*")) or all(p.suffix == ".tmp" for p in cache.glob("*/.*"))
+    # a shard that exists is whole (a killed write leaves only a .tmp, never read)
+    from memaudit.scoring.cache import checksum
+
+    for shard in cache.glob("*/shard-*.npz"):
+        with np.load(shard, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        assert str(arrays["checksum"]) == checksum(arrays), shard
+    assert all(p.name.endswith(".tmp") for p in cache.glob("*/.*"))
 
     resumed = mia(*common, "--out", tmp_path / "killed", "--cache-dir", cache, "--no-report")
     assert resumed.exit_code == 0, resumed.output
