@@ -424,3 +424,45 @@ def test_overlap_intervals_resample_prompts_not_their_samples():
         np.testing.assert_allclose(o[measure]["ci"], direct)
     # resampling the 50 generations one by one would claim about half this width
     assert o["mean_coverage"]["ci"][1] - o["mean_coverage"]["ci"][0] > 0.45
+
+
+@pytest.mark.parametrize("where", ["encoding", "writing"])
+def test_a_crash_while_tokenizing_resumes_to_the_same_index(
+    where, corpus_file, target_dir, tmp_path, monkeypatch
+):
+    path, _ = corpus_file
+
+    def config(out):
+        return IndexBuildConfig(
+            corpus=str(path), tokenizer=str(target_dir), out=str(out), max_shard_tokens=1500
+        )
+
+    calls = []
+    real_encoded, real_save = index_build._encoded, index_build._save_npy
+
+    def encoded_then_crash(batch, encode):
+        calls.append(len(batch))
+        if where == "encoding" and len(calls) == 3:
+            raise KeyboardInterrupt  # killed inside the tokenize stage
+        return real_encoded(batch, encode)
+
+    def save_then_crash(dest, array):
+        real_save(dest, array)
+        if where == "writing" and dest.name == "doc_starts.npy" and "00001" in str(dest):
+            raise KeyboardInterrupt  # a shard's tokens are on disk, its record is not
+
+    monkeypatch.setattr(index_build, "_encoded", encoded_then_crash)
+    monkeypatch.setattr(index_build, "_save_npy", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(config(tmp_path / "idx"))
+    assert not (tmp_path / "idx" / "index.json").exists()
+    monkeypatch.setattr(index_build, "_encoded", real_encoded)
+    monkeypatch.setattr(index_build, "_save_npy", real_save)
+    resumed = build_index(config(tmp_path / "idx"))
+    fresh = build_index(config(tmp_path / "fresh"))
+    assert len(resumed.shards) == len(fresh.shards) and len(resumed) == len(fresh)
+    for k in range(len(fresh.shards)):
+        for name in ("tokens.npy", "sa.npy", "doc_starts.npy", "docs.json"):
+            assert (tmp_path / "idx" / f"shard-{k:05d}" / name).read_bytes() == (
+                tmp_path / "fresh" / f"shard-{k:05d}" / name
+            ).read_bytes()
