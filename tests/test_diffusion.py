@@ -82,9 +82,9 @@ def test_two_nearest_equals_brute_force(seed):
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index1], nn.d1, atol=1e-12)
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index2], nn.d2, atol=1e-12)
     assert (nn.index1 != nn.index2).all()
-    assert (
-        nn.ratio()[50 + 3] == 0.0
-    )  # a copy of a duplicated image: d1 = d2 = 0 counts as memorized
+    # a copy of an image the search holds twice: d1 = d2 = 0, not memorized, as in DiffMemorize's
+    # mem_ratio.py (0/0 is NaN there and NaN < 1/3 is false); ratio 1, the limit of near copies
+    assert nn.d1[50 + 3] == nn.d2[50 + 3] == 0 and nn.ratio()[50 + 3] == 1.0
 
 
 def test_two_nearest_rejects_mismatched_shapes():
@@ -342,6 +342,47 @@ def test_duplicated_one_image_classes_are_the_memorized_ones(skewed_model, tmp_p
     )  # the 20 copies of each one-image class are searched once
     measured = np.loadtxt(out / "labels.txt", dtype=int)  # written for `diffusion detect`
     assert (measured <= design).all() and measured.sum() >= 4
+    assert results["duplicates"] == {
+        "mode": "dedup",
+        "how": results["duplicates"]["how"],
+        "training_images": 480,
+        "distinct": 252,
+    }
+
+
+def test_duplicates_kept_as_diffmemorize(skewed_model, tmp_path):
+    """--duplicates keep searches all 480 training images, copies included, as DiffMemorize's
+    mem_ratio.py: there a copy of a duplicated image has d1 = d2 and is never memorized.
+    """
+    model, made = skewed_model
+    out, results = run_memorization(
+        MemorizationConfig(
+            model=str(model),
+            samples=480,
+            sampling_steps=25,
+            duplicates="keep",
+            out=str(tmp_path / "keep"),
+        )
+    )
+    assert results["train_images"] == 480 and results["duplicates"]["mode"] == "keep"
+    design = np.loadtxt(made["labels"], dtype=int)
+    per_label = results["per_checkpoint"][str(results["max_step"])]["per_label"]
+    r = np.array([per_label[c] for c in range(len(design))])
+    assert r[design == 1].max() < 0.05, r  # the copies of the one-image classes no longer count
+    # DiffMemorize's computation, directly: the two smallest distances to every training image
+    # (cdist / sqrt(C*H*W)), memorized when d1 / d2 < 1/3 (0/0 is NaN, which is not < 1/3)
+    from memaudit.diffusion.measure import load_replication
+
+    m = load_diffusion_model(model)
+    train = load_images(m.train_set.source).pixels[m.train_set.indices].reshape(480, -1)
+    rep = load_replication(results["samples_file"])
+    q = rep.samples.reshape(len(rep.samples), -1).astype(float)
+    d = np.sort(np.sqrt(((q[:, None] - train[None].astype(float)) ** 2).sum(-1)) / 8, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        memorized = d[:, 0] / d[:, 1] < 1 / 3
+    assert memorized.mean() == pytest.approx(results["max_ratio"])
+    with pytest.raises(InputError, match="unknown duplicates 'drop'"):
+        MemorizationConfig(model=str(model), duplicates="drop")
 
 
 def test_detection_input_errors(skewed_model, small_and_large, tmp_path):

@@ -52,7 +52,8 @@ def memorization(cfg: MemorizationConfig) -> None:
         table.add_row(step, f"{s['ratio']:.3f}", f"{s['ci_low']:.3f}-{s['ci_high']:.3f}")
     out_console.print(table)
     out_console.print(
-        f"max R {results['max_ratio']:.3f} at step {results['max_step']}\nresults: "
+        f"max R {results['max_ratio']:.3f} at step {results['max_step']} (searched "
+        f"{results['train_images']} training images, duplicates: {cfg.duplicates})\nresults: "
         f"{path / 'results.json'}\nreport:  {path / 'report.html'}"
     )
 

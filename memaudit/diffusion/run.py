@@ -18,6 +18,7 @@ from memaudit.metrics import zero_fp_notes
 from .config import DetectConfig, MemorizationConfig
 from .images import load_images, unique_images
 from .model import load_diffusion_model, read_train_set
+from .replication import HOW_DUPLICATES, search_set
 
 MEMORIZED_CLASS = (
     0.5  # a class counts as memorized when at least half of its samples copy a training image
@@ -35,9 +36,8 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
             "unconditional"
         )
     images = load_images(model.train_set.source if config.train is None else config.train)
-    train_pixels = unique_images(
-        images.pixels[model.train_set.indices] if config.train is None else images.pixels
-    )
+    given = images.pixels[model.train_set.indices] if config.train is None else images.pixels
+    train_pixels = search_set(given, config.duplicates)
     if train_pixels.shape[1:] != (
         model.unet.config.channels,
         model.unet.config.size,
@@ -57,6 +57,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         guidance=config.guidance,
         seed=config.seed,
         train_pixels=train_pixels,
+        duplicates=config.duplicates,
         progress=progress,
     )
     rep = load_replication(m["samples_file"])
@@ -76,6 +77,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         **run.header({"target": model}),
         **m,
         "threshold": "d1/d2 < 1/3",
+        "duplicates": duplicates_record(config.duplicates, given),
         "train_images": len(train_pixels),
         "timings_s": {"total": time.perf_counter() - t0},
     }
@@ -89,6 +91,15 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         render = partial(write_memorization_report, rep=rep, train_pixels=train_pixels)
     run.finish(results, render)
     return out, results
+
+
+def duplicates_record(duplicates: str, train_pixels: np.ndarray | None = None) -> dict:
+    """How duplicate training images were treated (and how many there were), for results.json."""
+    out: dict = {"mode": duplicates, "how": HOW_DUPLICATES[duplicates]}
+    if train_pixels is not None:
+        out["training_images"] = len(train_pixels)
+        out["distinct"] = len(unique_images(train_pixels))
+    return out
 
 
 def write_class_labels(out: Path, per_label: dict) -> dict:
@@ -132,6 +143,7 @@ def run_emm(config, *, progress=None):
     results = {
         **run.header(),
         "target": 0.9,
+        "duplicates": duplicates_record(config.duplicates),
         "curves": curves(jobs),
         "jobs": jobs,
         "timings_s": {"total": time.perf_counter() - t0},
@@ -159,7 +171,7 @@ def smallest_runs(results: dict, images) -> dict[str, tuple]:
         train_idx = read_train_set(job["model"]).indices
         out[c] = (
             load_replication(job["samples_file"]),
-            unique_images(images.pixels[train_idx]),
+            search_set(images.pixels[train_idx], results["config"]["duplicates"]),
             f"{c}, |D| = {job['n']}",
         )
     return out
