@@ -110,7 +110,11 @@ def detect(cfg: DetectConfig) -> None:
             f"{m['tpr@3%fpr']['value']:.3f}",
         )
     out_console.print(table)
-    out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+    combined = results["definitions"]["combined"]
+    out_console.print(
+        f"combined: weights {combined['weights']}, measured {combined['evaluation']}\n"
+        f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}"
+    )
 
 
 @config_command(diffusion_app, "make-classes", MakeClassesConfig)

@@ -167,9 +167,29 @@ class DetectConfig:
     )
     noises: int = setting(4, help="Pure-noise draws per prompt.")
     guidance: float = setting(
-        3.0, help="Guidance weight used for the x0 prediction and the baseline's steps."
+        3.0,
+        help="Guidance weight of the baseline's steps (and of x0's prediction for renoised-x0).",
     )
-    low_t: float = setting(0.1, help="Timestep of the alignment feature A, as a share of T.")
+    alignment: str = setting(
+        "pure-noise",
+        help=(
+            "pure-noise: A from the same pure noise x_T at the low timestep (the authors' code); "
+            "renoised-x0: at x0 predicted from x_T, noised again (memaudit's earlier variant, "
+            "reported as alignment_renoised_x0)."
+        ),
+    )
+    low_t: float = setting(
+        AUTHORS_LOW_T,
+        help="Timestep of the alignment feature A, as a share of T (the authors': 41 of 1000).",
+    )
+    weights: str = setting(
+        "fitted",
+        help=(
+            "The combined score's (g1, g2): fitted (logistic regression, two-fold cross-fitted, "
+            "metrics per half, averaged) or the authors' fixed paper-sd1 (1, 2), paper-sd2 "
+            "(1, 0.1), paper-rv (2, 1)."
+        ),
+    )
     wen_steps: int = setting(
         5, help="DDIM steps of the Wen et al. baseline (mean guidance norm over them)."
     )
@@ -185,6 +205,8 @@ class DetectConfig:
     def __post_init__(self):
         if self.noises < 1 or not 0 < self.low_t < 1 or self.wen_steps < 1:
             raise InputError("noises and wen_steps must be >= 1 and low_t in (0, 1)")
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        check_choice("weights", self.weights, WEIGHTS)
 
     def to_dict(self) -> dict:
         return asdict(self)

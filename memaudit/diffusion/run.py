@@ -233,7 +233,7 @@ def load_adapter(model_dir: str, device: str):
 
 
 def run_detect(config: DetectConfig, *, progress=None):
-    from .detect import FPR_BOUNDS, DetectSettings, evaluate, features
+    from .detect import FPR_BOUNDS, DetectSettings, evaluate, features, low_timestep
 
     t0 = time.perf_counter()
     prompts = [p for _, p in read_lines(config.prompts, "prompt", "prompts file")]
@@ -247,26 +247,42 @@ def run_detect(config: DetectConfig, *, progress=None):
         low_t=config.low_t,
         guidance=config.guidance,
         wen_steps=config.wen_steps,
+        alignment=config.alignment,
         seed=config.seed,
     )
     feats = features(adapter, prompts, settings, progress=progress)
-    ev = evaluate(feats, labels, seed=config.seed, n_bootstrap=config.n_bootstrap)
-    run.write_scores(
-        {
-            "id": list(range(len(prompts))),
-            "label": labels.tolist(),
-            "prompt": prompts,
-            **{k: v.tolist() for k, v in feats.items()},
-            "combined": ev.scores["combined"].tolist(),
-        }
+    ev = evaluate(
+        feats, labels, weights=config.weights, seed=config.seed, n_bootstrap=config.n_bootstrap
     )
+    columns = {
+        "id": list(range(len(prompts))),
+        "label": labels.tolist(),
+        "prompt": prompts,
+        **{k: v.tolist() for k, v in feats.items()},
+        "combined": ev.scores["combined"].tolist(),
+    }
+    if ev.halves is not None:  # the combined score ranks only within a half
+        columns["half"] = (ev.halves + 1).tolist()
+    run.write_scores(columns)
     header = run.header()
     header["models"] = {"target": described}
     negatives = int((labels == 0).sum())
     header["notes"] += zero_fp_notes(negatives, FPR_BOUNDS, what="non-memorized prompts")
+    if ev.halves is not None:  # the combined score is measured within each half
+        half_negatives = min(int(((labels == 0) & (ev.halves == k)).sum()) for k in (0, 1))
+        header["notes"] += zero_fp_notes(
+            half_negatives, FPR_BOUNDS, what="non-memorized prompts in a half (combined score)"
+        )
     results = {
         **header,
         "data": {"prompts": len(prompts), "memorized": int(labels.sum())},
+        "definitions": {
+            "noise_norm": f"||eps(x_T, c) - eps(x_T, null)|| at t = {adapter.T - 1}",
+            ev.combined["alignment_feature"]: alignment_definition(
+                config.alignment, low_timestep(config.low_t, adapter.T), adapter.T
+            ),
+            "combined": ev.combined,
+        },
         "metrics": ev.metrics,
         "weights": ev.weights,
         "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
@@ -276,6 +292,19 @@ def run_detect(config: DetectConfig, *, progress=None):
     if config.report:
         from memaudit.report.diffusion import write_detect_report
 
-        render = partial(write_detect_report, scores=ev.scores, labels=labels)
+        render = partial(write_detect_report, scores=ev.scores, labels=labels, halves=ev.halves)
     run.finish(results, render)
     return run.path, results
+
+
+def alignment_definition(alignment: str, t_low: int, T: int) -> str:
+    """What results.json says of the alignment feature that was computed."""
+    where = (
+        "the same pure noise x_T (the authors' A)"
+        if alignment == "pure-noise"
+        else "x0 predicted from x_T, noised again with x_T (memaudit's earlier variant)"
+    )
+    return (
+        f"mean over pixels of cos(eps_null, eps_c - eps_null) over channels, at t = {t_low} of "
+        f"{T}, on {where}"
+    )
