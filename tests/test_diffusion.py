@@ -731,14 +731,24 @@ def test_cli_train_memorization_and_errors(tmp_path):
             str(tmp_path / "x"),
         ],
     )
-    assert r.exit_code != 0 and "unknown conditioning 'words'" in r.output
+    assert r.exit_code == 2 and "unknown conditioning 'words'" in r.stderr
     (tmp_path / "empty").mkdir()
     r = runner.invoke(
         app,
         ["diffusion", "train", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "y")],
     )
-    assert r.exit_code != 0 and "no image files" in r.output
+    assert r.exit_code == 2 and "no image files" in r.stderr
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,x"])
-    assert r.exit_code != 0 and "--sizes" in r.output
+    assert r.exit_code == 2 and "--sizes" in r.stderr
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,5000", "--out", str(tmp_path / "e")])
-    assert r.exit_code != 0 and "5000 training images but digits has 1797" in r.output
+    assert r.exit_code == 2 and "5000 training images but digits has 1797" in r.stderr
+    for args, message in [
+        (["detect", "--weights", "paper"], "unknown weights 'paper'"),
+        (["detect", "--alignment", "x0"], "unknown alignment 'x0'"),
+    ]:
+        r = runner.invoke(
+            app, ["diffusion", *args, "--model", "m", "--prompts", "p", "--labels", "l"]
+        )
+        assert r.exit_code == 2 and message in r.stderr, r.output
+    r = runner.invoke(app, ["diffusion", "memorization", "--model", "m", "--duplicates", "drop"])
+    assert r.exit_code == 2 and "unknown duplicates 'drop'" in r.stderr
