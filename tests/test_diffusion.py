@@ -6,12 +6,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from memaudit.cli.app import app
-from memaudit.diffusion.detect import TinyAdapter
+from memaudit.diffusion.detect import (
+    DetectSettings,
+    TinyAdapter,
+    evaluate,
+    features,
+    low_timestep,
+)
 from memaudit.diffusion.emm import EMMConfig, emm_from_curve
 from memaudit.diffusion.images import balanced_subset, load_images, write_skewed_folder
 from memaudit.diffusion.measure import measure_checkpoints
@@ -82,9 +90,9 @@ def test_two_nearest_equals_brute_force(seed):
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index1], nn.d1, atol=1e-12)
     np.testing.assert_allclose(d[np.arange(len(d)), nn.index2], nn.d2, atol=1e-12)
     assert (nn.index1 != nn.index2).all()
-    assert (
-        nn.ratio()[50 + 3] == 0.0
-    )  # a copy of a duplicated image: d1 = d2 = 0 counts as memorized
+    # a copy of an image the search holds twice: d1 = d2 = 0, not memorized, as in DiffMemorize's
+    # mem_ratio.py (0/0 is NaN there and NaN < 1/3 is false); ratio 1, the limit of near copies
+    assert nn.d1[50 + 3] == nn.d2[50 + 3] == 0 and nn.ratio()[50 + 3] == 1.0
 
 
 def test_two_nearest_rejects_mismatched_shapes():
@@ -324,6 +332,132 @@ def test_detection_separates_memorized_classes(skewed_model, tmp_path):
     assert results["metrics"]["combined"]["auc"]["value"] > 0.8, results["metrics"]
     assert results["metrics"]["noise_norm"]["auc"]["value"] > 0.8
     assert (out / "report.html").is_file() and len(results["weights"]) == 2
+    # the combined score is measured within each half and averaged, from the per-prompt scores
+    rows = pq.read_table(out / "scores.parquet").to_pydict()
+    y, s, half = (np.array(rows[k]) for k in ("label", "combined", "half"))
+    per_half = [roc_auc_score(y[half == k], s[half == k]) for k in (1, 2)]
+    assert results["metrics"]["combined"]["auc"]["value"] == pytest.approx(np.mean(per_half))
+    assert results["definitions"]["combined"]["weights"] == "fitted"
+    for name in ("noise_norm", "alignment", "wen"):
+        assert results["metrics"][name]["auc"]["value"] == pytest.approx(
+            roc_auc_score(y, rows[name])
+        )
+
+
+def _direct_features(unet, prompts, *, noises, seed, t_low, renoise_guidance=None):
+    """N and A straight from the network: N at t = T - 1 on pure noise x_T, A at ``t_low`` on
+    x_T itself (the authors' code) or, given ``renoise_guidance``, on x0 predicted from x_T and
+    noised again with x_T. Means over the ``noises`` draws of x_T per prompt.
+    """
+    import torch
+
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # Ho et al.'s linear schedule
+    c = torch.tensor([int(p) for p in prompts]).repeat_interleave(noises)
+    x = torch.randn(len(c), 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    null = torch.full_like(c, unet.config.classes)
+
+    def eps(x, t, labels):
+        with torch.no_grad():
+            out = unet(x.float(), torch.full((len(x),), t), labels)
+        return out.double().numpy()
+
+    u, k = eps(x, 999, null), eps(x, 999, c)
+    N = np.linalg.norm((k - u).reshape(len(c), -1), axis=1)
+    x_low = x.double().numpy()
+    if renoise_guidance is not None:
+        guided = u + renoise_guidance * (k - u)
+        x0 = np.clip((x_low - np.sqrt(1 - abar[999]) * guided) / np.sqrt(abar[999]), -1, 1)
+        x_low = np.sqrt(abar[t_low]) * x0 + np.sqrt(1 - abar[t_low]) * x_low
+    x_low = torch.as_tensor(x_low)
+    u, k = eps(x_low, t_low, null), eps(x_low, t_low, c)
+    d = k - u
+    cos = (u * d).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(d, axis=1))  # (B, H, W)
+    A = cos.reshape(len(c), -1).mean(1)
+    return N.reshape(-1, noises).mean(1), A.reshape(-1, noises).mean(1)
+
+
+@pytest.mark.parametrize("alignment", ["pure-noise", "renoised-x0"])
+def test_noise_space_features_are_the_published_formulas(skewed_model, alignment):
+    model, _ = skewed_model
+    unet = load_diffusion_model(model).unet
+    prompts = ["0", "3", "5", "12", "17", "23"]
+    settings = DetectSettings(noises=2, seed=3, alignment=alignment)
+    feats = features(TinyAdapter(unet), prompts, settings)
+    # the authors' low timestep: timesteps[-3] of diffusers' 50-step DDIM schedule on T = 1000
+    # (leading spacing, steps_offset 1)
+    authors_t = int((np.arange(50)[::-1] * 20 + 1)[-3])
+    assert low_timestep(settings.low_t, 1000) == authors_t == 41
+    N, A = _direct_features(
+        unet,
+        prompts,
+        noises=2,
+        seed=3,
+        t_low=authors_t,
+        renoise_guidance=None if alignment == "pure-noise" else settings.guidance,
+    )
+    name = "alignment" if alignment == "pure-noise" else "alignment_renoised_x0"
+    assert set(feats) == {"noise_norm", name, "wen"}
+    np.testing.assert_allclose(feats["noise_norm"], N, rtol=1e-5)
+    np.testing.assert_allclose(feats[name], A, rtol=1e-5, atol=1e-7)
+
+
+def _shifted_features(labels: np.ndarray, halves: np.ndarray) -> dict[str, np.ndarray]:
+    """Memorized prompts have the larger N and A within each half, but half 2's N sits 50 higher:
+    scored by the weights fitted on half 1, all of half 2 lands above all of half 1.
+    """
+    rng = np.random.default_rng(0)
+    n = len(labels)
+    return {
+        "noise_norm": labels + 0.3 * rng.random(n) + 50.0 * halves,
+        "alignment": labels + 0.3 * rng.random(n),
+        "wen": rng.random(n),
+    }
+
+
+def test_fitted_combined_score_is_measured_per_half_never_pooled():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_curve
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.array([1] * 10 + [0] * 10)
+    halves = evaluate(_shifted_features(labels, np.zeros(20)), labels, n_bootstrap=2).halves
+    assert sorted(np.bincount(halves * 2 + labels)) == [5, 5, 5, 5]  # stratified halves
+    feats = _shifted_features(labels, halves)
+    ev = evaluate(feats, labels, n_bootstrap=50)
+    assert (ev.halves == halves).all()
+    X = np.stack([feats["noise_norm"], feats["alignment"]], 1)
+    aucs, tprs = [], []
+    for k in (0, 1):  # fit on the other half, score and rank this half on its own
+        fit, test = halves != k, halves == k
+        scaler = StandardScaler().fit(X[fit])
+        clf = LogisticRegression().fit(scaler.transform(X[fit]), labels[fit])
+        s = clf.decision_function(scaler.transform(X[test]))
+        aucs.append(roc_auc_score(labels[test], s))
+        fpr, tpr, _ = roc_curve(labels[test], s)
+        tprs.append(tpr[fpr <= 0.01].max())
+    combined = ev.metrics["combined"]
+    assert combined["auc"]["value"] == pytest.approx(np.mean(aucs)) == 1.0
+    assert combined["tpr@1%fpr"]["value"] == pytest.approx(np.mean(tprs))
+    assert [h["auc"] for h in ev.combined["per_half"]] == pytest.approx(aucs)
+    assert combined["auc"]["ci_low"] <= combined["auc"]["value"] <= combined["auc"]["ci_high"]
+    # ranked together, the two halves' scores would mislead: that is what is not reported
+    assert roc_auc_score(labels, ev.scores["combined"]) < 0.9
+
+
+@pytest.mark.parametrize(
+    "weights, g", [("paper-sd1", (1.0, 2.0)), ("paper-sd2", (1.0, 0.1)), ("paper-rv", (2.0, 1.0))]
+)
+def test_paper_weights_are_the_authors_fixed_ones(weights, g):
+    # the authors' detect_eval.py: gamma_1 (norm), gamma_2 (cosine) per model
+    labels = np.array([1] * 10 + [0] * 10)
+    feats = _shifted_features(labels, np.arange(20) % 2)
+    ev = evaluate(feats, labels, weights=weights, n_bootstrap=20)
+    expected = g[0] * feats["noise_norm"] + g[1] * feats["alignment"]
+    np.testing.assert_allclose(ev.scores["combined"], expected, rtol=1e-12)
+    assert ev.halves is None and (ev.weights[0]["g1"], ev.weights[0]["g2"]) == g
+    assert ev.metrics["combined"]["auc"]["value"] == pytest.approx(roc_auc_score(labels, expected))
+    with pytest.raises(InputError, match="unknown weights 'paper'"):
+        evaluate(feats, labels, weights="paper")
 
 
 def test_duplicated_one_image_classes_are_the_memorized_ones(skewed_model, tmp_path):
@@ -342,6 +476,47 @@ def test_duplicated_one_image_classes_are_the_memorized_ones(skewed_model, tmp_p
     )  # the 20 copies of each one-image class are searched once
     measured = np.loadtxt(out / "labels.txt", dtype=int)  # written for `diffusion detect`
     assert (measured <= design).all() and measured.sum() >= 4
+    assert results["duplicates"] == {
+        "mode": "dedup",
+        "how": results["duplicates"]["how"],
+        "training_images": 480,
+        "distinct": 252,
+    }
+
+
+def test_duplicates_kept_as_diffmemorize(skewed_model, tmp_path):
+    """--duplicates keep searches all 480 training images, copies included, as DiffMemorize's
+    mem_ratio.py: there a copy of a duplicated image has d1 = d2 and is never memorized.
+    """
+    model, made = skewed_model
+    out, results = run_memorization(
+        MemorizationConfig(
+            model=str(model),
+            samples=480,
+            sampling_steps=25,
+            duplicates="keep",
+            out=str(tmp_path / "keep"),
+        )
+    )
+    assert results["train_images"] == 480 and results["duplicates"]["mode"] == "keep"
+    design = np.loadtxt(made["labels"], dtype=int)
+    per_label = results["per_checkpoint"][str(results["max_step"])]["per_label"]
+    r = np.array([per_label[c] for c in range(len(design))])
+    assert r[design == 1].max() < 0.05, r  # the copies of the one-image classes no longer count
+    # DiffMemorize's computation, directly: the two smallest distances to every training image
+    # (cdist / sqrt(C*H*W)), memorized when d1 / d2 < 1/3 (0/0 is NaN, which is not < 1/3)
+    from memaudit.diffusion.measure import load_replication
+
+    m = load_diffusion_model(model)
+    train = load_images(m.train_set.source).pixels[m.train_set.indices].reshape(480, -1)
+    rep = load_replication(results["samples_file"])
+    q = rep.samples.reshape(len(rep.samples), -1).astype(float)
+    d = np.sort(np.sqrt(((q[:, None] - train[None].astype(float)) ** 2).sum(-1)) / 8, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        memorized = d[:, 0] / d[:, 1] < 1 / 3
+    assert memorized.mean() == pytest.approx(results["max_ratio"])
+    with pytest.raises(InputError, match="unknown duplicates 'drop'"):
+        MemorizationConfig(model=str(model), duplicates="drop")
 
 
 def test_detection_input_errors(skewed_model, small_and_large, tmp_path):
@@ -470,7 +645,40 @@ def test_detect_on_a_diffusers_directory(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["models"]["target"]["architecture"] == "diffusers pipeline"
     assert set(results["metrics"]) == {"combined", "noise_norm", "alignment", "wen"}
-    assert all(0 <= m["auc"]["value"] <= 1 for m in results["metrics"].values())
+    # N and A computed straight from the pipeline's parts, on the same pure noise
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = UNet2DConditionModel.from_pretrained(sd / "unet").eval()
+    enc = CLIPTextModel.from_pretrained(sd / "text_encoder").eval()
+    tok = CLIPTokenizer.from_pretrained(sd / "tokenizer")
+    rows = pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict()
+    with torch.no_grad():
+
+        def embed(texts):
+            ids = tok(texts, padding="max_length", max_length=16, truncation=True)["input_ids"]
+            return enc(torch.tensor(ids))[0]
+
+        cond = embed(rows["prompt"]).repeat_interleave(2, 0)  # --noises 2
+        null = embed([""]).expand(len(cond), -1, -1)
+        x = torch.randn(len(cond), 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        u, c = (unet(x, 999, encoder_hidden_states=h).sample.double() for h in (null, cond))
+        N = (c - u).flatten(1).norm(dim=1).reshape(-1, 2).mean(1)
+        u, c = (unet(x, 41, encoder_hidden_states=h).sample.double() for h in (null, cond))
+        A = torch.cosine_similarity(u, c - u, dim=1).flatten(1).mean(1).reshape(-1, 2).mean(1)
+    np.testing.assert_allclose(rows["noise_norm"], N.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(rows["alignment"], A.numpy(), rtol=1e-4, atol=1e-6)
+    # every metric from the per-prompt scores; the fitted combined score within each half
+    y, half = np.array(rows["label"]), np.array(rows["half"])
+    for name in ("noise_norm", "alignment", "wen"):
+        assert results["metrics"][name]["auc"]["value"] == pytest.approx(
+            roc_auc_score(y, rows[name])
+        )
+    s = np.array(rows["combined"])
+    assert results["metrics"]["combined"]["auc"]["value"] == pytest.approx(
+        np.mean([roc_auc_score(y[half == k], s[half == k]) for k in (1, 2)])
+    )
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -523,14 +731,24 @@ def test_cli_train_memorization_and_errors(tmp_path):
             str(tmp_path / "x"),
         ],
     )
-    assert r.exit_code != 0 and "unknown conditioning 'words'" in r.output
+    assert r.exit_code == 2 and "unknown conditioning 'words'" in r.stderr
     (tmp_path / "empty").mkdir()
     r = runner.invoke(
         app,
         ["diffusion", "train", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "y")],
     )
-    assert r.exit_code != 0 and "no image files" in r.output
+    assert r.exit_code == 2 and "no image files" in r.stderr
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,x"])
-    assert r.exit_code != 0 and "--sizes" in r.output
+    assert r.exit_code == 2 and "--sizes" in r.stderr
     r = runner.invoke(app, ["diffusion", "emm", "--sizes", "10,5000", "--out", str(tmp_path / "e")])
-    assert r.exit_code != 0 and "5000 training images but digits has 1797" in r.output
+    assert r.exit_code == 2 and "5000 training images but digits has 1797" in r.stderr
+    for args, message in [
+        (["detect", "--weights", "paper"], "unknown weights 'paper'"),
+        (["detect", "--alignment", "x0"], "unknown alignment 'x0'"),
+    ]:
+        r = runner.invoke(
+            app, ["diffusion", *args, "--model", "m", "--prompts", "p", "--labels", "l"]
+        )
+        assert r.exit_code == 2 and message in r.stderr, r.output
+    r = runner.invoke(app, ["diffusion", "memorization", "--model", "m", "--duplicates", "drop"])
+    assert r.exit_code == 2 and "unknown duplicates 'drop'" in r.stderr

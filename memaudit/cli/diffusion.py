@@ -52,7 +52,8 @@ def memorization(cfg: MemorizationConfig) -> None:
         table.add_row(step, f"{s['ratio']:.3f}", f"{s['ci_low']:.3f}-{s['ci_high']:.3f}")
     out_console.print(table)
     out_console.print(
-        f"max R {results['max_ratio']:.3f} at step {results['max_step']}\nresults: "
+        f"max R {results['max_ratio']:.3f} at step {results['max_step']} (searched "
+        f"{results['train_images']} training images, duplicates: {cfg.duplicates})\nresults: "
         f"{path / 'results.json'}\nreport:  {path / 'report.html'}"
     )
 
@@ -109,7 +110,11 @@ def detect(cfg: DetectConfig) -> None:
             f"{m['tpr@3%fpr']['value']:.3f}",
         )
     out_console.print(table)
-    out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+    combined = results["definitions"]["combined"]
+    out_console.print(
+        f"combined: weights {combined['weights']}, measured {combined['evaluation']}\n"
+        f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}"
+    )
 
 
 @config_command(diffusion_app, "make-classes", MakeClassesConfig)

@@ -15,6 +15,26 @@ from memaudit.errors import InputError
 from memaudit.io.config import overwrite_setting, setting
 
 CONDITIONINGS = ("none", "class", "random-labels")
+# detect --alignment: where the second call of noise-space detection looks (see docs/diffusion.md)
+ALIGNMENTS = ("pure-noise", "renoised-x0")
+# detect --weights: the combined score's (g1, g2); the paper-* ones are the fixed weights of the
+# authors' detect_eval.py (Asthana & Belagiannis), one pair per model they evaluated
+PAPER_WEIGHTS = {
+    "paper-sd1": (1.0, 2.0),  # Stable Diffusion v1.4
+    "paper-sd2": (1.0, 0.1),  # Stable Diffusion v2
+    "paper-rv": (2.0, 1.0),  # Realistic Vision v5.1
+}
+WEIGHTS = ("fitted", *PAPER_WEIGHTS)
+# memorization / emm --duplicates: how copies of one training image enter the neighbour search
+DUPLICATES = ("dedup", "keep")
+# the authors' low timestep of A: the third-last of 50 DDIM steps (t = 41 of T = 1000)
+AUTHORS_LOW_T = 0.041
+
+
+def check_choice(what: str, value: str, known: tuple[str, ...]) -> None:
+    """Raise an InputError naming the known choices when ``value`` is not one of ``known``."""
+    if value not in known:
+        raise InputError(f"unknown {what} '{value}' (known: {', '.join(known)})")
 
 
 @dataclass(frozen=True)
@@ -54,10 +74,7 @@ class DiffusionTrainConfig:
     seed: int = setting(0, help="Seed of the subset, labels, initialization and batches.")
 
     def __post_init__(self):
-        if self.conditioning not in CONDITIONINGS:
-            raise InputError(
-                f"unknown conditioning '{self.conditioning}' (known: {', '.join(CONDITIONINGS)})"
-            )
+        check_choice("conditioning", self.conditioning, CONDITIONINGS)
         if self.classes is not None and self.conditioning != "random-labels":
             raise InputError(
                 "--classes is only for --conditioning random-labels (class conditioning uses the "
@@ -110,6 +127,13 @@ class MemorizationConfig:
     guidance: float = setting(
         1.0, help="Classifier-free guidance weight (conditional models; 1 = plain conditional)."
     )
+    duplicates: str = setting(
+        "dedup",
+        help=(
+            "dedup: each distinct training image is searched once (memaudit); keep: every copy, "
+            "as DiffMemorize's mem_ratio.py (a copy of a duplicated image then has d1 = d2)."
+        ),
+    )
     seed: int = setting(0, help="Seed of the noise and the sampled labels.")
     out: str = setting("runs/diffusion-memorization", help="Run directory.")
     overwrite: bool = overwrite_setting()
@@ -118,6 +142,7 @@ class MemorizationConfig:
     def __post_init__(self):
         if self.samples < 1 or self.sampling_steps < 1:
             raise InputError("samples and sampling_steps must be >= 1")
+        check_choice("duplicates", self.duplicates, DUPLICATES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,9 +167,29 @@ class DetectConfig:
     )
     noises: int = setting(4, help="Pure-noise draws per prompt.")
     guidance: float = setting(
-        3.0, help="Guidance weight used for the x0 prediction and the baseline's steps."
+        3.0,
+        help="Guidance weight of the baseline's steps (and of x0's prediction for renoised-x0).",
     )
-    low_t: float = setting(0.1, help="Timestep of the alignment feature A, as a share of T.")
+    alignment: str = setting(
+        "pure-noise",
+        help=(
+            "pure-noise: A from the same pure noise x_T at the low timestep (the authors' code); "
+            "renoised-x0: at x0 predicted from x_T, noised again (memaudit's earlier variant, "
+            "reported as alignment_renoised_x0)."
+        ),
+    )
+    low_t: float = setting(
+        AUTHORS_LOW_T,
+        help="Timestep of the alignment feature A, as a share of T (the authors': 41 of 1000).",
+    )
+    weights: str = setting(
+        "fitted",
+        help=(
+            "The combined score's (g1, g2): fitted (logistic regression, two-fold cross-fitted, "
+            "metrics per half, averaged) or the authors' fixed paper-sd1 (1, 2), paper-sd2 "
+            "(1, 0.1), paper-rv (2, 1)."
+        ),
+    )
     wen_steps: int = setting(
         5, help="DDIM steps of the Wen et al. baseline (mean guidance norm over them)."
     )
@@ -160,6 +205,8 @@ class DetectConfig:
     def __post_init__(self):
         if self.noises < 1 or not 0 < self.low_t < 1 or self.wen_steps < 1:
             raise InputError("noises and wen_steps must be >= 1 and low_t in (0, 1)")
+        check_choice("alignment", self.alignment, ALIGNMENTS)
+        check_choice("weights", self.weights, WEIGHTS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +234,13 @@ class EMMConfig:
     )
     samples: int = setting(500, help="Images generated per checkpoint.")
     sampling_steps: int = setting(50, help="DDIM steps per generated image.")
+    duplicates: str = setting(
+        "dedup",
+        help=(
+            "dedup: each distinct training image is searched once (memaudit); keep: every copy, "
+            "as DiffMemorize's mem_ratio.py (a copy of a duplicated image then has d1 = d2)."
+        ),
+    )
     seed: int = setting(0, help="Seed of subsets, labels, training and sampling.")
     workers: int = setting(
         0, help="Models trained at once (0: one per CPU core)."
@@ -199,8 +253,8 @@ class EMMConfig:
         if not self.sizes or min(self.sizes) < 2:
             raise InputError("sizes must be a non-empty list of training-set sizes >= 2")
         for c in self.conditionings:
-            if c not in CONDITIONINGS:
-                raise InputError(f"unknown conditioning '{c}' (known: {', '.join(CONDITIONINGS)})")
+            check_choice("conditioning", c, CONDITIONINGS)
+        check_choice("duplicates", self.duplicates, DUPLICATES)
         if self.samples < 1 or self.workers < 0:
             raise InputError("samples must be >= 1 and workers >= 0")
 

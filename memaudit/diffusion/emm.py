@@ -78,6 +78,7 @@ def run_job(config: EMMConfig, conditioning: str, n: int, model_dir: str) -> dic
         samples=config.samples,
         sampling_steps=config.sampling_steps,
         seed=config.seed,
+        duplicates=config.duplicates,
     )
     return {
         "conditioning": conditioning,

@@ -16,10 +16,10 @@ import numpy as np
 from memaudit.errors import InputError
 from memaudit.io.atomic import atomic_output, write_text_atomic
 
-from .images import ImageSet, unique_images
+from .images import ImageSet
 from .model import DiffusionModel, load_diffusion_model
 from .neighbours import Neighbours
-from .replication import Replication, replication
+from .replication import Replication, replication, search_set
 from .train import checkpoints
 
 VERSION = 3  # part of the cache key: bump when sampling or measuring changes
@@ -34,15 +34,16 @@ def measure_checkpoints(
     guidance: float = 1.0,
     seed: int = 0,
     train_pixels: np.ndarray | None = None,
+    duplicates: str = "dedup",
     progress=None,
 ) -> dict:
     """R per checkpoint of the model dir ``final`` was loaded from, the max and its step; cached
-    per (model, settings).
+    per (model, settings, searched images). ``duplicates``: see ``replication.search_set``.
     """
     model_dir = final.path
     if train_pixels is None:
         train_pixels = images.pixels[final.train_set.indices]
-    train_pixels = unique_images(train_pixels)
+    train_pixels = search_set(train_pixels, duplicates)
     key = _key(final.fingerprint, train_pixels, samples, sampling_steps, guidance, seed)
     cache = model_dir / "replication" / f"{key}.json"
     samples_file = {

@@ -28,10 +28,17 @@ class Neighbours:
     d2: np.ndarray
 
     def ratio(self) -> np.ndarray:
-        """d1 / d2 (0 when both are 0: an exact copy of a duplicated image is memorized)."""
+        """d1 / d2, and 1 when both are 0.
+
+        d2 = 0 needs two identical training images, so it happens only when the search keeps
+        duplicates (``duplicates="keep"``, as DiffMemorize's ``mem_ratio.py``). There a near copy
+        of a duplicated image has d1 = d2, ratio 1, and an exact copy 0/0, which DiffMemorize
+        leaves NaN (``NaN < 1/3`` is false: not memorized); 1 gives the same verdict and is the
+        limit of the near copies.
+        """
         with np.errstate(divide="ignore", invalid="ignore"):
             r = self.d1 / self.d2
-        return np.where(self.d2 > 0, r, 0.0)
+        return np.where(self.d2 > 0, r, 1.0)
 
 
 def two_nearest(queries: np.ndarray, train: np.ndarray, *, memory_mb: float = 256.0) -> Neighbours:

@@ -1,7 +1,11 @@
 """Replication ratio (Gu et al.): the share of generated images that copy a training image.
 
 A generated image x is memorized when ``d1 / d2 < 1/3``, d1 and d2 its distances to the
-nearest and second-nearest training image. Conditional models are sampled with labels drawn
+nearest and second-nearest training image. Which training images are searched is the caller's
+choice (``DUPLICATES``): ``dedup`` (memaudit's default) searches each distinct image once, so a
+copy of a duplicated image is memorized like any other copy; ``keep`` searches every copy, as
+DiffMemorize's ``mem_ratio.py`` does, so a copy of a duplicated image has d1 = d2 and is never
+memorized. Conditional models are sampled with labels drawn
 uniformly from the labels their training images carry, so every class weighs the same (a
 random label that no training image got is never asked for).
 """
@@ -16,10 +20,18 @@ import torch
 
 from memaudit.metrics import wilson_interval
 
+from .config import DUPLICATES, check_choice
 from .ddpm import sample
+from .images import unique_images
 from .neighbours import Neighbours, two_nearest
 
 THRESHOLD = 1 / 3
+HOW_DUPLICATES = {  # results.json's account of each DUPLICATES choice
+    "dedup": "each distinct training image searched once (memaudit's default): a copy of a "
+    "duplicated image is memorized like any other copy",
+    "keep": "every copy searched, as DiffMemorize's mem_ratio.py: a copy of a duplicated image "
+    "has d1 = d2 and is never memorized",
+}
 
 
 @dataclass
@@ -49,6 +61,14 @@ class Replication:
                 for c in np.unique(self.labels)
             }
         return out
+
+
+def search_set(train_pixels: np.ndarray, duplicates: str) -> np.ndarray:
+    """The training images the neighbour search holds: each distinct one once (``dedup``) or
+    every copy (``keep``, as DiffMemorize).
+    """
+    check_choice("duplicates", duplicates, DUPLICATES)
+    return unique_images(train_pixels) if duplicates == "dedup" else train_pixels
 
 
 def sample_labels(train_labels: np.ndarray, n: int, seed: int) -> np.ndarray:

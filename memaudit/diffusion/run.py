@@ -18,6 +18,7 @@ from memaudit.metrics import zero_fp_notes
 from .config import DetectConfig, MemorizationConfig
 from .images import load_images, unique_images
 from .model import load_diffusion_model, read_train_set
+from .replication import HOW_DUPLICATES, search_set
 
 MEMORIZED_CLASS = (
     0.5  # a class counts as memorized when at least half of its samples copy a training image
@@ -35,9 +36,8 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
             "unconditional"
         )
     images = load_images(model.train_set.source if config.train is None else config.train)
-    train_pixels = unique_images(
-        images.pixels[model.train_set.indices] if config.train is None else images.pixels
-    )
+    given = images.pixels[model.train_set.indices] if config.train is None else images.pixels
+    train_pixels = search_set(given, config.duplicates)
     if train_pixels.shape[1:] != (
         model.unet.config.channels,
         model.unet.config.size,
@@ -57,6 +57,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         guidance=config.guidance,
         seed=config.seed,
         train_pixels=train_pixels,
+        duplicates=config.duplicates,
         progress=progress,
     )
     rep = load_replication(m["samples_file"])
@@ -76,6 +77,7 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         **run.header({"target": model}),
         **m,
         "threshold": "d1/d2 < 1/3",
+        "duplicates": duplicates_record(config.duplicates, given),
         "train_images": len(train_pixels),
         "timings_s": {"total": time.perf_counter() - t0},
     }
@@ -89,6 +91,15 @@ def run_memorization(config: MemorizationConfig, *, progress=None):
         render = partial(write_memorization_report, rep=rep, train_pixels=train_pixels)
     run.finish(results, render)
     return out, results
+
+
+def duplicates_record(duplicates: str, train_pixels: np.ndarray | None = None) -> dict:
+    """How duplicate training images were treated (and how many there were), for results.json."""
+    out: dict = {"mode": duplicates, "how": HOW_DUPLICATES[duplicates]}
+    if train_pixels is not None:
+        out["training_images"] = len(train_pixels)
+        out["distinct"] = len(unique_images(train_pixels))
+    return out
 
 
 def write_class_labels(out: Path, per_label: dict) -> dict:
@@ -132,6 +143,7 @@ def run_emm(config, *, progress=None):
     results = {
         **run.header(),
         "target": 0.9,
+        "duplicates": duplicates_record(config.duplicates),
         "curves": curves(jobs),
         "jobs": jobs,
         "timings_s": {"total": time.perf_counter() - t0},
@@ -159,7 +171,7 @@ def smallest_runs(results: dict, images) -> dict[str, tuple]:
         train_idx = read_train_set(job["model"]).indices
         out[c] = (
             load_replication(job["samples_file"]),
-            unique_images(images.pixels[train_idx]),
+            search_set(images.pixels[train_idx], results["config"]["duplicates"]),
             f"{c}, |D| = {job['n']}",
         )
     return out
@@ -221,7 +233,7 @@ def load_adapter(model_dir: str, device: str):
 
 
 def run_detect(config: DetectConfig, *, progress=None):
-    from .detect import FPR_BOUNDS, DetectSettings, evaluate, features
+    from .detect import FPR_BOUNDS, DetectSettings, evaluate, features, low_timestep
 
     t0 = time.perf_counter()
     prompts = [p for _, p in read_lines(config.prompts, "prompt", "prompts file")]
@@ -235,26 +247,42 @@ def run_detect(config: DetectConfig, *, progress=None):
         low_t=config.low_t,
         guidance=config.guidance,
         wen_steps=config.wen_steps,
+        alignment=config.alignment,
         seed=config.seed,
     )
     feats = features(adapter, prompts, settings, progress=progress)
-    ev = evaluate(feats, labels, seed=config.seed, n_bootstrap=config.n_bootstrap)
-    run.write_scores(
-        {
-            "id": list(range(len(prompts))),
-            "label": labels.tolist(),
-            "prompt": prompts,
-            **{k: v.tolist() for k, v in feats.items()},
-            "combined": ev.scores["combined"].tolist(),
-        }
+    ev = evaluate(
+        feats, labels, weights=config.weights, seed=config.seed, n_bootstrap=config.n_bootstrap
     )
+    columns = {
+        "id": list(range(len(prompts))),
+        "label": labels.tolist(),
+        "prompt": prompts,
+        **{k: v.tolist() for k, v in feats.items()},
+        "combined": ev.scores["combined"].tolist(),
+    }
+    if ev.halves is not None:  # the combined score ranks only within a half
+        columns["half"] = (ev.halves + 1).tolist()
+    run.write_scores(columns)
     header = run.header()
     header["models"] = {"target": described}
     negatives = int((labels == 0).sum())
     header["notes"] += zero_fp_notes(negatives, FPR_BOUNDS, what="non-memorized prompts")
+    if ev.halves is not None:  # the combined score is measured within each half
+        half_negatives = min(int(((labels == 0) & (ev.halves == k)).sum()) for k in (0, 1))
+        header["notes"] += zero_fp_notes(
+            half_negatives, FPR_BOUNDS, what="non-memorized prompts in a half (combined score)"
+        )
     results = {
         **header,
         "data": {"prompts": len(prompts), "memorized": int(labels.sum())},
+        "definitions": {
+            "noise_norm": f"||eps(x_T, c) - eps(x_T, null)|| at t = {adapter.T - 1}",
+            ev.combined["alignment_feature"]: alignment_definition(
+                config.alignment, low_timestep(config.low_t, adapter.T), adapter.T
+            ),
+            "combined": ev.combined,
+        },
         "metrics": ev.metrics,
         "weights": ev.weights,
         "forward_passes_per_noise": {"two_pass": 2, "wen": settings.wen_steps},
@@ -264,6 +292,19 @@ def run_detect(config: DetectConfig, *, progress=None):
     if config.report:
         from memaudit.report.diffusion import write_detect_report
 
-        render = partial(write_detect_report, scores=ev.scores, labels=labels)
+        render = partial(write_detect_report, scores=ev.scores, labels=labels, halves=ev.halves)
     run.finish(results, render)
     return run.path, results
+
+
+def alignment_definition(alignment: str, t_low: int, T: int) -> str:
+    """What results.json says of the alignment feature that was computed."""
+    where = (
+        "the same pure noise x_T (the authors' A)"
+        if alignment == "pure-noise"
+        else "x0 predicted from x_T, noised again with x_T (memaudit's earlier variant)"
+    )
+    return (
+        f"mean over pixels of cos(eps_null, eps_c - eps_null) over channels, at t = {t_low} of "
+        f"{T}, on {where}"
+    )

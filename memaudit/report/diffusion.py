@@ -100,14 +100,29 @@ def _emm_figure(results: dict) -> str:
     return to_data_uri(fig)
 
 
-def write_detect_report(out_dir: Path, results: dict, scores: dict, labels: np.ndarray) -> Path:
-    from memaudit.metrics import roc_curve
+def write_detect_report(
+    out_dir: Path,
+    results: dict,
+    scores: dict,
+    labels: np.ndarray,
+    halves: np.ndarray | None = None,
+) -> Path:
+    """ROC curves of every score; a combined score with fitted weights gets one curve per half
+    (its halves are on different scales, so they are never ranked together).
+    """
+    from memaudit.metrics import roc_auc, roc_curve
 
-    roc = {}
+    roc, aucs = {}, {}
     for name, s in scores.items():
-        fpr, tpr, _ = roc_curve(s, labels)
-        roc[name] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-    aucs = {k: v["auc"]["value"] for k, v in results["metrics"].items()}
+        parts = (
+            {f"{name}, half {k + 1}": halves == k for k in (0, 1)}
+            if name == "combined" and halves is not None
+            else {name: np.ones(len(s), dtype=bool)}
+        )
+        for label, keep in parts.items():
+            fpr, tpr, _ = roc_curve(s[keep], labels[keep])
+            roc[label] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+            aucs[label] = roc_auc(s[keep], labels[keep])
     return write_report(
         out_dir,
         "diffusion_detect.html",
