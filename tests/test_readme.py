@@ -24,14 +24,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 # command -> flags appended to shrink it (the longest matching name wins)
 SMALL = {
     "train": [
-        *("--steps", "16", "--model-size", "micro", "--corpus-chars", "40000"),
+        *("--steps", "60", "--model-size", "micro", "--corpus-chars", "40000"),
         *("--checkpoint-every", "0"),
     ],
     "demo": ["--quick"],
     "canaries make": [],
     "extract": ["--batch-size", "16"],
     "mia": ["--n-bootstrap", "20"],
-    "traps make": ["--pool-factor", "3"],
+    "traps make": ["--per-bucket", "2"],
     "traps inject": ["--corpus-chars", "40000"],
     "overlap": ["--max-new-tokens", "16", "--n-bootstrap", "20"],
     "unlearn": ["--steps", "2", "--retain-chars", "20000", "--kfac-batches", "2"],
