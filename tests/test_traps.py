@@ -4,12 +4,14 @@ import json
 import re
 
 import pytest
+import torch
 
 from memaudit.errors import InputError
 from memaudit.io.corpus import stdlib_snippets
 from memaudit.lab.canaries import read_ledger, write_ledger
 from memaudit.lab.train import TrainConfig, run_train
 from memaudit.mia.traps import (
+    conditional_logp,
     inject_traps,
     jaccard,
     make_traps,
@@ -183,3 +185,45 @@ def test_reference_with_another_tokenizer_is_refused(injected, target_dir, tmp_p
             out=str(tmp_path / "r"),
         )
     assert read_ledger(ledger)
+
+
+def _direct_trap_logp(lm, context: str, trap: str) -> float:
+    """Mean log p of the trap's tokens after the context, straight from the model's logits.
+
+    A token's characters come from decoding the ids before and up to it (no offset mapping);
+    a token is the trap's when it ends after the context and what it holds of the context is
+    whitespace.
+    """
+    ids = lm.tokenizer(context + trap)["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0].double()  # (n, V)
+    logp = torch.log_softmax(logits[:-1], -1)[torch.arange(len(ids) - 1), ids[1:]]  # (n-1,)
+    picked = []
+    for j in range(1, len(ids)):
+        begin = len(lm.tokenizer.decode(ids[:j]))
+        piece = lm.tokenizer.decode(ids[j : j + 1])
+        if begin + len(piece) > len(context) and not context[begin:].strip():
+            picked.append(logp[j - 1].item())
+    return sum(picked) / len(picked)
+
+
+def test_trap_in_context_scores_the_traps_own_tokens(target):
+    trap = "result = self.value + other.value"
+    cases = [
+        "def add(self, other):\n    return ",  # the trap starts a word: " result" is one token
+        "import os and sys ",
+        "x = 1\n",  # after a line break the context's tokens are a prefix
+        "",
+    ]
+    tok = target.tokenizer
+    split = [
+        c
+        for c in cases
+        if c and tok(c)["input_ids"] != tok(c + trap)["input_ids"][: len(tok(c)["input_ids"])]
+    ]
+    assert len(split) >= 2  # the case the old subtraction got wrong is really here
+    got = conditional_logp(target, [trap] * len(cases), cases)
+    want = [_direct_trap_logp(target, c, trap) for c in cases]
+    assert got == pytest.approx(want, abs=1e-4)
+    # and a context changes the score (it is not the trap alone scored again)
+    assert abs(got[0] - got[3]) > 1e-3

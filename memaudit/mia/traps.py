@@ -336,21 +336,58 @@ def conditional_logp(
 ) -> np.ndarray:
     """Mean log-probability of each text's tokens given its context (the text alone where the
     context is empty).
+
+    ``context + text`` is tokenized once, with character offsets, and scored once; the text's
+    tokens are those whose characters lie inside the text's span (whitespace of the context
+    that a token takes along, as byte-level BPE does with the space before a word, is
+    ignored). Subtracting the scores of the context alone would be wrong whenever
+    ``tokenize(context)`` is not a prefix of ``tokenize(context + text)``, which is the rule
+    for a text that starts a word.
+
+    Raises
+    ------
+    InputError
+        The model's tokenizer gives no character offsets (not a fast tokenizer).
     """
-    whole, _ = score_texts(model, [c + t for c, t in zip(contexts, texts)], cache_root=cache_root)
-    ctx_only, _ = score_texts(
-        model, [c if c else t for c, t in zip(contexts, texts)], cache_root=cache_root
-    )
+    whole = [c + t for c, t in zip(contexts, texts)]
+    ids, offsets = _encode_with_offsets(model, whole)
+    scores, _ = score_texts(model, whole, token_ids=ids, cache_root=cache_root)
     out = np.empty(len(texts))
-    for i, c in enumerate(contexts):
-        w = whole.text(i)
-        if not c:
-            out[i] = w.logp.mean(dtype=np.float64)
-            continue
-        k = ctx_only.text(i)
-        n = len(w.token_ids) - len(k.token_ids)
-        out[i] = (w.logp.sum(dtype=np.float64) - k.logp.sum(dtype=np.float64)) / max(n, 1)
+    for i, (c, w) in enumerate(zip(contexts, whole)):
+        inside = token_mask(w, offsets[i], len(c), len(w))[1:]  # (n-1,) the first is unscored
+        logp = scores.text(i).logp[inside]
+        out[i] = logp.mean(dtype=np.float64) if len(logp) else np.nan
     return out
+
+
+def _encode_with_offsets(model, texts: list[str]) -> tuple[list[list[int]], list[list]]:
+    """Token ids (as ``model.encode`` gives them) and each token's (start, end) characters."""
+    tok = model.tokenizer
+    if not getattr(tok, "is_fast", False):
+        raise InputError(
+            f"{model.name}: scoring traps in context needs a fast tokenizer (one that gives "
+            "character offsets)"
+        )
+    enc = tok(list(texts), return_offsets_mapping=True, verbose=False)
+    return enc["input_ids"], enc["offset_mapping"]
+
+
+def token_mask(text: str, offsets, start: int, end: int) -> np.ndarray:
+    """Which tokens lie inside ``text[start:end]``: (n,) bool from (n,) (first, last + 1)
+    character offsets.
+
+    Whitespace a token holds outside the span (``" word"`` starting right after the span
+    begins, a trailing line break) does not count; tokens without characters (special
+    tokens) are outside.
+    """
+    inside = np.zeros(len(offsets), dtype=bool)
+    for k, (s, e) in enumerate(offsets):
+        while s < e and s < start and text[s].isspace():
+            s += 1
+        while e > s and e > end and text[e - 1].isspace():
+            e -= 1
+        inside[k] = start <= s < e <= end
+    return inside
 
 
 def run_traps_detect(
