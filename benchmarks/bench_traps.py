@@ -29,6 +29,7 @@ from memaudit.lab.lm import (  # noqa: E402
     train_bpe_tokenizer,
     train_small_lm,
 )
+from memaudit.mia.config import TrapDetectConfig  # noqa: E402
 from memaudit.mia.traps import inject_traps, make_traps, run_traps_detect  # noqa: E402
 from memaudit.models import load_causal_lm  # noqa: E402
 
@@ -56,27 +57,29 @@ def main():
         model = load_causal_lm(ref_dir)
 
         t = time.perf_counter()
-        traps = make_traps(model, lengths=(25, 50), per_bucket=args.per_bucket, n_buckets=3, seed=0)
+        traps = make_traps(model, lengths=(25, 50), per_bucket=args.per_bucket, seed=0)
         make_s = time.perf_counter() - t
         print(
             f"trap generation: {len(traps)} traps and controls in {make_s:.1f} s = "
             f"{60 * len(traps) / make_s:.0f} per minute"
         )
 
-        docs = [(f"d{i}", d) for i, d in enumerate(stdlib_snippets(len(traps), chars=2000, seed=3))]
+        docs = [(f"d{i}", d) for i, d in enumerate(stdlib_snippets(len(traps), chars=6000, seed=3))]
         _, placed = inject_traps(traps, docs, repetitions=(1, 10, 100))
         ledger = write_ledger(tmp / "ledger.jsonl", placed)
         tokens = 2 * sum(len(model.encode([p.text])[0]) for p in placed)  # target + reference
         for run in ("first", "second"):
             t = time.perf_counter()
             res = run_traps_detect(
-                model=str(model_dir),
-                reference=str(ref_dir),
-                ledger=str(ledger),
-                out=str(tmp / run),
-                cache_root=tmp / "cache",
-                n_bootstrap=200,
-                report=False,
+                TrapDetectConfig(
+                    model=str(model_dir),
+                    reference=str(ref_dir),
+                    ledger=str(ledger),
+                    out=str(tmp / run),
+                    cache_dir=str(tmp / "cache"),
+                    n_bootstrap=200,
+                    report=False,
+                )
             )
             sec = time.perf_counter() - t
             passes = sum(s["forward_passes"] for s in res["scoring"].values())

@@ -139,7 +139,7 @@ def traps_make(cfg: TrapMakeConfig) -> None:
             load_causal_lm(cfg.reference),
             lengths=cfg.lengths,
             per_bucket=cfg.per_bucket,
-            n_buckets=cfg.buckets,
+            recipe=cfg.generation(),
             pool_factor=cfg.pool_factor,
             seed=cfg.seed,
             progress=bars,
@@ -153,7 +153,7 @@ def traps_make(cfg: TrapMakeConfig) -> None:
 
 @config_command(traps_app, "inject", TrapInjectConfig)
 def traps_inject(cfg: TrapInjectConfig) -> None:
-    """Put one trap per document, repeated n times at line (or word) starts, and record every
+    """Put one trap per document, n copies at distinct line (or word) starts, and record every
     offset.
 
     Writes the corpus as JSONL (feed it to `memaudit train --corpus`) and the ledger with
@@ -167,7 +167,11 @@ def traps_inject(cfg: TrapInjectConfig) -> None:
     corpus = load_corpus(cfg.docs, max_chars=cfg.corpus_chars, seed=cfg.seed)
     documents = [(f"doc-{i:05d}", d) for i, d in enumerate(corpus.docs)]
     new_docs, traps = inject_traps(
-        read_ledger(cfg.ledger), documents, repetitions=cfg.repetitions, seed=cfg.seed
+        read_ledger(cfg.ledger),
+        documents,
+        repetitions=cfg.repetitions,
+        recipe=cfg.recipe,
+        seed=cfg.seed,
     )
     write_texts(cfg.out, new_docs)
     ledger_out = write_ledger(Path(cfg.out).with_suffix(".ledger.jsonl"), traps)
@@ -184,21 +188,9 @@ def traps_detect(cfg: TrapDetectConfig) -> None:
     precedes them (controls after the same text as their paired trap).
     """
     from memaudit.mia.traps import run_traps_detect
-    from memaudit.scoring.cache import resolve_cache_root
 
     with StageBars() as bars:
-        results = run_traps_detect(
-            model=cfg.model,
-            reference=cfg.reference,
-            ledger=cfg.ledger,
-            out=cfg.out,
-            cache_root=resolve_cache_root(cfg.cache_dir, False),
-            seed=cfg.seed,
-            progress=bars,
-            docs=cfg.docs,
-            context_chars=cfg.context_chars,
-            overwrite=cfg.overwrite,
-        )
+        results = run_traps_detect(cfg, progress=bars)
     table = Table(title="Trap detection, buckets pooled (AUC)")
     for col in ("length", "repetitions", *results["attacks"]):
         table.add_column(col, justify="right")
@@ -209,4 +201,6 @@ def traps_detect(cfg: TrapDetectConfig) -> None:
             *(f"{c[a]['value']:.2f}" for a in results["attacks"]),
         )
     out_console.print(table)
-    out_console.print(f"report: {Path(cfg.out) / 'report.html'}")
+    out_console.print(f"results: {Path(cfg.out) / 'results.json'}")
+    if cfg.report:
+        out_console.print(f"report:  {Path(cfg.out) / 'report.html'}")

@@ -116,6 +116,87 @@ class DatasetInferenceConfig:
 
 
 @dataclass(frozen=True)
+class TrapRecipe:
+    """How ``memaudit traps make`` samples, buckets and deduplicates (see docs/mia.md).
+
+    ``perplexity_range`` (lo, hi): fixed buckets of equal width over the integer perplexities
+    lo..hi (``floor(ppl)``), filled evenly over those integers, sequences outside refused; None:
+    quantile buckets of the sampled pool. A candidate is dropped when the Jaccard similarity
+    of its set of token ``jaccard_ngram``-grams with any sequence already kept for its length
+    (in any bucket, trap or control) exceeds 0.2.
+    """
+
+    name: str
+    temperatures: tuple[float, ...]
+    buckets: int
+    perplexity_range: tuple[int, int] | None
+    jaccard_ngram: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a ledger and results.json record it (lists for tuples)."""
+        rng = self.perplexity_range
+        return {
+            **asdict(self),
+            "temperatures": list(self.temperatures),
+            "perplexity_range": None if rng is None else list(rng),
+        }
+
+
+TRAP_RECIPES = {
+    # memaudit: quantile buckets fit any reference; trigrams, since two code snippets share
+    # most single tokens (indentation, brackets, self)
+    "memaudit": TrapRecipe("memaudit", (0.7, 1.0, 1.3, 1.6), 3, None, 3),
+    # Meeus et al. 2024, the defaults of the authors' gen_traps.py: temperatures
+    # arange(0.5, 4, 0.5), integer perplexity 1..100 in 10 buckets, token-set Jaccard
+    "paper": TrapRecipe("paper", (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5), 10, (1, 100), 1),
+}
+
+
+def trap_recipe(
+    name: str = "memaudit",
+    *,
+    buckets: int | None = None,
+    temperatures: tuple[float, ...] | None = None,
+    perplexity_range: tuple[int, ...] | None = None,
+) -> TrapRecipe:
+    """The recipe ``name`` with the given settings in place of its own.
+
+    Raises
+    ------
+    InputError
+        An unknown recipe, a perplexity range for the quantile recipe, or settings that do not
+        fit together.
+    """
+    if name not in TRAP_RECIPES:
+        raise InputError(f"unknown trap recipe '{name}' (known: {', '.join(TRAP_RECIPES)})")
+    base = TRAP_RECIPES[name]
+    if perplexity_range is not None and base.perplexity_range is None:
+        raise InputError(
+            f"recipe '{name}' buckets by quantiles of the pool; --perplexity-range needs "
+            "--recipe paper"
+        )
+    rng = base.perplexity_range if perplexity_range is None else perplexity_range
+    recipe = TrapRecipe(
+        name,
+        base.temperatures if temperatures is None else tuple(temperatures),
+        base.buckets if buckets is None else buckets,
+        None if rng is None else (rng[0], rng[-1]),
+        base.jaccard_ngram,
+    )
+    if recipe.buckets < 1 or not recipe.temperatures or min(recipe.temperatures) <= 0:
+        raise InputError("a trap recipe needs at least one bucket and temperatures > 0")
+    if rng is not None:
+        if len(rng) != 2 or not 1 <= rng[0] < rng[1]:
+            raise InputError(f"perplexity range must be two integers 1 <= lo < hi, got {rng}")
+        if (rng[1] - rng[0] + 1) % recipe.buckets:
+            raise InputError(
+                f"{recipe.buckets} buckets do not split the integer perplexities {rng[0]}.."
+                f"{rng[1]} evenly"
+            )
+    return recipe
+
+
+@dataclass(frozen=True)
 class TrapMakeConfig:
     """Settings of ``memaudit traps make``."""
 
@@ -123,13 +204,51 @@ class TrapMakeConfig:
     out: str = setting("traps.jsonl", help="The trap ledger to write.")
     lengths: tuple[int, ...] = setting((25, 50, 100), help="Trap lengths in reference tokens.")
     per_bucket: int = setting(
-        4, help="Traps per length and perplexity bucket (plus as many controls)."
+        4, minimum=1, help="Traps per length and perplexity bucket (plus as many controls)."
     )
-    buckets: int = setting(3, help="Perplexity buckets (quantiles of the sampled pool).")
+    recipe: str = setting(
+        "memaudit",
+        help=(
+            "Generation defaults: 'memaudit' (temperatures 0.7-1.6, 3 quantile buckets of the "
+            "pool, token-trigram Jaccard) or 'paper' (Meeus et al. 2024: temperatures 0.5-3.5, "
+            "10 buckets of integer perplexity 1-100 filled evenly, token-set Jaccard)."
+        ),
+    )
+    buckets: int | None = setting(
+        None, minimum=1, help="Perplexity buckets.", default_text="the recipe's (3 or 10)"
+    )
+    temperatures: tuple[float, ...] | None = setting(
+        None, help="Sampling temperatures, equally many samples each.", default_text="the recipe's"
+    )
+    perplexity_range: tuple[int, ...] | None = setting(
+        None,
+        help="Fixed buckets over these integer perplexities, e.g. 1,100 (recipe 'paper' only).",
+        default_text="1,100",
+    )
     pool_factor: int = setting(
-        25, help="Sequences sampled per trap needed (raise it when too few are distinct)."
+        25,
+        minimum=1,
+        help="Sequences sampled per trap needed (raise it when too few are distinct).",
     )
     seed: int = setting(0, help="Seed of the sampling.")
+
+    def __post_init__(self):
+        self.generation()  # a bad combination fails before the reference is loaded
+
+    def generation(self) -> TrapRecipe:
+        """The recipe with this config's settings in place of its own."""
+        return trap_recipe(
+            self.recipe,
+            buckets=self.buckets,
+            temperatures=self.temperatures,
+            perplexity_range=self.perplexity_range,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+INJECT_RECIPES = ("memaudit", "paper")
 
 
 @dataclass(frozen=True)
@@ -142,10 +261,29 @@ class TrapInjectConfig:
     repetitions: tuple[int, ...] = setting(
         (1, 10, 100), help="Copies per trap, rotated over the traps of each bucket."
     )
+    recipe: str = setting(
+        "memaudit",
+        help=(
+            "Where copies go, each at its own position: 'memaudit' (line starts; word starts "
+            "in text without line breaks) or 'paper' (after any space, as Meeus et al. 2024 "
+            "split on spaces)."
+        ),
+    )
     corpus_chars: int | None = setting(
         None, help="Use only the first documents up to this many characters."
     )
     seed: int = setting(0, help="Seed of documents and positions.")
+
+    def __post_init__(self):
+        if self.recipe not in INJECT_RECIPES:
+            raise InputError(
+                f"unknown injection recipe '{self.recipe}' (known: {', '.join(INJECT_RECIPES)})"
+            )
+        if not self.repetitions or min(self.repetitions) < 1:
+            raise InputError(f"repetitions must be >= 1, got {self.repetitions}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -159,11 +297,33 @@ class TrapDetectConfig:
     ledger: str = setting(help="The ledger `memaudit traps inject` wrote.")
     out: str = setting("runs/traps", help="Run directory.")
     overwrite: bool = overwrite_setting()
-    cache_dir: str | None = setting(None, help="Score cache root.")
+    cache_dir: str | None = setting(
+        None, help="Score cache root.", default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit"
+    )
+    no_cache: bool = setting(False, help="Score everything afresh and keep nothing.")
     docs: str | None = setting(
         None, help="The injected corpus, to score each trap after its document context."
     )
     context_chars: int = setting(
         0, help="Characters of preceding document text to condition on (needs --docs)."
     )
+    dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
+    device: str = setting("auto", help="auto, cpu, cuda, ...")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
     seed: int = setting(0, help="Seed of the bootstrap.")
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        if self.n_bootstrap < 1:
+            raise InputError(
+                f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
+            )
+        if self.context_chars < 0:
+            raise InputError(f"context_chars must be >= 0, got {self.context_chars}")
+        if self.context_chars > 0 and self.docs is None:
+            raise InputError("scoring traps in context needs the injected documents (--docs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
