@@ -181,3 +181,10 @@ def test_a_device_this_machine_lacks_and_a_ledger_not_in_utf8_fail_first(tmp_pat
     assert r.stderr.strip().splitlines() == [
         f"error: {ledger}:2: not UTF-8 text (byte 12 of the line)"
     ]
+
+
+def test_where_a_run_writes_or_caches_is_no_other_setting(tmp_path):
+    first = RunDir.begin(tmp_path / "r", "mia", {"seed": 0, "out": "runs/r", "cache_dir": None})
+    first.finish({**first.header(), "x": 1})
+    again = {"seed": 0, "out": "runs/r/", "cache_dir": "/elsewhere", "device": "cpu"}
+    RunDir.begin(tmp_path / "r", "mia", again)  # the same run, written and cached elsewhere

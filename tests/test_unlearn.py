@@ -253,6 +253,10 @@ def test_retrain_drops_the_forget_documents_and_reuses_the_scores(evaluated, lab
     rc = retrain_config(model, forget, root / "again")
     kept = [json.loads(line)["text"] for line in open(rc.corpus)]
     assert len(kept) == 150 and not set(forget) & set(kept)
+    # the gold standard has the original's tokenizer (its corpus changed, its tokens not)
+    from memaudit.models.hf import tokenizer_fingerprint
+
+    assert tokenizer_fingerprint(root / "eval" / "retrained") == tokenizer_fingerprint(model)
     again = UnlearnEvalConfig(
         **{
             **cfg.to_dict(),

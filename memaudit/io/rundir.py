@@ -123,8 +123,8 @@ class RunDir:
         )
         if not overwrite and _finished_with_other_settings(path, settings):
             raise InputError(
-                f"holds a finished {command} run with other settings; choose another --out, or "
-                "pass --overwrite to replace it",
+                f"holds a finished {command} run with other settings (or of an older memaudit); "
+                "choose another --out, or pass --overwrite to replace it",
                 path=str(out_dir),
             )
         (path / "results.json").unlink(missing_ok=True)  # a failure must not look finished
@@ -147,16 +147,22 @@ class RunDir:
         return write_results(self.path, results)
 
 
+# where a run writes, caches and runs: no part of what its results mean
+NOT_COMPARED = {"overwrite", "out", "cache_dir", "no_cache", "device", "report", "workers"}
+
+
 def _finished_with_other_settings(path: Path, settings: dict[str, Any]) -> bool:
     try:
         earlier = json.loads((path / "results.json").read_text(encoding="utf-8"))["config"]
     except FileNotFoundError:
         return False
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return True  # unreadable: nothing says it is the same run
+    if not isinstance(earlier, dict):
+        return True
 
     def comparable(config: dict[str, Any]) -> Any:
-        return jsonable({k: v for k, v in config.items() if k != "overwrite"})
+        return jsonable({k: v for k, v in config.items() if k not in NOT_COMPARED})
 
     return bool(comparable(earlier) != comparable(settings))
 

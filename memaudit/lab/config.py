@@ -94,6 +94,11 @@ class TrainConfig:
     init_from: str | None = setting(
         None, help="Continue training this model dir (its tokenizer and size are kept)."
     )
+    tokenizer: str | None = setting(
+        None,
+        help="Use this model dir's tokenizer instead of training one on the corpus (a retrain "
+        "keeps the original's).",
+    )
     device: str = setting(
         "auto", help="auto (CUDA when present), cpu, cuda, ...; training is float32."
     )  # auto: CUDA when present; training is always float32

@@ -156,18 +156,35 @@ def identity_inputs(config: TrainConfig, corpus: Corpus) -> dict[str, Any]:
     leaves the result unchanged: the device, the checkpoint interval, ``--overwrite``, and
     ``--skip-invalid`` (its effect is in the documents).
     """
-    not_identity = {"out", "overwrite", "device", "checkpoint_every", "skip_invalid"}
+    not_identity = {"out", "overwrite", "device", "checkpoint_every", "skip_invalid", "tokenizer"}
     settings = {k: v for k, v in asdict(config).items() if k not in not_identity}
     ledger = hashlib.sha256(Path(config.ledger).read_bytes()).hexdigest() if config.ledger else None
-    start = None
-    if config.init_from:
-        from memaudit.models.hf import model_fingerprint, tokenizer_fingerprint
+    from memaudit.models.hf import model_fingerprint, tokenizer_fingerprint
 
-        start = {
-            "weights": model_fingerprint(Path(config.init_from)),
-            "tokenizer": tokenizer_fingerprint(Path(config.init_from)),
-        }
-    return {**settings, "corpus": corpus.digest(), "ledger": ledger, "init_from": start}
+    start = given_tokenizer = None
+    if config.init_from:
+        base = _model_dir(config.init_from, "--init-from")
+        start = {"weights": model_fingerprint(base), "tokenizer": tokenizer_fingerprint(base)}
+    if config.tokenizer:
+        given_tokenizer = tokenizer_fingerprint(_model_dir(config.tokenizer, "--tokenizer"))
+    return {
+        **settings,
+        "corpus": corpus.digest(),
+        "ledger": ledger,
+        "init_from": start,
+        "tokenizer": given_tokenizer,
+    }
+
+
+def _model_dir(path: str, flag: str) -> Path:
+    p = Path(path)
+    if not (p / "config.json").is_file() and flag == "--init-from":
+        raise InputError(f"{flag}: not a model dir (no config.json)", path=path)
+    if flag == "--tokenizer" and not any(
+        (p / n).is_file() for n in ("tokenizer.json", "vocab.json")
+    ):
+        raise InputError(f"{flag}: no tokenizer files in this dir", path=path)
+    return p
 
 
 def stored_identity(out: str | Path) -> str | None:
@@ -199,6 +216,7 @@ def _settle_earlier_run(out: Path, identity: str, *, overwrite: bool) -> bool:
             path=str(out),
         )
     (out / TRAIN_RECORD).unlink(missing_ok=True)
+    (out / TOKENIZER_RECORD).unlink(missing_ok=True)
     for _, old in list_checkpoints(out, CHECKPOINT):
         shutil.rmtree(old)
     return False
@@ -214,10 +232,13 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str], inputs
         base = load_causal_lm(config.init_from, LoadOptions(dtype="float32", device=config.device))
         model, tokenizer = base.model.float().train(), base.tokenizer
         return tokenizer, model
-    made_from = _digest({"corpus": inputs["corpus"], "vocab_size": config.vocab_size})
-    if _stored_tokenizer(out) == made_from:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
+    made_from = _digest({"corpus": inputs["corpus"], "vocab_size": config.vocab_size})
+    if config.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, local_files_only=True)
+        tokenizer.save_pretrained(out)
+    elif _stored_tokenizer(out) == made_from:
         tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     else:
         sample, total = [], 0
@@ -228,6 +249,7 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str], inputs
                 break
         tokenizer = train_bpe_tokenizer(sample, vocab_size=config.vocab_size)
         out.mkdir(parents=True, exist_ok=True)
+        (out / TOKENIZER_RECORD).unlink(missing_ok=True)  # never beside a half-saved tokenizer
         tokenizer.save_pretrained(out)
         write_text_atomic(out / TOKENIZER_RECORD, json.dumps({"made_from": made_from}) + "\n")
     return tokenizer, build_model(

@@ -47,7 +47,13 @@ def list_checkpoints(folder: str | Path, prefix: str) -> list[tuple[int, Path]]:
     """(step, dir) of every finished checkpoint ``<folder>/<prefix><step>``, oldest first."""
     found = []
     for d in Path(folder).glob(f"{prefix}*"):
-        if d.is_dir() and (d / "model.safetensors").is_file() and (d / "state.json").is_file():
+        digits = d.name[len(prefix) :].isdigit()
+        if (
+            digits
+            and d.is_dir()
+            and (d / "model.safetensors").is_file()
+            and (d / "state.json").is_file()
+        ):
             found.append((int(d.name[len(prefix) :]), d))
     return sorted(found)
 
@@ -55,7 +61,7 @@ def list_checkpoints(folder: str | Path, prefix: str) -> list[tuple[int, Path]]:
 def checkpoint_identity(folder: str | Path, prefix: str) -> str | None:
     """The run identity stored in the newest checkpoint, or None when there is none."""
     found = list_checkpoints(folder, prefix)
-    return json.loads((found[-1][1] / "state.json").read_text())["identity"] if found else None
+    return json.loads((found[-1][1] / "state.json").read_text()).get("identity") if found else None
 
 
 def save_checkpoint(

@@ -9,7 +9,6 @@ settings and seed. A finished retrain with the same settings is reused.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.texts import write_texts
 from memaudit.lab.canaries import read_ledger, write_ledger
 from memaudit.lab.train import TRAIN_RECORD, TrainConfig, run_train
-from memaudit.models.hf import TOKENIZER_FILES
 
 
 def retrain_config(original: str | Path, forget_texts: list[str], work: Path) -> TrainConfig:
@@ -76,9 +74,6 @@ def retrain_without(
     its dir.
     """
     cfg = retrain_config(original, forget_texts, work)
-    out = prepare_out_dir(cfg.out, kind="model:train", inputs=[original])
-    # the same tokenizer: the trainer takes the one it finds in its out dir
-    for name in TOKENIZER_FILES:
-        if (Path(original) / name).is_file() and not (out / name).is_file():
-            shutil.copy2(Path(original) / name, out / name)
-    return run_train(cfg, progress=progress)
+    prepare_out_dir(cfg.out, kind="model:train", inputs=[original])
+    # the original's own tokenizer, so the two models are compared on the same tokens
+    return run_train(replace(cfg, tokenizer=str(original)), progress=progress)
