@@ -504,7 +504,7 @@ def test_recall_probes_run_and_refuse_lengths_beyond_the_context(target_dir, tar
         )
     )
     filler = target.tokenizer(
-        "\n".join(load_corpus("stdlib", max_chars=200_000, seed=0)), verbose=False
+        "\n".join(load_corpus("stdlib", max_chars=200_000, seed=0).docs), verbose=False
     )["input_ids"]
     cases = niah_cases((64, 100), (0.0, 1.0), n=2, seed=0)
     assert set(res["grid"]) == set(cases) == {"64x0", "64x1", "100x0", "100x1"}

@@ -121,7 +121,7 @@ def run_train(config: TrainConfig, *, progress: Progress | None = None) -> Path:
         ),
         checkpoint_every=config.checkpoint_every,
     )
-    _write_model(out, model, tokenizer)
+    _write_model(out, model, tokenizer, tokenizer_from=config.tokenizer)
     by_canary: dict[str, list[dict]] = {}
     for ins in plan:
         by_canary.setdefault(ins.canary, []).append(ins.to_dict())
@@ -235,9 +235,14 @@ def _tokenizer_and_model(config: TrainConfig, out: Path, docs: list[str], inputs
     from transformers import AutoTokenizer
 
     made_from = _digest({"corpus": inputs["corpus"], "vocab_size": config.vocab_size})
-    if config.tokenizer:
-        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, local_files_only=True)
-        tokenizer.save_pretrained(out)
+    if config.tokenizer:  # its files, copied as they are: the same tokenizer, byte for byte
+        from memaudit.models.hf import TOKENIZER_FILES
+
+        out.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (Path(config.tokenizer) / name).is_file():
+                shutil.copy2(Path(config.tokenizer) / name, out / name)
+        tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     elif _stored_tokenizer(out) == made_from:
         tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     else:
@@ -267,14 +272,21 @@ def _stored_tokenizer(out: Path) -> str | None:
         return None
 
 
-def _write_model(out: Path, model, tokenizer) -> None:
+def _write_model(out: Path, model, tokenizer, *, tokenizer_from: str | None = None) -> None:
     """The final weights and tokenizer, each file written whole (save to a temp dir, then move
     in).
     """
     tmp = out / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+    if tokenizer_from:  # a given tokenizer's own files, so its fingerprint stays the same
+        from memaudit.models.hf import TOKENIZER_FILES
+
+        for name in TOKENIZER_FILES:
+            if (Path(tokenizer_from) / name).is_file():
+                shutil.copy2(Path(tokenizer_from) / name, tmp / name)
+    else:
+        tokenizer.save_pretrained(tmp)
     for f in tmp.iterdir():
         f.replace(out / f.name)
     tmp.rmdir()
