@@ -25,6 +25,20 @@ from memaudit.models.generation import greedy_generate
 from memaudit.scoring.engine import score_texts
 
 
+class Killed(Exception):
+    """A training run killed from its progress callback."""
+
+
+def killed_at(step):
+    """A progress callback that kills the run when it reports ``step``."""
+
+    def progress(stage, done, total, note=""):
+        if done == step:
+            raise Killed
+
+    return progress
+
+
 def test_canaries_have_unique_prefixes_and_never_inserted_twins(tmp_path):
     made = make_canaries(repetitions=(1, 4, 32), per_level=4, seed=3)
     assert len({c.prefix for c in made}) == len(made)
@@ -102,15 +116,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     )
     straight = run_train(TrainConfig(out=str(tmp_path / "a"), **common))
 
-    class Killed(Exception):
-        pass
-
-    def die_at_7(stage, done, total, note=""):
-        if done == 7:
-            raise Killed
-
     with pytest.raises(Killed):
-        run_train(TrainConfig(out=str(tmp_path / "b"), **common), progress=die_at_7)
+        run_train(TrainConfig(out=str(tmp_path / "b"), **common), progress=killed_at(7))
     assert not (tmp_path / "b" / "memaudit_train.json").exists()
     assert [p.name for p in (tmp_path / "b").glob("checkpoint-*")] == ["checkpoint-0000004"]
     notes = []
@@ -194,14 +201,8 @@ def test_train_identity_is_the_corpus_content_not_its_path(tmp_path, snippets):
 def test_a_tokenizer_left_by_a_killed_run_is_reused_only_if_it_matches(tmp_path, snippets):
     corpus = write_jsonl(tmp_path / "c.jsonl", [{"text": t} for t in snippets["members"][:40]])
 
-    class Killed(Exception):
-        pass
-
-    def die(stage, done, total, note=""):
-        raise Killed
-
     with pytest.raises(Killed):  # before its first checkpoint: only the tokenizer is left
-        run_train(_tiny_train(tmp_path, corpus, vocab_size=300), progress=die)
+        run_train(_tiny_train(tmp_path, corpus, vocab_size=300), progress=killed_at(1))
     assert (tmp_path / "m" / "tokenizer.json").is_file()
     assert not list((tmp_path / "m").glob("checkpoint-*"))
     model = run_train(_tiny_train(tmp_path, corpus, vocab_size=400))
@@ -241,17 +242,10 @@ def test_continued_training_with_dropout_is_seeded_and_resumes_exactly(
         cfg = _tiny_train(tmp_path, corpus, init_from=str(base), out=str(tmp_path / out))
         return run_train(replace(cfg, steps=4, checkpoint_every=2), **extra)
 
-    class Killed(Exception):
-        pass
-
-    def die_at_3(stage, done, total, note=""):
-        if done == 3:
-            raise Killed
-
     a = load_file(train("a") / "model.safetensors")
     b = load_file(train("b") / "model.safetensors")
     with pytest.raises(Killed):
-        train("c", progress=die_at_3)
+        train("c", progress=killed_at(3))
     c = load_file(train("c") / "model.safetensors")
     start = load_file(base / "model.safetensors")
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
