@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from memaudit.attacks import ATTACKS, AttackInputs, parse_attacks
+from memaudit.attacks.views import ViewContext, compute_views, prepare_views
 from memaudit.errors import InputError, UnknownNameError
 from memaudit.metrics import roc_auc
+from memaudit.mia.config import MiaConfig
 from memaudit.models import load_causal_lm
-from memaudit.scoring.engine import score_texts
+from memaudit.scoring.engine import ScoreSettings
 
 COVERED: set[str] = set()
 
@@ -33,16 +35,27 @@ def reference(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def suite(target, reference, snippets):
-    """Scored views of members (first) and non-members."""
+def view_options(reference_dir) -> dict:
+    """``mia``'s settings with every input a registered view reads pointing at a fixture."""
+    return {
+        **MiaConfig(model="unused", members="unused", nonmembers="unused").to_dict(),
+        "reference": str(reference_dir),
+    }
+
+
+def all_views(target, reference, texts, options) -> AttackInputs:
+    """Every view of every registered attack, computed the way ``mia`` computes them."""
+    specs = parse_attacks("all")
+    ctx = ViewContext(target, texts, ScoreSettings(), options, reference=reference)
+    return compute_views(specs, ctx, prepare_views(specs, ctx))[0]
+
+
+@pytest.fixture(scope="module")
+def suite(target, reference, snippets, view_options):
+    """Every view of members (first) and non-members."""
     texts = snippets["members"] + snippets["nonmembers"]
     labels = np.r_[np.ones(len(snippets["members"])), np.zeros(len(snippets["nonmembers"]))]
-    views = dict(
-        target=score_texts(target, texts, cache_root=None)[0],
-        lowercase=score_texts(target, [t.lower() for t in texts], cache_root=None)[0],
-        reference=score_texts(reference, texts, cache_root=None)[0],
-    )
-    return texts, labels, AttackInputs(texts, **views)
+    return texts, labels, all_views(target, reference, texts, view_options)
 
 
 def direct_logp(model, text):
@@ -68,26 +81,21 @@ def test_permuting_inputs_permutes_scores(name, suite):
     texts, labels, inputs = suite
     [spec] = parse_attacks(name)
     perm = np.random.default_rng(0).permutation(len(texts))
-    permuted = AttackInputs(
-        [texts[i] for i in perm],
-        inputs.target.subset(perm),
-        inputs.lowercase.subset(perm),
-        inputs.reference.subset(perm),
-    )
-    np.testing.assert_allclose(spec(permuted), spec(inputs)[perm], rtol=1e-12)
+    np.testing.assert_allclose(spec(inputs.subset(perm)), spec(inputs)[perm], rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def short_inputs(target, reference, view_options):
+    texts = ["x = 1", "a + b", "def f():", "import os"]
+    inputs = all_views(target, reference, texts, view_options)
+    assert all(n >= 2 for n in inputs.target.n_tokens)
+    return inputs
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())
-def test_no_nan_on_short_texts(name, target, reference):
-    texts = ["x = 1", "a + b", "def f():", "import os"]
-    views = {
-        "target": score_texts(target, texts, cache_root=None)[0],
-        "lowercase": score_texts(target, [t.lower() for t in texts], cache_root=None)[0],
-        "reference": score_texts(reference, texts, cache_root=None)[0],
-    }
-    assert all(n >= 2 for n in views["target"].n_tokens)
+def test_no_nan_on_short_texts(name, short_inputs):
     [spec] = parse_attacks(name)
-    assert np.isfinite(spec(AttackInputs(texts, **views))).all()
+    assert np.isfinite(spec(short_inputs)).all()
 
 
 def test_every_attack_has_its_own_test():

@@ -193,7 +193,7 @@ def test_overlap_warning_and_skip_invalid(target_dir, data_files, tmp_path):
         ("no_weights", "no .safetensors weights"),
         ("hub_id", "models are loaded from local directories only"),
         ("one_token", "non.jsonl:1: text has 1 token(s)"),
-        ("reference_needed", "needs a reference model: pass --reference DIR"),
+        ("reference_needed", "needs --reference, which was not given"),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(case, message, target_dir, data_files, tmp_path):

@@ -2,15 +2,22 @@
 
 An attack is a small pure function ``fn(inputs, **params) -> (N,) array`` over scores that
 the engine already computed. The one sign convention, written once: **higher score = more
-likely a member**. An attack that needs another scored view of the texts (lowercased, or
-under a reference model) names it in ``needs``; the runner scores each view once for all
-attacks that need it.
+likely a member**. An attack that needs another view of the texts names it in ``needs``; the
+runner computes each view once for all attacks that need it.
+
+Two views are built in (``lowercase``: the target on the lowercased texts; ``reference``: a
+reference model on the texts). Any other view is a :class:`View` registered with
+:func:`register_view` in the attack's own module, beside the attacks that read it: it says
+which settings it requires, checks its inputs in ``prepare`` (before any output is written)
+and computes its value in ``compute``. Adding an attack touches its module and its test,
+never the runner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,24 +25,129 @@ from memaudit.errors import InputError
 from memaudit.registry import Registry
 from memaudit.scoring.tokenscores import TokenScores
 
-VIEWS = ("lowercase", "reference")
+BUILTIN_VIEWS = {"lowercase": (), "reference": ("reference",)}  # view -> settings it requires
+
+
+class PerTextView(Protocol):
+    """What a registered view computes: one entry per text, in the texts' order."""
+
+    def subset(self, indices: Iterable[int]) -> PerTextView: ...
+
+
+@dataclass(frozen=True)
+class View:
+    """A view of the texts that some attacks need beyond the target's own scores.
+
+    Parameters
+    ----------
+    name : str
+        What attacks name in ``needs``.
+    description : str
+        What it is, for ``memaudit attacks``.
+    cost : str
+        Its cost in forward passes per text, in words (e.g. "1 target pass (prefix cached)").
+    requires : tuple of str
+        Settings (``MiaConfig`` fields) that must be given; under ``--attacks all`` the attacks
+        that need a view whose settings are missing are left out with a note.
+    prepare : callable
+        ``prepare(ctx) -> state``: read and check the view's inputs. Runs before any output is
+        written, so a bad input leaves nothing behind.
+    compute : callable
+        ``compute(ctx, state) -> (value, stats)``: the view's value (a :class:`PerTextView`)
+        and a ``{model: ScoreStats}`` dict of the work it did.
+    """
+
+    name: str
+    description: str
+    cost: str
+    requires: tuple[str, ...]
+    prepare: Callable[[Any], Any]
+    compute: Callable[[Any, Any], tuple[Any, dict]]
+
+
+VIEWS: Registry[View] = Registry("view")
+
+
+def register_view(
+    name: str,
+    *,
+    description: str,
+    cost: str,
+    requires: tuple[str, ...] = (),
+    prepare: Callable[[Any], Any] | None = None,
+) -> Callable[[Callable], Callable]:
+    """Register ``compute(ctx, state) -> (value, stats)`` as the view ``name``.
+
+    ``prepare(ctx) -> state`` reads and checks the view's inputs before any output is
+    written (default: no state). In a module beside the attacks that read it::
+
+        @register_view("lengths", description="text lengths", cost="no model pass")
+        def lengths(ctx, state):
+            return PerText(n=np.array([len(t) for t in ctx.texts])), {}
+    """
+    if name in BUILTIN_VIEWS:
+        raise ValueError(f"'{name}' is a built-in view")
+
+    def deco(compute: Callable) -> Callable:
+        VIEWS.add(
+            name,
+            View(name, description, cost, tuple(requires), prepare or (lambda ctx: None), compute),
+        )
+        return compute
+
+    return deco
+
+
+@dataclass(frozen=True)
+class PerText:
+    """Per-text arrays of a view (first axis = text), e.g. ``PerText(gradnorm=...)``."""
+
+    arrays: dict[str, np.ndarray]
+
+    def __init__(self, **arrays: np.ndarray):
+        object.__setattr__(self, "arrays", {k: np.asarray(v) for k, v in arrays.items()})
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    def subset(self, indices: Iterable[int]) -> PerText:
+        idx = np.asarray(list(indices), dtype=np.int64)
+        return PerText(**{k: v[idx] for k, v in self.arrays.items()})
 
 
 @dataclass(frozen=True)
 class AttackInputs:
-    """Everything an attack may read: the texts and their scored views."""
+    """Everything an attack may read: the texts and their views."""
 
     texts: list[str]
     target: TokenScores  # the target model on the texts
     lowercase: TokenScores | None = None  # the target model on the lowercased texts
     reference: TokenScores | None = None  # the reference model on the texts
+    extra: Mapping[str, Any] = field(default_factory=dict)  # registered views by name
 
-    def view(self, name: str) -> TokenScores:
-        """The scored view ``name``; reading one not declared in ``needs`` fails here."""
-        scores = getattr(self, name)
-        if scores is None:
-            raise ValueError(f"the '{name}' view was not scored (declare it in the attack's needs)")
-        return scores
+    def view(self, name: str) -> Any:
+        """The view ``name``; reading one not declared in ``needs`` fails here."""
+        value = getattr(self, name) if name in BUILTIN_VIEWS else self.extra.get(name)
+        if value is None:
+            raise ValueError(
+                f"the '{name}' view was not computed (declare it in the attack's needs)"
+            )
+        return value
+
+    def has(self, name: str) -> bool:
+        return (getattr(self, name) if name in BUILTIN_VIEWS else self.extra.get(name)) is not None
+
+    def subset(self, indices: Iterable[int]) -> AttackInputs:
+        """The same inputs for the texts at ``indices``, in that order."""
+        idx = [int(i) for i in indices]
+        sub = lambda v: None if v is None else v.subset(idx)  # noqa: E731
+        return AttackInputs(
+            [self.texts[i] for i in idx],
+            self.target.subset(idx),
+            sub(self.lowercase),
+            sub(self.reference),
+            {k: v.subset(idx) for k, v in self.extra.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +157,14 @@ class Attack:
     description: str
     needs: frozenset[str] = frozenset()
     defaults: dict[str, float] = field(default_factory=dict)
+    cost: str = "the target pass (shared)"
+
+    def requires(self) -> tuple[str, ...]:
+        """The settings this attack's views require (e.g. ``("reference",)``)."""
+        out: list[str] = []
+        for view in sorted(self.needs):
+            out += BUILTIN_VIEWS[view] if view in BUILTIN_VIEWS else VIEWS.get(view).requires
+        return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -61,7 +181,7 @@ class AttackSpec:
 
     def __call__(self, inputs: AttackInputs) -> np.ndarray:
         for view in self.attack.needs:
-            if getattr(inputs, view) is None:
+            if not inputs.has(view):
                 raise InputError(f"attack '{self.attack.name}' needs the {view} view")
         return np.asarray(self.attack.fn(inputs, **self.params), dtype=np.float64)
 
@@ -73,15 +193,24 @@ AttackFn = Callable[..., np.ndarray]  # (AttackInputs, **params) -> one score pe
 
 
 def register(
-    name: str, *, description: str, needs: tuple[str, ...] = (), **defaults: float
+    name: str,
+    *,
+    description: str,
+    needs: tuple[str, ...] = (),
+    cost: str = "the target pass (shared)",
+    **defaults: float,
 ) -> Callable[[AttackFn], AttackFn]:
-    """Register an attack function under ``name``; keyword defaults become its settable params."""
-    unknown = set(needs) - set(VIEWS)
+    """Register an attack function under ``name``; keyword defaults become its settable params.
+
+    ``needs`` names views (built in, or registered before the attack); ``cost`` says what the
+    attack costs in forward passes per text beyond what it shares.
+    """
+    unknown = set(needs) - set(BUILTIN_VIEWS) - set(VIEWS.names())
     if unknown:
-        raise ValueError(f"unknown views {unknown}")
+        raise ValueError(f"unknown views {sorted(unknown)} (register a view first)")
 
     def deco(fn: AttackFn) -> AttackFn:
-        ATTACKS.add(name, Attack(name, fn, description, frozenset(needs), dict(defaults)))
+        ATTACKS.add(name, Attack(name, fn, description, frozenset(needs), dict(defaults), cost))
         return fn
 
     return deco

@@ -14,6 +14,7 @@ from .base import AttackInputs, mean_logp, register
         "(Carlini et al. 2021)"
     ),
     needs=("lowercase",),
+    cost="+1 target pass (the lowercased text)",
 )
 def lowercase(inputs: AttackInputs) -> np.ndarray:
     nll_text = -mean_logp(inputs.target)
@@ -29,6 +30,7 @@ def lowercase(inputs: AttackInputs) -> np.ndarray:
         "(Carlini et al. 2021; Meeus et al. 2024)"
     ),
     needs=("reference",),
+    cost="+1 reference pass",
 )
 def reference(inputs: AttackInputs) -> np.ndarray:
     return mean_logp(inputs.target) - mean_logp(inputs.view("reference"))

@@ -1,19 +1,24 @@
-"""Every scored view the chosen attacks need, one forward pass per text per model.
+"""Every view the chosen attacks need, each computed once for all of them.
 
-An attack declares the views it needs (``lowercase``, ``reference``) in ``needs``; here each
-view is computed once for all attacks, so the whole suite costs one pass per text per view.
+An attack declares the views it needs in ``needs``: the built-in ``lowercase`` and
+``reference`` (``score_views``: one forward pass per text per model) or a view registered in
+the attack's module (``base.register_view``), which ``prepare_views`` checks before any output
+and ``compute_views`` computes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 from memaudit.models.base import CausalLM
 from memaudit.scoring.engine import ScoreSettings, ScoreStats, score_texts
 
-from .base import AttackInputs
+from .base import BUILTIN_VIEWS, VIEWS, AttackInputs, AttackSpec, parse_attacks
 
 TokenIds = Sequence[Sequence[int]]
 
@@ -64,4 +69,96 @@ def score_views(
             progress=progress,
             stage="scoring reference",
         )
-    return AttackInputs(list(texts), **views), view_stats
+    return AttackInputs(
+        list(texts), views["target"], views.get("lowercase"), views.get("reference")
+    ), view_stats
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a registered view may use: the models, the texts, the run's settings.
+
+    ``options`` holds the command's resolved settings by name (``MiaConfig.to_dict()``);
+    a view reads the ones it declared in ``requires`` and its own knobs from there.
+    ``token_ids`` / ``reference_token_ids`` are each model's ids of the texts, already checked.
+    """
+
+    target: CausalLM
+    texts: list[str]
+    settings: ScoreSettings
+    options: Mapping[str, Any] = field(default_factory=dict)
+    reference: CausalLM | None = None
+    token_ids: Sequence[Sequence[int]] | None = None
+    reference_token_ids: Sequence[Sequence[int]] | None = None
+    cache_root: str | Path | None = None
+    progress: Progress | None = None
+
+    def option(self, name: str) -> Any:
+        """A setting by name; a view reading one the command does not have is a bug."""
+        if name not in self.options:
+            raise KeyError(f"the command has no setting '{name}'")
+        return self.options[name]
+
+
+def select_attacks(
+    spec: str, *, given: Callable[[str], bool], flag: Callable[[str], str] | None = None
+) -> tuple[list[AttackSpec], list[str]]:
+    """Parse the attack list and check that the settings their views require are given.
+
+    Under ``all``, attacks whose required settings are missing are left out with a note;
+    named explicitly, such an attack is an error naming the flag to pass.
+    """
+    flag = flag or (lambda name: "--" + name.replace("_", "-"))
+    specs = parse_attacks(spec)
+    kept, notes = [], []
+    for s in specs:
+        missing = [r for r in s.attack.requires() if not given(r)]
+        if not missing:
+            kept.append(s)
+        elif spec.strip() != "all":
+            raise InputError(
+                f"attack '{s.column}' needs {', '.join(flag(m) for m in missing)}, "
+                "which was not given"
+            )
+        else:
+            notes.append(
+                f"attack '{s.column}' left out: no {', '.join(flag(m) for m in missing)} given"
+            )
+    return kept, notes
+
+
+def needed_views(specs: Sequence[AttackSpec]) -> list[str]:
+    """The registered (non built-in) views the attacks need, in registration order."""
+    needs = set().union(*(s.attack.needs for s in specs)) - set(BUILTIN_VIEWS)
+    return [name for name in VIEWS.names() if name in needs]
+
+
+def prepare_views(specs: Sequence[AttackSpec], ctx: ViewContext) -> dict[str, Any]:
+    """Read and check every registered view's inputs; runs before any output is written."""
+    return {name: VIEWS.get(name).prepare(ctx) for name in needed_views(specs)}
+
+
+def compute_views(
+    specs: Sequence[AttackSpec], ctx: ViewContext, prepared: Mapping[str, Any]
+) -> tuple[AttackInputs, dict[str, ScoreStats]]:
+    """Every view the attacks need: the built-in ones in one pass per text per model, then
+    each registered one once.
+    """
+    needs = set().union(*(s.attack.needs for s in specs))
+    inputs, stats = score_views(
+        ctx.target,
+        ctx.reference if "reference" in needs else None,
+        ctx.texts,
+        ctx.settings,
+        lowercase="lowercase" in needs,
+        cache_root=ctx.cache_root,
+        token_ids=(ctx.token_ids, ctx.reference_token_ids),
+        progress=ctx.progress,
+    )
+    extra: dict[str, Any] = {}
+    for name in needed_views(specs):
+        extra[name], view_stats = VIEWS.get(name).compute(ctx, prepared[name])
+        stats.update({f"{name}/{k}": v for k, v in view_stats.items()})
+    return AttackInputs(
+        inputs.texts, inputs.target, inputs.lowercase, inputs.reference, extra
+    ), stats

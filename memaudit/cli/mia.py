@@ -112,15 +112,18 @@ def dataset_inference(cfg: DatasetInferenceConfig) -> None:
 @app.command("attacks")
 @reports_errors
 def list_attacks():
-    """List the registered membership-inference attacks."""
+    """List the registered membership-inference attacks: what each needs, its parameters
+    (set as name:param=value), and its cost in forward passes per text.
+    """
     from memaudit.attacks import ATTACKS
 
     table = Table(title="Registered attacks (higher score = more likely member)")
-    for col in ("name", "needs", "params", "description"):
+    for col in ("name", "needs", "params", "cost", "description"):
         table.add_column(col)
     for a in ATTACKS:
         params = ", ".join(f"{k}={v:g}" for k, v in a.defaults.items())
-        table.add_row(a.name, ", ".join(sorted(a.needs)) or "-", params or "-", a.description)
+        needs = ", ".join("--" + r.replace("_", "-") for r in a.requires())
+        table.add_row(a.name, needs or "-", params or "-", a.cost, a.description)
     out_console.print(table)
 
 

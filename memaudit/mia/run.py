@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.attacks import AttackSpec, parse_attacks
-from memaudit.attacks.views import score_views
-from memaudit.errors import InputError
+from memaudit.attacks.views import ViewContext, compute_views, prepare_views, select_attacks
 from memaudit.index.duplication import (
     bucket_order,
     corpus_counts,
@@ -44,24 +42,6 @@ class MiaOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def select_attacks(spec: str, *, has_reference: bool) -> tuple[list[AttackSpec], list[str]]:
-    """Parse the attack list; under "all", attacks needing an absent reference are left out with
-    a note.
-    """
-    specs = parse_attacks(spec)
-    notes = []
-    if not has_reference:
-        needing = [s for s in specs if "reference" in s.attack.needs]
-        if needing and spec.strip() != "all":
-            raise InputError(
-                f"attack '{needing[0].column}' needs a reference model: pass --reference DIR"
-            )
-        if needing:
-            notes.append("attack 'reference' left out: no --reference model given")
-        specs = [s for s in specs if "reference" not in s.attack.needs]
-    return specs, notes
-
-
 def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcome:
     """Run the membership-inference suite and write the run directory.
 
@@ -69,7 +49,8 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     ``results.json`` behind.
     """
     timings = Timings()
-    specs, notes = select_attacks(config.attacks, has_reference=config.reference is not None)
+    options = config.to_dict()
+    specs, notes = select_attacks(config.attacks, given=lambda name: options[name] is not None)
     settings = ScoreSettings(
         max_length=config.max_length,
         stride=config.stride,
@@ -92,19 +73,22 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
         index = open_index_for(config.index, inp.target) if config.index else None
+        ctx = ViewContext(
+            inp.target,
+            [r.text for r in inp.records],
+            settings,
+            options,
+            reference=inp.reference,
+            token_ids=inp.target_ids,
+            reference_token_ids=inp.reference_ids,
+            cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
+            progress=progress,
+        )
+        prepared = prepare_views(specs, ctx)
     run = rs.RunDir.begin(config.out, "mia", config)
     out = run.path
     with timings("scoring"):
-        views, view_stats = score_views(
-            inp.target,
-            inp.reference,
-            [r.text for r in inp.records],
-            settings,
-            lowercase=any("lowercase" in s.attack.needs for s in specs),
-            cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
-            token_ids=(inp.target_ids, inp.reference_ids),
-            progress=progress,
-        )
+        views, view_stats = compute_views(specs, ctx, prepared)
     with timings("attacks_and_metrics"):
         labels = np.array([r.label for r in inp.records])
         attack_scores = {s.column: s(views) for s in specs}
@@ -147,6 +131,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
                 "name": s.attack.name,
                 "params": s.params,
                 "description": s.attack.description,
+                "cost": s.attack.cost,
             }
             for s in specs
         },
