@@ -139,20 +139,55 @@ def _validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     return np.where(np.isnan(s), -np.inf, s), y
 
 
+def supported_fpr(bound: float, negatives: int) -> bool:
+    """Whether ``negatives`` non-members can show an FPR as small as ``bound``: one false
+    positive must be at most ``bound`` (1% needs 100 non-members, 0.1% needs 1,000).
+
+    >>> supported_fpr(0.01, 100), supported_fpr(0.001, 999)
+    (True, False)
+    """
+    return negatives > 0 and 1 / negatives <= bound + 1e-12
+
+
+def mark_supported(
+    metrics: dict[str, dict], negatives: int, fpr_bounds: tuple[float, ...] = FPR_BOUNDS
+) -> dict[str, dict]:
+    """``metrics`` (``Estimate.to_dict()`` by key) with ``supported`` on each TPR@FPR entry;
+    where it is False the value is the TPR at zero false positives, not at the bound.
+    """
+    out = dict(metrics)
+    for bound in fpr_bounds:
+        key = metric_name(bound)
+        if key in out:
+            out[key] = {**out[key], "supported": supported_fpr(bound, negatives)}
+    return out
+
+
 def zero_fp_notes(
-    negatives: int, fpr_bounds: tuple[float, ...] = FPR_BOUNDS, *, what: str = "non-members"
+    negatives: int,
+    fpr_bounds: tuple[float, ...] = FPR_BOUNDS,
+    *,
+    what: str = "non-members",
+    shown_as_na: bool = False,
 ) -> list[str]:
     """A note for each FPR bound below 1/``negatives``: there, TPR is the TPR at zero false
-    positives, and the report must say so next to the number.
+    positives, and the report must say so next to the number (or, with ``shown_as_na``, that
+    it shows n/a and results.json keeps the zero-false-positive TPR, marked unsupported).
 
     >>> len(zero_fp_notes(50)), len(zero_fp_notes(500)), len(zero_fp_notes(5000))
     (2, 1, 0)
     >>> zero_fp_notes(500)[0][:37]
     'only 500 non-members: TPR at 0.1% FPR'
     """
+    said = (
+        "is shown as n/a (results.json keeps the TPR at zero false positives, "
+        "marked supported: false)"
+        if shown_as_na
+        else "is the TPR at zero false positives"
+    )
     return [
-        f"only {negatives} {what}: TPR at {bound * 100:g}% FPR is the TPR at zero false positives "
-        f"(one false positive is already {100 / negatives:.2g}% FPR)"
+        f"only {negatives} {what}: TPR at {bound * 100:g}% FPR {said}; "
+        f"one false positive is already {100 / negatives:.2g}% FPR"
         for bound in fpr_bounds
         if negatives and bound < 1 / negatives
     ]

@@ -53,17 +53,21 @@ def test_trained_members_are_detected(full_run):
     assert "min_k_pp" in r.stdout and "report:" in r.stdout
 
 
-def test_tpr_at_an_fpr_below_one_non_member_says_it_is_at_zero_false_positives(full_run):
+def test_tpr_at_an_fpr_below_one_non_member_is_not_shown_and_says_why(full_run):
     out, r = full_run
     results = json.loads((out / "results.json").read_text())
     n = results["data"]["nonmembers"]["n"]
     assert n < 1000  # so at least 0.1% FPR is below one false positive
+    report = (out / "report.html").read_text()
     for bound, shown in ((0.01, "1%"), (0.001, "0.1%")):
-        note = f"only {n} non-members: TPR at {shown} FPR is the TPR at zero false positives"
+        note = f"only {n} non-members: TPR at {shown} FPR is shown as n/a"
         noted = any(x.startswith(note) for x in results["notes"])
         assert noted == (bound < 1 / n), results["notes"]
+        entry = results["metrics"]["loss"][f"tpr@{shown}fpr"]
+        assert entry["supported"] == (not noted)
         if noted:
-            assert note in (out / "report.html").read_text() and note in r.stderr
+            assert note in report and note in r.stderr
+            assert "n/a" in report and "n/a" in r.stdout
 
 
 def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
@@ -405,3 +409,90 @@ def test_index_adds_corpus_counts_and_auc_per_duplication_bucket(
             auc
         )
     assert "By duplication" in (tmp_path / "run" / "report.html").read_text()
+
+
+# ---- one labelled file holding both classes (WikiMIA, MIMIR) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_file_scores(target_dir, snippets, tmp_path_factory):
+    """loss scores of 20 members and 20 non-members given as two files, by text."""
+    d = tmp_path_factory.mktemp("two_files")
+    write_jsonl(d / "m.jsonl", [json.dumps({"text": t}) for t in snippets["members"][:20]])
+    write_jsonl(d / "n.jsonl", [json.dumps({"text": t}) for t in snippets["nonmembers"][:20]])
+    r = mia(
+        "--model", target_dir, "--members", d / "m.jsonl", "--nonmembers", d / "n.jsonl",
+        "--attacks", "loss", "--no-cache", "--no-report", "--n-bootstrap", 10, "--out", d / "run",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return _loss_by_label(d / "run")
+
+
+def _loss_by_label(run_dir):
+    rows = pq.read_table(run_dir / "scores.parquet").to_pylist()
+    return {lab: sorted(r["loss"] for r in rows if r["label"] == lab) for lab in (0, 1)}
+
+
+@pytest.mark.parametrize("layout", ["wikimia_jsonl", "wikimia_parquet", "mimir_pairs"])
+def test_one_labelled_file_scores_as_two_files_do(
+    layout, target_dir, snippets, two_file_scores, tmp_path
+):
+    members, nonmembers = snippets["members"][:20], snippets["nonmembers"][:20]
+    if layout == "mimir_pairs":
+        rows = [{"member": m, "nonmember": n} for m, n in zip(members, nonmembers)]
+        flags = ["--pair-fields", "member,nonmember"]
+    else:  # WikiMIA: the text in 'input', 'label' 1 for members; classes interleaved
+        rows = [{"input": t, "label": lab} for m, n in zip(members, nonmembers)
+                for t, lab in ((m, 1), (n, 0))]  # fmt: skip
+        flags = ["--text-field", "input"]
+    if layout == "wikimia_parquet":
+        import pyarrow as pa
+
+        data = tmp_path / "wikimia.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), data)
+    else:
+        data = tmp_path / "data.jsonl"
+        write_jsonl(data, [json.dumps(r) for r in rows])
+    r = mia(
+        "--model", target_dir, "--data", data, *flags, "--attacks", "loss", "--no-cache",
+        "--no-report", "--n-bootstrap", 10, "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    got = _loss_by_label(tmp_path / "run")
+    for lab in (0, 1):
+        np.testing.assert_allclose(got[lab], two_file_scores[lab], rtol=1e-6)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["data"]["members"] == {"path": str(data), "n": 20}
+
+
+@pytest.mark.parametrize(
+    "rows, flags, message",
+    [
+        (['{"text": "a = 1", "label": 1}', '{"text": "b = 2", "label": 2}'], [],
+         "data.jsonl:2: label field 'label' must be 0 or 1, got 2"),
+        (['{"text": "a = 1", "label": 1}', '{"text": "b = 2", "label": "0"}'], [],
+         "data.jsonl:2: label field 'label' must be 0 or 1, got '0'"),
+        (['{"text": "a = 1", "label": 1}', '{"text": "b = 2"}'], [],
+         "data.jsonl:2: label field 'label' must be 0 or 1, got nothing"),
+        (['{"text": "a = 1", "label": 1}', '{"text": "b = 2", "label": 1}'], [],
+         "no valid non-members left to score"),
+        (['{"member": "a = 1", "nonmember": "b = 2"}'], ["--pair-fields", "member"],
+         "--pair-fields needs two field names"),
+        (['{"text": "a = 1", "label": 1}'], ["--members", "m.jsonl"],
+         "give either --data or --members/--nonmembers, not both"),
+    ],
+)  # fmt: skip
+def test_bad_labelled_file_one_line_exit_2(rows, flags, message, target_dir, tmp_path):
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, rows)
+    out = tmp_path / "run"
+    r = mia("--model", target_dir, "--data", data, *flags, "--attacks", "loss", "--out", out)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not out.exists()
+
+
+def test_members_without_nonmembers_is_one_line_error(target_dir, data_files, tmp_path):
+    r = mia("--model", target_dir, "--members", data_files["members"], "--out", tmp_path / "r")
+    assert r.exit_code == 2 and "give --members and --nonmembers" in r.stderr, r.output

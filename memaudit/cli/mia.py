@@ -57,6 +57,11 @@ def _interval(e: dict) -> str:
     return f"{e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
 
 
+def _tpr(e: dict) -> str:
+    """A TPR@FPR value, or n/a where too few non-members make that FPR unreachable."""
+    return f"{e['value']:.3f}" if e.get("supported", True) else "n/a"
+
+
 def _print_mia_summary(results: dict) -> None:
     table = Table(title="Membership inference (higher score = member)")
     for col in ("attack", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR"):
@@ -65,8 +70,8 @@ def _print_mia_summary(results: dict) -> None:
         table.add_row(
             name,
             _interval(m["auc"]),
-            f"{m['tpr@1%fpr']['value']:.3f}",
-            f"{m['tpr@0.1%fpr']['value']:.3f}",
+            _tpr(m["tpr@1%fpr"]),
+            _tpr(m["tpr@0.1%fpr"]),
         )
     out_console.print(table)
     if "by_duplication" in results:

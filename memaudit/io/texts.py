@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ class Skipped:
 
 
 @dataclass(frozen=True)
+class Fields:
+    """Which fields of a JSONL/parquet record hold the text and, in a file that holds both
+    classes, the label (1 member, 0 non-member; ``true``/``false`` too).
+    """
+
+    text: str = "text"
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class ReadResult:
     records: list[TextRecord]
     skipped: list[Skipped]
@@ -63,7 +74,11 @@ def text_hash(text: str) -> str:
 
 
 def read_texts(
-    path: str | Path, *, label: int | None = None, skip_invalid: bool = False
+    path: str | Path,
+    *,
+    label: int | None = None,
+    skip_invalid: bool = False,
+    fields: Fields = Fields(),
 ) -> ReadResult:
     """Read texts from a JSONL, txt or parquet file, or from a folder (one document per file).
 
@@ -77,12 +92,15 @@ def read_texts(
         Label given to every record (1 member, 0 non-member).
     skip_invalid : bool, keyword-only
         Leave out invalid records and list them in ``ReadResult.skipped`` instead of raising.
+    fields : Fields, keyword-only
+        The text field of JSONL/parquet records (default ``text``) and, for a file holding
+        both classes, the label field (each record's label then comes from it, 0 or 1).
 
     Raises
     ------
     InputError
-        A missing file, malformed JSON, a record without a non-empty ``text``, or a file
-        without any text; the message names the file and line.
+        A missing file, malformed JSON, a record without a non-empty ``text``, a label other
+        than 0/1, or a file without any text; the message names the file and line.
 
     Examples
     --------
@@ -96,7 +114,7 @@ def read_texts(
     p = Path(path)
     if not p.exists():
         raise InputError("no such file or directory", path=str(path))
-    reader = _pick_reader(p)
+    reader = _pick_reader(p, fields)
     records: list[TextRecord] = []
     skipped: list[Skipped] = []
     for item in reader(p, label):
@@ -125,7 +143,7 @@ def iter_texts(
     p = Path(path)
     if not p.exists():
         raise InputError("no such file or directory", path=str(path))
-    for item in _pick_reader(p)(p, None):
+    for item in _pick_reader(p, Fields())(p, None):
         if isinstance(item, InputError):
             if not skip_invalid:
                 raise item
@@ -164,14 +182,17 @@ def write_texts(path: str | Path, items: Iterable[tuple[str, str]]) -> Path:
     return Path(path)
 
 
-def _pick_reader(p: Path) -> Reader:
-    if p.is_dir():
-        return _read_folder
+def _pick_reader(p: Path, fields: Fields) -> Reader:
     suffix = p.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return _read_jsonl
+        return partial(_read_jsonl, fields=fields)
     if suffix in PARQUET_SUFFIXES:
-        return _read_parquet
+        return partial(_read_parquet, fields=fields)
+    if fields != Fields():
+        what = "a folder" if p.is_dir() else f"a {suffix or p.name} file"
+        raise InputError(f"named record fields need .jsonl or .parquet, not {what}", path=str(p))
+    if p.is_dir():
+        return _read_folder
     if suffix == ".txt":
         return _read_txt
     raise InputError(
@@ -180,7 +201,7 @@ def _pick_reader(p: Path) -> Reader:
     )
 
 
-def _read_jsonl(p: Path, label: int | None) -> Iterator[Parsed]:
+def _read_jsonl(p: Path, label: int | None, *, fields: Fields) -> Iterator[Parsed]:
     for lineno, raw in _decoded_lines(p):
         if isinstance(raw, InputError):
             yield raw
@@ -195,24 +216,27 @@ def _read_jsonl(p: Path, label: int | None) -> Iterator[Parsed]:
             )
             continue
         if not isinstance(obj, dict):
-            yield InputError("expected a JSON object with a 'text' field", path=str(p), line=lineno)
+            yield InputError(
+                f"expected a JSON object with a '{fields.text}' field", path=str(p), line=lineno
+            )
             continue
-        yield _record_from_fields(obj, p, lineno, label)
+        yield _record_from_fields(obj, p, lineno, label, fields)
 
 
-def _read_parquet(p: Path, label: int | None) -> Iterator[Parsed]:
+def _read_parquet(p: Path, label: int | None, *, fields: Fields) -> Iterator[Parsed]:
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises several unrelated types for a corrupt file
         raise InputError(f"cannot read parquet ({e})", path=str(p)) from e
-    if "text" not in table.column_names:
-        raise InputError(
-            f"no 'text' column (columns: {', '.join(table.column_names)})", path=str(p)
-        )
+    for name in (fields.text, fields.label):
+        if name is not None and name not in table.column_names:
+            raise InputError(
+                f"no '{name}' column (columns: {', '.join(table.column_names)})", path=str(p)
+            )
     for row, obj in enumerate(table.to_pylist(), start=1):
-        yield _record_from_fields(obj, p, row, label)
+        yield _record_from_fields(obj, p, row, label, fields)
 
 
 def _read_txt(p: Path, label: int | None) -> Iterator[Parsed]:
@@ -246,20 +270,43 @@ def _read_folder(p: Path, label: int | None) -> Iterator[Parsed]:
         yield TextRecord(id=rel, text=text, label=label, path=str(f), line=None)
 
 
-def _record_from_fields(obj: dict[str, Any], p: Path, lineno: int, label: int | None) -> Parsed:
-    if "text" not in obj:
-        return InputError("missing 'text' field", path=str(p), line=lineno)
-    text = obj["text"]
+def _record_from_fields(
+    obj: dict[str, Any], p: Path, lineno: int, label: int | None, fields: Fields
+) -> Parsed:
+    key = fields.text
+    if key not in obj:
+        return InputError(f"missing '{key}' field", path=str(p), line=lineno)
+    text = obj[key]
     if not isinstance(text, str):
         return InputError(
-            f"'text' must be a string, got {type(text).__name__}", path=str(p), line=lineno
+            f"'{key}' must be a string, got {type(text).__name__}", path=str(p), line=lineno
         )
     if not text.strip():
         return InputError("empty text", path=str(p), line=lineno)
+    if fields.label is not None:
+        parsed = _label(obj.get(fields.label, _MISSING))
+        if parsed is None:
+            got = "nothing" if fields.label not in obj else repr(obj[fields.label])
+            return InputError(
+                f"label field '{fields.label}' must be 0 or 1, got {got}", path=str(p), line=lineno
+            )
+        label = parsed
     rid = obj.get("id")
     rid = f"{p.stem}:{lineno}" if rid is None else str(rid)
-    meta = {k: v for k, v in obj.items() if k not in ("text", "id")}
+    meta = {k: v for k, v in obj.items() if k not in (key, fields.label, "id")}
     return TextRecord(id=rid, text=text, label=label, meta=meta, path=str(p), line=lineno)
+
+
+_MISSING = object()
+
+
+def _label(value: Any) -> int | None:
+    """0 or 1 from an int, a bool or an integral float; anything else is None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    return None
 
 
 def numbered_lines(p: Path) -> Iterator[tuple[int, str]]:

@@ -18,10 +18,29 @@ class MiaConfig:
     """Settings of ``memaudit mia``; see ``memaudit mia --help`` for each one."""
 
     model: str = setting(help="Target model: a local Hugging Face directory (safetensors).")
-    members: str = setting(
-        help="Known members: .jsonl (a 'text' field), .txt (one per line), .parquet or a folder."
+    members: str | None = setting(
+        None,
+        help="Known members: .jsonl (a 'text' field), .txt (one per line), .parquet or a folder.",
     )
-    nonmembers: str = setting(help="Known non-members, same formats.")
+    nonmembers: str | None = setting(None, help="Known non-members, same formats.")
+    data: str | None = setting(
+        None,
+        help=(
+            "Instead of --members/--nonmembers: one .jsonl/.parquet holding both, labelled "
+            "by --label-field (WikiMIA) or paired by --pair-fields (MIMIR)."
+        ),
+    )
+    label_field: str = setting(
+        "label", help="With --data: the field holding 1 (member) or 0 (non-member)."
+    )
+    text_field: str = setting("text", help="With --data: the field holding the text.")
+    pair_fields: str | None = setting(
+        None,
+        help=(
+            "With --data: 'member,nonmember' (MIMIR's layout): each record holds one member "
+            "and one non-member text in these two fields; --label-field is then unused."
+        ),
+    )
     reference: str | None = setting(
         None, help="Reference model dir for the 'reference' attack (its tokenizer may differ)."
     )
@@ -73,6 +92,20 @@ class MiaConfig:
             raise InputError(
                 f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
             )
+        two_files = self.members is not None or self.nonmembers is not None
+        if self.data is not None and two_files:
+            raise InputError("give either --data or --members/--nonmembers, not both")
+        if self.data is None and (self.members is None or self.nonmembers is None):
+            raise InputError("give --members and --nonmembers, or one labelled --data file")
+        if self.pair_fields is not None and len(self.pair()) != 2:
+            raise InputError(
+                f"--pair-fields needs two field names, e.g. 'member,nonmember'; "
+                f"got '{self.pair_fields}'"
+            )
+
+    def pair(self) -> tuple[str, ...]:
+        """The two fields of --pair-fields (member first)."""
+        return tuple(f.strip() for f in (self.pair_fields or "").split(",") if f.strip())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

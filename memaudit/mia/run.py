@@ -23,14 +23,14 @@ from memaudit.index.duplication import (
 from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
 from memaudit.io.rundir import Timings
-from memaudit.io.texts import TextRecord
-from memaudit.metrics import membership_metrics, roc_curve, zero_fp_notes
+from memaudit.io.texts import Fields, TextRecord, read_texts
+from memaudit.metrics import mark_supported, membership_metrics, roc_curve, zero_fp_notes
 from memaudit.models.hf import LoadOptions
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings
 
 from .config import MiaConfig
-from .sets import prepare_sets
+from .sets import PreparedSets, prepare_read, read_labelled
 
 MAX_ROC_POINTS = 2000
 
@@ -59,17 +59,11 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         shard_texts=config.shard_texts,
     )
     with timings("prepare"):
-        inp = prepare_sets(
-            config.members,
-            config.nonmembers,
-            model=config.model,
+        inp = _read_sets(
+            config,
             reference=config.reference
             if any("reference" in s.attack.needs for s in specs)
             else None,
-            options=LoadOptions(
-                dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
-            ),
-            skip_invalid=config.skip_invalid,
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
         index = open_index_for(config.index, inp.target) if config.index else None
@@ -92,15 +86,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     with timings("attacks_and_metrics"):
         labels = np.array([r.label for r in inp.records])
         attack_scores = {s.column: s(views) for s in specs}
-        metrics = {
-            col: {
-                k: e.to_dict()
-                for k, e in membership_metrics(
-                    v, labels, n_bootstrap=config.n_bootstrap, seed=config.seed
-                ).items()
-            }
-            for col, v in attack_scores.items()
-        }
+        metrics = {col: _metrics(v, labels, config) for col, v in attack_scores.items()}
 
         by_duplication, dup_columns = {}, {}
         if index is not None:
@@ -122,8 +108,11 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
             reference and reference.tokenizer_fingerprint != target.tokenizer_fingerprint
         ),
         "data": {
-            "members": {"path": config.members, "n": int((labels == 1).sum())},
-            "nonmembers": {"path": config.nonmembers, "n": int((labels == 0).sum())},
+            "members": {"path": config.members or config.data, "n": int((labels == 1).sum())},
+            "nonmembers": {
+                "path": config.nonmembers or config.data,
+                "n": int((labels == 0).sum()),
+            },
             "skipped": [s.to_dict() for s in inp.skipped],
         },
         "attacks": {
@@ -145,7 +134,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
         "warnings": inp.warnings,
-        "notes": [*notes, *zero_fp_notes(int((labels == 0).sum()))],
+        "notes": [*notes, *zero_fp_notes(int((labels == 0).sum()), shown_as_na=True)],
     }
     render = None
     if config.report:
@@ -154,6 +143,34 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         render = partial(write_mia_report, columns=columns)
     run.finish(results, render)
     return MiaOutcome(out, results, inp.warnings)
+
+
+def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
+    """The two sets, from --members/--nonmembers or one labelled --data file, checked."""
+    if config.data is None:
+        pos = read_texts(config.members or "", label=1, skip_invalid=config.skip_invalid)
+        neg = read_texts(config.nonmembers or "", label=0, skip_invalid=config.skip_invalid)
+        paths = (config.members or "", config.nonmembers or "")
+    else:
+        pair = config.pair()
+        pos, neg = read_labelled(
+            config.data,
+            fields=Fields(text=config.text_field, label=config.label_field),
+            pair=(pair[0], pair[1]) if pair else None,
+            skip_invalid=config.skip_invalid,
+        )
+        paths = (config.data, config.data)
+    return prepare_read(
+        pos,
+        neg,
+        paths,
+        model=config.model,
+        reference=reference,
+        options=LoadOptions(
+            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+        ),
+        skip_invalid=config.skip_invalid,
+    )
 
 
 def _score_columns(
@@ -174,6 +191,14 @@ def _score_columns(
     return columns
 
 
+def _metrics(scores: np.ndarray, labels: np.ndarray, config: MiaConfig) -> dict[str, dict]:
+    """AUC and TPR at each FPR bound with CIs; a bound the non-members cannot show is marked
+    ``supported: false`` (there the value is the TPR at zero false positives).
+    """
+    estimates = membership_metrics(scores, labels, n_bootstrap=config.n_bootstrap, seed=config.seed)
+    return mark_supported({k: e.to_dict() for k, e in estimates.items()}, int((labels == 0).sum()))
+
+
 def _metrics_by_bucket(
     attack_scores: dict[str, np.ndarray], labels: np.ndarray, buckets: np.ndarray, config: MiaConfig
 ) -> dict:
@@ -186,13 +211,7 @@ def _metrics_by_bucket(
         out[b] = {
             "members": int(((labels == 1) & keep).sum()),
             "metrics": {
-                col: {
-                    k: e.to_dict()
-                    for k, e in membership_metrics(
-                        v[keep], labels[keep], n_bootstrap=config.n_bootstrap, seed=config.seed
-                    ).items()
-                }
-                for col, v in attack_scores.items()
+                col: _metrics(v[keep], labels[keep], config) for col, v in attack_scores.items()
             },
         }
     return out

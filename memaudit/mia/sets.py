@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.texts import Skipped, TextRecord, read_texts, text_hash
+from memaudit.io.texts import Fields, ReadResult, Skipped, TextRecord, read_texts, text_hash
 from memaudit.models.hf import HFCausalLM, LoadOptions, load_causal_lm
 
 
@@ -42,6 +42,50 @@ def prepare_sets(
     """
     pos = read_texts(positives, label=1, skip_invalid=skip_invalid)
     neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
+    return prepare_read(
+        pos,
+        neg,
+        (positives, negatives),
+        model=model,
+        reference=reference,
+        options=options,
+        skip_invalid=skip_invalid,
+        names=names,
+    )
+
+
+def read_labelled(
+    path: str, *, fields: Fields, pair: tuple[str, str] | None, skip_invalid: bool
+) -> tuple[ReadResult, ReadResult]:
+    """Members and non-members from one file that holds both, as benchmarks ship them.
+
+    Either each record has a label field (``fields.label``, 0 or 1; WikiMIA: ``label`` with
+    the text in ``input``) or each record holds one member and one non-member text in the
+    two ``pair`` fields (MIMIR: ``member``, ``nonmember``).
+    """
+    if pair is not None:
+        member, nonmember = pair
+        pos = read_texts(path, label=1, skip_invalid=skip_invalid, fields=Fields(text=member))
+        neg = read_texts(path, label=0, skip_invalid=skip_invalid, fields=Fields(text=nonmember))
+        return pos, neg
+    both = read_texts(path, skip_invalid=skip_invalid, fields=fields)
+    split = [ReadResult([r for r in both.records if r.label == label], []) for label in (1, 0)]
+    return ReadResult(split[0].records, both.skipped), split[1]
+
+
+def prepare_read(
+    pos: ReadResult,
+    neg: ReadResult,
+    paths: tuple[str, str],
+    *,
+    model: str,
+    reference: str | None,
+    options: LoadOptions,
+    skip_invalid: bool,
+    names: tuple[str, str] = ("members", "non-members"),
+) -> PreparedSets:
+    """``prepare_sets`` for sets already read (``read_labelled``)."""
+    positives, negatives = paths
     target = load_causal_lm(model, options)
     ref = load_causal_lm(reference, options) if reference else None
     records, target_ids, ref_ids, short = tokenize_and_check(

@@ -14,6 +14,8 @@ _ENV = jinja2.Environment(
 
 
 def _ci(est: dict) -> str:
+    if not est.get("supported", True):  # an FPR the non-members cannot show (see the notes)
+        return "n/a"
     return f"{est['value']:.3f} [{est['ci_low']:.3f}, {est['ci_high']:.3f}]"
 
 
