@@ -189,7 +189,7 @@ def zero_fp_notes(
         f"only {negatives} {what}: TPR at {bound * 100:g}% FPR {said}; "
         f"one false positive is already {100 / negatives:.2g}% FPR"
         for bound in fpr_bounds
-        if negatives and bound < 1 / negatives
+        if negatives and not supported_fpr(bound, negatives)
     ]
 
 

@@ -127,15 +127,16 @@ class AttackInputs:
 
     def view(self, name: str) -> Any:
         """The view ``name``; reading one not declared in ``needs`` fails here."""
-        value = getattr(self, name) if name in BUILTIN_VIEWS else self.extra.get(name)
-        if value is None:
+        if not self.has(name):
             raise ValueError(
                 f"the '{name}' view was not computed (declare it in the attack's needs)"
             )
-        return value
+        return getattr(self, name) if name in BUILTIN_VIEWS else self.extra[name]
 
     def has(self, name: str) -> bool:
-        return (getattr(self, name) if name in BUILTIN_VIEWS else self.extra.get(name)) is not None
+        """Whether the view ``name`` was computed."""
+        value = getattr(self, name) if name in BUILTIN_VIEWS else self.extra.get(name)
+        return value is not None
 
     def subset(self, indices: Iterable[int]) -> AttackInputs:
         """The same inputs for the texts at ``indices``, in that order."""

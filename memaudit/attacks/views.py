@@ -101,14 +101,14 @@ class ViewContext:
 
 
 def select_attacks(
-    spec: str, *, given: Callable[[str], bool], flag: Callable[[str], str] | None = None
+    spec: str, *, given: Callable[[str], bool], flag: Callable[[str], str]
 ) -> tuple[list[AttackSpec], list[str]]:
     """Parse the attack list and check that the settings their views require are given.
 
+    ``given(setting)`` says whether a setting was given, ``flag(setting)`` names its flag.
     Under ``all``, attacks whose required settings are missing are left out with a note;
     named explicitly, such an attack is an error naming the flag to pass.
     """
-    flag = flag or (lambda name: "--" + name.replace("_", "-"))
     specs = parse_attacks(spec)
     kept, notes = [], []
     for s in specs:

@@ -121,13 +121,14 @@ def list_attacks():
     (set as name:param=value), and its cost in forward passes per text.
     """
     from memaudit.attacks import ATTACKS
+    from memaudit.io.config import flag_of
 
     table = Table(title="Registered attacks (higher score = more likely member)")
     for col in ("name", "needs", "params", "cost", "description"):
         table.add_column(col)
     for a in ATTACKS:
         params = ", ".join(f"{k}={v:g}" for k, v in a.defaults.items())
-        needs = ", ".join("--" + r.replace("_", "-") for r in a.requires())
+        needs = ", ".join(flag_of(MiaConfig, r) for r in a.requires())
         table.add_row(a.name, needs or "-", params or "-", a.cost, a.description)
     out_console.print(table)
 

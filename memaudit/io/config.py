@@ -104,6 +104,11 @@ def flag_name(f: Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def flag_of(cls: type, name: str) -> str:
+    """The command-line flag of the field ``name`` of config class ``cls``."""
+    return flag_name(next(f for f in fields(cls) if f.name == name))
+
+
 def resolve_config(cls: type[C], *, config_file: str | None = None, **overrides: Any) -> C:
     """Build ``cls`` from its defaults, then ``config_file`` (JSON or TOML), then ``overrides``.
 

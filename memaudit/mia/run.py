@@ -21,6 +21,7 @@ from memaudit.index.duplication import (
     open_index_for,
 )
 from memaudit.io import rundir as rs
+from memaudit.io.config import flag_of
 from memaudit.io.progress import Progress
 from memaudit.io.rundir import Timings
 from memaudit.io.texts import Fields, TextRecord, read_texts
@@ -50,7 +51,11 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     """
     timings = Timings()
     options = config.to_dict()
-    specs, notes = select_attacks(config.attacks, given=lambda name: options[name] is not None)
+    specs, notes = select_attacks(
+        config.attacks,
+        given=lambda name: options[name] is not None,
+        flag=partial(flag_of, MiaConfig),
+    )
     settings = ScoreSettings(
         max_length=config.max_length,
         stride=config.stride,
