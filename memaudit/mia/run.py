@@ -24,14 +24,14 @@ from memaudit.io import rundir as rs
 from memaudit.io.config import flag_of
 from memaudit.io.progress import Progress
 from memaudit.io.rundir import Timings
-from memaudit.io.texts import Fields, TextRecord, read_texts
+from memaudit.io.texts import Fields, TextRecord
 from memaudit.metrics import mark_supported, membership_metrics, roc_curve, zero_fp_notes
 from memaudit.models.hf import LoadOptions
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings
 
 from .config import MiaConfig
-from .sets import PreparedSets, prepare_read, read_labelled
+from .sets import PreparedSets, prepare_read, read_labelled, read_two
 
 MAX_ROC_POINTS = 2000
 
@@ -153,9 +153,8 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
 def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
     """The two sets, from --members/--nonmembers or one labelled --data file, checked."""
     if config.data is None:
-        pos = read_texts(config.members or "", label=1, skip_invalid=config.skip_invalid)
-        neg = read_texts(config.nonmembers or "", label=0, skip_invalid=config.skip_invalid)
-        paths = (config.members or "", config.nonmembers or "")
+        paths = (config.members or "", config.nonmembers or "")  # both given: __post_init__
+        pos, neg = read_two(*paths, skip_invalid=config.skip_invalid)
     else:
         pair = config.pair()
         pos, neg = read_labelled(

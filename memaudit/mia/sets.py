@@ -40,8 +40,7 @@ def prepare_sets(
 
     Everything that can be wrong with the input fails here, before any output is written.
     """
-    pos = read_texts(positives, label=1, skip_invalid=skip_invalid)
-    neg = read_texts(negatives, label=0, skip_invalid=skip_invalid)
+    pos, neg = read_two(positives, negatives, skip_invalid=skip_invalid)
     return prepare_read(
         pos,
         neg,
@@ -51,6 +50,16 @@ def prepare_sets(
         options=options,
         skip_invalid=skip_invalid,
         names=names,
+    )
+
+
+def read_two(
+    positives: str, negatives: str, *, skip_invalid: bool
+) -> tuple[ReadResult, ReadResult]:
+    """Two files, one per class: every text of the first labelled 1, of the second 0."""
+    return (
+        read_texts(positives, label=1, skip_invalid=skip_invalid),
+        read_texts(negatives, label=0, skip_invalid=skip_invalid),
     )
 
 
