@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_jsonl
 from memaudit.attacks import ATTACKS, AttackInputs, parse_attacks
 from memaudit.attacks.views import ViewContext, compute_views, prepare_views
 from memaudit.errors import InputError, UnknownNameError
@@ -35,11 +36,25 @@ def reference(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def view_options(reference_dir) -> dict:
+def token_frequency_file(target, snippets, workdir):
+    """Token counts of the reference corpus under the target's tokenizer, as dc_pdd reads them."""
+    ids = np.concatenate([np.asarray(t) for t in target.encode(snippets["reference_corpus"])])
+    values, counts = np.unique(ids, return_counts=True)
+    rows = [{"id": int(v), "count": int(c)} for v, c in zip(values, counts)]
+    return write_jsonl(workdir / "token_counts.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def view_options(reference_dir, data_files, token_frequency_file) -> dict:
     """``mia``'s settings with every input a registered view reads pointing at a fixture."""
     return {
         **MiaConfig(model="unused", members="unused", nonmembers="unused").to_dict(),
         "reference": str(reference_dir),
+        # conditional and calibrated attacks; the member prefix's texts are scored members
+        # too (no other member texts exist), which inflates their scores a little
+        "prefix_texts": str(data_files["nonmembers2"]),
+        "member_prefix_texts": str(data_files["members"]),
+        "token_frequencies": str(token_frequency_file),
     }
 
 

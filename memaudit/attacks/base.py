@@ -48,7 +48,8 @@ class View:
         Its cost in forward passes per text, in words (e.g. "1 target pass (prefix cached)").
     requires : tuple of str
         Settings (``MiaConfig`` fields) that must be given; under ``--attacks all`` the attacks
-        that need a view whose settings are missing are left out with a note.
+        that need a view whose settings are missing are left out with a note. ``"a|b"``
+        means either one (:func:`alternatives`).
     prepare : callable
         ``prepare(ctx) -> state``: read and check the view's inputs. Runs before any output is
         written, so a bad input leaves nothing behind.
@@ -66,6 +67,20 @@ class View:
 
 
 VIEWS: Registry[View] = Registry("view")
+
+
+def alternatives(requirement: str) -> tuple[str, ...]:
+    """The settings of one requirement, any of which satisfies it.
+
+    >>> alternatives("token_frequencies|index"), alternatives("reference")
+    (('token_frequencies', 'index'), ('reference',))
+    """
+    return tuple(requirement.split("|"))
+
+
+def describe_requirement(requirement: str, flag: Callable[[str], str]) -> str:
+    """A requirement as its flags: ``--token-frequencies or --index``."""
+    return " or ".join(flag(a) for a in alternatives(requirement))
 
 
 def register_view(
@@ -256,9 +271,15 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
 
 
 def _check_params(name: str, params: dict[str, float]) -> None:
-    k = params.get("k")
-    if k is not None and not 0 < k <= 1:
-        raise InputError(f"attack '{name}': k must be in (0, 1], got {k:g}")
+    for key in ("k", "far", "local"):  # fractions of a text's tokens
+        value = params.get(key)
+        if value is not None and not 0 < value <= 1:
+            raise InputError(f"attack '{name}': {key} must be in (0, 1], got {value:g}")
+    gamma, a = params.get("gamma"), params.get("a")
+    if gamma is not None and gamma < 0:
+        raise InputError(f"attack '{name}': gamma must be >= 0, got {gamma:g}")
+    if a is not None and a <= 0:
+        raise InputError(f"attack '{name}': a must be > 0, got {a:g}")
 
 
 def per_text(scores: TokenScores, field_name: str) -> list[np.ndarray]:

@@ -11,14 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 from memaudit.models.base import CausalLM
 from memaudit.scoring.engine import ScoreSettings, ScoreStats, score_texts
 
-from .base import BUILTIN_VIEWS, VIEWS, AttackInputs, AttackSpec, parse_attacks
+from .base import (
+    BUILTIN_VIEWS,
+    VIEWS,
+    AttackInputs,
+    AttackSpec,
+    alternatives,
+    describe_requirement,
+    parse_attacks,
+)
 
 TokenIds = Sequence[Sequence[int]]
 
@@ -74,6 +82,21 @@ def score_views(
     ), view_stats
 
 
+class TokenCounts(Protocol):
+    """Occurrences of token sequences in a corpus (``memaudit.index.CorpusIndex`` is one)."""
+
+    def count(self, query: Sequence[int]) -> int: ...
+
+    def __len__(self) -> int: ...  # tokens in the corpus
+
+
+@runtime_checkable
+class HasWarnings(Protocol):
+    """A view's prepared state may carry warnings; mia puts them into results.json."""
+
+    warnings: list[str]
+
+
 @dataclass(frozen=True)
 class ViewContext:
     """What a registered view may use: the models, the texts, the run's settings.
@@ -81,6 +104,7 @@ class ViewContext:
     ``options`` holds the command's resolved settings by name (``MiaConfig.to_dict()``);
     a view reads the ones it declared in ``requires`` and its own knobs from there.
     ``token_ids`` / ``reference_token_ids`` are each model's ids of the texts, already checked.
+    ``index`` is the command's opened corpus index (``--index``), if any.
     """
 
     target: CausalLM
@@ -92,6 +116,7 @@ class ViewContext:
     reference_token_ids: Sequence[Sequence[int]] | None = None
     cache_root: str | Path | None = None
     progress: Progress | None = None
+    index: TokenCounts | None = None
 
     def option(self, name: str) -> Any:
         """A setting by name; a view reading one the command does not have is a bug."""
@@ -106,24 +131,24 @@ def select_attacks(
     """Parse the attack list and check that the settings their views require are given.
 
     ``given(setting)`` says whether a setting was given, ``flag(setting)`` names its flag.
-    Under ``all``, attacks whose required settings are missing are left out with a note;
-    named explicitly, such an attack is an error naming the flag to pass.
+    A requirement ``"a|b"`` is met by either setting. Under ``all``, attacks whose required
+    settings are missing are left out with a note; named explicitly, such an attack is an
+    error naming the flag to pass.
     """
     specs = parse_attacks(spec)
     kept, notes = [], []
     for s in specs:
-        missing = [r for r in s.attack.requires() if not given(r)]
+        missing = [
+            describe_requirement(r, flag)
+            for r in s.attack.requires()
+            if not any(given(a) for a in alternatives(r))
+        ]
         if not missing:
             kept.append(s)
         elif spec.strip() != "all":
-            raise InputError(
-                f"attack '{s.column}' needs {', '.join(flag(m) for m in missing)}, "
-                "which was not given"
-            )
+            raise InputError(f"attack '{s.column}' needs {', '.join(missing)}, which was not given")
         else:
-            notes.append(
-                f"attack '{s.column}' left out: no {', '.join(flag(m) for m in missing)} given"
-            )
+            notes.append(f"attack '{s.column}' left out: no {', '.join(missing)} given")
     return kept, notes
 
 
@@ -136,6 +161,12 @@ def needed_views(specs: Sequence[AttackSpec]) -> list[str]:
 def prepare_views(specs: Sequence[AttackSpec], ctx: ViewContext) -> dict[str, Any]:
     """Read and check every registered view's inputs; runs before any output is written."""
     return {name: VIEWS.get(name).prepare(ctx) for name in needed_views(specs)}
+
+
+def view_warnings(prepared: Mapping[str, Any]) -> list[str]:
+    """The warnings the views' ``prepare`` steps found (e.g. a prefix text that is scored too)."""
+    states = [s for s in prepared.values() if isinstance(s, HasWarnings)]
+    return [w for s in states for w in s.warnings]
 
 
 def compute_views(

@@ -4,6 +4,7 @@ proving training.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -121,6 +122,7 @@ def list_attacks():
     (set as name:param=value), and its cost in forward passes per text.
     """
     from memaudit.attacks import ATTACKS
+    from memaudit.attacks.base import describe_requirement
     from memaudit.io.config import flag_of
 
     table = Table(title="Registered attacks (higher score = more likely member)")
@@ -128,7 +130,8 @@ def list_attacks():
         table.add_column(col)
     for a in ATTACKS:
         params = ", ".join(f"{k}={v:g}" for k, v in a.defaults.items())
-        needs = ", ".join(flag_of(MiaConfig, r) for r in a.requires())
+        flag = partial(flag_of, MiaConfig)
+        needs = ", ".join(describe_requirement(r, flag) for r in a.requires())
         table.add_row(a.name, needs or "-", params or "-", a.cost, a.description)
     out_console.print(table)
 

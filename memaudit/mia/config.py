@@ -54,6 +54,29 @@ class MiaConfig:
             "duplication bucket."
         ),
     )
+    # conditional and calibrated attacks (recall, con_recall, dc_pdd, pac)
+    prefix_texts: str | None = setting(
+        None,
+        help=(
+            "Non-member texts (same formats as --members); the first --recall-shots make the "
+            "prefix of recall and con_recall."
+        ),
+    )
+    member_prefix_texts: str | None = setting(
+        None, help="Member texts for con_recall's member prefix (first --recall-shots)."
+    )
+    recall_shots: int = setting(12, minimum=1, help="Texts in each ReCaLL prefix.")
+    token_frequencies: str | None = setting(
+        None,
+        help=(
+            'JSONL of {"id": token id, "count": n}: reference-corpus token counts for dc_pdd '
+            "(else --index)."
+        ),
+    )
+    pac_augmentations: int = setting(
+        2, minimum=1, help="Word-swapped copies per text for pac (the paper uses 5)."
+    )
+    pac_seed: int = setting(0, help="Seed of pac's word swaps.")
     out: str = setting(
         "runs/mia", help="Run directory for results.json, scores.parquet, report.html."
     )

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from memaudit.attacks.views import ViewContext, compute_views, prepare_views, select_attacks
+from memaudit.attacks.views import (
+    ViewContext,
+    compute_views,
+    prepare_views,
+    select_attacks,
+    view_warnings,
+)
 from memaudit.index.duplication import (
     bucket_order,
     corpus_counts,
@@ -82,8 +88,10 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
             reference_token_ids=inp.reference_ids,
             cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
             progress=progress,
+            index=index,
         )
         prepared = prepare_views(specs, ctx)
+        warnings = [*inp.warnings, *view_warnings(prepared)]
     run = rs.RunDir.begin(config.out, "mia", config)
     out = run.path
     with timings("scoring"):
@@ -138,7 +146,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
-        "warnings": inp.warnings,
+        "warnings": warnings,
         "notes": [*notes, *zero_fp_notes(int((labels == 0).sum()), shown_as_na=True)],
     }
     render = None
@@ -147,7 +155,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
 
         render = partial(write_mia_report, columns=columns)
     run.finish(results, render)
-    return MiaOutcome(out, results, inp.warnings)
+    return MiaOutcome(out, results, warnings)
 
 
 def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
