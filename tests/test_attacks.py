@@ -222,3 +222,147 @@ def test_mean_logp_of_texts_without_scored_tokens_anywhere_in_the_batch():
         ([empty(), text([-1.0]), text([]), text([-4.0, -2.0])], [np.nan, -1.0, np.nan, -3.0]),
     ):
         np.testing.assert_allclose(mean_logp(TokenScores.from_texts(texts)), expected)
+
+
+# ---- conditional and calibrated attacks ------------------------------------------------------
+
+
+def direct_after(model, prefix, ids):
+    """log p of tokens 1.. of ``ids`` after ``prefix``: one forward of the concatenation."""
+    x = torch.tensor([list(prefix) + list(ids)])
+    with torch.no_grad():
+        lp = torch.log_softmax(model.logits(x, torch.ones_like(x))[0].double(), -1)
+    p = len(prefix)
+    return lp[torch.arange(p, p + len(ids) - 1), torch.tensor(ids[1:])].numpy()
+
+
+@pytest.fixture(scope="module")
+def prefixes(target, suite, view_options):
+    from memaudit.attacks.conditional import read_prefix
+
+    texts, _, _ = suite
+    ctx = ViewContext(target, texts, ScoreSettings(), view_options)
+    return {
+        "nonmember_prefix": read_prefix(ctx, "prefix_texts", "non-member prefix").ids,
+        "member_prefix": read_prefix(ctx, "member_prefix_texts", "member prefix").ids,
+    }
+
+
+def conditional_ll(target, inputs, prefix, i):
+    """Mean log p of text i's scored tokens after ``prefix``, computed directly: the tokens that
+    fit after the prefix from one forward of prefix + text, the rest as scored without it.
+    """
+    ids = [int(v) for v in inputs.target.text(i).token_ids]
+    room = target.max_length - len(prefix)
+    head = direct_after(target, prefix, ids[:room])
+    return np.r_[head, inputs.target.text(i).logp[room - 1 :]].mean()
+
+
+@covers("recall")
+def test_recall_cached_prefix_equals_direct_computation(suite, target, prefixes):
+    texts, _, inputs = suite
+    prefix = prefixes["nonmember_prefix"]
+    cached = inputs.view("nonmember_prefix")
+    n_tokens = inputs.target.n_tokens
+    fits = [i for i in range(len(texts)) if n_tokens[i] + len(prefix) <= target.max_length]
+    longer = [i for i in range(len(texts)) if i not in fits]
+    assert fits and longer  # both sides of the window rule
+    for i in fits[:3] + longer[:2]:
+        ids = [int(v) for v in inputs.target.text(i).token_ids]
+        room = target.max_length - len(prefix)
+        np.testing.assert_allclose(
+            cached.text(i).logp[: room - 1], direct_after(target, prefix, ids[:room]), atol=1e-5
+        )
+    [spec] = parse_attacks("recall")
+    got = spec(inputs)
+    for i in (fits[0], longer[0]):
+        expected = conditional_ll(target, inputs, prefix, i) / inputs.target.text(i).logp.mean()
+        assert got[i] == pytest.approx(expected, rel=1e-5)
+
+
+@covers("con_recall")
+def test_con_recall_contrasts_the_two_prefixes(suite, target, prefixes):
+    texts, _, inputs = suite
+    [spec] = parse_attacks("con_recall:gamma=0.3")
+    got = spec(inputs)
+    for i in (4, 130):
+        ll = inputs.target.text(i).logp.mean()
+        nonmember = conditional_ll(target, inputs, prefixes["nonmember_prefix"], i)
+        member = conditional_ll(target, inputs, prefixes["member_prefix"], i)
+        assert got[i] == pytest.approx((nonmember - 0.3 * member) / ll, rel=1e-5)
+    recall, gamma0 = (s(inputs) for s in parse_attacks("recall,con_recall:gamma=0"))
+    np.testing.assert_allclose(gamma0, recall)
+
+
+@covers("dc_pdd")
+def test_dc_pdd_calibrates_by_smoothed_corpus_frequencies(suite, target, snippets):
+    texts, _, inputs = suite
+    counts: dict[int, int] = {}
+    for ids in target.encode(snippets["reference_corpus"]):
+        for v in ids:
+            counts[v] = counts.get(v, 0) + 1
+    total = sum(counts.values())
+    [spec] = parse_attacks("dc_pdd:a=0.05")
+    got = spec(inputs)
+    for i in (0, 1, 170):
+        ids = target.encode([texts[i]])[0]
+        logp, _ = direct_logp(target, texts[i]) if len(ids) <= target.max_length else (None, None)
+        if logp is None:
+            logp = inputs.target.text(i).logp
+        seen, terms = set(), []
+        for t, v in enumerate(ids[1:]):
+            if v in seen:
+                continue
+            seen.add(v)
+            freq = (counts.get(v, 0) + 1) / (total + target.vocab_size)
+            terms.append(min(np.exp(logp[t]) * -np.log(freq), 0.05))
+        assert got[i] == pytest.approx(np.mean(terms), rel=1e-4)
+
+
+def test_swap_words_swaps_words_and_is_seeded():
+    from memaudit.attacks.pac import augment
+
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    copies = augment(text, 3, seed=1)
+    assert copies == augment(text, 3, seed=1) and copies != augment(text, 3, seed=2)
+    for c in copies:
+        assert sorted(c.split(" ")) == sorted(text.split(" ")) and c != text
+
+
+@covers("pac")
+def test_pac_polarized_distance_against_augmented_copies(suite, target, view_options):
+    from memaudit.attacks.pac import augment
+
+    texts, _, inputs = suite
+    [spec] = parse_attacks("pac:far=0.1:local=0.2")
+    got = spec(inputs)
+
+    def pd(logp):
+        s = sorted(float(v) for v in logp)
+        n_far, n_local = max(1, int(0.1 * len(s))), max(1, int(0.2 * len(s)))
+        return np.mean(s[len(s) - n_far :]) - np.mean(s[:n_local])
+
+    short = [i for i, n in enumerate(inputs.target.n_tokens) if n <= 100]
+    for i in short[:2]:
+        copies = augment(texts[i], view_options["pac_augmentations"], view_options["pac_seed"])
+        calibration = np.mean([pd(direct_logp(target, c)[0]) for c in copies])
+        assert got[i] == pytest.approx(calibration - pd(direct_logp(target, texts[i])[0]), abs=1e-5)
+
+
+def test_conditional_params_and_requirements_are_checked(suite):
+    from memaudit.attacks.views import select_attacks
+
+    with pytest.raises(InputError, match="gamma must be >= 0"):
+        parse_attacks("con_recall:gamma=-1")
+    with pytest.raises(InputError, match="a must be > 0"):
+        parse_attacks("dc_pdd:a=0")
+    with pytest.raises(InputError, match=r"far must be in \(0, 1\]"):
+        parse_attacks("pac:far=2")
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    with pytest.raises(InputError, match="needs --token-frequencies or --index"):
+        select_attacks("dc_pdd", given=lambda name: False, flag=flag)
+    kept, _ = select_attacks("dc_pdd", given=lambda name: name == "index", flag=flag)
+    assert [s.column for s in kept] == ["dc_pdd"]
+    kept, notes = select_attacks("all", given=lambda name: name == "prefix_texts", flag=flag)
+    assert "recall" in [s.column for s in kept] and "con_recall" not in [s.column for s in kept]
+    assert any("con_recall" in n and "--member-prefix-texts" in n for n in notes)
