@@ -99,7 +99,7 @@ def test_run_dir_holds_everything_needed_to_reproduce(full_run, target_dir):
     table = pq.read_table(out / "scores.parquet").to_pydict()
     assert sum(n - 1 for n in table["n_tokens"]) < target["tokens_scored"]
     assert len(table["id"]) == 200 and table["id"][0] == "members-0" and table["label"][:1] == [1]
-    assert set(ATTACKS.names()) <= set(table) and "group" in table and "n_tokens" in table
+    assert set(results["metrics"]) <= set(table) and "group" in table and "n_tokens" in table
 
     html = (out / "report.html").read_text()
     assert (
