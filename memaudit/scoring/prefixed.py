@@ -212,24 +212,29 @@ def _score_batch(
         **{cache_arg: cache},
     )
     states = out.last_hidden_state if model.chunked else out.logits  # (B, T, D) or (B, T, V)
+    # the state at text position p predicts token p + 1: tokens 1..n-1 are scored
+    lengths = [len(token_ids[i]) for i in batch]
+    rows = np.concatenate([np.full(max(n - 1, 0), r) for r, n in enumerate(lengths)])
+    cols = np.concatenate([np.arange(max(n - 1, 0)) for n in lengths])
+    index = torch.from_numpy(rows).to(model.device), torch.from_numpy(cols).to(model.device)
+    hidden = states[index]  # (N, D) or (N, V)
+    targets = input_ids[index[0], index[1] + 1]  # (N,)
     chunk = max(1, settings.projection_mb * 2**20 // (4 * 3 * model.vocab_size))
+    parts = [
+        token_stats(
+            model.project(hidden[c : c + chunk]) if model.chunked else hidden[c : c + chunk],
+            targets[c : c + chunk],
+        )
+        for c in range(0, len(targets), chunk)
+    ]
+    if parts:
+        flat = [torch.cat(x).cpu().numpy() for x in zip(*parts)]  # logp, mu, sigma, is_argmax
+    else:  # only one-token texts: nothing to score
+        flat = [np.zeros(0, np.float32)] * 3 + [np.zeros(0, bool)]
+    starts = np.concatenate([[0], np.cumsum([max(n - 1, 0) for n in lengths])])
     result = {}
     for r, i in enumerate(batch):
-        n = len(token_ids[i])
-        # the state at text position p predicts token p + 1: tokens 1..n-1 are scored
-        rows = states[r, : n - 1]  # (n-1, D) or (n-1, V)
-        targets = input_ids[r, 1:n]  # (n-1,)
-        parts = [
-            token_stats(
-                model.project(rows[c : c + chunk]) if model.chunked else rows[c : c + chunk],
-                targets[c : c + chunk],
-            )
-            for c in range(0, n - 1, chunk)
-        ]
-        if parts:
-            logp, mu, sigma, argmax = (torch.cat(x).cpu().numpy() for x in zip(*parts))
-        else:  # a one-token text has nothing to score
-            logp = mu = sigma = np.zeros(0, np.float32)
-            argmax = np.zeros(0, bool)
-        result[i] = TextScores(np.asarray(token_ids[i], np.int32), logp, mu, sigma, argmax)
+        s = slice(starts[r], starts[r + 1])
+        ids = np.asarray(token_ids[i], np.int32)
+        result[i] = TextScores(ids, *(a[s] for a in flat))
     return result
