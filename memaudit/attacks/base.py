@@ -259,6 +259,14 @@ def _check_params(name: str, params: dict[str, float]) -> None:
     k = params.get("k")
     if k is not None and not 0 < k <= 1:
         raise InputError(f"attack '{name}': k must be in (0, 1], got {k:g}")
+    # shadow-model attacks (attacks/shadows.py)
+    for flag in ("fixed_variance", "online"):
+        if flag in params and params[flag] not in (0, 1):
+            raise InputError(f"attack '{name}': {flag} must be 0 or 1, got {params[flag]:g}")
+    if "gamma" in params and not params["gamma"] > 0:
+        raise InputError(f"attack '{name}': gamma must be > 0, got {params['gamma']:g}")
+    if "a" in params and not 0 <= params["a"] <= 1:
+        raise InputError(f"attack '{name}': a must be in [0, 1], got {params['a']:g}")
 
 
 def per_text(scores: TokenScores, field_name: str) -> list[np.ndarray]:
