@@ -104,3 +104,36 @@ def write_jsonl(path: Path, rows) -> Path:
         for r in rows:
             fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def shadows_dir(snippets, target_dir, workdir) -> Path:
+    """4 micro shadows, trained like ``target_dir``, each on half of members + non-members."""
+    from memaudit.mia.shadows import run_shadows_train
+
+    pool = write_jsonl(
+        workdir / "pool.jsonl",
+        [{"text": t} for t in snippets["members"] + snippets["nonmembers"]],
+    )
+    return run_shadows_train(shadows_config(pool, workdir / "shadows", target_dir))
+
+
+def shadows_config(pool, out, tokenizer, **changes):
+    """The shadows_dir fixture's settings: the target's tokenizer, size and batch shape."""
+    from memaudit.mia.config import ShadowsTrainConfig
+
+    settings = dict(
+        pool=str(pool),
+        out=str(out),
+        n_shadows=4,
+        tokenizer=str(tokenizer),
+        model_size="micro",
+        steps=60,  # under the target's 200: seconds each, and enough to calibrate
+        batch_size=16,
+        seq_len=64,
+        lr=3e-3,
+        context=128,
+        checkpoint_every=0,
+        device="cpu",
+    )
+    return ShadowsTrainConfig(**{**settings, **changes})

@@ -45,7 +45,7 @@ def token_frequency_file(target, snippets, workdir):
 
 
 @pytest.fixture(scope="module")
-def view_options(reference_dir, data_files, token_frequency_file) -> dict:
+def view_options(reference_dir, shadows_dir, data_files, token_frequency_file) -> dict:
     """``mia``'s settings with every input a registered view reads pointing at a fixture."""
     return {
         **MiaConfig(model="unused", members="unused", nonmembers="unused").to_dict(),
@@ -55,6 +55,8 @@ def view_options(reference_dir, data_files, token_frequency_file) -> dict:
         "prefix_texts": str(data_files["nonmembers2"]),
         "member_prefix_texts": str(data_files["members"]),
         "token_frequencies": str(token_frequency_file),
+        "shadows": str(shadows_dir),  # lira, lira_offline, rmia
+        "population": str(data_files["nonmembers2"]),  # rmia
     }
 
 
@@ -180,6 +182,124 @@ def test_reference_difference_across_tokenizers(suite, target, reference):
     i = 7
     expected = direct_logp(target, texts[i])[0].mean() - direct_logp(reference, texts[i])[0].mean()
     assert spec(inputs)[i] == pytest.approx(expected, abs=1e-5)
+
+
+# ---- shadow-model attacks (attacks/shadows.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shadow_models(shadows_dir):
+    """Each shadow model, and (pool text -> its IN/OUT row over the shadows)."""
+    import json
+
+    record = json.loads((shadows_dir / "shadows.json").read_text())
+    models = [load_causal_lm(shadows_dir / s["dir"]) for s in record["shadows"]]
+    pool = [json.loads(line)["text"] for line in open(shadows_dir / "pool.jsonl")]
+    membership = np.load(shadows_dir / "membership.npz")["membership"]
+    return models, {t: membership[:, j] for j, t in enumerate(pool)}
+
+
+def direct_shadow_stats(texts, target, shadow_models, idx):
+    """Target and shadow mean log-likelihoods and IN rows of ``texts[idx]``, by direct forwards."""
+    models, rows = shadow_models
+    s = np.array([direct_logp(target, texts[i])[0].mean() for i in idx])
+    shadow = np.array([[direct_logp(m, texts[i])[0].mean() for m in models] for i in idx])
+    member = np.array([rows.get(texts[i], np.zeros(len(models), bool)) for i in idx])
+    return s, shadow, member
+
+
+def test_the_shadows_view_is_each_shadow_on_each_text(suite, target, shadow_models):
+    texts, _, inputs = suite
+    idx = [0, 150]
+    _, shadow, member = direct_shadow_stats(texts, target, shadow_models, idx)
+    view = inputs.view("shadows")
+    np.testing.assert_allclose(view["scores"][idx], shadow, atol=1e-5)
+    np.testing.assert_array_equal(view["member"][idx], member)
+    assert (view["member"].sum(axis=1) == 2).all()  # every target text: IN for 2 of 4
+
+
+@covers("lira")
+def test_lira_is_the_gaussian_likelihood_ratio(suite, target, shadow_models):
+    from scipy.stats import norm
+
+    texts, _, inputs = suite
+    view = inputs.view("shadows")
+    scores, member = view["scores"], view["member"]
+    own, fixed = (s(inputs) for s in parse_attacks("lira:fixed_variance=0,lira"))
+    s, shadow, rows = direct_shadow_stats(texts, target, shadow_models, [3, 160])
+    # the global standard deviations: pooled over every text's deviations from its own mean
+    pooled = {}
+    for side, mask in (("in", member), ("out", ~member)):
+        dev = [x - x.mean() for x in (scores[i][mask[i]] for i in range(len(texts)))]
+        pooled[side] = np.sqrt(sum((d**2).sum() for d in dev) / sum(len(d) - 1 for d in dev))
+    for k, i in enumerate((3, 160)):
+        x_in, x_out = shadow[k][rows[k]], shadow[k][~rows[k]]
+        expected = norm.logpdf(s[k], x_in.mean(), x_in.std(ddof=1)) - norm.logpdf(
+            s[k], x_out.mean(), x_out.std(ddof=1)
+        )
+        assert own[i] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        expected = norm.logpdf(s[k], x_in.mean(), pooled["in"]) - norm.logpdf(
+            s[k], x_out.mean(), pooled["out"]
+        )
+        assert fixed[i] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+@covers("lira_offline")
+def test_lira_offline_is_the_one_sided_test_of_the_out_gaussian(suite, target, shadow_models):
+    from scipy.stats import norm
+
+    texts, _, inputs = suite
+    [spec] = parse_attacks("lira_offline:fixed_variance=0")
+    got = spec(inputs)
+    s, shadow, rows = direct_shadow_stats(texts, target, shadow_models, [8, 111])
+    for k, i in enumerate((8, 111)):
+        out = shadow[k][~rows[k]]
+        # the paper's score Phi((s - mu) / sigma), reported as the z-score inside it
+        expected = norm.cdf(s[k], loc=out.mean(), scale=out.std(ddof=1))
+        assert norm.cdf(got[i]) == pytest.approx(expected, abs=1e-5)
+
+
+@covers("rmia")
+def test_rmia_counts_the_population_texts_x_dominates(suite, target, shadow_models, snippets):
+    from memaudit.attacks.base import mean_logp
+
+    texts, _, inputs = suite
+    pop = inputs.view("shadow_population")
+    population = snippets["nonmembers2"]
+    # the population's scores are the models' own on those texts
+    fits = [j for j, t in enumerate(population) if len(target.encode([t])[0]) <= 128][:2]
+    s_z, shadow_z, _ = direct_shadow_stats(population, target, shadow_models, fits)
+    np.testing.assert_allclose(pop.target[fits], s_z, atol=1e-5)
+    np.testing.assert_allclose(pop.shadows[fits], shadow_z, atol=1e-5)
+    assert not pop.member.any()  # not in the pool: OUT for every shadow
+    view = inputs.view("shadows")
+    s_all = mean_logp(inputs.target)  # the loss attack, checked against direct forwards above
+    for params, gamma in (("", 1.0), (":gamma=2:a=0.5", 2.0), (":online=1", 1.0)):
+        [spec] = parse_attacks("rmia" + params)
+        got = spec(inputs)
+        online, a = bool(spec.params["online"]), spec.params["a"]
+        ratio_z = [
+            rmia_ratio(pop.target[j], pop.shadows[j], pop.member[j], online=online, a=a)
+            for j in range(100)
+        ]
+        ratios = []
+        for i in (0, 5, 120, 199):
+            ratio_x = rmia_ratio(s_all[i], view["scores"][i], view["member"][i], online=online, a=a)
+            count = sum(ratio_x / rz >= gamma for rz in ratio_z)
+            assert int(got[i] * 101) == count and got[i] * 101 > count
+            ratios.append(ratio_x)
+        # within a tie in the count, the text with the higher ratio scores higher
+        assert np.argsort(got[[0, 5, 120, 199]]).tolist() == np.argsort(ratios).tolist()
+
+
+def rmia_ratio(target_logp, shadow_logp, member, *, online, a):
+    """p(x | theta) / p(x), p(x | theta) the geometric-mean token probability exp(mean log p)."""
+    if online:
+        px = np.mean([np.exp(v) for v in shadow_logp])
+    else:
+        p_out = np.mean([np.exp(v) for v, m in zip(shadow_logp, member) if not m])
+        px = 0.5 * ((1 + a) * p_out + (1 - a))
+    return np.exp(target_logp) / px
 
 
 # ---- parsing -------------------------------------------------------------------------------

@@ -271,15 +271,33 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
 
 
 def _check_params(name: str, params: dict[str, float]) -> None:
-    for key in ("k", "far", "local"):  # fractions of a text's tokens
-        value = params.get(key)
-        if value is not None and not 0 < value <= 1:
-            raise InputError(f"attack '{name}': {key} must be in (0, 1], got {value:g}")
-    gamma, a = params.get("gamma"), params.get("a")
-    if gamma is not None and gamma < 0:
-        raise InputError(f"attack '{name}': gamma must be >= 0, got {gamma:g}")
-    if a is not None and a <= 0:
-        raise InputError(f"attack '{name}': a must be > 0, got {a:g}")
+    for key, value in params.items():
+        rule = PARAM_RULES.get((name, key)) or PARAM_RULES.get(key)
+        if rule is not None and not rule[0](value):
+            raise InputError(f"attack '{name}': {key} must be {rule[1]}, got {value:g}")
+
+
+def _fraction(v: float) -> bool:
+    return 0 < v <= 1
+
+
+def _flag(v: float) -> bool:
+    return v in (0, 1)
+
+
+# parameter -> (check, what it must be); an (attack, parameter) entry overrides the shared one.
+# Checked when the attack list is parsed, before any run dir exists.
+PARAM_RULES: dict[str | tuple[str, str], tuple[Callable[[float], bool], str]] = {
+    "k": (_fraction, "in (0, 1]"),  # fractions of a text's tokens
+    "far": (_fraction, "in (0, 1]"),
+    "local": (_fraction, "in (0, 1]"),
+    "gamma": (lambda v: v >= 0, ">= 0"),  # con_recall: gamma = 0 is recall
+    "a": (lambda v: v > 0, "> 0"),  # dc_pdd's clip
+    "fixed_variance": (_flag, "0 or 1"),
+    "online": (_flag, "0 or 1"),
+    ("rmia", "gamma"): (lambda v: v > 0, "> 0"),
+    ("rmia", "a"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
 
 
 def per_text(scores: TokenScores, field_name: str) -> list[np.ndarray]:

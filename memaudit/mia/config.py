@@ -77,6 +77,13 @@ class MiaConfig:
         2, minimum=1, help="Word-swapped copies per text for pac (the paper uses 5)."
     )
     pac_seed: int = setting(0, help="Seed of pac's word swaps.")
+    # shadow-model attacks (lira, lira_offline, rmia)
+    shadows: str | None = setting(
+        None, help="Shadow models dir (`memaudit shadows train`) for lira, lira_offline, rmia."
+    )
+    population: str | None = setting(
+        None, help="Population texts (non-members of the target) that rmia compares against."
+    )
     out: str = setting(
         "runs/mia", help="Run directory for results.json, scores.parquet, report.html."
     )
@@ -129,6 +136,45 @@ class MiaConfig:
     def pair(self) -> tuple[str, ...]:
         """The two fields of --pair-fields (member first)."""
         return tuple(f.strip() for f in (self.pair_fields or "").split(",") if f.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ShadowsTrainConfig:
+    """Settings of ``memaudit shadows train``: the lab trainer's, once per shadow."""
+
+    pool: str = setting(help="The texts the shadows are trained on: .jsonl, .txt, .parquet.")
+    out: str = setting(help="Shadows dir to write (a killed run resumes with the same settings).")
+    n_shadows: int = setting(
+        4, minimum=2, help="Shadow models (even: each text is in exactly half of them)."
+    )
+    overwrite: bool = overwrite_setting()
+    tokenizer: str | None = setting(
+        None,
+        help="Model dir whose tokenizer every shadow uses (the target's, so scores compare).",
+        default_text="one trained on the pool",
+    )
+    model_size: str = setting("tiny", help="micro, tiny, small or base.")
+    steps: int = setting(300, help="Optimizer steps per shadow.")
+    batch_size: int = setting(16, help="Sequences per step.")
+    seq_len: int = setting(128, help="Tokens per sequence.")
+    lr: float = setting(1e-3, help="Peak learning rate (warm-up, then cosine decay).")
+    warmup: int = setting(20, help="Warm-up steps of the learning rate.")
+    vocab_size: int = setting(4096, help="BPE vocabulary size, when no --tokenizer is given.")
+    context: int = setting(256, help="Model context in tokens.")
+    seed: int = setting(
+        0, help="Seed of the halves; shadow i trains with seed + i (init and data order)."
+    )
+    checkpoint_every: int = setting(50, help="Steps between checkpoints (0: none).")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, ...")
+
+    def __post_init__(self):
+        if self.n_shadows < 2 or self.n_shadows % 2:
+            raise InputError(
+                f"n_shadows must be even and >= 2 (each text in exactly half), got {self.n_shadows}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
