@@ -18,7 +18,7 @@ from memaudit.io.progress import Progress
 from memaudit.models.base import CausalLM
 from memaudit.scoring.engine import ScoreSettings, ScoreStats, score_texts
 
-from .base import BUILTIN_VIEWS, VIEWS, AttackInputs, AttackSpec, parse_attacks
+from .base import BUILTIN_VIEWS, VIEWS, AttackInputs, AttackSpec, opt_in_attacks, parse_attacks
 
 TokenIds = Sequence[Sequence[int]]
 
@@ -107,10 +107,15 @@ def select_attacks(
 
     ``given(setting)`` says whether a setting was given, ``flag(setting)`` names its flag.
     Under ``all``, attacks whose required settings are missing are left out with a note;
-    named explicitly, such an attack is an error naming the flag to pass.
+    named explicitly, such an attack is an error naming the flag to pass. ``all`` never runs
+    the opt-in (expensive) attacks; a note names each.
     """
     specs = parse_attacks(spec)
     kept, notes = [], []
+    if spec.strip() == "all":
+        notes += [
+            f"attack '{n}' left out: expensive, name it in --attacks" for n in opt_in_attacks()
+        ]
     for s in specs:
         missing = [r for r in s.attack.requires() if not given(r)]
         if not missing:
