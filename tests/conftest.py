@@ -137,3 +137,57 @@ def shadows_config(pool, out, tokenizer, **changes):
         device="cpu",
     )
     return ShadowsTrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture(scope="session")
+def mlm_dir(snippets, workdir) -> Path:
+    """A tiny BERT masked LM (WordPiece) trained in seconds on the tokenizer snippets, saved
+    as a local safetensors dir: the neighbourhood attack's neighbour model.
+    """
+    return train_tiny_mlm(snippets["tokenizer"], workdir / "mlm")
+
+
+def train_tiny_mlm(texts: list[str], out: Path) -> Path:
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    wp = BertWordPieceTokenizer(lowercase=False)
+    wp.train_from_iterator(texts, vocab_size=800, min_frequency=2)
+    out.mkdir()
+    wp.save(str(out / "tokenizer.json"))
+    tok = BertTokenizerFast(tokenizer_file=str(out / "tokenizer.json"), do_lower_case=False)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,  # replacement sites: the first 64 tokens (cheap tests)
+    )
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config)
+    ids = [t[:64] for t in tok(texts[:200])["input_ids"]]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(20):
+        batch = [ids[(16 * step + j) % len(ids)] for j in range(16)]
+        width = max(len(b) for b in batch)
+        x = torch.full((16, width), tok.pad_token_id)
+        for r, b in enumerate(batch):
+            x[r, : len(b)] = torch.tensor(b)
+        pad = x == tok.pad_token_id
+        chosen = (torch.rand(x.shape, generator=gen) < 0.15) & ~pad
+        labels = torch.where(chosen, x, torch.full_like(x, -100))
+        loss = model(
+            input_ids=x.masked_fill(chosen, tok.mask_token_id),
+            attention_mask=(~pad).long(),
+            labels=labels,
+        ).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

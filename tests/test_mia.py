@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import write_jsonl
 from memaudit.attacks import ATTACKS
+from memaudit.attacks.base import default_attacks
 from memaudit.cli.app import app
 from memaudit.models import load_causal_lm
 
@@ -52,10 +53,11 @@ def test_trained_members_are_detected(full_run):
     assert results["metrics"]["loss"]["auc"]["value"] > 0.9
     # attacks that need a setting other than --reference are left out, each with a note
     needs_more = {a.name for a in ATTACKS if set(a.requires()) - {"reference"}}
-    assert set(results["metrics"]) == set(ATTACKS.names()) - needs_more
+    assert set(results["metrics"]) == set(default_attacks()) - needs_more
     for name in needs_more:
         assert any(n.startswith(f"attack '{name}' left out") for n in results["notes"])
     assert "min_k_pp" in r.stdout and "report:" in r.stdout
+    assert "attack 'gradnorm' left out: expensive, name it in --attacks" in r.stderr
 
 
 def test_tpr_at_an_fpr_below_one_non_member_is_not_shown_and_says_why(full_run):
@@ -332,6 +334,58 @@ def test_attacks_command_lists_every_attack():
     assert r.exit_code == 0
     for name in ATTACKS.names():
         assert name in r.stdout
+    assert "opt-in" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def small_files(snippets, tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("small")
+    return (
+        write_jsonl(d / "m.jsonl", [{"text": t} for t in snippets["members"][:5]]),
+        write_jsonl(d / "n.jsonl", [{"text": t} for t in snippets["nonmembers"][:5]]),
+    )
+
+
+def test_expensive_attacks_run_when_named(target_dir, mlm_dir, small_files, tmp_path):
+    members, nonmembers = small_files
+    out = tmp_path / "run"
+    flags = ["--neighbour-model", mlm_dir, "--neighbours", 2, "--samia-samples", 2]
+    attacks = "loss,samia,samia:zlib=1,neighbourhood,gradnorm:p=2"
+    r = mia("--model", target_dir, "--members", members, "--nonmembers", nonmembers,
+            "--attacks", attacks, *flags, "--out", out, "--n-bootstrap", 5,
+            "--no-report")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == attacks.split(",")
+    assert "suffix-length generation steps" in results["attacks"]["samia"]["cost"]
+    assert results["scoring"]["neighbourhood/target"]["texts"] == 10 * 2
+    assert results["config"]["neighbours"] == 2 and results["config"]["samia_samples"] == 2
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--attacks", "neighbourhood"], "needs --neighbour-model, which was not given"),
+        (["--attacks", "neighbourhood", "--neighbour-model", "TARGET"], "not a loadable masked LM"),
+        (["--attacks", "neighbourhood", "--neighbour-model", "MISSING"],
+         "not a local model directory"),
+        (["--attacks", "samia", "--samia-prefix-share", "1"], "--samia-prefix-share must be in"),
+        (["--attacks", "gradnorm:p=3"], "p must be 1, 2 or inf"),
+    ],
+)  # fmt: skip
+def test_bad_expensive_attack_input_one_line_nothing_written(
+    flags, message, target_dir, small_files, tmp_path
+):
+    members, nonmembers = small_files
+    out = tmp_path / "run"
+    paths = {"TARGET": str(target_dir), "MISSING": str(tmp_path / "no_mlm")}
+    flags = [paths.get(f, f) for f in flags]
+    r = mia("--model", target_dir, "--members", members, "--nonmembers", nonmembers,
+            *flags, "--out", out)  # fmt: skip
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not out.exists()
 
 
 def test_mia_help_explains_inputs():

@@ -3,7 +3,8 @@
 Importing this package registers every attack. Higher score = more likely a member.
 """
 
-from . import calibrated, conditional, pac, reference_free, shadows  # noqa: F401  (registration side effect)
+# registration side effect
+from . import calibrated, conditional, pac, reference_free, sampled, shadows  # noqa: F401
 from .base import ATTACKS, Attack, AttackInputs, AttackSpec, parse_attacks, register
 
 __all__ = ["ATTACKS", "Attack", "AttackInputs", "AttackSpec", "parse_attacks", "register"]

@@ -174,6 +174,7 @@ class Attack:
     needs: frozenset[str] = frozenset()
     defaults: dict[str, float] = field(default_factory=dict)
     cost: str = "the target pass (shared)"
+    opt_in: bool = False  # expensive: run only when named, never under "all"
 
     def requires(self) -> tuple[str, ...]:
         """The settings this attack's views require (e.g. ``("reference",)``)."""
@@ -214,26 +215,31 @@ def register(
     description: str,
     needs: tuple[str, ...] = (),
     cost: str = "the target pass (shared)",
+    opt_in: bool = False,
     **defaults: float,
 ) -> Callable[[AttackFn], AttackFn]:
     """Register an attack function under ``name``; keyword defaults become its settable params.
 
     ``needs`` names views (built in, or registered before the attack); ``cost`` says what the
-    attack costs in forward passes per text beyond what it shares.
+    attack costs in forward passes per text beyond what it shares. An ``opt_in`` attack costs
+    many passes per text (sampling, neighbours, gradients): ``"all"`` leaves it out, and it
+    runs only when named.
     """
     unknown = set(needs) - set(BUILTIN_VIEWS) - set(VIEWS.names())
     if unknown:
         raise ValueError(f"unknown views {sorted(unknown)} (register a view first)")
 
     def deco(fn: AttackFn) -> AttackFn:
-        ATTACKS.add(name, Attack(name, fn, description, frozenset(needs), dict(defaults), cost))
+        attack = Attack(name, fn, description, frozenset(needs), dict(defaults), cost, opt_in)
+        ATTACKS.add(name, attack)
         return fn
 
     return deco
 
 
 def parse_attacks(spec: str) -> list[AttackSpec]:
-    """Parse ``"all"`` or a comma list like ``"loss,min_k:k=0.1,min_k_pp"``.
+    """Parse ``"all"`` (every attack but the opt-in ones) or a comma list like
+    ``"loss,min_k:k=0.1,min_k_pp"``.
 
     Raises
     ------
@@ -243,7 +249,7 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
         An unknown or malformed parameter.
     """
     if spec.strip() == "all":
-        return [AttackSpec(a, dict(a.defaults)) for a in ATTACKS]
+        return [AttackSpec(a, dict(a.defaults)) for a in ATTACKS if not a.opt_in]
     out = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, *assignments = item.split(":")
@@ -270,11 +276,24 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
     return out
 
 
+def default_attacks() -> list[str]:
+    """The attacks ``"all"`` runs: every registered one but the opt-in ones."""
+    return [a.name for a in ATTACKS if not a.opt_in]
+
+
+def opt_in_attacks() -> list[str]:
+    """The expensive attacks that run only when named."""
+    return [a.name for a in ATTACKS if a.opt_in]
+
+
 def _check_params(name: str, params: dict[str, float]) -> None:
     for key, value in params.items():
         rule = PARAM_RULES.get((name, key)) or PARAM_RULES.get(key)
         if rule is not None and not rule[0](value):
             raise InputError(f"attack '{name}': {key} must be {rule[1]}, got {value:g}")
+
+
+GRAD_NORMS = (1.0, 2.0, float("inf"))  # the norms the gradnorm view computes
 
 
 def _fraction(v: float) -> bool:
@@ -295,6 +314,8 @@ PARAM_RULES: dict[str | tuple[str, str], tuple[Callable[[float], bool], str]] = 
     "a": (lambda v: v > 0, "> 0"),  # dc_pdd's clip
     "fixed_variance": (_flag, "0 or 1"),
     "online": (_flag, "0 or 1"),
+    "p": (lambda v: v in GRAD_NORMS, "1, 2 or inf"),  # gradnorm's norm, as MIMIR allows it
+    "zlib": (_flag, "0 or 1"),  # samia's zlib variant: a switch
     ("rmia", "gamma"): (lambda v: v > 0, "> 0"),
     ("rmia", "a"): (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }

@@ -25,6 +25,7 @@ from .base import (
     AttackSpec,
     alternatives,
     describe_requirement,
+    opt_in_attacks,
     parse_attacks,
 )
 
@@ -133,10 +134,15 @@ def select_attacks(
     ``given(setting)`` says whether a setting was given, ``flag(setting)`` names its flag.
     A requirement ``"a|b"`` is met by either setting. Under ``all``, attacks whose required
     settings are missing are left out with a note; named explicitly, such an attack is an
-    error naming the flag to pass.
+    error naming the flag to pass. ``all`` never runs
+    the opt-in (expensive) attacks; a note names each.
     """
     specs = parse_attacks(spec)
     kept, notes = [], []
+    if spec.strip() == "all":
+        notes += [
+            f"attack '{n}' left out: expensive, name it in --attacks" for n in opt_in_attacks()
+        ]
     for s in specs:
         missing = [
             describe_requirement(r, flag)

@@ -119,20 +119,22 @@ def dataset_inference(cfg: DatasetInferenceConfig) -> None:
 @reports_errors
 def list_attacks():
     """List the registered membership-inference attacks: what each needs, its parameters
-    (set as name:param=value), and its cost in forward passes per text.
+    (set as name:param=value), and its cost in forward passes per text. Attacks marked
+    "opt-in" are expensive: --attacks all leaves them out; name them to run them.
     """
     from memaudit.attacks import ATTACKS
     from memaudit.attacks.base import describe_requirement
     from memaudit.io.config import flag_of
 
     table = Table(title="Registered attacks (higher score = more likely member)")
-    for col in ("name", "needs", "params", "cost", "description"):
-        table.add_column(col)
+    for col in ("name", "needs", "params", "cost", "in all", "description"):
+        table.add_column(col, no_wrap=col == "name")
     for a in ATTACKS:
         params = ", ".join(f"{k}={v:g}" for k, v in a.defaults.items())
         flag = partial(flag_of, MiaConfig)
         needs = ", ".join(describe_requirement(r, flag) for r in a.requires())
-        table.add_row(a.name, needs or "-", params or "-", a.cost, a.description)
+        in_all = "opt-in" if a.opt_in else "yes"
+        table.add_row(a.name, needs or "-", params or "-", a.cost, in_all, a.description)
     out_console.print(table)
 
 

@@ -116,6 +116,22 @@ class MiaConfig:
     )
     seed: int = setting(0, help="Seed of the bootstrap.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+    # the opt-in attacks samia, neighbourhood, gradnorm (memaudit/attacks/sampled.py)
+    samia_samples: int = setting(10, minimum=1, help="samia: continuations sampled per text.")
+    samia_prefix_share: float = setting(
+        0.5, help="samia: share of each text's tokens given as the prefix, in (0, 1)."
+    )
+    samia_temperature: float = setting(1.0, help="samia: sampling temperature (> 0).")
+    samia_top_k: int = setting(50, minimum=0, help="samia: sample among the top k tokens (0: all).")
+    samia_ngram: int = setting(1, minimum=1, help="samia: n of the ROUGE-N recall (words).")
+    neighbour_model: str | None = setting(
+        None, help="neighbourhood: a local masked LM dir (BERT/RoBERTa-style, safetensors)."
+    )
+    neighbours: int = setting(25, minimum=1, help="neighbourhood: neighbours per text.")
+    neighbour_dropout: float = setting(
+        0.7, help="neighbourhood: dropout on the replaced word's embedding, in [0, 1)."
+    )
+    attack_seed: int = setting(0, help="Seed of samia's samples and neighbourhood's dropout.")
 
     def __post_init__(self):
         if self.n_bootstrap < 1:

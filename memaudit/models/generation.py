@@ -8,12 +8,15 @@ The next token is chosen from float32 logits made by the adapter's own projectio
 one the scoring engine uses for ``is_argmax``), not from the model's bf16 logits: on a
 bf16 model the two argmaxes would otherwise disagree where bf16 rounding ties the top
 logits, and extraction and extraction strength would measure different things.
+
+``sample_each`` draws several seeded samples per prompt in the same batches (SaMIA).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,16 +58,7 @@ def greedy_generate(
     list of list of int
         The generated ids, in the order of ``prompts``.
     """
-    if max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if any(len(p) < 1 for p in prompts):
-        raise InputError("every prompt needs at least one token")
-    longest = max((len(p) for p in prompts), default=0)
-    if longest + max_new_tokens > model.max_length:
-        raise InputError(
-            f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
-            f"context of {model.max_length}"
-        )
+    _check_prompts(model, prompts, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
     for start in range(0, len(order), batch_size):
@@ -101,6 +95,101 @@ def sample(
     return out
 
 
+@torch.no_grad()
+def sample_each(
+    model: HFCausalLM,
+    prompts: Sequence[Sequence[int]],
+    n: int,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+    stage: str = "sampling",
+) -> list[list[list[int]]]:
+    """``n`` sampled continuations of ``max_new_tokens`` tokens of every prompt, batched, seeded.
+
+    The ``n`` rows of a prompt share a batch; prompts are sorted by length and packed
+    ``batch_size // n`` (at least one) to a batch. Each prompt draws from its own generator,
+    seeded by ``seed`` and the prompt's tokens, so a prompt's samples do not depend on which
+    other prompts are in the call or in its batch (up to float rounding of a batched forward).
+
+    Parameters
+    ----------
+    model : HFCausalLM
+    prompts : sequence of token-id sequences
+        Each at least one token long.
+    n : int
+        Samples per prompt.
+    max_new_tokens : int
+    temperature : float, keyword-only
+        > 0; the logits are divided by it.
+    top_k : int, keyword-only
+        Sample among the ``top_k`` most likely tokens only; 0: the whole vocabulary.
+    seed : int, keyword-only
+    batch_size : int, keyword-only
+        Rows per forward batch.
+
+    Returns
+    -------
+    list of list of list of int
+        ``out[i][j]``: the ``j``-th sample of prompt ``i``, in the order of ``prompts``.
+    """
+    if n < 1 or temperature <= 0 or top_k < 0:
+        raise InputError(
+            f"need n >= 1, temperature > 0, top_k >= 0; got {n}, {temperature:g}, {top_k}"
+        )
+    _check_prompts(model, prompts, max_new_tokens)
+    per_batch = max(1, batch_size // n)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[list[int]]] = [[] for _ in prompts]
+    for start in range(0, len(order), per_batch):
+        chunk = order[start : start + per_batch]
+        gens = [_prompt_generator(model, prompts[i], seed) for i in chunk]
+
+        # (B, V) logits -> (B,) tokens, each prompt's rows from its own generator
+        def pick(logits: torch.Tensor, gens: list[torch.Generator] = gens) -> torch.Tensor:
+            if top_k:
+                kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, V)
+            rows = [
+                torch.multinomial(probs[j * n : (j + 1) * n], 1, generator=g)
+                for j, g in enumerate(gens)
+            ]
+            return torch.cat(rows).squeeze(1)
+
+        rows = [list(prompts[i]) for i in chunk for _ in range(n)]
+        generated = _generate_batch(model, rows, max_new_tokens, pick=pick)
+        for j, i in enumerate(chunk):
+            out[i] = generated[j * n : (j + 1) * n]
+        if progress is not None:
+            progress(stage, min(start + per_batch, len(order)), len(order))
+    return out
+
+
+def _prompt_generator(model: HFCausalLM, prompt: Sequence[int], seed: int) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt))}".encode()).digest()
+    return torch.Generator(device=model.device).manual_seed(int.from_bytes(digest[:7], "big"))
+
+
+def _check_prompts(
+    model: HFCausalLM, prompts: Sequence[Sequence[int]], max_new_tokens: int
+) -> None:
+    if max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if any(len(p) < 1 for p in prompts):
+        raise InputError("every prompt needs at least one token")
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + max_new_tokens > model.max_length:
+        raise InputError(
+            f"a prompt of {longest} tokens plus {max_new_tokens} new tokens exceeds the model's "
+            f"context of {model.max_length}"
+        )
+
+
 def _next_token(
     logits: torch.Tensor, temperature: float, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -124,7 +213,9 @@ def _generate_batch(
     *,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[list[int]]:
+    choose = pick or (lambda logits: _next_token(logits, temperature, generator))
     lm, device = model.model, model.device
     width = max(len(p) for p in prompts)
     ids = torch.zeros(len(prompts), width, dtype=torch.long)  # (B, P), left-padded
@@ -138,7 +229,7 @@ def _generate_batch(
     lm = lm.base_model if model.chunked else lm
     cache = _cache_name(lm)
     out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    token = _next_token(_last_logits(model, out), temperature, generator)  # (B,)
+    token = choose(_last_logits(model, out))  # (B,)
     tokens = [token]
     for _ in range(max_new_tokens - 1):
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
@@ -151,7 +242,7 @@ def _generate_batch(
             use_cache=True,
             **past,
         )
-        token = _next_token(_last_logits(model, out), temperature, generator)
+        token = choose(_last_logits(model, out))
         tokens.append(token)
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
 

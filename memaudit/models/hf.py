@@ -115,6 +115,37 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     return HFCausalLM(model, tokenizer, model_dir=model_dir, dtype=dtype)
 
 
+def load_masked_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> tuple[Any, Any]:
+    """A masked LM (BERT/RoBERTa-style) and its tokenizer from a local directory, under the
+    same rules as :func:`load_causal_lm` (local, safetensors, remote code behind the flag).
+
+    Returns the transformers model (eval mode, on ``options``' device) and a fast tokenizer
+    (its offsets say which characters each token covers).
+
+    Raises
+    ------
+    ModelLoadError
+        As :func:`load_causal_lm`, or the directory holds no masked LM or no fast tokenizer.
+    """
+    options = options or LoadOptions()
+    model_dir = _check_model_dir(Path(path), options)
+    from transformers import AutoModelForMaskedLM
+
+    device = options.resolve_device()
+    kwargs = dict(local_files_only=True, trust_remote_code=options.trust_remote_code)
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(
+            model_dir, use_safetensors=True, dtype=options.resolve_dtype(device), **kwargs
+        )
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelLoadError(f"{model_dir}: not a loadable masked LM ({_first_line(e)})") from e
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
+    if not getattr(tokenizer, "is_fast", False) or tokenizer.mask_token_id is None:
+        raise ModelLoadError(f"{model_dir}: a masked LM needs a fast tokenizer with a mask token")
+    model.to(device).eval()
+    return model, tokenizer
+
+
 def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a local model (or tokenizer-only) directory; never downloads."""
     from transformers import AutoTokenizer
