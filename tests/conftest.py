@@ -109,13 +109,13 @@ def write_jsonl(path: Path, rows) -> Path:
 @pytest.fixture(scope="session")
 def shadows_dir(snippets, target_dir, workdir) -> Path:
     """4 micro shadows, trained like ``target_dir``, each on half of members + non-members."""
-    from memaudit.mia.shadows import run_shadows_train
+    from memaudit.mia.shadows import run_models_train
 
     pool = write_jsonl(
         workdir / "pool.jsonl",
         [{"text": t} for t in snippets["members"] + snippets["nonmembers"]],
     )
-    return run_shadows_train(shadows_config(pool, workdir / "shadows", target_dir))
+    return run_models_train(shadows_config(pool, workdir / "shadows", target_dir))
 
 
 def shadows_config(pool, out, tokenizer, **changes):
@@ -125,7 +125,7 @@ def shadows_config(pool, out, tokenizer, **changes):
     settings = dict(
         pool=str(pool),
         out=str(out),
-        n_shadows=4,
+        n_models=4,
         tokenizer=str(tokenizer),
         model_size="micro",
         steps=60,  # under the target's 200: seconds each, and enough to calibrate

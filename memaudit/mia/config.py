@@ -163,7 +163,7 @@ class ShadowsTrainConfig:
 
     pool: str = setting(help="The texts the shadows are trained on: .jsonl, .txt, .parquet.")
     out: str = setting(help="Shadows dir to write (a killed run resumes with the same settings).")
-    n_shadows: int = setting(
+    n_models: int = setting(
         4, minimum=2, help="Shadow models (even: each text is in exactly half of them)."
     )
     overwrite: bool = overwrite_setting()
@@ -187,9 +187,9 @@ class ShadowsTrainConfig:
     device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, ...")
 
     def __post_init__(self):
-        if self.n_shadows < 2 or self.n_shadows % 2:
+        if self.n_models < 2 or self.n_models % 2:
             raise InputError(
-                f"n_shadows must be even and >= 2 (each text in exactly half), got {self.n_shadows}"
+                f"n_models must be even and >= 2 (each text in exactly half), got {self.n_models}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,13 +45,13 @@ HALVES = "halves"
 TOKENIZER = "tokenizer"
 
 
-def balanced_membership(n_shadows: int, n_texts: int, *, seed: int) -> np.ndarray:
-    """(n_shadows, n_texts) bool: each text IN for exactly half of the shadows, seeded.
+def balanced_membership(n_models: int, n_texts: int, *, seed: int) -> np.ndarray:
+    """(n_models, n_texts) bool: each text IN for exactly half of the shadows, seeded.
 
     As LiRA's code does: per text, the shadows ranked by uniform draws; the first half keep it.
     """
-    draws = np.random.default_rng(seed).uniform(size=(n_shadows, n_texts))
-    return draws.argsort(axis=0).argsort(axis=0) < n_shadows // 2
+    draws = np.random.default_rng(seed).uniform(size=(n_models, n_texts))
+    return draws.argsort(axis=0).argsort(axis=0) < n_models // 2
 
 
 def read_pool(path: str) -> list[TextRecord]:
@@ -71,7 +71,7 @@ def read_pool(path: str) -> list[TextRecord]:
     return records
 
 
-def run_shadows_train(config: ShadowsTrainConfig, *, progress: Progress | None = None) -> Path:
+def run_models_train(config: ShadowsTrainConfig, *, progress: Progress | None = None) -> Path:
     """Train every shadow not yet trained, and write the shadows dir (``shadows.json`` last)."""
     out = Path(config.out)
     records = read_pool(config.pool)  # a bad pool fails here, before anything is written
@@ -84,13 +84,13 @@ def run_shadows_train(config: ShadowsTrainConfig, *, progress: Progress | None =
     if _settle_earlier_run(out, identity, overwrite=config.overwrite):
         return out
     write_text_atomic(out / PLAN, json.dumps({"identity": identity, **inputs}, indent=2) + "\n")
-    membership = balanced_membership(config.n_shadows, len(records), seed=config.seed)
+    membership = balanced_membership(config.n_models, len(records), seed=config.seed)
     write_texts(out / POOL, [(r.id, r.text) for r in records])
     with atomic_output(out / MEMBERSHIP) as fh:
         np.savez(fh, membership=membership)
     tokenizer = config.tokenizer or str(_pool_tokenizer(out, records, config.vocab_size))
     shadows = []
-    for i in range(config.n_shadows):
+    for i in range(config.n_models):
         half = write_texts(
             out / HALVES / f"{model_name(i)}.jsonl",
             [(r.id, r.text) for r, keep in zip(records, membership[i]) if keep],
@@ -109,7 +109,7 @@ def run_shadows_train(config: ShadowsTrainConfig, *, progress: Progress | None =
             }
         )
         if progress is not None:
-            progress("shadows", i + 1, config.n_shadows, f"{model_name(i)} done")
+            progress("shadows", i + 1, config.n_models, f"{model_name(i)} done")
     result = {
         "schema_version": rs.SCHEMA_VERSION,
         "command": "shadows train",
@@ -117,7 +117,7 @@ def run_shadows_train(config: ShadowsTrainConfig, *, progress: Progress | None =
         "identity": identity,
         "identity_inputs": inputs,
         **rs.environment(),
-        "n_shadows": config.n_shadows,
+        "n_models": config.n_models,
         "n_texts": len(records),
         "tokenizer": tokenizer,
         "shadows": shadows,
