@@ -109,13 +109,13 @@ def write_jsonl(path: Path, rows) -> Path:
 @pytest.fixture(scope="session")
 def shadows_dir(snippets, target_dir, workdir) -> Path:
     """4 micro shadows, trained like ``target_dir``, each on half of members + non-members."""
-    from memaudit.mia.shadows import run_models_train
+    from memaudit.mia.shadows import run_shadows_train
 
     pool = write_jsonl(
         workdir / "pool.jsonl",
         [{"text": t} for t in snippets["members"] + snippets["nonmembers"]],
     )
-    return run_models_train(shadows_config(pool, workdir / "shadows", target_dir))
+    return run_shadows_train(shadows_config(pool, workdir / "shadows", target_dir))
 
 
 def shadows_config(pool, out, tokenizer, **changes):

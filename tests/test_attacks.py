@@ -334,6 +334,32 @@ def test_rmia_counts_the_population_texts_x_dominates(suite, target, shadow_mode
         assert np.argsort(got[[0, 5, 120, 199]]).tolist() == np.argsort(ratios).tolist()
 
 
+def test_models_uses_each_texts_first_k_in_and_out_shadows(suite):
+    from memaudit.attacks.base import mean_logp
+
+    _, _, inputs = suite
+    view = inputs.view("shadows")
+    scores, member = view["scores"], view["member"]  # (N, 4); each text IN for 2
+    s = mean_logp(inputs.target)
+    first_out = np.array([row[~m][0] for row, m in zip(scores, member)])
+    # one OUT score per text: the deviation is that of all the used scores together
+    got = parse_attacks("lira_offline:models=1")[0](inputs)
+    np.testing.assert_allclose(got, (s - first_out) / np.std(first_out), rtol=1e-9)
+    # rmia offline, a = 1: p(x) is the first OUT shadow's p(x | theta)
+    pop = inputs.view("shadow_population")
+    r_z = np.sort(pop.target - pop.shadows[:, 0])  # population: OUT everywhere
+    count = np.searchsorted(r_z, s - first_out, side="right")
+    rmia_1 = parse_attacks("rmia:models=1")[0](inputs)
+    np.testing.assert_array_equal(np.floor(rmia_1 * (len(r_z) + 1)), count)
+    # k at least the shadows a text has on each side: every shadow, as the default (the
+    # population is OUT for all 4)
+    for name, k in (("lira", 2), ("lira_offline", 2), ("rmia", 4)):
+        all_k, default = parse_attacks(f"{name}:models={k},{name}")
+        np.testing.assert_array_equal(all_k(inputs), default(inputs))
+    with pytest.raises(InputError, match="models must be a whole number"):
+        parse_attacks("lira:models=1.5")
+
+
 def rmia_ratio(target_logp, shadow_logp, member, *, online, a):
     """p(x | theta) / p(x), p(x | theta) the geometric-mean token probability exp(mean log p)."""
     if online:
@@ -667,3 +693,20 @@ def test_conditional_params_and_requirements_are_checked(suite):
     kept, notes = select_attacks("all", given=lambda name: name == "prefix_texts", flag=flag)
     assert "recall" in [s.column for s in kept] and "con_recall" not in [s.column for s in kept]
     assert any("con_recall" in n and "--member-prefix-texts" in n for n in notes)
+
+
+def test_all_can_be_one_item_of_the_list():
+    from memaudit.attacks.base import default_attacks
+    from memaudit.attacks.views import select_attacks
+
+    specs = parse_attacks("all,gradnorm,loss,rmia:models=2")
+    columns = [s.column for s in specs]
+    assert columns == [*default_attacks(), "gradnorm", "rmia:models=2"]  # loss not twice
+    given = {"shadows", "population"}
+    kept, notes = select_attacks("all,gradnorm", given=given.__contains__, flag=str)
+    assert "gradnorm" in [s.column for s in kept]
+    assert not any(n.startswith("attack 'gradnorm'") for n in notes)
+    assert "attack 'samia' left out: expensive, name it in --attacks" in notes
+    assert "attack 'recall' left out: no prefix_texts given" in notes  # from all: a note
+    with pytest.raises(InputError, match="attack 'recall' needs prefix_texts"):
+        select_attacks("all,recall", given=given.__contains__, flag=str)  # named: an error

@@ -13,7 +13,7 @@ from memaudit.attacks.shadows import read_shadows
 from memaudit.cli.app import app
 from memaudit.errors import InputError
 from memaudit.mia.config import ShadowsTrainConfig
-from memaudit.mia.shadows import balanced_membership, run_models_train
+from memaudit.mia.shadows import balanced_membership, run_shadows_train
 from memaudit.models.hf import model_fingerprint, tokenizer_fingerprint
 
 runner = CliRunner()
@@ -64,7 +64,7 @@ def _small(tmp_path, snippets, target_dir, out, **changes):
 
 
 def test_a_killed_run_resumes_to_the_same_shadows(tmp_path, snippets, target_dir):
-    straight = run_models_train(_small(tmp_path, snippets, target_dir, "a"))
+    straight = run_shadows_train(_small(tmp_path, snippets, target_dir, "a"))
     seen = []
 
     def killed_in_the_second_shadow(stage, done, total, note=""):
@@ -73,7 +73,7 @@ def test_a_killed_run_resumes_to_the_same_shadows(tmp_path, snippets, target_dir
             raise Killed
 
     with pytest.raises(Killed):
-        run_models_train(
+        run_shadows_train(
             _small(tmp_path, snippets, target_dir, "b"), progress=killed_in_the_second_shadow
         )
     b = tmp_path / "b"
@@ -82,7 +82,7 @@ def test_a_killed_run_resumes_to_the_same_shadows(tmp_path, snippets, target_dir
     assert [p.name for p in (b / "model-1").glob("checkpoint-*")] == ["checkpoint-0000004"]
     first = (b / "model-0" / "model.safetensors").stat().st_mtime_ns
     notes = []
-    resumed = run_models_train(
+    resumed = run_shadows_train(
         _small(tmp_path, snippets, target_dir, "b"),
         progress=lambda stage, done, total, note="": notes.append((stage, done, note)),
     )
@@ -93,9 +93,9 @@ def test_a_killed_run_resumes_to_the_same_shadows(tmp_path, snippets, target_dir
     shadows = [json.loads((d / "shadows.json").read_text())["shadows"] for d in (straight, b)]
     assert [s["fingerprint"] for s in shadows[0]] == [s["fingerprint"] for s in shadows[1]]
     # finished: a rerun returns at once; other settings are refused
-    assert run_models_train(_small(tmp_path, snippets, target_dir, "b")) == b
+    assert run_shadows_train(_small(tmp_path, snippets, target_dir, "b")) == b
     with pytest.raises(InputError, match="other settings"):
-        run_models_train(_small(tmp_path, snippets, target_dir, "b", seed=1))
+        run_shadows_train(_small(tmp_path, snippets, target_dir, "b", seed=1))
 
 
 def test_a_bad_pool_names_file_and_line_and_writes_nothing(tmp_path, snippets, target_dir):
@@ -106,7 +106,7 @@ def test_a_bad_pool_names_file_and_line_and_writes_nothing(tmp_path, snippets, t
     ):
         pool = write_jsonl(tmp_path / "bad.jsonl", rows)
         with pytest.raises(InputError, match=message) as e:
-            run_models_train(shadows_config(pool, tmp_path / "out", target_dir))
+            run_shadows_train(shadows_config(pool, tmp_path / "out", target_dir))
         assert e.value.line == line and e.value.path == str(pool)
         assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="even"):

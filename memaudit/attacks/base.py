@@ -239,7 +239,8 @@ def register(
 
 def parse_attacks(spec: str) -> list[AttackSpec]:
     """Parse ``"all"`` (every attack but the opt-in ones) or a comma list like
-    ``"loss,min_k:k=0.1,min_k_pp"``.
+    ``"loss,min_k:k=0.1,min_k_pp"``; ``all`` may be one item of the list
+    (``"all,gradnorm,rmia:models=2"``), and an attack it already holds is not repeated.
 
     Raises
     ------
@@ -248,32 +249,46 @@ def parse_attacks(spec: str) -> list[AttackSpec]:
     InputError
         An unknown or malformed parameter.
     """
-    if spec.strip() == "all":
-        return [AttackSpec(a, dict(a.defaults)) for a in ATTACKS if not a.opt_in]
-    out = []
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        name, *assignments = item.split(":")
-        attack = ATTACKS.get(name)
-        params = dict(attack.defaults)
-        for a in assignments:
-            key, sep, value = a.partition("=")
-            if not sep or key not in params:
-                known = ", ".join(params) or "none"
-                raise InputError(f"attack '{name}': bad parameter '{a}' (settable: {known})")
-            try:
-                params[key] = float(value)
-            except ValueError:
-                raise InputError(
-                    f"attack '{name}': '{key}' must be a number, got '{value}'"
-                ) from None
-        _check_params(name, params)
-        out.append(AttackSpec(attack, params))
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    out = (
+        [AttackSpec(a, dict(a.defaults)) for a in ATTACKS if not a.opt_in] if "all" in items else []
+    )
+    from_all = {s.column for s in out}
+    for item in items:
+        if item == "all":
+            continue
+        named = _parse_one(item)
+        if named.column not in from_all:
+            out.append(named)
     if not out:
         raise InputError("no attack named")
     columns = [s.column for s in out]
     if len(set(columns)) != len(columns):
         raise InputError(f"an attack is named twice: {', '.join(columns)}")
     return out
+
+
+def named_attacks(spec: str) -> set[str]:
+    """The columns named in ``spec`` one by one (not through ``all``)."""
+    rest = ",".join(s for s in spec.split(",") if s.strip() and s.strip() != "all")
+    return {s.column for s in parse_attacks(rest)} if rest else set()
+
+
+def _parse_one(item: str) -> AttackSpec:
+    name, *assignments = item.split(":")
+    attack = ATTACKS.get(name)
+    params = dict(attack.defaults)
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep or key not in params:
+            known = ", ".join(params) or "none"
+            raise InputError(f"attack '{name}': bad parameter '{a}' (settable: {known})")
+        try:
+            params[key] = float(value)
+        except ValueError:
+            raise InputError(f"attack '{name}': '{key}' must be a number, got '{value}'") from None
+    _check_params(name, params)
+    return AttackSpec(attack, params)
 
 
 def default_attacks() -> list[str]:
@@ -314,6 +329,7 @@ PARAM_RULES: dict[str | tuple[str, str], tuple[Callable[[float], bool], str]] = 
     "a": (lambda v: v > 0, "> 0"),  # dc_pdd's clip
     "fixed_variance": (_flag, "0 or 1"),
     "online": (_flag, "0 or 1"),
+    "models": (lambda v: v >= 0 and v == int(v), "a whole number >= 0 (0: all)"),  # shadows
     "p": (lambda v: v in GRAD_NORMS, "1, 2 or inf"),  # gradnorm's norm, as MIMIR allows it
     "zlib": (_flag, "0 or 1"),  # samia's zlib variant: a switch
     ("rmia", "gamma"): (lambda v: v > 0, "> 0"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -221,6 +222,20 @@ def _shadow_inputs(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray, np.nda
     return mean_logp(inputs.target), view["scores"], view["member"]
 
 
+def first_k(mask: np.ndarray, k: float) -> np.ndarray:
+    """``mask`` (N, S) keeping, per text, only its first ``k`` True entries (``k = 0``: all).
+
+    The ``models`` parameter: with ``models=2`` each text is judged by 2 IN and 2 OUT shadows
+    (the first ones in the dir's order), as a study with 2 reference models per text would be.
+
+    >>> first_k(np.array([[True, False, True, True]]), 2).astype(int).tolist()
+    [[1, 0, 1, 0]]
+    """
+    if k == 0:
+        return mask
+    return mask & (np.cumsum(mask, axis=1) <= k)
+
+
 @register(
     "lira",
     description=(
@@ -230,12 +245,13 @@ def _shadow_inputs(inputs: AttackInputs) -> tuple[np.ndarray, np.ndarray, np.nda
     needs=("shadows",),
     cost="+1 pass per text per shadow model (the shadows view)",
     fixed_variance=1.0,
+    models=0.0,
 )
-def lira(inputs: AttackInputs, *, fixed_variance: float) -> np.ndarray:
+def lira(inputs: AttackInputs, *, fixed_variance: float, models: float) -> np.ndarray:
     s, scores, member = _shadow_inputs(inputs)
     fixed = bool(fixed_variance)
-    mu_in, sd_in = gaussian_fit(scores, member, fixed_variance=fixed)
-    mu_out, sd_out = gaussian_fit(scores, ~member, fixed_variance=fixed)
+    mu_in, sd_in = gaussian_fit(scores, first_k(member, models), fixed_variance=fixed)
+    mu_out, sd_out = gaussian_fit(scores, first_k(~member, models), fixed_variance=fixed)
     has_in = ~np.isnan(mu_in)
     if not has_in.any():  # no text in the pool: nothing to fit IN on, only the offline test
         return (s - mu_out) / sd_out
@@ -255,27 +271,37 @@ def lira(inputs: AttackInputs, *, fixed_variance: float) -> np.ndarray:
     needs=("shadows",),
     cost="+1 pass per text per shadow model (the shadows view; only OUT ones are used)",
     fixed_variance=1.0,
+    models=0.0,
 )
-def lira_offline(inputs: AttackInputs, *, fixed_variance: float) -> np.ndarray:
+def lira_offline(inputs: AttackInputs, *, fixed_variance: float, models: float) -> np.ndarray:
     s, scores, member = _shadow_inputs(inputs)
-    mu_out, sd_out = gaussian_fit(scores, ~member, fixed_variance=bool(fixed_variance))
+    out = first_k(~member, models)
+    mu_out, sd_out = gaussian_fit(scores, out, fixed_variance=bool(fixed_variance))
     # the paper's score is Phi(z); z ranks the same and does not saturate at 1.0
     return (s - mu_out) / sd_out
 
 
 def rmia_log_ratio(
-    target: np.ndarray, shadows: np.ndarray, member: np.ndarray, *, a: float, online: bool
+    target: np.ndarray,
+    shadows: np.ndarray,
+    member: np.ndarray,
+    *,
+    a: float,
+    online: bool,
+    models: float = 0,
 ) -> np.ndarray:
     """log p(x | theta) / p(x) per text: ``target`` (N,), ``shadows`` and ``member`` (N, S).
 
     p(. | theta) is exp of the mean token log-likelihood. p(x) is its mean over all shadows
-    (online), or over the OUT shadows, scaled as ``((1 + a) p_OUT + (1 - a)) / 2`` (offline).
+    (online), or over the OUT shadows, scaled as ``((1 + a) p_OUT + (1 - a)) / 2`` (offline);
+    with ``models = k`` over each text's first k IN and first k OUT shadows only.
     """
     p = np.exp(shadows)  # (N, S)
     if online:
-        px = p.mean(axis=1)
+        used = first_k(member, models) | first_k(~member, models)
+        px = np.where(used, p, 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
     else:
-        out = ~member
+        out = first_k(~member, models)
         p_out = np.where(out, p, 0.0).sum(axis=1) / np.maximum(out.sum(axis=1), 1)
         px = 0.5 * ((1 + a) * p_out + (1 - a))
     return target - np.log(px)
@@ -293,12 +319,16 @@ def rmia_log_ratio(
     gamma=1.0,
     a=1.0,
     online=0.0,
+    models=0.0,
 )
-def rmia(inputs: AttackInputs, *, gamma: float, a: float, online: float) -> np.ndarray:
+def rmia(
+    inputs: AttackInputs, *, gamma: float, a: float, online: float, models: float
+) -> np.ndarray:
     s, scores, member = _shadow_inputs(inputs)
     pop: Population = inputs.view("shadow_population")
-    r_x = rmia_log_ratio(s, scores, member, a=a, online=bool(online))  # (N,)
-    r_z = np.sort(rmia_log_ratio(pop.target, pop.shadows, pop.member, a=a, online=bool(online)))
+    ratio = partial(rmia_log_ratio, a=a, online=bool(online), models=models)
+    r_x = ratio(s, scores, member)  # (N,)
+    r_z = np.sort(ratio(pop.target, pop.shadows, pop.member))
     # LR(x, z) >= gamma  <=>  r_z <= r_x - log(gamma): count by binary search, (N,)
     count = np.searchsorted(r_z, r_x - np.log(gamma), side="right")
     # a small population gives many ties (every x above all z scores 1.0); a tie-breaker in

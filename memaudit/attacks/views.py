@@ -25,6 +25,7 @@ from .base import (
     AttackSpec,
     alternatives,
     describe_requirement,
+    named_attacks,
     opt_in_attacks,
     parse_attacks,
 )
@@ -138,10 +139,14 @@ def select_attacks(
     the opt-in (expensive) attacks; a note names each.
     """
     specs = parse_attacks(spec)
+    named = named_attacks(spec)
+    from_all = "all" in (s.strip() for s in spec.split(","))
     kept, notes = [], []
-    if spec.strip() == "all":
+    if from_all:
         notes += [
-            f"attack '{n}' left out: expensive, name it in --attacks" for n in opt_in_attacks()
+            f"attack '{n}' left out: expensive, name it in --attacks"
+            for n in opt_in_attacks()
+            if not any(c.split(":")[0] == n for c in named)
         ]
     for s in specs:
         missing = [
@@ -151,7 +156,7 @@ def select_attacks(
         ]
         if not missing:
             kept.append(s)
-        elif spec.strip() != "all":
+        elif s.column in named:
             raise InputError(f"attack '{s.column}' needs {', '.join(missing)}, which was not given")
         else:
             notes.append(f"attack '{s.column}' left out: no {', '.join(missing)} given")

@@ -25,9 +25,9 @@ def shadows_train(cfg: ShadowsTrainConfig) -> None:
     settings, finished shadows are kept and the unfinished one resumes from its checkpoint.
     """
     from memaudit.attacks.shadows import RECORD
-    from memaudit.mia.shadows import run_models_train
+    from memaudit.mia.shadows import run_shadows_train
 
     with StageBars() as bars:
-        path = run_models_train(cfg, progress=bars)
+        path = run_shadows_train(cfg, progress=bars)
     record = json.loads((path / RECORD).read_text())
     out_console.print(f"{record['n_models']} shadows on {record['n_texts']} texts: {path}")

@@ -71,7 +71,7 @@ def read_pool(path: str) -> list[TextRecord]:
     return records
 
 
-def run_models_train(config: ShadowsTrainConfig, *, progress: Progress | None = None) -> Path:
+def run_shadows_train(config: ShadowsTrainConfig, *, progress: Progress | None = None) -> Path:
     """Train every shadow not yet trained, and write the shadows dir (``shadows.json`` last)."""
     out = Path(config.out)
     records = read_pool(config.pool)  # a bad pool fails here, before anything is written
