@@ -31,6 +31,11 @@ SMALL = {
     "canaries make": [],
     "extract": ["--batch-size", "16"],
     "mia": ["--n-bootstrap", "20"],
+    # the shadow-model example: a tenth of its texts, 2 shadows of 10 steps
+    "corpus snippets --n 1000": ["--n", "100"],
+    "corpus snippets --n 2000": ["--n", "200"],
+    "corpus snippets --n 500": ["--n", "50"],
+    "shadows train": ["--steps", "10", "--n-models", "2", "--checkpoint-every", "0"],
     "traps make": ["--lengths", "20", "--per-bucket", "2"],
     "traps inject": ["--corpus-chars", "150000"],
     "overlap": ["--max-new-tokens", "16", "--n-bootstrap", "20"],
