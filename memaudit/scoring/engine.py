@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from memaudit.models.base import CausalLM
 
 from .cache import ScoreCache
 from .tokenscores import TextScores, TokenScores
+
+T = TypeVar("T")
 
 ENGINE_VERSION = 2  # bump when the numbers the engine writes change meaning
 
@@ -285,16 +288,25 @@ def _score_shard(
 
 
 def _batches(windows: list[Window], settings: ScoreSettings) -> Iterator[list[Window]]:
-    batch: list[Window] = []
-    for w in windows:  # sorted by length, so the last window added is the longest
-        width = w.end - w.begin
+    return pack_batches(windows, lambda w: w.end - w.begin, settings)
+
+
+def pack_batches(
+    items: Sequence[T], width: Callable[[T], int], settings: ScoreSettings
+) -> Iterator[list[T]]:
+    """Consecutive ``items`` in batches of at most ``settings.batch_tokens`` padded tokens and
+    ``settings.max_batch_size`` rows; ``items`` are sorted by ``width``, so the last one added
+    to a batch is its widest.
+    """
+    batch: list[T] = []
+    for item in items:
         if batch and (
-            width * (len(batch) + 1) > settings.batch_tokens
+            width(item) * (len(batch) + 1) > settings.batch_tokens
             or len(batch) >= settings.max_batch_size
         ):
             yield batch
             batch = []
-        batch.append(w)
+        batch.append(item)
     if batch:
         yield batch
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 from memaudit.models.generation import _cache_name
 
-from .engine import ScoreSettings, ScoreStats, score_texts, token_stats
+from .engine import ScoreSettings, ScoreStats, pack_batches, score_texts, token_stats
 from .tokenscores import TextScores, TokenScores
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ def score_with_prefix(
     order = sorted(range(len(heads)), key=lambda i: len(heads[i]))
     total = sum(len(t) for t in heads)
     done = 0
-    for batch in _batches(order, heads, n_prefix, settings):
+    # each row holds the prefix's cache and its text: the padded width is both
+    for batch in pack_batches(order, lambda i: n_prefix + len(heads[i]), settings):
         results.update(_score_batch(model, lm, cache_arg, prefix_cache, heads, batch, settings))
         stats.forward_passes += 1
         stats.windows += len(batch)
@@ -164,23 +165,6 @@ def _join(head: TextScores, whole: TextScores, room: int) -> TextScores:
 
 
 JOINED = ("logp", "mu", "sigma", "is_argmax")
-
-
-def _batches(
-    order: list[int], token_ids: Sequence[Sequence[int]], n_prefix: int, settings: ScoreSettings
-) -> Iterator[list[int]]:
-    batch: list[int] = []
-    for i in order:  # sorted by length: the last text added is the longest
-        width = n_prefix + len(token_ids[i])
-        if batch and (
-            width * (len(batch) + 1) > settings.batch_tokens
-            or len(batch) >= settings.max_batch_size
-        ):
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
 @torch.no_grad()
