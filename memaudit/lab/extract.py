@@ -19,9 +19,11 @@ from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
 from memaudit.io.texts import Skipped, read_texts
 from memaudit.models.generation import greedy_generate
+from memaudit.models.heads import head_ids
 from memaudit.models.hf import LoadOptions, load_causal_lm
 from memaudit.scoring.cache import resolve_cache_root
-from memaudit.scoring.engine import score_texts
+from memaudit.scoring.engine import ScoreStats, score_texts
+from memaudit.scoring.tokenscores import TokenScores
 
 from .config import ExtractConfig
 from .verbatim import compare, extraction_strength, rates
@@ -54,7 +56,9 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
             f"prefix + suffix = {k + m} tokens exceeds the model's context of {model.max_length}"
         )
     records, ids, skipped = [], [], list(data.skipped)
-    for r, toks in zip(data.records, model.encode([r.text for r in data.records])):
+    # one token past the window tells whether the window is the whole text
+    heads = head_ids(model, [r.text for r in data.records], k + m + 1)
+    for r, toks in zip(data.records, heads):
         if len(toks) >= k + m:
             records.append(r)
             ids.append(toks)
@@ -76,14 +80,15 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=progress
     )
     matches = [compare(g, t[k : k + m]) for g, t in zip(generated, ids)]
-    scores, score_stats = score_texts(
+    scores, score_stats = _score_windows(
         model,
         [r.text for r in records],
+        ids,
+        k + m,
         cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
-        token_ids=ids,
         progress=progress,
-        stage="scoring",
     )
+    ids = [t[: k + m] for t in ids]
     strength = extraction_strength(scores)
 
     groups = (
@@ -133,6 +138,37 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         render = partial(write_extract_report, columns=columns)
     run.finish(results, render)
     return ExtractOutcome(out, results)
+
+
+def _score_windows(
+    model, texts: list[str], heads: list[list[int]], window: int, *, cache_root, progress
+) -> tuple[TokenScores, ScoreStats]:
+    """Score each text's first ``window`` tokens (``heads`` hold one more when the text goes on).
+
+    A whole text is scored through the cache as any command scores it; a cut one is scored
+    without it, since the cache keeps a text's scores under the text's hash and these cover
+    only its head.
+    """
+    cut = [len(h) > window for h in heads]
+    parts: dict[bool, tuple[list[int], TokenScores]] = {}
+    stats = ScoreStats(texts=len(texts))
+    for is_cut in (False, True):
+        rows = [i for i, c in enumerate(cut) if c == is_cut]
+        if not rows:
+            continue
+        scores, part_stats = score_texts(
+            model,
+            [texts[i] for i in rows],
+            cache_root=None if is_cut else cache_root,
+            token_ids=[heads[i][:window] for i in rows],
+            progress=progress,
+            stage="scoring",
+        )
+        stats.merge(part_stats)
+        parts[is_cut] = (rows, scores)
+    stats.texts = len(texts)
+    by_row = {i: s for rows, scores in parts.values() for i, s in zip(rows, scores)}
+    return TokenScores.from_texts([by_row[i] for i in range(len(texts))]), stats
 
 
 def _grouped_rates(matches, strength, groups: list[str], order: list[str]) -> dict:

@@ -101,6 +101,14 @@ class MiaConfig:
     stride: int | None = setting(
         None, help="Sliding-window stride for long texts.", default_text="half a window"
     )
+    max_tokens_per_text: int = setting(
+        2048,
+        minimum=0,
+        help=(
+            "Cut each text after this many target tokens before scoring (0: no limit); "
+            "results.json counts the texts cut."
+        ),
+    )
     batch_tokens: int = setting(8192, help="Padded tokens per forward batch.")
     max_batch_size: int = setting(64, help="Windows per forward batch at most.")
     shard_texts: int = setting(256, help="Texts per cache shard.")

@@ -127,6 +127,8 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
                 "n": int((labels == 0).sum()),
             },
             "skipped": [s.to_dict() for s in inp.skipped],
+            "max_tokens_per_text": config.max_tokens_per_text or None,
+            "texts_cut": inp.texts_cut,
         },
         "attacks": {
             s.column: {
@@ -147,7 +149,11 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
         "timings_s": timings.seconds,
         "warnings": warnings,
-        "notes": [*notes, *zero_fp_notes(int((labels == 0).sum()), shown_as_na=True)],
+        "notes": [
+            *notes,
+            *_cut_note(inp.texts_cut, config.max_tokens_per_text),
+            *zero_fp_notes(int((labels == 0).sum()), shown_as_na=True),
+        ],
     }
     render = None
     if config.report:
@@ -182,7 +188,17 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
             dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
         ),
         skip_invalid=config.skip_invalid,
+        max_tokens=config.max_tokens_per_text,
     )
+
+
+def _cut_note(n_cut: int, limit: int) -> list[str]:
+    if not n_cut:
+        return []
+    return [
+        f"{n_cut} text(s) longer than {limit} target tokens were cut after their {limit}th token "
+        "(--max-tokens-per-text; 0 scores whole texts)"
+    ]
 
 
 def _score_columns(

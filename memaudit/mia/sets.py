@@ -6,10 +6,11 @@ Everything that can be wrong with the input fails here, before any output is wri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memaudit.errors import InputError
 from memaudit.io.texts import Fields, ReadResult, Skipped, TextRecord, read_texts, text_hash
+from memaudit.models.heads import text_heads
 from memaudit.models.hf import HFCausalLM, LoadOptions, load_causal_lm
 
 
@@ -24,6 +25,8 @@ class PreparedSets:
     reference: HFCausalLM | None
     target_ids: list[list[int]]
     reference_ids: list[list[int]] | None
+    texts_cut: int = 0
+    """Texts cut to ``max_tokens`` target tokens (0 when nothing was cut or there is no limit)."""
 
 
 def prepare_sets(
@@ -92,21 +95,43 @@ def prepare_read(
     options: LoadOptions,
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
+    max_tokens: int | None = None,
 ) -> PreparedSets:
-    """``prepare_sets`` for sets already read (``read_labelled``)."""
+    """``prepare_sets`` for sets already read (``read_labelled``).
+
+    ``max_tokens``: each text longer than this many target tokens is cut after its last one
+    (:func:`memaudit.models.heads.text_heads`) before anything else sees it.
+    """
     positives, negatives = paths
     target = load_causal_lm(model, options)
     ref = load_causal_lm(reference, options) if reference else None
-    records, target_ids, ref_ids, short = tokenize_and_check(
-        target, ref, pos.records + neg.records, skip_invalid
-    )
+    records, n_cut = cut_records(target, pos.records + neg.records, max_tokens)
+    records, target_ids, ref_ids, short = tokenize_and_check(target, ref, records, skip_invalid)
     for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):
         if not any(r.label == label for r in records):
             raise InputError(f"no valid {name} left to score", path=path)
     warnings = overlap_warnings(pos.records, neg.records, names)
     return PreparedSets(
-        records, pos.skipped + neg.skipped + short, warnings, target, ref, target_ids, ref_ids
+        records,
+        pos.skipped + neg.skipped + short,
+        warnings,
+        target,
+        ref,
+        target_ids,
+        ref_ids,
+        n_cut,
     )
+
+
+def cut_records(
+    target: HFCausalLM, records: list[TextRecord], max_tokens: int | None
+) -> tuple[list[TextRecord], int]:
+    """Records whose text has more than ``max_tokens`` target tokens, cut to them; how many."""
+    if not max_tokens:
+        return records, 0
+    texts, cut = text_heads(target, [r.text for r in records], max_tokens)
+    out = [replace(r, text=t) if c else r for r, t, c in zip(records, texts, cut)]
+    return out, sum(cut)
 
 
 def overlap_warnings(

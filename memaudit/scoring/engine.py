@@ -215,21 +215,18 @@ def score_texts(
         # Sorted by length (ties by hash) so that batches pad little and a resumed run cuts
         # the remaining texts into exactly the shards an uninterrupted run would have made.
         order = sorted(pending, key=lambda h: (len(ids[h]), h))
-        total = sum(len(ids[h]) for h in order)
-        done = 0
+        # by scored token, after every batch: one long text moves the bar as much as many short
+        tally = _Tally(progress, stage, sum(max(len(ids[h]) - 1, 0) for h in order))
         for s in range(0, len(order), settings.shard_texts):
             shard = order[s : s + settings.shard_texts]
             shard_scores, shard_stats = _score_shard(
-                model, [ids[h] for h in shard], length, stride, settings
+                model, [ids[h] for h in shard], length, stride, settings, on_batch=tally
             )
             scored = dict(zip(shard, shard_scores))
             cache.save({h: v for h, v in scored.items() if h not in own})
             results.update(scored)
             stats.merge(shard_stats)
             stats.shards_written += cache.dir is not None
-            done += sum(len(ids[h]) for h in shard)
-            if progress is not None:
-                progress(stage, done, total)
     stats.seconds = time.perf_counter() - start
     stats.corrupt_shards = [str(p) for p in cache.set_aside]
     return TokenScores.from_texts([results[h] for h in hashes]), stats
@@ -245,8 +242,26 @@ def _not_as_cached(
     }
 
 
+class _Tally:
+    """Counts scored tokens and tells ``progress`` (if any) after each batch."""
+
+    def __init__(self, progress: Progress | None, stage: str, total: int) -> None:
+        self.progress, self.stage, self.total, self.done = progress, stage, total, 0
+
+    def __call__(self, tokens: int) -> None:
+        self.done += tokens
+        if self.progress is not None:
+            self.progress(self.stage, self.done, self.total)
+
+
 def _score_shard(
-    model: CausalLM, ids: list[list[int]], length: int, stride: int, settings: ScoreSettings
+    model: CausalLM,
+    ids: list[list[int]],
+    length: int,
+    stride: int,
+    settings: ScoreSettings,
+    *,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[TextScores], ScoreStats]:
     """Score one shard's texts. Results stay on the device until the shard is done: one copy
     back.
@@ -271,6 +286,8 @@ def _score_shard(
         )
         stats.forward_passes += 1
         stats.windows += len(batch)
+        if on_batch is not None:
+            on_batch(len(where[-1]))
     flat = [np.full(int(starts[-1]), np.nan, np.float32) for _ in range(3)] + [
         np.zeros(int(starts[-1]), bool)
     ]
