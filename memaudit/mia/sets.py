@@ -35,6 +35,7 @@ def prepare_sets(
     options: LoadOptions,
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
+    adapter: str | None = None,
 ) -> PreparedSets:
     """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
 
@@ -50,6 +51,7 @@ def prepare_sets(
         options=options,
         skip_invalid=skip_invalid,
         names=names,
+        adapter=adapter,
     )
 
 
@@ -92,10 +94,11 @@ def prepare_read(
     options: LoadOptions,
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
+    adapter: str | None = None,
 ) -> PreparedSets:
     """``prepare_sets`` for sets already read (``read_labelled``)."""
     positives, negatives = paths
-    target = load_causal_lm(model, options)
+    target = load_causal_lm(model, options, adapter=adapter)  # the adapter is the target's
     ref = load_causal_lm(reference, options) if reference else None
     records, target_ids, ref_ids, short = tokenize_and_check(
         target, ref, pos.records + neg.records, skip_invalid
