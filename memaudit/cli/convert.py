@@ -20,7 +20,7 @@ def convert_gguf(cfg: ConvertGgufConfig) -> None:
 
     transformers reads the file; the dir gets config.json, model.safetensors, the tokenizer
     built from the file's metadata, and memaudit_convert.json recording that the weights are
-    dequantized, from which file (sha256) and which tensor types. Needs memaudit[gguf].
+    dequantized, from which file (sha256) and which tensor types. Needs the 'gguf' extra.
     """
     from memaudit.models.gguf import RECORD, convert_gguf
 

@@ -104,7 +104,7 @@ def adapter_setting() -> Any:
     return setting(
         None,
         help="A local PEFT/LoRA adapter dir (adapter_config.json, adapter_model.safetensors) "
-        "made for --model: merged into it on load. Needs memaudit[peft].",
+        "made for --model: merged into it on load. Needs the 'peft' extra.",
     )
 
 
@@ -113,7 +113,7 @@ def device_map_setting() -> Any:
     return setting(
         None,
         help="auto, balanced, balanced_low_0 or sequential: spread the model's layers over every "
-        "GPU, then the CPU (accelerate; memaudit[accelerate]). Leave --device at auto.",
+        "GPU, then the CPU (accelerate: the 'accelerate' extra). Leave --device at auto.",
     )
 
 

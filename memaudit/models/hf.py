@@ -438,7 +438,14 @@ def _outputs_on_input_device(model: Any) -> None:
         return
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    add_hook_to_module(model.base_model, AlignDevicesHook(io_same_device=True), append=True)
+    # the KV cache stays where each layer keeps it, as accelerate's own hooks leave it
+    own = getattr(model, "_skip_keys_device_placement", None) or []
+    own = [own] if isinstance(own, str) else list(own)
+    skip = list(dict.fromkeys([*own, "past_key_values", "cache"]))  # renamed in transformers 5.2x
+    hook = AlignDevicesHook(
+        execution_device=_input_device(model), io_same_device=True, skip_keys=skip
+    )
+    add_hook_to_module(model.base_model, hook, append=True)
 
 
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
