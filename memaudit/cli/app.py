@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import diffusion, index, lab, mia, probe, shadows, unlearn
+from . import convert, diffusion, index, lab, mia, probe, shadows, unlearn
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +24,7 @@ app.add_typer(index.index_app, name="index")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(diffusion.diffusion_app, name="diffusion")
 app.add_typer(shadows.shadows_app, name="shadows")
+app.add_typer(convert.convert_app, name="convert")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import overwrite_setting, setting
+from memaudit.io.config import adapter_setting, device_map_setting, overwrite_setting, setting
 
 ENGINES = ("local", "ray")
 
@@ -98,6 +98,8 @@ class OverlapConfig:
     dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
+    adapter: str | None = adapter_setting()
+    device_map: str | None = device_map_setting()
     skip_invalid: bool = setting(False, help="Skip invalid prompts instead of stopping.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 

@@ -45,8 +45,12 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
     model = load_causal_lm(
         config.model,
         LoadOptions(
-            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            device_map=config.device_map,
         ),
+        adapter=config.adapter,
     )
     index = open_index_for(config.index, model)
     room = model.max_length - config.max_new_tokens

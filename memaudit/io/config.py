@@ -99,6 +99,24 @@ def overwrite_setting() -> Any:
     )
 
 
+def adapter_setting() -> Any:
+    """The ``--adapter`` setting of every command that loads a model to score or generate."""
+    return setting(
+        None,
+        help="A local PEFT/LoRA adapter dir (adapter_config.json, adapter_model.safetensors) "
+        "made for --model: merged into it on load. Needs the 'peft' extra.",
+    )
+
+
+def device_map_setting() -> Any:
+    """The ``--device-map`` setting: a model larger than one device, placed by accelerate."""
+    return setting(
+        None,
+        help="auto, balanced, balanced_low_0 or sequential: spread the model's layers over every "
+        "GPU, then the CPU (accelerate: the 'accelerate' extra). Leave --device at auto.",
+    )
+
+
 def flag_name(f: Field) -> str:
     """The command-line flag of a config field: its own, or ``--field-name``."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")

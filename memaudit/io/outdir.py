@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from memaudit.errors import InputError
@@ -105,3 +106,27 @@ def write_marker(path: Path, kind: str, *, owned: bool = True) -> None:
     """Mark ``path`` as a memaudit output of ``kind`` (also inside temp dirs, before a rename)."""
     record = {"kind": kind, "owned": owned, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (path / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def publish_dir(tmp: Path, out: Path, kind: str, *, keep: Sequence[str] = ()) -> Path:
+    """Put the finished temp dir ``tmp`` (beside ``out``) in place as ``out``, marked ``kind``.
+
+    A directory memaudit made for ``kind`` is replaced whole (``keep`` names its entries that move
+    into the new one instead of being deleted with the old); into any other existing one (which
+    the command let through with --overwrite) the new files are moved one by one, and nothing
+    else in it is touched.
+    """
+    write_marker(tmp, kind)
+    if out.exists() and not made_by_memaudit(out, kind) and any(out.iterdir()):
+        write_marker(tmp, kind, owned=False)  # a foreign dir never becomes ours
+        for f in tmp.iterdir():
+            f.replace(out / f.name)
+        tmp.rmdir()
+        return out
+    for name in keep:
+        if (out / name).exists():
+            (out / name).rename(tmp / name)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -44,8 +44,12 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
     model = load_causal_lm(
         config.model,
         LoadOptions(
-            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            device_map=config.device_map,
         ),
+        adapter=config.adapter,
     )
     index = (
         open_index_for(config.index, model) if config.index else None

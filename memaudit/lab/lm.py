@@ -22,7 +22,7 @@ import torch
 
 from memaudit.errors import InputError
 from memaudit.io.atomic import current_umask
-from memaudit.io.outdir import made_by_memaudit, write_marker
+from memaudit.io.outdir import publish_dir
 
 EOS = "<|endoftext|>"
 
@@ -246,19 +246,7 @@ def save_model_dir(
         if extra is not None:
             (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
-        write_marker(tmp, kind)
-        if out.exists() and not made_by_memaudit(out, kind) and any(out.iterdir()):
-            write_marker(tmp, kind, owned=False)  # a foreign dir never becomes ours
-            for f in tmp.iterdir():
-                f.replace(out / f.name)
-            tmp.rmdir()
-            return out
-        for name in keep:
-            if (out / name).exists():
-                (out / name).rename(tmp / name)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish_dir(tmp, out, kind, keep=keep)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

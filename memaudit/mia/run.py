@@ -185,8 +185,12 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
         model=config.model,
         reference=reference,
         options=LoadOptions(
-            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            device_map=config.device_map,
         ),
+        adapter=config.adapter,
         skip_invalid=config.skip_invalid,
         max_tokens=config.max_tokens_per_text,
     )

@@ -38,6 +38,7 @@ def prepare_sets(
     options: LoadOptions,
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
+    adapter: str | None = None,
 ) -> PreparedSets:
     """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
 
@@ -53,6 +54,7 @@ def prepare_sets(
         options=options,
         skip_invalid=skip_invalid,
         names=names,
+        adapter=adapter,
     )
 
 
@@ -96,6 +98,7 @@ def prepare_read(
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
     max_tokens: int | None = None,
+    adapter: str | None = None,
 ) -> PreparedSets:
     """``prepare_sets`` for sets already read (``read_labelled``).
 
@@ -103,7 +106,7 @@ def prepare_read(
     (:func:`memaudit.models.heads.text_heads`) before anything else sees it.
     """
     positives, negatives = paths
-    target = load_causal_lm(model, options)
+    target = load_causal_lm(model, options, adapter=adapter)  # the adapter is the target's
     ref = load_causal_lm(reference, options) if reference else None
     records, n_cut = cut_records(target, pos.records + neg.records, max_tokens)
     records, target_ids, ref_ids, short = tokenize_and_check(target, ref, records, skip_invalid)

@@ -27,19 +27,43 @@ TOKENIZER_FILES = (
     "added_tokens.json",
 )
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
 
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to load a model. ``"auto"``: CUDA when present; bf16 on CUDA, fp32 on CPU."""
+    """How to load a model. ``"auto"``: CUDA when present; bf16 on CUDA, fp32 on CPU.
+
+    ``device_map`` (``"auto"``, ...) spreads the layers over every GPU, then the CPU, with
+    accelerate, for models larger than one device; ``device`` then stays ``"auto"``.
+    """
 
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *DTYPES):
             raise InputError(f"unknown dtype '{self.dtype}'; use auto, {', '.join(DTYPES)}")
+        if self.device_map is None:
+            return
+        if self.device_map not in DEVICE_MAPS:
+            raise InputError(
+                f"unknown device map '{self.device_map}'; use {', '.join(DEVICE_MAPS)}"
+            )
+        if self.device != "auto":
+            raise InputError(
+                f"--device-map {self.device_map} places the model itself; drop --device "
+                f"{self.device}"
+            )
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise ModelLoadError(
+                "--device-map needs accelerate, which is not installed: "
+                "pip install 'memaudit[accelerate]'"
+            ) from None
 
     def resolve_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -81,7 +105,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> HFCausalLM:
+def load_causal_lm(
+    path: str | os.PathLike,
+    options: LoadOptions | None = None,
+    *,
+    adapter: str | os.PathLike | None = None,
+) -> HFCausalLM:
     """Load a causal LM and its tokenizer from a local directory.
 
     Parameters
@@ -89,30 +118,93 @@ def load_causal_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     path : path-like
         A directory holding ``config.json``, ``*.safetensors`` weights and tokenizer files.
     options : LoadOptions, optional
-        dtype, device and the remote-code flag.
+        dtype, device (or device map) and the remote-code flag.
+    adapter : path-like, optional, keyword-only
+        A local PEFT adapter directory (``adapter_config.json``, ``adapter_model.safetensors``)
+        made for this base; merged into the weights on load (:mod:`memaudit.models.peft_adapters`).
 
     Raises
     ------
     ModelLoadError
         The path is not a local directory (hub ids are never downloaded), has no
-        safetensors weights, needs remote code without the flag, or is not a causal LM.
+        safetensors weights, needs remote code without the flag, is not a causal LM, or holds
+        weights that do not fit its config; or the adapter does not fit the base.
     """
     options = options or LoadOptions()
     model_dir = _check_model_dir(Path(path), options)
+    adapter_dir = None
+    if adapter is not None:
+        from .peft_adapters import check_adapter_dir
+
+        adapter_dir = Path(adapter)
+        check_adapter_dir(adapter_dir, model_dir)  # before any weights are read
     from transformers import AutoModelForCausalLM
 
     device = options.resolve_device()
     dtype = options.resolve_dtype(device)
-    kwargs = dict(local_files_only=True, trust_remote_code=options.trust_remote_code)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, use_safetensors=True, dtype=dtype, **kwargs
-        )
-    except (ValueError, KeyError, OSError) as e:
-        raise ModelLoadError(f"{model_dir}: not a loadable causal LM ({_first_line(e)})") from e
+    model = _from_pretrained(AutoModelForCausalLM, model_dir, options, dtype, "causal LM")
     tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
-    model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub wants a model here
-    return HFCausalLM(model, tokenizer, model_dir=model_dir, dtype=dtype)
+    if adapter_dir is not None:
+        from .peft_adapters import merge_adapter
+
+        _check_adapter_tokenizer(adapter_dir, tokenizer)
+        model = merge_adapter(model, adapter_dir, model_dir)
+    if options.device_map is None:
+        model.to(device)
+    else:
+        _outputs_on_input_device(model)
+    model.eval()
+    return HFCausalLM(
+        model,
+        tokenizer,
+        model_dir=model_dir,
+        dtype=dtype,
+        adapter=adapter_dir,
+        device_map=options.device_map,
+    )
+
+
+def _from_pretrained(
+    auto_class: Any, model_dir: Path, options: LoadOptions, dtype: torch.dtype, kind: str
+) -> Any:
+    """``auto_class.from_pretrained`` under memaudit's rules, refusing weights that do not fit
+    the config: transformers would initialise missing tensors at random and score noise.
+
+    With a device map, accelerate places the layers. transformers 5 always builds the model on
+    the meta device and fills it tensor by tensor (what ``low_cpu_mem_usage`` did in 4.x), so a
+    model never needs twice its size in CPU memory.
+    """
+    kwargs: dict[str, Any] = dict(
+        local_files_only=True,
+        trust_remote_code=options.trust_remote_code,
+        use_safetensors=True,
+        dtype=dtype,
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,  # reported below as one line, not as a table and a raise
+    )
+    if options.device_map is not None:
+        kwargs["device_map"] = options.device_map
+    try:
+        model, info = auto_class.from_pretrained(model_dir, **kwargs)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        raise ModelLoadError(f"{model_dir}: not a loadable {kind} ({_first_line(e)})") from e
+    architecture = type(model).__name__
+    if info.get("mismatched_keys"):
+        first = sorted(info["mismatched_keys"], key=str)[0]  # (name, file shape, config shape)
+        name, shapes = (first[0], first[1:]) if isinstance(first, tuple) else (first, ())
+        found = f" (file {tuple(shapes[0])}, config {tuple(shapes[1])})" if len(shapes) == 2 else ""
+        raise ModelLoadError(
+            f"{model_dir}: its weights do not fit config.json's {architecture}: "
+            f"{len(info['mismatched_keys'])} tensor(s) of another shape, e.g. {name}{found}"
+        )
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ModelLoadError(
+            f"{model_dir}: its weights do not fit config.json's {architecture}: {len(missing)} "
+            f"tensor(s) missing from the safetensors, e.g. {missing[0]} (weights of another "
+            "architecture?)"
+        )
+    return model
 
 
 def load_masked_lm(path: str | os.PathLike, options: LoadOptions | None = None) -> tuple[Any, Any]:
@@ -132,17 +224,14 @@ def load_masked_lm(path: str | os.PathLike, options: LoadOptions | None = None) 
     from transformers import AutoModelForMaskedLM
 
     device = options.resolve_device()
-    kwargs = dict(local_files_only=True, trust_remote_code=options.trust_remote_code)
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(
-            model_dir, use_safetensors=True, dtype=options.resolve_dtype(device), **kwargs
-        )
-    except (ValueError, KeyError, OSError) as e:
-        raise ModelLoadError(f"{model_dir}: not a loadable masked LM ({_first_line(e)})") from e
+    dtype = options.resolve_dtype(device)
+    model = _from_pretrained(AutoModelForMaskedLM, model_dir, options, dtype, "masked LM")
     tokenizer = load_tokenizer(model_dir, trust_remote_code=options.trust_remote_code)
     if not getattr(tokenizer, "is_fast", False) or tokenizer.mask_token_id is None:
         raise ModelLoadError(f"{model_dir}: a masked LM needs a fast tokenizer with a mask token")
-    model.to(device).eval()
+    if options.device_map is None:
+        model.to(device)
+    model.eval()
     return model, tokenizer
 
 
@@ -191,15 +280,36 @@ def _check_model_dir(p: Path, options: LoadOptions) -> Path:
 class HFCausalLM:
     """A transformers causal LM behind the :class:`~memaudit.models.base.CausalLM` contract."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, model_dir: Path, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_dir: Path,
+        dtype: torch.dtype,
+        adapter: Path | None = None,
+        device_map: str | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = str(model_dir)
         self.dtype = dtype
-        self.device = next(model.parameters()).device
+        self.device = _input_device(model)
+        # the strategy asked for and where accelerate put each module (all on one device when
+        # the model fits it: then no hooks, and the plain path's numbers)
+        self.device_map = None
+        if device_map is not None:
+            placement = _placement(model) or {"": str(self.device)}
+            self.device_map = {"strategy": device_map, "placement": placement}
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.max_length, self.max_length_source = _context_length(model.config, model_dir)
+        self.adapter = adapter
         self.fingerprint = model_fingerprint(model_dir)
+        if adapter is not None:  # base + adapter: the scorer key of what is actually scored
+            self.base_fingerprint = self.fingerprint
+            self.adapter_fingerprint = adapter_fingerprint(adapter)
+            both = f"{self.base_fingerprint}+{self.adapter_fingerprint}".encode()
+            self.fingerprint = hashlib.sha256(both).hexdigest()[:16]
         self.tokenizer_fingerprint = tokenizer_fingerprint(model_dir)
         self.n_params = sum(p.numel() for p in model.parameters())
         # float32 copy of the output projection, made on first use
@@ -225,16 +335,22 @@ class HFCausalLM:
         if self._w32 is None:
             head = self.model.get_output_embeddings()
             bias = getattr(head, "bias", None)
-            self._w32 = (head.weight.float(), None if bias is None else bias.float())
+            # on the inputs' device (a device map may have put the head on another GPU); the
+            # same tensor, no copy, for a float32 model on one device
+            self._w32 = (
+                head.weight.to(self.device, torch.float32),
+                None if bias is None else bias.to(self.device, torch.float32),
+            )
         w, b = self._w32
         # fp32 even for bf16 models
-        logits = torch.nn.functional.linear(hidden.float(), w, b)  # (N, V)
+        logits = torch.nn.functional.linear(hidden.to(self.device).float(), w, b)  # (N, V)
+        # in place: no second (N, V) tensor, so a chunk costs what the engine budgets for it
         scale = getattr(self.model.config, "logit_scale", None)
         if scale:
-            logits = logits * scale
+            logits.mul_(scale)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         if cap:
-            logits = torch.tanh(logits / cap) * cap
+            logits.div_(cap).tanh_().mul_(cap)
         return logits
 
     @torch.no_grad()
@@ -254,7 +370,21 @@ class HFCausalLM:
             "max_length_source": self.max_length_source,
             "vocab_size": self.vocab_size,
             "chunked_projection": self.chunked,
+            **self._placement_and_adapter(),
         }
+
+    def _placement_and_adapter(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.device_map is not None:
+            out["device_map"] = self.device_map
+        if self.adapter is not None:
+            out["base_fingerprint"] = self.base_fingerprint
+            out["adapter"] = {
+                "path": str(self.adapter),
+                "fingerprint": self.adapter_fingerprint,
+                "merged_on_load": True,
+            }
+        return out
 
     def _projection_matches_forward(self) -> bool:
         """Check once, on a few tokens, that base_model + output projection equals the full forward.
@@ -262,6 +392,8 @@ class HFCausalLM:
         Architectures that post-process logits in ways we do not know fall back to full
         logits (correct, but memory then scales with batch x length x vocab).
         """
+        if self.model.get_output_embeddings().weight.device.type == "meta":
+            return False  # the head is offloaded: only the model's own forward brings it in
         ids = torch.arange(min(8, self.vocab_size), device=self.device).unsqueeze(0)  # (1, 8)
         mask = torch.ones_like(ids)
         try:
@@ -275,6 +407,45 @@ class HFCausalLM:
         return bool(
             torch.allclose(ours, ref, atol=tol * max(1.0, ref.abs().max().item()), rtol=tol)
         )
+
+
+def _input_device(model: Any) -> torch.device:
+    """Where inputs go: the input embedding's device. With a device map that is where the
+    first layer runs; an offloaded embedding runs on the first GPU of the map.
+    """
+    weight = model.get_input_embeddings().weight
+    if weight.device.type != "meta":
+        return weight.device
+    placed = [d for d in (_placement(model) or {}).values() if d not in ("cpu", "disk")]
+    if not placed:
+        return torch.device("cpu")
+    return torch.device(int(placed[0]) if placed[0].isdigit() else placed[0])
+
+
+def _placement(model: Any) -> dict[str, str] | None:
+    """accelerate's map of module -> device, when a device map placed the model over devices."""
+    placement = getattr(model, "hf_device_map", None)
+    return {k: str(v) for k, v in placement.items()} if placement else None
+
+
+def _outputs_on_input_device(model: Any) -> None:
+    """Make the base model return its hidden states on the device its inputs came from.
+
+    memaudit calls ``model.base_model`` directly (the chunked projection) and indexes its output
+    with tensors on the input device; accelerate aligns only the top module's outputs.
+    """
+    if len(set((_placement(model) or {}).values())) < 2:
+        return
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module
+
+    # the KV cache stays where each layer keeps it, as accelerate's own hooks leave it
+    own = getattr(model, "_skip_keys_device_placement", None) or []
+    own = [own] if isinstance(own, str) else list(own)
+    skip = list(dict.fromkeys([*own, "past_key_values", "cache"]))  # renamed in transformers 5.2x
+    hook = AlignDevicesHook(
+        execution_device=_input_device(model), io_same_device=True, skip_keys=skip
+    )
+    add_hook_to_module(model.base_model, hook, append=True)
 
 
 CONTEXT_KEYS = ("n_positions", "max_position_embeddings", "n_ctx", "seq_length")
@@ -308,6 +479,29 @@ def model_fingerprint(model_dir: Path) -> str:
         h.update(f.name.encode())
         h.update(file_digest(f).encode())
     return h.hexdigest()[:16]
+
+
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    """sha256 over a PEFT adapter's config and the bytes of its safetensors weights."""
+    from .peft_adapters import WEIGHTS, read_adapter_config
+
+    h = hashlib.sha256()
+    h.update(json.dumps(read_adapter_config(adapter_dir), sort_keys=True).encode())
+    h.update(file_digest(adapter_dir / WEIGHTS).encode())
+    return h.hexdigest()[:16]
+
+
+def _check_adapter_tokenizer(adapter_dir: Path, base_tokenizer: Any) -> None:
+    """An adapter dir may carry a tokenizer (trainers save one); memaudit scores with the base's,
+    so a vocabulary other than the base's is refused rather than silently ignored.
+    """
+    if not any((adapter_dir / name).is_file() for name in TOKENIZER_FILES):
+        return
+    if load_tokenizer(adapter_dir).get_vocab() != base_tokenizer.get_vocab():
+        raise ModelLoadError(
+            f"{adapter_dir}: carries a tokenizer whose vocabulary differs from the base's; "
+            "an adapter trained with added tokens needs its base resized first"
+        )
 
 
 def tokenizer_fingerprint(model_dir: Path) -> str:

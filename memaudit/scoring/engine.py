@@ -383,8 +383,10 @@ def token_stats(
     is_argmax : (N,) bool
     """
     logp_all = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
-    p = logp_all.exp()  # (N, V)
-    p_logp = p * logp_all  # (N, V)
+    # At most two (N, V) tensors live at once (the engine's chunk budget assumes three): the
+    # caller's logits are freed once log-softmaxed, and p log p is made in p's memory.
+    del logits
+    p_logp = logp_all.exp().mul_(logp_all)  # (N, V)
     mu = p_logp.sum(-1)  # (N,)
     second = torch.linalg.vecdot(p_logp, logp_all)  # (N,) sum_v p log^2 p, no (N, V) temporary
     sigma = (second - mu * mu).clamp_min(0).sqrt()
