@@ -49,7 +49,7 @@ def test_text_heads_cut_after_the_nth_token_and_leave_short_texts_whole(target, 
 
 
 def test_progress_moves_by_batch_within_one_long_text(target, snippets):
-    long_text = "\n".join(snippets["nonmembers"][:30])
+    long_text = "\n".join(snippets["nonmembers"][:8])
     calls = []
     settings = ScoreSettings(max_length=64, batch_tokens=256)
     _, stats = score_texts(
@@ -58,7 +58,7 @@ def test_progress_moves_by_batch_within_one_long_text(target, snippets):
         settings,
         progress=lambda stage, done, total, note="": calls.append((done, total)),
     )
-    assert len(calls) == stats.forward_passes > 3
+    assert len(calls) == stats.forward_passes > 2
     done = [d for d, _ in calls]
     assert done == sorted(done) and done[-1] == calls[-1][1] == stats.tokens_scored
 
