@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import overwrite_setting, setting
+from memaudit.io.config import (
+    check_engine_settings,
+    engine_setting,
+    overwrite_setting,
+    ray_address_setting,
+    ray_workers_setting,
+    setting,
+)
 
 ENGINES = ("local", "ray")
 
@@ -98,6 +105,9 @@ class OverlapConfig:
     dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
+    ray_workers: int | None = ray_workers_setting()
     skip_invalid: bool = setting(False, help="Skip invalid prompts instead of stopping.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -118,6 +128,7 @@ class OverlapConfig:
                 "greedy decoding (temperature 0) gives one continuation per prompt; set "
                 "--temperature for --samples > 1"
             )
+        check_engine_settings(self.engine, self.ray_address, self.ray_workers)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import overwrite_setting, setting
+from memaudit.io.config import (
+    check_engine_settings,
+    engine_setting,
+    overwrite_setting,
+    ray_address_setting,
+    ray_workers_setting,
+    setting,
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ class MiaConfig:
         None, help="Score cache root.", default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit"
     )
     no_cache: bool = setting(False, help="Score everything afresh and keep nothing.")
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
+    ray_workers: int | None = ray_workers_setting()
     skip_invalid: bool = setting(
         False, help="Skip invalid records (counted in results.json) instead of stopping."
     )
@@ -138,6 +148,7 @@ class MiaConfig:
             raise InputError(
                 f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
             )
+        check_engine_settings(self.engine, self.ray_address, self.ray_workers)
         two_files = self.members is not None or self.nonmembers is not None
         if self.data is not None and two_files:
             raise InputError("give either --data or --members/--nonmembers, not both")
