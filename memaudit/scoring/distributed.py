@@ -541,15 +541,18 @@ def _layout(ray: Any, workers: int | None, device: str) -> tuple[int, str, int]:
     (and --device is not cpu), else CPU workers sharing the CPUs.
     """
     resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
     if gpus and device != "cpu":
+        if (workers or gpus) > gpus:
+            raise InputError(f"--ray-workers {workers}: the Ray cluster has {gpus} GPUs")
         return workers or gpus, "cuda", 1
     if device not in ("auto", "cpu"):
         raise InputError(f"--device {device}: the Ray cluster has no GPU; use --device cpu")
     n = workers or CPU_WORKERS
+    if n > cpus:
+        raise InputError(f"--ray-workers {n}: the Ray cluster has {cpus} CPUs, one per worker")
     node_cpus = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
-    per_worker = int(resources.get("CPU", 1)) // n
-    return n, "cpu", max(1, min(per_worker, max(node_cpus, default=1)))
+    return n, "cpu", max(1, min(cpus // n, max(node_cpus, default=1)))
 
 
 def deal(
