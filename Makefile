@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_lab.py
 	$(PY) benchmarks/bench_traps.py
 	$(PY) benchmarks/bench_index.py
+	$(PY) benchmarks/bench_ray.py
 	$(PY) benchmarks/bench_unlearn.py
 	$(PY) benchmarks/bench_diffusion.py
 

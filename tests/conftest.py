@@ -191,3 +191,19 @@ def train_tiny_mlm(texts: list[str], out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray of 2 CPUs for the whole session, its files in a folder the tests own."""
+    ray = pytest.importorskip("ray", reason="the 'dist' extra (installed by `make test`)")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            _temp_dir=str(tmp_path_factory.mktemp("ray")),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    yield ray
+    ray.shutdown()

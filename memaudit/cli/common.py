@@ -199,7 +199,7 @@ def _parameter(f: Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
     required = f.default is MISSING and f.default_factory is MISSING
     shown = ("" if meta.get("argument") else "required") if required else _default_text(f)
-    help_text = meta.get("help", "") + (" " + escape(f"[{shown}]") if shown else "")
+    help_text = escape(meta.get("help", "")) + (" " + escape(f"[{shown}]") if shown else "")
     if meta.get("argument"):
         default = typer.Argument(... if required else None, help=help_text, show_default=False)
         annotation = str if required else str | None

@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from memaudit.errors import InputError
-from memaudit.io.config import adapter_setting, device_map_setting, overwrite_setting, setting
+from memaudit.io.config import (
+    adapter_setting,
+    check_engine_settings,
+    device_map_setting,
+    engine_setting,
+    overwrite_setting,
+    ray_address_setting,
+    ray_workers_setting,
+    setting,
+)
 
 ENGINES = ("local", "ray")
 
@@ -100,6 +109,9 @@ class OverlapConfig:
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
     adapter: str | None = adapter_setting()
     device_map: str | None = device_map_setting()
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
+    ray_workers: int | None = ray_workers_setting()
     skip_invalid: bool = setting(False, help="Skip invalid prompts instead of stopping.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -120,6 +132,7 @@ class OverlapConfig:
                 "greedy decoding (temperature 0) gives one continuation per prompt; set "
                 "--temperature for --samples > 1"
             )
+        check_engine_settings(self.engine, self.ray_address, self.ray_workers, self.device_map)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -22,8 +22,8 @@ from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.texts import read_texts
 from memaudit.metrics import cluster_bootstrap_mean
-from memaudit.models.generation import greedy_generate, sample
 from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.scoring.distributed import LocalEngine, RayEngine, open_engine
 
 from .config import OverlapConfig
 from .duplication import open_index_for
@@ -64,7 +64,15 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
         for ids in model.encode([r.text for r in data.records])
     ]
 
-    generated, rows = _generate(model, prompts, config, progress), []
+    engine = open_engine(  # a Ray address that does not answer fails here, before any work
+        config.engine,
+        address=config.ray_address,
+        workers=config.ray_workers,
+        device=config.device,
+        trust_remote_code=config.trust_remote_code,
+    )
+    with engine:
+        generated, rows = _generate(engine, model, prompts, config, progress), []
     t_gen = time.perf_counter()
     for n, (prompt_row, gen) in enumerate(generated):
         lengths = index.longest(
@@ -93,6 +101,7 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
             "skipped": [s.to_dict() for s in data.skipped],
         },
         "overlap": summary,
+        "engine": engine.describe(),
         "timings_s": {
             "generate": t_gen - t0,
             "lookup": t_look - t_gen,
@@ -109,15 +118,19 @@ def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
 
 
 def _generate(
-    model, prompts: list[list[int]], config: OverlapConfig, progress
+    engine: LocalEngine | RayEngine,
+    model,
+    prompts: list[list[int]],
+    config: OverlapConfig,
+    progress,
 ) -> list[tuple[int, list[int]]]:
     """(prompt row, continuation) pairs: one per prompt when greedy, ``samples`` per prompt when
-    sampled.
+    sampled (prompt ``i`` seeded by ``seed + i``).
     """
     if config.temperature == 0:
         return list(
             enumerate(
-                greedy_generate(
+                engine.greedy_generate(
                     model,
                     prompts,
                     config.max_new_tokens,
@@ -126,21 +139,17 @@ def _generate(
                 )
             )
         )
-    out = []
-    for i, p in enumerate(prompts):
-        conts = sample(
-            model,
-            p,
-            config.samples,
-            config.max_new_tokens,
-            temperature=config.temperature,
-            seed=config.seed + i,
-            batch_size=config.batch_size,
-        )
-        out += [(i, c) for c in conts]
-        if progress:
-            progress("generating", i + 1, len(prompts))
-    return out
+    sampled = engine.sample_prompts(
+        model,
+        prompts,
+        config.samples,
+        config.max_new_tokens,
+        temperature=config.temperature,
+        seeds=[config.seed + i for i in range(len(prompts))],
+        batch_size=config.batch_size,
+        progress=progress,
+    )
+    return [(i, c) for i, conts in enumerate(sampled) for c in conts]
 
 
 def coverage_at(lengths: list[int], n: int) -> float:

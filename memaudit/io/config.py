@@ -117,6 +117,54 @@ def device_map_setting() -> Any:
     )
 
 
+ENGINES = ("local", "ray")
+
+
+def engine_setting() -> Any:
+    """``--engine`` of the commands that score or generate (mia, extract, overlap)."""
+    return setting(
+        "local",
+        help="local (this process) or ray (shards and batches dealt out to Ray workers, one "
+        "model replica per GPU or CPU worker; pip install 'memaudit[dist]').",
+    )
+
+
+def ray_address_setting() -> Any:
+    return setting(
+        None,
+        help="With --engine ray: a running cluster ('auto', 'HOST:PORT' or 'ray://HOST:PORT'); "
+        "the model dirs and the cache dir must be on storage every node sees.",
+        default_text="a local Ray on this machine's CPUs",
+    )
+
+
+def ray_workers_setting() -> Any:
+    return setting(
+        None,
+        minimum=1,
+        help="With --engine ray: model replicas (each CPU worker gets the cluster's CPUs / N "
+        "torch threads).",
+        default_text="one per GPU of the cluster, 2 without GPUs",
+    )
+
+
+def check_engine_settings(
+    engine: str, ray_address: str | None, ray_workers: int | None, device_map: str | None = None
+) -> None:
+    """The engine settings' own rules (whether the address answers is checked at the run)."""
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine '{engine}'; use {' or '.join(ENGINES)}")
+    if engine == "ray" and device_map is not None:
+        raise InputError(
+            "--engine ray holds one model replica per GPU; --device-map spreads one model over "
+            "several: use one or the other"
+        )
+    if engine == "local" and (ray_address is not None or ray_workers is not None):
+        raise InputError("--ray-address and --ray-workers need --engine ray")
+    if ray_workers is not None and ray_workers < 1:
+        raise InputError(f"ray_workers must be >= 1, got {ray_workers}")
+
+
 def flag_name(f: Field) -> str:
     """The command-line flag of a config field: its own, or ``--field-name``."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")

@@ -10,7 +10,16 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import adapter_setting, device_map_setting, overwrite_setting, setting
+from memaudit.io.config import (
+    adapter_setting,
+    check_engine_settings,
+    device_map_setting,
+    engine_setting,
+    overwrite_setting,
+    ray_address_setting,
+    ray_workers_setting,
+    setting,
+)
 
 if TYPE_CHECKING:
     from .lm import TrainSettings
@@ -44,6 +53,9 @@ class ExtractConfig:
     batch_size: int = setting(64, help="Prompts decoded together.")
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
+    ray_workers: int | None = ray_workers_setting()
     skip_invalid: bool = setting(False, help="Skip invalid or too-short texts instead of stopping.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
@@ -55,6 +67,7 @@ class ExtractConfig:
             )
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_engine_settings(self.engine, self.ray_address, self.ray_workers, self.device_map)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,10 +18,10 @@ from memaudit.index.duplication import (
 from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
 from memaudit.io.texts import Skipped, read_texts
-from memaudit.models.generation import greedy_generate
 from memaudit.models.heads import head_ids
 from memaudit.models.hf import LoadOptions, load_causal_lm
 from memaudit.scoring.cache import resolve_cache_root
+from memaudit.scoring.distributed import open_engine
 from memaudit.scoring.engine import ScoreStats, score_texts
 from memaudit.scoring.tokenscores import TokenScores
 
@@ -78,20 +78,28 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
             f"no record has the field '{config.group_by}' to group by", path=config.data
         )
 
+    engine = open_engine(  # a Ray address that does not answer fails here, before the run dir
+        config.engine,
+        address=config.ray_address,
+        workers=config.ray_workers,
+        device=config.device,
+        trust_remote_code=config.trust_remote_code,
+    )
     run = rs.RunDir.begin(config.out, "extract", config)
     out = run.path
-    generated = greedy_generate(
-        model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=progress
-    )
+    with engine:
+        generated = engine.greedy_generate(
+            model, [t[:k] for t in ids], m, batch_size=config.batch_size, progress=progress
+        )
+        scores, score_stats = _score_windows(
+            model,
+            [r.text for r in records],
+            ids,
+            k + m,
+            cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
+            progress=progress,
+        )
     matches = [compare(g, t[k : k + m]) for g, t in zip(generated, ids)]
-    scores, score_stats = _score_windows(
-        model,
-        [r.text for r in records],
-        ids,
-        k + m,
-        cache_root=resolve_cache_root(config.cache_dir, config.no_cache),
-        progress=progress,
-    )
     ids = [t[: k + m] for t in ids]
     strength = extraction_strength(scores)
 
@@ -133,6 +141,7 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
         "rates": summary,
         **({"index": index.describe()} if index is not None else {}),
         "scoring": asdict(score_stats),
+        "engine": engine.describe(),
         "timings_s": {"total": time.perf_counter() - t0},
     }
     render = None

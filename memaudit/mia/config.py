@@ -10,7 +10,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import adapter_setting, device_map_setting, overwrite_setting, setting
+from memaudit.io.config import (
+    adapter_setting,
+    check_engine_settings,
+    device_map_setting,
+    engine_setting,
+    overwrite_setting,
+    ray_address_setting,
+    ray_workers_setting,
+    setting,
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,9 @@ class MiaConfig:
         None, help="Score cache root.", default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit"
     )
     no_cache: bool = setting(False, help="Score everything afresh and keep nothing.")
+    engine: str = engine_setting()
+    ray_address: str | None = ray_address_setting()
+    ray_workers: int | None = ray_workers_setting()
     skip_invalid: bool = setting(
         False, help="Skip invalid records (counted in results.json) instead of stopping."
     )
@@ -148,6 +160,7 @@ class MiaConfig:
             raise InputError(
                 f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
             )
+        check_engine_settings(self.engine, self.ray_address, self.ray_workers, self.device_map)
         two_files = self.members is not None or self.nonmembers is not None
         if self.data is not None and two_files:
             raise InputError("give either --data or --members/--nonmembers, not both")

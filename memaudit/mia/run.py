@@ -34,6 +34,7 @@ from memaudit.io.texts import Fields, TextRecord
 from memaudit.metrics import mark_supported, membership_metrics, roc_curve, zero_fp_notes
 from memaudit.models.hf import LoadOptions
 from memaudit.scoring.cache import resolve_cache_root
+from memaudit.scoring.distributed import open_engine
 from memaudit.scoring.engine import ScoreSettings
 
 from .config import MiaConfig
@@ -92,9 +93,16 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         )
         prepared = prepare_views(specs, ctx)
         warnings = [*inp.warnings, *view_warnings(prepared)]
+        engine = open_engine(  # a Ray address that does not answer fails here, before the run dir
+            config.engine,
+            address=config.ray_address,
+            workers=config.ray_workers,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+        )
     run = rs.RunDir.begin(config.out, "mia", config)
     out = run.path
-    with timings("scoring"):
+    with timings("scoring"), engine:
         views, view_stats = compute_views(specs, ctx, prepared)
     with timings("attacks_and_metrics"):
         labels = np.array([r.label for r in inp.records])
@@ -147,6 +155,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
         ),
         "roc": {col: _roc_points(v, labels) for col, v in attack_scores.items()},
         "scoring": {model: st.__dict__ for model, st in view_stats.items()},
+        "engine": engine.describe(),
         "timings_s": timings.seconds,
         "warnings": warnings,
         "notes": [

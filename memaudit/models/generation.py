@@ -59,16 +59,29 @@ def greedy_generate(
         The generated ids, in the order of ``prompts``.
     """
     _check_prompts(model, prompts, max_new_tokens)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    done = 0
+    for chunk in generation_batches(prompts, batch_size):
         generated = _generate_batch(model, [prompts[i] for i in chunk], max_new_tokens)
         for i, g in zip(chunk, generated):
             out[i] = g
+        done += len(chunk)
         if progress is not None:
-            progress(stage, min(start + batch_size, len(order)), len(order))
+            progress(stage, done, len(prompts))
     return out
+
+
+def generation_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """The prompt indices of each batch :func:`greedy_generate` decodes: sorted by length (a
+    stable sort), cut every ``batch_size``. The Ray engine deals out these same batches.
+
+    Examples
+    --------
+    >>> generation_batches([[1, 2, 3], [4], [5, 6]], 2)
+    [[1, 2], [0]]
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()

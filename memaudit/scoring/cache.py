@@ -107,21 +107,8 @@ class ScoreCache:
         """Write one shard atomically and index it."""
         if self.dir is None or not scores:
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        hashes = list(scores)
-        shard = self.dir / f"shard-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:20]}.npz"
-        items = [scores[h] for h in hashes]
-        tok_off = np.concatenate([[0], np.cumsum([len(t.token_ids) for t in items])]).astype(
-            np.int64
-        )
-        sc_off = np.concatenate([[0], np.cumsum([len(t.logp) for t in items])]).astype(np.int64)
-        payload = {name: np.concatenate([getattr(t, name) for t in items]) for name in ARRAYS}
-        arrays = {"hashes": np.array(hashes, dtype="S64"), "token_offsets": tok_off}
-        arrays |= {"scored_offsets": sc_off, **payload}
-        arrays["checksum"] = np.array(checksum(arrays))
-        with atomic_output(shard) as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-        for row, h in enumerate(hashes):
+        shard = write_shard(self.dir, scores)
+        for row, h in enumerate(scores):
             self._where[h] = (shard, row)
         return shard
 
@@ -154,6 +141,25 @@ class ScoreCache:
             CorruptShardWarning,
             stacklevel=3,
         )
+
+
+def write_shard(directory: Path, scores: dict[str, TextScores]) -> Path:
+    """Write ``scores`` as one shard in ``directory`` (temp file + rename); its name hashes the
+    text hashes, so whoever writes the same texts writes the same file (a Ray worker too).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    hashes = list(scores)
+    shard = directory / f"shard-{hashlib.sha256(''.join(hashes).encode()).hexdigest()[:20]}.npz"
+    items = [scores[h] for h in hashes]
+    tok_off = np.concatenate([[0], np.cumsum([len(t.token_ids) for t in items])]).astype(np.int64)
+    sc_off = np.concatenate([[0], np.cumsum([len(t.logp) for t in items])]).astype(np.int64)
+    payload = {name: np.concatenate([getattr(t, name) for t in items]) for name in ARRAYS}
+    arrays = {"hashes": np.array(hashes, dtype="S64"), "token_offsets": tok_off}
+    arrays |= {"scored_offsets": sc_off, **payload}
+    arrays["checksum"] = np.array(checksum(arrays))
+    with atomic_output(shard) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+    return shard
 
 
 def resolve_cache_root(cache_dir: str | None, no_cache: bool) -> Path | None:

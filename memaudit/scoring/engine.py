@@ -19,9 +19,11 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -217,19 +219,87 @@ def score_texts(
         order = sorted(pending, key=lambda h: (len(ids[h]), h))
         # by scored token, after every batch: one long text moves the bar as much as many short
         tally = _Tally(progress, stage, sum(max(len(ids[h]) - 1, 0) for h in order))
-        for s in range(0, len(order), settings.shard_texts):
-            shard = order[s : s + settings.shard_texts]
-            shard_scores, shard_stats = _score_shard(
-                model, [ids[h] for h in shard], length, stride, settings, on_batch=tally
-            )
-            scored = dict(zip(shard, shard_scores))
-            cache.save({h: v for h, v in scored.items() if h not in own})
-            results.update(scored)
+        cuts = [
+            order[s : s + settings.shard_texts] for s in range(0, len(order), settings.shard_texts)
+        ]
+        shards = [Shard(cut, [ids[h] for h in cut]) for cut in cuts]
+        runner = _RUNNER.get() or LocalShards()
+        for shard, shard_scores, shard_stats in runner.run_shards(
+            model, cache, shards, own, window=(length, stride), settings=settings, on_batch=tally
+        ):
+            results.update(zip(shard.hashes, shard_scores))
             stats.merge(shard_stats)
             stats.shards_written += cache.dir is not None
     stats.seconds = time.perf_counter() - start
     stats.corrupt_shards = [str(p) for p in cache.set_aside]
     return TokenScores.from_texts([results[h] for h in hashes]), stats
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One cache shard's worth of texts: their hashes and token ids, shortest first."""
+
+    hashes: list[str]
+    ids: list[list[int]]
+
+
+class ShardRunner(Protocol):
+    """Scores shards and writes each to the cache; yields them as they finish, in any order.
+
+    The local engine scores them here, one after another; the Ray engine
+    (:mod:`memaudit.scoring.distributed`) deals them out to its workers.
+    """
+
+    def run_shards(
+        self,
+        model: CausalLM,
+        cache: ScoreCache,
+        shards: list[Shard],
+        uncached: set[str],
+        *,
+        window: tuple[int, int],
+        settings: ScoreSettings,
+        on_batch: Callable[[int], None],
+    ) -> Iterator[tuple[Shard, list[TextScores], ScoreStats]]:
+        """``on_batch`` is told the scored tokens of each batch as it finishes (a runner that
+        does not see batches tells it each shard's)."""
+
+
+class LocalShards:
+    """The local engine: each shard scored in this process, then written (but ``uncached``)."""
+
+    def run_shards(
+        self,
+        model: CausalLM,
+        cache: ScoreCache,
+        shards: list[Shard],
+        uncached: set[str],
+        *,
+        window: tuple[int, int],
+        settings: ScoreSettings,
+        on_batch: Callable[[int], None],
+    ) -> Iterator[tuple[Shard, list[TextScores], ScoreStats]]:
+        for shard in shards:
+            scores, stats = _score_shard(model, shard.ids, *window, settings, on_batch=on_batch)
+            cache.save({h: v for h, v in zip(shard.hashes, scores) if h not in uncached})
+            yield shard, scores, stats
+
+
+_RUNNER: ContextVar[ShardRunner | None] = ContextVar("memaudit_shard_runner", default=None)
+
+
+@contextmanager
+def shard_runner(runner: ShardRunner) -> Iterator[None]:
+    """Within the block, every :func:`score_texts` call has ``runner`` score its shards.
+
+    The planning (cache look-up, length sort, shard cuts) stays here, so any runner scores
+    exactly the shards the local engine would.
+    """
+    token = _RUNNER.set(runner)
+    try:
+        yield
+    finally:
+        _RUNNER.reset(token)
 
 
 def _not_as_cached(
