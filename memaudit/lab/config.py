@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import overwrite_setting, setting
+from memaudit.io.config import bos_setting, overwrite_setting, setting
 
 if TYPE_CHECKING:
     from .lm import TrainSettings
@@ -39,6 +39,7 @@ class ExtractConfig:
     )
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
+    bos: str = bos_setting()
     batch_size: int = setting(64, help="Prompts decoded together.")
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")

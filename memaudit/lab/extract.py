@@ -42,7 +42,10 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
     model = load_causal_lm(
         config.model,
         LoadOptions(
-            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            bos=config.bos,
         ),
     )
     index = (

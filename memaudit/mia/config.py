@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memaudit.errors import InputError
-from memaudit.io.config import overwrite_setting, setting
+from memaudit.io.config import bos_setting, overwrite_setting, setting
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class MiaConfig:
     trust_remote_code: bool = setting(
         False, help="Allow a model's own Python code to run (off by default)."
     )
+    bos: str = bos_setting()
     max_length: int | None = setting(
         None, help="Window length in tokens.", default_text="the model's context"
     )
@@ -218,6 +219,7 @@ class DatasetInferenceConfig:
     dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
+    bos: str = bos_setting()
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")
     skip_invalid: bool = setting(False, help="Skip invalid records instead of stopping.")

@@ -210,7 +210,10 @@ def run_dataset_inference(
             model=config.model,
             reference=config.reference,
             options=LoadOptions(
-                dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+                dtype=config.dtype,
+                device=config.device,
+                trust_remote_code=config.trust_remote_code,
+                bos=config.bos,
             ),
             skip_invalid=config.skip_invalid,
             names=("suspect texts", "validation texts"),

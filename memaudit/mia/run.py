@@ -179,7 +179,10 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
         model=config.model,
         reference=reference,
         options=LoadOptions(
-            dtype=config.dtype, device=config.device, trust_remote_code=config.trust_remote_code
+            dtype=config.dtype,
+            device=config.device,
+            trust_remote_code=config.trust_remote_code,
+            bos=config.bos,
         ),
         skip_invalid=config.skip_invalid,
     )
