@@ -371,12 +371,10 @@ def token_stats(
     logp = logp_all.gather(1, targets[:, None]).squeeze(1)
     is_argmax = logp_all.argmax(-1) == targets
     p = logp_all.exp()  # (N, V)
-    p_logp = p * logp_all  # (N, V)
-    mu = p_logp.sum(-1)  # (N,)
+    mu = torch.linalg.vecdot(p, logp_all)  # (N,)
     # Centred, not E[log^2 p] - mu^2: near-uniform distributions (a fresh model, a large
     # vocabulary) have |mu| >> sigma, and the difference of squares then loses ~1e-4 of sigma
-    # to float32 cancellation. Both buffers are reused in place: still three (N, V) tensors.
+    # to float32 cancellation. In place: two (N, V) tensors in all.
     centred = logp_all.sub_(mu[:, None])  # (N, V): log p - mu
-    torch.mul(p, centred, out=p_logp)
-    sigma = torch.linalg.vecdot(p_logp, centred).clamp_min(0).sqrt()  # (N,)
+    sigma = torch.linalg.vecdot(p.mul_(centred), centred).clamp_min(0).sqrt()  # (N,)
     return logp, mu, sigma, is_argmax
