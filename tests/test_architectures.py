@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -178,8 +179,6 @@ def test_mia_and_extract_say_which_projection_path_scored(
     )
     extracted = json.loads((ext.out_dir / "results.json").read_text())
     assert extracted["models"]["target"]["chunked_projection"] is lm.chunked
-    import pyarrow.parquet as pq
-
     generated = pq.read_table(ext.out_dir / "scores.parquet").column("generated").to_pylist()
     texts = [json.loads(line)["text"] for line in arch_files["members"].read_text().splitlines()]
     for text, got in zip(texts, generated):
@@ -339,3 +338,26 @@ def test_mia_records_the_rule_and_an_unknown_rule_is_one_line(arch_root, arch_fi
     assert not (tmp_path / "b").exists()
     with pytest.raises(InputError, match="unknown --bos"):
         LoadOptions(bos="first")
+
+
+def test_extract_records_the_rule_and_prompts_under_it(arch_root, arch_model, arch_files, tmp_path):
+    lm = arch_model("llama_bos", "never")
+    out = run_extract(
+        ExtractConfig(
+            model=str(arch_root / "llama_bos"),
+            data=str(arch_files["members"]),
+            prefix_tokens=4,
+            suffix_tokens=4,
+            bos="never",
+            out=str(tmp_path / "x"),
+            device="cpu",
+            no_cache=True,
+            report=False,
+        )
+    ).out_dir
+    bos = json.loads((out / "results.json").read_text())["models"]["target"]["bos"]
+    assert bos == {**lm.bos.describe(), "rule": "never", "texts_start_with_bos": False}
+    prefixes = pq.read_table(out / "scores.parquet").column("prefix").to_pylist()
+    texts = [json.loads(line)["text"] for line in arch_files["members"].read_text().splitlines()]
+    assert prefixes == [lm.tokenizer.decode(t[:4]) for t in plain_ids(lm, texts)]
+    assert not any(p.startswith("<s>") for p in prefixes)
