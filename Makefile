@@ -61,6 +61,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) benchmarks/bench_mia.py
+	$(PY) benchmarks/bench_architectures.py
 	$(PY) benchmarks/bench_attacks.py
 	$(PY) benchmarks/bench_recall.py
 	$(PY) benchmarks/bench_shadows.py

@@ -113,6 +113,7 @@ def _score_under_shadows(
         dtype=ctx.option("dtype"),
         device=ctx.option("device"),
         trust_remote_code=ctx.option("trust_remote_code"),
+        bos=ctx.option("bos"),  # the target's token ids, so the shadows' cache key
     )
     columns, stats = [], {}
     for i, path in enumerate(shadows.models):

@@ -165,6 +165,26 @@ def check_engine_settings(
         raise InputError(f"ray_workers must be >= 1, got {ray_workers}")
 
 
+BOS_RULES = ("auto", "always", "never")
+
+
+def check_bos_rule(value: str) -> str:
+    """``value`` if it is one of ``BOS_RULES``; else a one-line :class:`InputError`."""
+    if value not in BOS_RULES:
+        raise InputError(f"unknown --bos '{value}'; use {', '.join(BOS_RULES)}")
+    return value
+
+
+def bos_setting() -> Any:
+    """The ``--bos`` setting of every command that scores texts (docs/mia.md, "The BOS rule")."""
+    return setting(
+        "auto",
+        parse=check_bos_rule,
+        help="BOS token before each text: auto (the tokenizer's own convention), always "
+        "(prepend it, so the first real token is scored), never (strip one the tokenizer adds).",
+    )
+
+
 def flag_name(f: Field) -> str:
     """The command-line flag of a config field: its own, or ``--field-name``."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")

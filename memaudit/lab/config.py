@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from memaudit.errors import InputError
 from memaudit.io.config import (
     adapter_setting,
+    bos_setting,
     check_engine_settings,
     device_map_setting,
     engine_setting,
@@ -50,6 +51,7 @@ class ExtractConfig:
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
     adapter: str | None = adapter_setting()
     device_map: str | None = device_map_setting()
+    bos: str = bos_setting()
     batch_size: int = setting(64, help="Prompts decoded together.")
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")

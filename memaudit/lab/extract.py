@@ -48,6 +48,7 @@ def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> E
             device=config.device,
             trust_remote_code=config.trust_remote_code,
             device_map=config.device_map,
+            bos=config.bos,
         ),
         adapter=config.adapter,
     )

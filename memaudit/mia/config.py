@@ -12,6 +12,7 @@ from typing import Any
 from memaudit.errors import InputError
 from memaudit.io.config import (
     adapter_setting,
+    bos_setting,
     check_engine_settings,
     device_map_setting,
     engine_setting,
@@ -106,6 +107,7 @@ class MiaConfig:
     )
     adapter: str | None = adapter_setting()
     device_map: str | None = device_map_setting()
+    bos: str = bos_setting()
     max_length: int | None = setting(
         None, help="Window length in tokens.", default_text="the model's context"
     )
@@ -243,6 +245,7 @@ class DatasetInferenceConfig:
     trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
     adapter: str | None = adapter_setting()
     device_map: str | None = device_map_setting()
+    bos: str = bos_setting()
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")
     skip_invalid: bool = setting(False, help="Skip invalid records instead of stopping.")

@@ -214,6 +214,7 @@ def run_dataset_inference(
                 device=config.device,
                 trust_remote_code=config.trust_remote_code,
                 device_map=config.device_map,
+                bos=config.bos,
             ),
             adapter=config.adapter,
             skip_invalid=config.skip_invalid,

@@ -198,6 +198,7 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
             device=config.device,
             trust_remote_code=config.trust_remote_code,
             device_map=config.device_map,
+            bos=config.bos,
         ),
         adapter=config.adapter,
         skip_invalid=config.skip_invalid,

@@ -27,7 +27,9 @@ class CausalLM(Protocol):
     device: torch.device
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, with the model's own special-token convention."""
+        """Token ids of each text, with the model's own special-token convention (the HF
+        adapter's: its tokenizer's, under the BOS rule it was loaded with).
+        """
 
     def hidden_states(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None

@@ -241,23 +241,34 @@ def _generate_batch(
     # a plain projection: run the base model and project its last hidden state in float32
     lm = lm.base_model if model.chunked else lm
     cache = _cache_name(lm)
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    recurrent = _is_recurrent(lm)
+    # a recurrent model's prompt pass zeroes the left pads' states (its mask); no positions
+    out = lm(
+        input_ids=ids,
+        attention_mask=mask,
+        use_cache=True,
+        **({} if recurrent else {"position_ids": positions}),
+    )
     token = choose(_last_logits(model, out))  # (B,)
     tokens = [token]
     for _ in range(max_new_tokens - 1):
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
         positions = positions[:, -1:] + 1  # (B, 1)
-        past = {cache: getattr(out, cache)}
-        out = lm(
-            input_ids=token[:, None],
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **past,
-        )
+        # Recurrent models take neither: their state carries the position, and a (B, P + n)
+        # mask would be broadcast over the one new token (Mamba's mixer multiplies by it),
+        # silently corrupting the convolution state from the second new token on.
+        step = {} if recurrent else {"attention_mask": mask, "position_ids": positions}
+        out = lm(input_ids=token[:, None], use_cache=True, **{cache: getattr(out, cache)}, **step)
         token = choose(_last_logits(model, out))
         tokens.append(token)
     return torch.stack(tokens, dim=1).tolist()  # (B, M)
+
+
+def _is_recurrent(lm: torch.nn.Module) -> bool:
+    """A state-space model (Mamba, Mamba2): its forward takes no position ids. transformers'
+    own ``generate`` gives its one-token passes no attention mask either.
+    """
+    return "position_ids" not in inspect.signature(lm.forward).parameters
 
 
 def _cache_name(lm: torch.nn.Module) -> str:

@@ -92,19 +92,28 @@ def text_heads(model: Any, texts: Sequence[str], n_tokens: int) -> tuple[list[st
     long = [i for i, t in enumerate(ids) if len(t) > n_tokens]
     out, cut = list(texts), [False] * len(texts)
     tokenizer = model.tokenizer
+    # the model's encoding may add (or strip) a BOS before the tokenizer's own: offsets are
+    # the tokenizer's, so count its tokens
+    shift = len(model.encode(["a"])[0]) - len(tokenizer("a", verbose=False)["input_ids"])
     for i in long:
-        head = _chars_covering(tokenizer, texts[i], ids[i][:n_tokens])
+        head = _chars_covering(tokenizer, texts[i], max(1, n_tokens - shift))
         if head < len(texts[i]):
             out[i], cut[i] = texts[i][:head], True
     return out, cut
 
 
-def _chars_covering(tokenizer: Any, text: str, ids: list[int]) -> int:
-    """Characters of ``text`` that its first ``len(ids)`` tokens cover."""
-    chars = max(MIN_CHARS, CHARS_PER_TOKEN * (len(ids) + 1))
+def _chars_covering(tokenizer: Any, text: str, n_tokens: int) -> int:
+    """Characters of ``text`` that the tokenizer's first ``n_tokens`` tokens cover (found as
+    :func:`head_ids` finds ids: two heads must agree)."""
+    chars = max(MIN_CHARS, CHARS_PER_TOKEN * (n_tokens + 1))
     while True:
-        enc = tokenizer(text[:chars], return_offsets_mapping=True, verbose=False)
-        if list(enc["input_ids"][: len(ids)]) == ids or chars >= len(text):
-            offsets = enc["offset_mapping"][: len(ids)]
-            return max(end for _, end in offsets)
+        a = tokenizer(text[:chars], return_offsets_mapping=True, verbose=False)
+        b = tokenizer(text[: 2 * chars], verbose=False)["input_ids"]
+        agree = (
+            len(a["input_ids"]) > n_tokens and a["input_ids"][: n_tokens + 1] == b[: n_tokens + 1]
+        )
+        if agree or 2 * chars >= len(text):
+            if not agree:
+                a = tokenizer(text, return_offsets_mapping=True, verbose=False)
+            return max(end for _, end in a["offset_mapping"][:n_tokens])
         chars *= 2

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from memaudit.errors import InputError, MemauditWarning, ModelLoadError
+from memaudit.io.config import check_bos_rule
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -36,16 +37,20 @@ class LoadOptions:
 
     ``device_map`` (``"auto"``, ...) spreads the layers over every GPU, then the CPU, with
     accelerate, for models larger than one device; ``device`` then stays ``"auto"``.
+
+    ``bos``: the BOS rule of :meth:`HFCausalLM.encode` (:class:`BosRule`).
     """
 
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
     device_map: str | None = None
+    bos: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", *DTYPES):
             raise InputError(f"unknown dtype '{self.dtype}'; use auto, {', '.join(DTYPES)}")
+        check_bos_rule(self.bos)
         if self.device_map is None:
             return
         if self.device_map not in DEVICE_MAPS:
@@ -154,6 +159,7 @@ def load_causal_lm(
     else:
         _outputs_on_input_device(model)
     model.eval()
+    bos = BosRule.of(tokenizer, options.bos, model_dir=model_dir)
     return HFCausalLM(
         model,
         tokenizer,
@@ -161,6 +167,7 @@ def load_causal_lm(
         dtype=dtype,
         adapter=adapter_dir,
         device_map=options.device_map,
+        bos=bos,
     )
 
 
@@ -277,6 +284,88 @@ def _check_model_dir(p: Path, options: LoadOptions) -> Path:
     return p
 
 
+@dataclass(frozen=True)
+class BosRule:
+    """Whether every encoded text starts with a BOS id (docs/mia.md, "The BOS rule").
+
+    The first id of a text is never scored (nothing precedes it), so the rule decides
+    whether the first real token is: ``auto`` keeps the tokenizer's own encoding (Llama's
+    add a BOS, GPT-2's and GPT-NeoX's do not; what MIMIR and the Min-K% code score),
+    ``always`` prepends ``bos_id`` to a text that does not start with it (the tokenizer's
+    BOS, or its end-of-text token when it has no BOS, as GPT-2's), ``never`` strips the BOS
+    the tokenizer adds.
+
+    Parameters
+    ----------
+    rule : {"auto", "always", "never"}
+    tokenizer_adds : bool
+        The tokenizer's own encoding puts ``bos_id`` before every text.
+    bos_id : int or None
+        The id ``always`` prepends and ``never`` strips; None: the tokenizer has neither a
+        BOS nor an end-of-text token.
+    bos_token : str or None
+    """
+
+    rule: str = "auto"
+    tokenizer_adds: bool = False
+    bos_id: int | None = None
+    bos_token: str | None = None
+
+    @classmethod
+    def of(cls, tokenizer: Any, rule: str, *, model_dir: Path) -> BosRule:
+        """The rule for ``tokenizer``: whether it adds a BOS itself is seen by encoding one
+        text with and without its special tokens.
+
+        Raises
+        ------
+        InputError
+            ``always`` for a tokenizer with neither a BOS nor an end-of-text token.
+        """
+        check_bos_rule(rule)
+        own = tokenizer("a", verbose=False)["input_ids"]
+        plain = tokenizer("a", add_special_tokens=False, verbose=False)["input_ids"]
+        adds = len(own) > len(plain) and own[1 : 1 + len(plain)] == plain
+        bos_id = own[0] if adds else tokenizer.bos_token_id
+        if bos_id is None:
+            bos_id = tokenizer.eos_token_id
+        if rule == "always" and bos_id is None:
+            raise InputError(
+                f"{model_dir}: its tokenizer has neither a BOS nor an end-of-text token, so "
+                "--bos always has nothing to prepend"
+            )
+        token = None if bos_id is None else tokenizer.convert_ids_to_tokens(int(bos_id))
+        return cls(rule, adds, None if bos_id is None else int(bos_id), token)
+
+    @property
+    def starts_with_bos(self) -> bool:
+        """Every encoded text starts with ``bos_id``."""
+        return self.rule == "always" or (self.rule == "auto" and self.tokenizer_adds)
+
+    def apply(self, ids: list[list[int]]) -> list[list[int]]:
+        """The tokenizer's own encodings ``ids`` under this rule."""
+        if self.rule == "never" and self.tokenizer_adds:
+            return [t[1:] for t in ids]
+        bos = self.bos_id
+        if self.rule == "always" and not self.tokenizer_adds and bos is not None:
+            return [t if t[:1] == [bos] else [bos, *t] for t in ids]
+        return ids
+
+    def key(self) -> str:
+        """What the rule does to token ids, for the scoring cache key: rules that give the same
+        ids (``auto`` and ``always`` on a tokenizer that adds a BOS) share cached scores.
+        """
+        return f"bos:{self.bos_id}" if self.starts_with_bos else "no-bos"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "texts_start_with_bos": self.starts_with_bos,
+            "bos_id": self.bos_id,
+            "bos_token": self.bos_token,
+            "tokenizer_adds_bos": self.tokenizer_adds,
+        }
+
+
 class HFCausalLM:
     """A transformers causal LM behind the :class:`~memaudit.models.base.CausalLM` contract."""
 
@@ -289,9 +378,12 @@ class HFCausalLM:
         dtype: torch.dtype,
         adapter: Path | None = None,
         device_map: str | None = None,
+        bos: BosRule | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.bos = bos or BosRule.of(tokenizer, "auto", model_dir=model_dir)
+        self.bos_key = self.bos.key()
         self.name = str(model_dir)
         self.dtype = dtype
         self.device = _input_device(model)
@@ -317,7 +409,8 @@ class HFCausalLM:
         self.chunked = self._projection_matches_forward()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), verbose=False)["input_ids"]
+        """Token ids of each text: the tokenizer's own encoding under the BOS rule."""
+        return self.bos.apply(self.tokenizer(list(texts), verbose=False)["input_ids"])
 
     @torch.no_grad()
     def hidden_states(
@@ -370,6 +463,7 @@ class HFCausalLM:
             "max_length_source": self.max_length_source,
             "vocab_size": self.vocab_size,
             "chunked_projection": self.chunked,
+            "bos": self.bos.describe(),
             **self._placement_and_adapter(),
         }
 

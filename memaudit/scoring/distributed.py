@@ -75,6 +75,7 @@ class ModelSpec:
     fingerprint: str
     tokenizer_fingerprint: str
     adapter: str | None = None  # a PEFT adapter dir, merged on load as the driver merged it
+    bos: str = "auto"  # the driver's BOS rule (workers get token ids, but encode the same)
 
 
 def model_spec(model: CausalLM, *, trust_remote_code: bool) -> ModelSpec:
@@ -91,6 +92,7 @@ def model_spec(model: CausalLM, *, trust_remote_code: bool) -> ModelSpec:
         model.fingerprint,
         model.tokenizer_fingerprint,
         _adapter_path(model),
+        getattr(getattr(model, "bos", None), "rule", "auto"),
     )
 
 
@@ -423,7 +425,10 @@ class Worker:
 
         self._model = self._spec = None  # the old replica goes before the new one loads
         options = LoadOptions(
-            dtype=spec.dtype, device=self._device, trust_remote_code=spec.trust_remote_code
+            dtype=spec.dtype,
+            device=self._device,
+            trust_remote_code=spec.trust_remote_code,
+            bos=spec.bos,
         )
         model = load_causal_lm(spec.path, options, adapter=spec.adapter)
         theirs = (model.fingerprint, model.tokenizer_fingerprint)

@@ -38,7 +38,7 @@ from .tokenscores import TextScores, TokenScores
 
 T = TypeVar("T")
 
-ENGINE_VERSION = 2  # bump when the numbers the engine writes change meaning
+ENGINE_VERSION = 3  # bump when the numbers the engine writes change meaning
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,8 @@ def scorer_key(model: CausalLM, length: int, stride: int) -> str:
         "model": model.fingerprint,
         "tokenizer": model.tokenizer_fingerprint,
         "dtype": str(getattr(model, "dtype", "")),
+        # the BOS rule changes the token ids, so the scores (an adapter without one: None)
+        "bos": getattr(model, "bos_key", None),
         "max_length": length,
         "stride": stride,
     }
@@ -454,12 +456,15 @@ def token_stats(
     """
     logp_all = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     # At most two (N, V) tensors live at once (the engine's chunk budget assumes three): the
-    # caller's logits are freed once log-softmaxed, and p log p is made in p's memory.
+    # caller's logits are freed once log-softmaxed.
     del logits
-    p_logp = logp_all.exp().mul_(logp_all)  # (N, V)
-    mu = p_logp.sum(-1)  # (N,)
-    second = torch.linalg.vecdot(p_logp, logp_all)  # (N,) sum_v p log^2 p, no (N, V) temporary
-    sigma = (second - mu * mu).clamp_min(0).sqrt()
     logp = logp_all.gather(1, targets[:, None]).squeeze(1)
     is_argmax = logp_all.argmax(-1) == targets
+    p = logp_all.exp()  # (N, V)
+    mu = torch.linalg.vecdot(p, logp_all)  # (N,)
+    # Centred, not E[log^2 p] - mu^2: near-uniform distributions (a fresh model, a large
+    # vocabulary) have |mu| >> sigma, and the difference of squares then loses ~1e-4 of sigma
+    # to float32 cancellation. In place: two (N, V) tensors in all.
+    centred = logp_all.sub_(mu[:, None])  # (N, V): log p - mu
+    sigma = torch.linalg.vecdot(p.mul_(centred), centred).clamp_min(0).sqrt()  # (N,)
     return logp, mu, sigma, is_argmax
