@@ -207,3 +207,17 @@ def ray_session(tmp_path_factory):
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``memaudit demo --quick``, run once: test_demo reads it, and the README's ``memaudit
+    demo`` line (which the README test runs with ``--quick``) is this same run."""
+    from typer.testing import CliRunner
+
+    from memaudit.cli.app import app
+
+    out = tmp_path_factory.mktemp("demo")
+    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return out, r

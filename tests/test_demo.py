@@ -4,17 +4,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
-
-from memaudit.cli.app import app
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    r = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    return out, r
+def demo_run(quick_demo):
+    return quick_demo
 
 
 def test_memorization_grows_with_repetitions(demo_run):

@@ -153,9 +153,9 @@ def test_a_model_trained_on_puzzles_recites_them(tmp_path):
             corpus=str(data),
             out=str(tmp_path / "m"),
             model_size="micro",
-            steps=600,
+            steps=300,
             seq_len=256,
-            lr=3e-3,
+            lr=6e-3,
             vocab_size=512,
             checkpoint_every=0,
         )

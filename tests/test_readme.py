@@ -5,13 +5,15 @@ blocks use what earlier ones made, as a reader following along would). Each ``me
 command runs in-process with a few flags *appended* that shrink the work (a flag given
 twice takes its last value), so the command line as written must parse and its inputs
 must exist; only sizes change. ``make`` targets and the GPU check are what CI and the
-device script run themselves, and are listed in ``NOT_RUN_HERE``.
+device script run themselves, and are listed in ``NOT_RUN_HERE``. ``memaudit demo`` (run with
+``--quick``) is the session's one quick demo, which test_demo reads too.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,7 +116,7 @@ def test_the_readme_parser_reads_continuations_comments_and_loops():
     assert commands(block) == ['a --x 1 --y "#2"', "b --m p", "b --m q"]
 
 
-def test_every_readme_command_block_runs_as_written(tmp_path, monkeypatch):
+def test_every_readme_command_block_runs_as_written(tmp_path, monkeypatch, quick_demo):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     ran = 0
@@ -124,6 +126,12 @@ def test_every_readme_command_block_runs_as_written(tmp_path, monkeypatch):
                 continue
             args = shlex.split(line)
             assert args[0] == "memaudit", f"README command is not memaudit's: {line}"
+            if small(args[1:]) == ["demo", "--quick"]:
+                # the session's one `memaudit demo --quick` (test_demo reads it too), where
+                # the README's default --out puts it
+                shutil.copytree(quick_demo[0], Path("runs/demo"))
+                ran += 1
+                continue
             r = runner.invoke(app, small(args[1:]))
             assert r.exit_code == 0, f"README: `{line}` failed:\n{r.output}"
             ran += 1

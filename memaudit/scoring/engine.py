@@ -438,6 +438,9 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+CANCELLATION = 0.1  # var / mu^2 below which token_stats sums a row's variance centred
+
+
 def token_stats(
     logits: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -460,11 +463,21 @@ def token_stats(
     del logits
     logp = logp_all.gather(1, targets[:, None]).squeeze(1)
     is_argmax = logp_all.argmax(-1) == targets
-    p = logp_all.exp()  # (N, V)
-    mu = torch.linalg.vecdot(p, logp_all)  # (N,)
-    # Centred, not E[log^2 p] - mu^2: near-uniform distributions (a fresh model, a large
-    # vocabulary) have |mu| >> sigma, and the difference of squares then loses ~1e-4 of sigma
-    # to float32 cancellation. In place: two (N, V) tensors in all.
-    centred = logp_all.sub_(mu[:, None])  # (N, V): log p - mu
-    sigma = torch.linalg.vecdot(p.mul_(centred), centred).clamp_min(0).sqrt()  # (N,)
+    p_logp = logp_all.exp().mul_(logp_all)  # (N, V)
+    mu = p_logp.sum(-1)  # (N,)
+    var = torch.linalg.vecdot(p_logp, logp_all) - mu * mu  # (N,) E[log^2 p] - mu^2
+    del p_logp
+    # Near-uniform rows (a fresh model, a large vocabulary) have |mu| >> sigma, and there the
+    # difference of squares loses ~1e-4 of sigma to float32 cancellation: those rows (few in a
+    # trained model) are summed again centred, still within two (N, V) tensors.
+    rows = (var < CANCELLATION * mu * mu).nonzero().squeeze(1)  # (R,)
+    if 2 * len(rows) > len(mu):  # most rows: all of them, in place
+        rows = torch.arange(len(mu), device=mu.device)
+        centred = logp_all.sub_(mu[:, None])  # (N, V): log p - mu
+    else:
+        centred = logp_all[rows].sub_(mu[rows, None])  # (R, V), R <= N / 2
+    if len(rows):
+        p = (centred + mu[rows, None]).exp_()  # (R, V)
+        var[rows] = torch.linalg.vecdot(p.mul_(centred), centred)
+    sigma = var.clamp_min(0).sqrt()
     return logp, mu, sigma, is_argmax
