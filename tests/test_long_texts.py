@@ -133,3 +133,22 @@ def test_mia_cuts_long_texts_and_counts_them(target_dir, target, snippets, tmp_p
     assert res["data"]["texts_cut"] == n_long and res["data"]["max_tokens_per_text"] == limit
     assert any(f"{n_long} text(s) longer than {limit}" in note for note in res["notes"])
     assert max(pq.read_table(out / "scores.parquet").column("n_tokens").to_pylist()) <= limit + 1
+
+
+def test_dataset_inference_cuts_long_texts_too(target_dir, target, data_files, tmp_path):
+    limit = 24
+    texts = [
+        json.loads(line)["text"]
+        for name in ("members", "nonmembers")
+        for line in data_files[name].read_text().splitlines()
+    ]
+    n_long = sum(len(ids) > limit for ids in target.encode(texts))
+    r = CliRunner().invoke(
+        app,
+        ["dataset-inference", "--model", str(target_dir), "--suspect", str(data_files["members"])]
+        + ["--validation", str(data_files["nonmembers"]), "--splits", "2", "--no-report"]
+        + ["--max-tokens-per-text", str(limit), "--out", str(tmp_path / "di")],
+    )
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "di" / "results.json").read_text())["data"]
+    assert data["texts_cut"] == n_long > 0 and data["max_tokens_per_text"] == limit

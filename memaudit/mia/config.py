@@ -248,6 +248,11 @@ class DatasetInferenceConfig:
     bos: str = bos_setting()
     cache_dir: str | None = setting(None, help="Score cache root.")
     no_cache: bool = setting(False, help="Keep no scores on disk.")
+    max_tokens_per_text: int = setting(
+        2048,
+        minimum=0,
+        help="Cut each text after this many target tokens (0: no limit), as mia does.",
+    )
     skip_invalid: bool = setting(False, help="Skip invalid records instead of stopping.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 

@@ -219,6 +219,7 @@ def run_dataset_inference(
             adapter=config.adapter,
             skip_invalid=config.skip_invalid,
             names=("suspect texts", "validation texts"),
+            max_tokens=config.max_tokens_per_text,
         )
     run = rs.RunDir.begin(config.out, "dataset-inference", config)
     with timings("scoring"):
@@ -258,6 +259,8 @@ def run_dataset_inference(
             "suspect": {"path": config.suspect, "n": int(is_suspect.sum())},
             "validation": {"path": config.validation, "n": int((~is_suspect).sum())},
             "skipped": [s.to_dict() for s in sets.skipped],
+            "max_tokens_per_text": config.max_tokens_per_text or None,
+            "texts_cut": sets.texts_cut,
         },
         "features": names,
         "p_value": result["p_value"],

@@ -39,6 +39,7 @@ def prepare_sets(
     skip_invalid: bool,
     names: tuple[str, str] = ("members", "non-members"),
     adapter: str | None = None,
+    max_tokens: int | None = None,
 ) -> PreparedSets:
     """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
 
@@ -55,6 +56,7 @@ def prepare_sets(
         skip_invalid=skip_invalid,
         names=names,
         adapter=adapter,
+        max_tokens=max_tokens,
     )
 
 
