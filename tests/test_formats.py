@@ -191,6 +191,15 @@ def test_adapters_that_do_not_fit_are_one_line_errors(llama_dir, lora, tokenizer
     train_bpe_tokenizer(["def f(x):\n    return x\n"] * 4, vocab_size=280).save_pretrained(
         retokenized
     )
+    truncated = copy("truncated")
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    bad_tokenizer = copy("bad_tokenizer")
+    (bad_tokenizer / "tokenizer.json").write_text('{"model": {"type": "BPE", "vocab": {}}}')
+    truncated_base = tmp_path / "truncated_base"
+    shutil.copytree(llama_dir, truncated_base)
+    base_weights = next(truncated_base.glob("*.safetensors"))
+    base_weights.write_bytes(base_weights.read_bytes()[:100])
     cases = [
         (llama_dir, pickled, "no adapter_model.safetensors .*pickle weights are never loaded"),
         (llama_dir, tmp_path / "absent", "not a local adapter directory"),
@@ -199,6 +208,9 @@ def test_adapters_that_do_not_fit_are_one_line_errors(llama_dir, lora, tokenizer
         (shallower, unnamed, "does not fit the base .*adapted tensor.* the base lacks"),
         (gpt2, unnamed, "does not fit the base .*not found"),
         (llama_dir, retokenized, "carries a tokenizer whose vocabulary differs"),
+        (llama_dir, truncated, "adapter_model.safetensors: not a valid safetensors file"),
+        (llama_dir, bad_tokenizer, "cannot load its tokenizer"),
+        (truncated_base, unnamed, r"\.safetensors: not a valid safetensors file"),
     ]
     for base, bad, message in cases:
         with pytest.raises(ModelLoadError, match=message) as e:
@@ -467,10 +479,12 @@ def test_gguf_bad_input_is_one_line_and_writes_nothing(tokenizer, tmp_path):
     write_llama_gguf(_llama(len(tokenizer)), tokenizer, rwkv, quantize=False, arch="rwkv7")
     not_gguf = tmp_path / "weights.gguf"
     not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
+    (tmp_path / "a_dir.gguf").mkdir()
     cases = [
         (rwkv, "cannot load GGUF architecture 'rwkv7'"),
         (not_gguf, "not a GGUF file"),
         (tmp_path / "absent.gguf", "no such file"),
+        (tmp_path / "a_dir.gguf", "a directory, not a .gguf file"),
     ]
     for file, message in cases:
         out = tmp_path / f"out-{file.stem}"

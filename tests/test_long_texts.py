@@ -152,3 +152,14 @@ def test_dataset_inference_cuts_long_texts_too(target_dir, target, data_files, t
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "di" / "results.json").read_text())["data"]
     assert data["texts_cut"] == n_long > 0 and data["max_tokens_per_text"] == limit
+
+
+def test_a_limit_of_one_token_is_refused_at_the_flag(target_dir, data_files, tmp_path):
+    r = CliRunner().invoke(
+        app,
+        ["mia", "--model", str(target_dir), "--members", str(data_files["members"])]
+        + ["--nonmembers", str(data_files["nonmembers"]), "--max-tokens-per-text", "1"]
+        + ["--out", str(tmp_path / "run")],
+    )
+    assert r.exit_code == 2 and "max_tokens_per_text must be 0 (no limit) or >= 2" in r.output
+    assert not (tmp_path / "run").exists()

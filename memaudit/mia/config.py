@@ -23,6 +23,13 @@ from memaudit.io.config import (
 )
 
 
+def check_max_tokens(value: int) -> None:
+    """``--max-tokens-per-text``: 0 (no limit) or enough tokens to score one (the first has no
+    context)."""
+    if value == 1 or value < 0:
+        raise InputError(f"max_tokens_per_text must be 0 (no limit) or >= 2, got {value}")
+
+
 @dataclass(frozen=True)
 class MiaConfig:
     """Settings of ``memaudit mia``; see ``memaudit mia --help`` for each one."""
@@ -162,6 +169,7 @@ class MiaConfig:
             raise InputError(
                 f"n_bootstrap must be >= 1 (a CI needs rounds), got {self.n_bootstrap}"
             )
+        check_max_tokens(self.max_tokens_per_text)
         check_engine_settings(self.engine, self.ray_address, self.ray_workers, self.device_map)
         two_files = self.members is not None or self.nonmembers is not None
         if self.data is not None and two_files:
@@ -257,6 +265,7 @@ class DatasetInferenceConfig:
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
+        check_max_tokens(self.max_tokens_per_text)
         if not 0 < self.alpha < 1:
             raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.n_splits < 1 or self.fp_repeats < 1:

@@ -210,7 +210,7 @@ def _cut_note(n_cut: int, limit: int) -> list[str]:
     if not n_cut:
         return []
     return [
-        f"{n_cut} text(s) longer than {limit} target tokens were cut after their {limit}th token "
+        f"{n_cut} text(s) longer than {limit} target tokens were cut to their first {limit} "
         "(--max-tokens-per-text; 0 scores whole texts)"
     ]
 

@@ -90,6 +90,8 @@ def convert_gguf(config: ConvertGgufConfig) -> Path:
 
 def read_gguf_header(file: Path) -> tuple[str, dict[str, int]]:
     """The file's ``general.architecture`` and how many tensors it stores in each ggml type."""
+    if file.is_dir():
+        raise ModelLoadError(f"{file}: a directory, not a .gguf file")
     if not file.is_file():
         raise ModelLoadError(f"{file}: no such file")
     with open(file, "rb") as fh:

@@ -256,7 +256,9 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False) 
         return AutoTokenizer.from_pretrained(
             p, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (ValueError, KeyError, OSError, TypeError) as e:
+    except Exception as e:  # the tokenizers library raises plain Exceptions for a bad vocab
+        if isinstance(e, MemoryError):
+            raise
         raise ModelLoadError(f"{p}: cannot load its tokenizer ({_first_line(e)})") from e
 
 
@@ -276,6 +278,7 @@ def _check_model_dir(p: Path, options: LoadOptions) -> Path:
         pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")]
         found = f" (found {', '.join(pickles)}: pickle weights are never loaded)" if pickles else ""
         raise ModelLoadError(f"{p}: no .safetensors weights{found}")
+    check_safetensors(sorted(p.glob("*.safetensors")))
     config = _read_json(p / "config.json")
     if config.get("auto_map") and not options.trust_remote_code:
         raise ModelLoadError(
@@ -364,6 +367,20 @@ class BosRule:
             "bos_token": self.bos_token,
             "tokenizer_adds_bos": self.tokenizer_adds,
         }
+
+
+def check_safetensors(files: Sequence[Path]) -> None:
+    """Each file's header reads and fits the file (a truncated or garbled file is one line
+    here, not a traceback from the loader); the tensors themselves are not read.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for f in files:
+        try:
+            with safe_open(str(f), "pt") as fh:
+                fh.keys()
+        except (SafetensorError, OSError) as e:
+            raise ModelLoadError(f"{f}: not a valid safetensors file ({_first_line(e)})") from e
 
 
 class HFCausalLM:
