@@ -18,6 +18,8 @@ import torch
 from memaudit.errors import InputError, MemauditWarning, ModelLoadError
 from memaudit.io.config import check_bos_rule
 
+from .weights import check_safetensors
+
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -367,20 +369,6 @@ class BosRule:
             "bos_token": self.bos_token,
             "tokenizer_adds_bos": self.tokenizer_adds,
         }
-
-
-def check_safetensors(files: Sequence[Path]) -> None:
-    """Each file's header reads and fits the file (a truncated or garbled file is one line
-    here, not a traceback from the loader); the tensors themselves are not read.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    for f in files:
-        try:
-            with safe_open(str(f), "pt") as fh:
-                fh.keys()
-        except (SafetensorError, OSError) as e:
-            raise ModelLoadError(f"{f}: not a valid safetensors file ({_first_line(e)})") from e
 
 
 class HFCausalLM:

@@ -22,6 +22,8 @@ from typing import Any
 
 from memaudit.errors import ModelLoadError
 
+from .weights import check_safetensors
+
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 PICKLED = ("adapter_model.bin", "adapter_model.pt")
@@ -47,8 +49,6 @@ def check_adapter_dir(path: Path, base_dir: Path) -> dict:
         pickles = [name for name in PICKLED if (path / name).is_file()]
         found = f" (found {', '.join(pickles)}: pickle weights are never loaded)" if pickles else ""
         raise ModelLoadError(f"{path}: no {WEIGHTS}{found}")
-    from .hf import check_safetensors
-
     check_safetensors([path / WEIGHTS])
     config = read_adapter_config(path)
     _check_named_base(config, path, base_dir)
