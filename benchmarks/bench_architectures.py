@@ -21,17 +21,18 @@ medians of ``--repeats`` runs after one untimed warm-up. Target (issue 16): mema
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_mia  # noqa: E402
 
 from memaudit.io.corpus import stdlib_snippets  # noqa: E402
 from memaudit.lab.archs import ARCH_SIZES, ARCHITECTURES, save_arch_dir  # noqa: E402
@@ -55,7 +56,7 @@ def make_texts(tokenizer, n: int, length: int) -> tuple[list[str], list[list[int
 
 def run_memaudit(model, texts, ids):
     score_texts(model, texts, ScoreSettings(), token_ids=ids)  # cache_root None: no disk cache
-    sync()
+    bench_mia.sync()
 
 
 def run_bare(model, ids):
@@ -72,22 +73,12 @@ def run_bare(model, ids):
                 x[r, : w.end] = torch.tensor(ids[w.text])
                 mask[r, : w.end] = 1
             model.logits(x.to(model.device), mask.to(model.device))
-    sync()
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    bench_mia.sync()
 
 
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up: lazy initialisation, kernel selection
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return bench_mia.timed(fn, repeats)[0]
 
 
 def main():

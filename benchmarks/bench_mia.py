@@ -119,10 +119,14 @@ def sync():
 
 
 def timed(fn, repeats):
+    """Median seconds of ``repeats`` calls (a GPU's queued work finished inside each) and the
+    last result."""
     times, result = [], None
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         result = fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times), result
 

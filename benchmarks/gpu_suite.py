@@ -23,10 +23,8 @@ the measured 2,000).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,22 +95,6 @@ def texts_of(tokenizer_model, n: int, tokens: int) -> list[str]:
     return [h for h, c in zip(heads, cut) if c][:n]
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        result = fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
-
-
 def agreement(model_dirs: list[Path], texts: list[str]) -> dict[str, float]:
     """Largest per-text difference of loss and min_k_pp between bf16 and fp32 scoring."""
     scores = {}
@@ -152,13 +134,15 @@ def measure(name: str, target, reference, args) -> None:
     bench_mia.run_memaudit(target, reference, texts[:32])  # warm-up: kernels, allocator
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    ours_s, _ = timed(lambda: bench_mia.run_memaudit(target, reference, texts), args.repeats)
+    ours_s, _ = bench_mia.timed(
+        lambda: bench_mia.run_memaudit(target, reference, texts), args.repeats
+    )
     cuda = torch.cuda.is_available()
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    bare_s, _ = timed(lambda: bench_mia.run_bare(target, reference, texts), args.repeats)
+    bare_s, _ = bench_mia.timed(lambda: bench_mia.run_bare(target, reference, texts), args.repeats)
     few = texts[: args.naive_texts]
     few_tokens = sum(len(t) for t in target.encode(few))
-    naive_s, _ = timed(lambda: bench_mia.run_naive(target, reference, few), 1)
+    naive_s, _ = bench_mia.timed(lambda: bench_mia.run_naive(target, reference, few), 1)
     naive_tps = few_tokens / naive_s
     print(f"{'method':<14}{'tokens/s':>12}")
     for method, tps in (
