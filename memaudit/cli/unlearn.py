@@ -11,7 +11,7 @@ from rich.table import Table
 
 from memaudit.unlearn.config import UnlearnConfig, UnlearnEvalConfig
 
-from .common import StageBars, config_command, out_console, say_skipped
+from .common import StageBars, config_command, console, out_console, say_skipped
 
 app = typer.Typer()
 
@@ -23,14 +23,23 @@ def unlearn(cfg: UnlearnConfig) -> None:
     Gradient methods (ga, grad_diff, npo, simnpo) share one loop: each step a forget batch
     and a retain batch, the method's loss, AdamW. kfac projects the MLP weights onto their
     high-curvature components measured on retain data, with no gradient step on the forget
-    set. Measure the result with `memaudit unlearn-eval`.
+    set. --lora-rank R trains low-rank adapters only (memaudit[peft]) and writes the merged
+    model. --eval-every N measures forget extraction, MIA and retain NLL along the run.
+    Measure the result with `memaudit unlearn-eval`.
     """
     from memaudit.unlearn.run import UNLEARN_RECORD, run_unlearn
 
     with StageBars() as bars:
         path = run_unlearn(cfg, progress=bars)
-    record = path / UNLEARN_RECORD
-    say_skipped(json.loads(record.read_text())["data"]["skipped"], record)
+    record_path = path / UNLEARN_RECORD
+    record = json.loads(record_path.read_text())
+    say_skipped(record["data"]["skipped"], record_path)
+    for note in record.get("eval_notes", []):
+        console.print(f"eval: {note}")
+    if "eval" in record:
+        out_console.print(f"evaluation curve: {path / 'eval.jsonl'}")
+    if (record.get("lora") or {}).get("adapter"):
+        out_console.print(f"adapter: {path / record['lora']['adapter']}")
     out_console.print(f"unlearned model: {path}")
 
 

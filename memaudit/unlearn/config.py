@@ -6,6 +6,8 @@ Declared with ``memaudit.io.config.setting``; kept free of heavy imports, so tha
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +68,45 @@ class UnlearnConfig:
     save_every: int = setting(
         0, help="Also save the model every N steps (out/step-*), for unlearn-eval's calibration."
     )
+    lora_rank: int = setting(
+        0,
+        help="Train a LoRA adapter of this rank instead of every weight (0: off; needs "
+        "memaudit[peft]); the output is still the merged model.",
+    )
+    lora_alpha: float | None = setting(
+        None,
+        default_text="2 x rank",
+        help="LoRA scaling numerator: the update is (alpha / rank) B A.",
+    )
+    lora_targets: str = setting(
+        "auto",
+        help="Comma list of module names LoRA adapts; 'auto': every linear (or GPT-2 Conv1D) "
+        "layer of the blocks, the output head excepted.",
+    )
+    keep_adapter: bool = setting(
+        False, help="Also write the trained adapter to OUT/adapter (loads with --adapter)."
+    )
+    eval_every: int = setting(
+        0,
+        help="Measure forget extraction and NLL, MIA (with --holdout) and retain NLL every N "
+        "steps, at step 0 and at the end (OUT/eval.jsonl); 0: off.",
+    )
+    holdout: str | None = setting(
+        None,
+        help="Texts like the forget set but never trained on, for --eval-every's MIA AUC "
+        "(without it MIA is skipped).",
+    )
+    eval_prefix_tokens: int = setting(
+        32,
+        help="--eval-every: prompt length of forget texts without a prefix field (at most half "
+        "the text), as unlearn-eval's --prefix-tokens.",
+    )
+    eval_suffix_tokens: int = setting(
+        32, help="--eval-every: continuation tokens compared, as unlearn-eval's --suffix-tokens."
+    )
+    eval_retain_windows: int = setting(
+        32, help="--eval-every: fixed retain windows (of --seq-len tokens) the retain NLL is on."
+    )
     seed: int = setting(0, help="Seed of batch order and retain windows.")
     device: str = setting("auto", help="auto, cpu, cuda, ...")
 
@@ -76,7 +117,54 @@ class UnlearnConfig:
             METHODS.get(self.method)  # "did you mean" for an unknown name
         if self.save_every < 0 or self.kfac_batches < 1:
             raise InputError("save_every must be >= 0 and kfac_batches >= 1")
+        self._check_lora()
+        self._check_eval()
         self.loop_settings()
+
+    def _check_lora(self) -> None:
+        if self.lora_rank < 0:
+            raise InputError(f"lora_rank must be >= 0 (0: off), got {self.lora_rank}")
+        if not self.lora_rank:
+            if self.lora_alpha is not None or self.lora_targets != "auto" or self.keep_adapter:
+                raise InputError("--lora-alpha, --lora-targets and --keep-adapter need --lora-rank")
+            return
+        from .methods import EDIT_METHODS
+
+        if self.method in EDIT_METHODS:
+            raise InputError(
+                "kfac edits the weights directly and trains nothing: it cannot use --lora-rank"
+            )
+        if self.lora_alpha is not None and not (
+            math.isfinite(self.lora_alpha) and self.lora_alpha > 0
+        ):
+            raise InputError(f"lora_alpha must be a positive number, got {self.lora_alpha}")
+        if not [t for t in self.lora_targets.split(",") if t.strip()]:
+            raise InputError("--lora-targets names no module")
+        if importlib.util.find_spec("peft") is None:
+            raise InputError(
+                "--lora-rank needs peft, which is not installed: pip install 'memaudit[peft]'"
+            )
+
+    def _check_eval(self) -> None:
+        if self.eval_every < 0:
+            raise InputError(f"eval_every must be >= 0 (0: off), got {self.eval_every}")
+        if not self.eval_every:
+            if self.holdout is not None:
+                raise InputError("--holdout is read by --eval-every only; give both or neither")
+            return
+        from .methods import EDIT_METHODS
+
+        if self.method in EDIT_METHODS:
+            raise InputError("--eval-every measures along training steps; kfac takes none")
+        if min(self.eval_prefix_tokens, self.eval_suffix_tokens, self.eval_retain_windows) < 1:
+            raise InputError(
+                "eval_prefix_tokens, eval_suffix_tokens and eval_retain_windows must be >= 1"
+            )
+
+    @property
+    def alpha(self) -> float:
+        """The LoRA alpha used: ``--lora-alpha``, else twice the rank."""
+        return float(self.lora_alpha) if self.lora_alpha is not None else 2.0 * self.lora_rank
 
     def loop_settings(self) -> LoopSettings:
         from .loop import LoopSettings

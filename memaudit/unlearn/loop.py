@@ -91,7 +91,9 @@ def unlearn_loop(
     )
     beta = settings.beta if settings.beta is not None else method.default_beta
     use_retain = retain_batch is not None and (method.needs_retain or method.uses_retain)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
+    # only what is trainable: under LoRA the adapters, so no moments are kept for frozen weights
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     model.train()
     log = []
     for step in range(settings.steps):
@@ -117,7 +119,7 @@ def unlearn_loop(
         )
         loss = method.loss(x)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         entry = {

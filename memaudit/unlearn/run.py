@@ -25,8 +25,18 @@ from memaudit.lab.lm import (
 from memaudit.models.hf import LoadOptions, load_causal_lm
 
 from .config import UnlearnConfig
+from .curve import EVAL_FILE, EvalSet, describe_point, evaluate_now, prompt_length
 from .kfac import collect_factors, curvature_edit, mlp_layers
 from .loop import unlearn_loop
+from .lora import (
+    ADAPTER_DIR,
+    ADAPTER_KIND,
+    attach_lora,
+    lora_summary,
+    lora_targets,
+    merged_copy,
+    save_adapter,
+)
 from .methods import METHODS
 
 UNLEARN_RECORD = "memaudit_unlearn.json"
@@ -34,7 +44,11 @@ UNLEARN_RECORD = "memaudit_unlearn.json"
 
 def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
     """Unlearn ``config.forget`` from ``config.model`` into ``config.out`` (checkpoints in
-    ``out/step-*``).
+    ``out/step-*``, the ``--eval-every`` curve in ``out/eval.jsonl``, a ``--keep-adapter``
+    adapter in ``out/adapter``).
+
+    Inputs are read and checked (data, model, LoRA targets, the method's needs) before ``out``
+    is written.
     """
     src, out = Path(config.model).resolve(), Path(config.out).resolve()
     if out == src or src in out.parents:
@@ -43,14 +57,10 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             "written)",
             path=config.out,
         )
-    inputs = [config.model, config.forget, config.retain]
-    prepare_out_dir(out, kind="model:unlearn", inputs=inputs, overwrite=config.overwrite)
-    for old in out.glob("step-*"):  # an earlier run's checkpoints must not enter this run's curve
-        if made_by_memaudit(old, "model:unlearn"):
-            shutil.rmtree(old)
     t0 = time.perf_counter()
     read = read_texts(config.forget, skip_invalid=config.skip_invalid)
     forget_texts = [r.text for r in read.records]
+    holdout = read_texts(config.holdout).records if config.holdout else None
     retain = (
         load_corpus(
             config.retain,
@@ -64,6 +74,7 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
     skipped = read.skipped + (retain.skipped if retain else [])
     data = {
         "forget": {"texts": len(forget_texts)},
+        "holdout": {"texts": len(holdout)} if holdout is not None else None,
         "retain": retain.summary() if retain else None,
         "skipped": [s.to_dict() for s in skipped],
     }
@@ -76,6 +87,7 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         "method": config.method,
         "original": {"path": str(config.model), "fingerprint": lm.fingerprint},
         "data": data,
+        "lora": None,
         **rs.environment(),
     }
     eos = (
@@ -83,42 +95,122 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         if EOS in tokenizer.get_vocab()
         else (tokenizer.eos_token_id or 0)
     )
-    forget = [ids + [eos] for ids in lm.encode(forget_texts)]
-    retain_batch = _retain_batches(config, tokenizer, retain.docs) if retain else None
-    log: list[dict] = []
+    encoded = lm.encode(forget_texts)
+    forget = [ids + [eos] for ids in encoded]
+    stream = token_stream(tokenizer, retain.docs) if retain else None
+    retain_batch = _retain_batches(config, stream) if stream is not None else None
+    kfac_batches = []
     if config.method == "kfac":
         if retain_batch is None:
             raise InputError("the curvature edit needs --retain data to measure curvature on")
-        modules = mlp_layers(model, config.layers)
-        factors = collect_factors(
-            model, [retain_batch(i) for i in range(config.kfac_batches)], modules, progress=progress
-        )
-        edit = curvature_edit(modules, factors, config.rho)
-        log.append({"edit": edit})
+        kfac_batches = [retain_batch(i) for i in range(config.kfac_batches)]
     else:
         method = METHODS.get(config.method)
         if method.needs_retain and retain_batch is None:
             raise InputError(f"method '{config.method}' needs --retain data")
-
-        def on_step(step, entry):
-            log.append(entry)
-            if progress:
-                progress("unlearning", step, config.steps, f"forget NLL {entry['forget_nll']:.2f}")
-            if config.save_every and step % config.save_every == 0 and step < config.steps:
-                _save(model, tokenizer, out / f"step-{step:05d}", base, log, t0, step=step)
-
-        unlearn_loop(
-            model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
+    if config.lora_rank:
+        targets = lora_targets(model, config.lora_targets)
+        model = attach_lora(
+            model, rank=config.lora_rank, alpha=config.alpha, targets=targets, base_path=str(src)
         )
-    step = 0 if config.method == "kfac" else config.steps
-    return _save(model, tokenizer, out, base, log, t0, step=step)
+        base["lora"] = lora_summary(
+            model, rank=config.lora_rank, alpha=config.alpha, targets=targets
+        )
+    inputs = [config.model, config.forget, config.retain, config.holdout]
+    prepare_out_dir(out, kind="model:unlearn", inputs=inputs, overwrite=config.overwrite)
+    _clear_earlier_outputs(out)
+    log: list[dict] = []
+    if config.method == "kfac":
+        modules = mlp_layers(model, config.layers)
+        factors = collect_factors(model, kfac_batches, modules, progress=progress)
+        edit = curvature_edit(modules, factors, config.rho)
+        log.append({"edit": edit})
+        return _save(model, tokenizer, out, base, log, t0, step=0)
+    evaluate = (
+        _curve(config, lm, read.records, encoded, holdout, stream, eos, out, base, progress)
+        if config.eval_every
+        else None
+    )
+    if evaluate is not None:
+        evaluate(model, 0)
+
+    def on_step(step, entry):
+        log.append(entry)
+        if progress:
+            progress("unlearning", step, config.steps, f"forget NLL {entry['forget_nll']:.2f}")
+        if evaluate is not None and (step % config.eval_every == 0 or step == config.steps):
+            evaluate(model, step)
+        if config.save_every and step % config.save_every == 0 and step < config.steps:
+            _save(
+                _plain(model, config), tokenizer, out / f"step-{step:05d}", base, log, t0, step=step
+            )
+
+    unlearn_loop(
+        model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
+    )
+    if config.lora_rank:
+        if config.keep_adapter:
+            save_adapter(model, out)
+        base["lora"]["adapter"] = ADAPTER_DIR if config.keep_adapter else None
+        model = model.merge_and_unload()  # the output is the merged model
+    return _save(model, tokenizer, out, base, log, t0, step=config.steps)
 
 
-def _retain_batches(config: UnlearnConfig, tokenizer, docs: list[str]):
+def _clear_earlier_outputs(out: Path) -> None:
+    """An earlier run's checkpoints, curve and adapter must not pass for this run's."""
+    for old in out.glob("step-*"):
+        if made_by_memaudit(old, "model:unlearn"):
+            shutil.rmtree(old)
+    if made_by_memaudit(out / ADAPTER_DIR, ADAPTER_KIND):
+        shutil.rmtree(out / ADAPTER_DIR)
+    if made_by_memaudit(out, "model:unlearn"):
+        (out / EVAL_FILE).unlink(missing_ok=True)
+
+
+def _plain(model, config: UnlearnConfig):
+    """The model a checkpoint saves: under LoRA a merged copy (training goes on with adapters)."""
+    return merged_copy(model) if config.lora_rank else model
+
+
+def _curve(config, lm, records, encoded, holdout, stream, eos, out: Path, base: dict, progress):
+    """The ``--eval-every`` evaluation: fixed sets, and a function that adds one point to
+    ``base["eval"]`` and rewrites ``out/eval.jsonl``."""
+    settings = TrainSettings(
+        steps=1,
+        batch_size=config.eval_retain_windows,
+        seq_len=config.seq_len,
+        seed=config.seed + 2,  # other windows than the training batches (seed + 1)
+    )
+    data = EvalSet(
+        forget=encoded,
+        prompts=[
+            prompt_length(lm.tokenizer, r, ids, config.eval_prefix_tokens)
+            for r, ids in zip(records, encoded)
+        ],
+        holdout=lm.encode([r.text for r in holdout]) if holdout is not None else None,
+        retain=random_windows(stream, settings)(0) if stream is not None else None,
+        suffix_tokens=config.eval_suffix_tokens,
+        batch_size=config.batch_size,
+        pad_id=eos,
+    )
+    base["eval"], base["eval_notes"] = [], data.notes()
+
+    def evaluate(model, step: int) -> None:
+        point = evaluate_now(model, data, step)
+        base["eval"].append(point)
+        lines = "".join(json.dumps(rs.jsonable(p)) + "\n" for p in base["eval"])
+        write_text_atomic(out / EVAL_FILE, lines)
+        if progress:
+            progress(f"eval @ step {step}", 1, 1, describe_point(point))
+
+    return evaluate
+
+
+def _retain_batches(config: UnlearnConfig, stream):
     settings = TrainSettings(
         steps=1, batch_size=config.retain_batch_size, seq_len=config.seq_len, seed=config.seed + 1
     )
-    return random_windows(token_stream(tokenizer, docs), settings)
+    return random_windows(stream, settings)
 
 
 def _save(
@@ -127,6 +219,7 @@ def _save(
     """The model dir ``out`` with its record: ``base`` (config, original, data) plus the log."""
     record = {**base, "step": step, "log": log, "seconds": time.perf_counter() - t0}
     keep = [p.name for p in out.glob("step-*")] if out.exists() else []
+    keep += [n for n in (ADAPTER_DIR, EVAL_FILE) if (out / n).exists()]
     path = save_model_dir(model, tokenizer, out, kind="model:unlearn", keep=keep)
     write_text_atomic(path / UNLEARN_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
     return path
