@@ -23,7 +23,7 @@ def unlearn(cfg: UnlearnConfig) -> None:
     Gradient methods (ga, grad_diff, npo, simnpo) share one loop: each step a forget batch
     and a retain batch, the method's loss, AdamW. kfac projects the MLP weights onto their
     high-curvature components measured on retain data, with no gradient step on the forget
-    set. --lora-rank R trains low-rank adapters only (memaudit[peft]) and writes the merged
+    set. --lora-rank R trains low-rank adapters only (the peft extra) and writes the merged
     model. --eval-every N measures forget extraction, MIA and retain NLL along the run.
     Measure the result with `memaudit unlearn-eval`.
     """
