@@ -94,8 +94,8 @@ def made_by_memaudit(out: str | Path, kind: str) -> bool:
     """Whether ``out`` is a directory memaudit made for outputs of ``kind``."""
     out = Path(out)
     if (out / MARKER).is_file():
-        record = read_marker(out)
-        return bool(record) and record.get("kind") == kind and record.get("owned", True) is True
+        record = read_marker(out) or {}
+        return record.get("kind") == kind and record.get("owned", True) is True
     legacy = LEGACY_RECORDS.get(kind, ("results.json",) if kind.startswith("run:") else ())
     return any(next(out.glob(pattern), None) is not None for pattern in legacy)
 
