@@ -183,3 +183,25 @@ def test_rmu_lowers_the_cosine_of_forget_activations_to_their_originals(lab):
     retain = [json.loads(line)["text"][:400] for line in files["retain"].read_text().splitlines()]
     forget_cos, retain_cos = cosine([r["text"] for r in forget_records(files)]), cosine(retain[:6])
     assert forget_cos < 0.5 and retain_cos > forget_cos + 0.3, (forget_cos, retain_cos)
+
+
+def test_new_settings_are_checked(lab, tmp_path):
+    from typer.testing import CliRunner
+
+    from memaudit.cli.app import app
+
+    _, model, files = lab
+    args = ["unlearn", "--model", str(model), "--forget", str(files["forget"])]
+    args += ["--retain", str(files["retain"]), "--steps", "1"]
+    r = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "a"), "--method", "rmu", "--rmu-layer", "2"]
+    )
+    assert r.exit_code == 2 and "--rmu-layer must be in 0..1" in r.stderr
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--idk-answer", " "])
+    assert r.exit_code == 2 and "--idk-answer must not be empty" in r.stderr
+    out = tmp_path / "c"
+    r = CliRunner().invoke(
+        app, [*args, "--out", str(out), "--method", "idk_dpo", "--idk-answer", " [gone]"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / UNLEARN_RECORD).read_text())["config"]["idk_answers"] == [" [gone]"]
