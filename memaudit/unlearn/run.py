@@ -25,9 +25,11 @@ from memaudit.lab.lm import (
 from memaudit.models.hf import LoadOptions, load_causal_lm
 
 from .config import UnlearnConfig
+from .idk import alternative_sequences
 from .kfac import collect_factors, curvature_edit, mlp_layers
 from .loop import unlearn_loop
 from .methods import METHODS
+from .rmu import Steering
 
 UNLEARN_RECORD = "memaudit_unlearn.json"
 
@@ -83,7 +85,8 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         if EOS in tokenizer.get_vocab()
         else (tokenizer.eos_token_id or 0)
     )
-    forget = [ids + [eos] for ids in lm.encode(forget_texts)]
+    encoded = lm.encode(forget_texts)
+    forget = [ids + [eos] for ids in encoded]
     retain_batch = _retain_batches(config, tokenizer, retain.docs) if retain else None
     log: list[dict] = []
     if config.method == "kfac":
@@ -107,11 +110,45 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             if config.save_every and step % config.save_every == 0 and step < config.steps:
                 _save(model, tokenizer, out / f"step-{step:05d}", base, log, t0, step=step)
 
+        alternatives, steering = _method_inputs(config, method, lm, read.records, encoded, eos)
+        if steering is not None:
+            base["steering"] = steering.describe()
         unlearn_loop(
-            model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
+            model,
+            forget,
+            retain_batch,
+            method,
+            config.loop_settings(),
+            pad_id=eos,
+            on_step=on_step,
+            alternatives=alternatives,
+            steering=steering,
         )
     step = 0 if config.method == "kfac" else config.steps
     return _save(model, tokenizer, out, base, log, t0, step=step)
+
+
+def _method_inputs(config: UnlearnConfig, method, lm, records, encoded, eos: int):
+    """What idk_dpo (alternative sequences) and rmu (a steering) need beside the batches."""
+    alternatives = (
+        alternative_sequences(
+            lm.tokenizer, records, encoded, config.idk_answers, seed=config.seed, eos=eos
+        )
+        if method.needs_alternatives
+        else None
+    )
+    steering = (
+        Steering.build(
+            lm.model,
+            layer=config.rmu_layer,
+            coefficient=config.rmu_steering,
+            alpha=config.rmu_alpha,
+            seed=config.seed,
+        )
+        if method.needs_activations
+        else None
+    )
+    return alternatives, steering
 
 
 def _retain_batches(config: UnlearnConfig, tokenizer, docs: list[str]):
