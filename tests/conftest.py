@@ -194,6 +194,42 @@ def train_tiny_mlm(texts: list[str], out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lab(snippets, tmp_path_factory):
+    """A micro model trained with `memaudit train` on 6 snippets x 50 copies + 150 retain
+    snippets (test_unlearn and test_unlearn_methods).
+    """
+    from memaudit.io.texts import write_texts
+    from memaudit.lab.train import TrainConfig, run_train
+
+    root = tmp_path_factory.mktemp("unlearn")
+    forget, holdout, retain = (
+        snippets["nonmembers2"][:6],
+        snippets["nonmembers2"][6:12],
+        snippets["reference_corpus"][:150],
+    )
+    corpus = write_texts(
+        root / "corpus.jsonl", ((f"d{i}", t) for i, t in enumerate(forget * 50 + retain))
+    )
+    files = {
+        name: write_texts(root / f"{name}.jsonl", ((f"{name}{i}", t) for i, t in enumerate(texts)))
+        for name, texts in (("forget", forget), ("holdout", holdout), ("retain", retain))
+    }
+    model = run_train(
+        TrainConfig(
+            corpus=str(corpus),
+            out=str(root / "model"),
+            model_size="micro",
+            steps=600,
+            seq_len=128,
+            lr=3e-3,
+            vocab_size=1024,
+            checkpoint_every=0,
+        )
+    )
+    return root, model, files
+
+
+@pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     """One local Ray of 2 CPUs for the whole session, its files in a folder the tests own."""
     ray = pytest.importorskip("ray", reason="the 'dist' extra (installed by `make test`)")

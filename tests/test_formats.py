@@ -459,6 +459,12 @@ def test_gguf_converts_to_a_model_dir_whose_logits_are_the_dequantized_files(
     # the quantization mattered: the file holds other values than the float weights it came from
     up = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(lm.model.state_dict()[up], original[up])
+    # the same conversion again is fine; another dtype replaces it only with --overwrite
+    assert runner.invoke(app, ["convert", "gguf", str(path), "--out", str(out)]).exit_code == 0
+    again = ["convert", "gguf", str(path), "--out", str(out), "--dtype", "float16"]
+    r = runner.invoke(app, again)
+    assert r.exit_code == 2 and "holds a conversion of another file or dtype" in r.stderr
+    assert json.loads((out / "memaudit_convert.json").read_text())["dtype"] == record["dtype"]
     # mia and extract take the converted dir like any other
     data = _jsonl(tmp_path / "d.jsonl", snippets["members"][:6])
     other = _jsonl(tmp_path / "o.jsonl", snippets["nonmembers"][:6])

@@ -188,3 +188,78 @@ def test_where_a_run_writes_or_caches_is_no_other_setting(tmp_path):
     first.finish({**first.header(), "x": 1})
     again = {"seed": 0, "out": "runs/r/", "cache_dir": "/elsewhere", "device": "cpu"}
     RunDir.begin(tmp_path / "r", "mia", again)  # the same run, written and cached elsewhere
+
+
+def test_overwrite_never_replaces_a_users_file_of_an_output_name(runs, tmp_path):
+    """--overwrite lets memaudit into a user's directory, never over what was there first."""
+    root, forget = runs
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("my config")
+    (other / "notes.md").write_text("mine")
+    r = unlearn(root / "m", forget, other, "--overwrite")
+    assert r.exit_code == 2, r.output
+    assert "--overwrite would replace config.json, which memaudit did not write" in r.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["config.json", "notes.md"]  # before work
+    # a run dir: its results.json would be retired at the start, its report replaced
+    (other / "config.json").unlink()
+    (other / "report.html").write_text("my report")
+    with pytest.raises(InputError, match="would replace report.html"):
+        RunDir.begin(other, "mia", {"out": str(other), "overwrite": True})
+    # what was there first stays out of reach on every later run, too
+    (other / "report.html").unlink()
+    RunDir.begin(other, "mia", {"out": str(other), "overwrite": True}).finish({"x": 1})
+    (other / "scores.parquet").write_text("added later by the user, after memaudit came in")
+    RunDir.begin(other, "mia", {"out": str(other), "overwrite": True}).finish({"x": 2})
+    assert (other / "notes.md").read_text() == "mine"
+    marker = json.loads((other / ".memaudit.json").read_text())
+    assert marker["owned"] is False and marker["preexisting"] == ["notes.md"]
+
+
+def test_shadows_overwrite_keeps_a_users_model_folder(tmp_path, data_files, target_dir):
+    """`shadows train` clears its own model-* folders on a rerun: never a user's."""
+    other = tmp_path / "other"
+    (other / "model-final").mkdir(parents=True)
+    (other / "model-final" / "weights.bin").write_text("mine")
+    args = ["shadows", "train", "--pool", str(data_files["members"]), "--tokenizer"]
+    r = runner.invoke(app, [*args, str(target_dir), "--out", str(other), "--overwrite"])
+    assert r.exit_code == 2 and "would replace model-final" in r.stderr, r.output
+    assert (other / "model-final" / "weights.bin").read_text() == "mine"
+
+
+def test_another_memaudit_kind_is_named_in_the_refusal(tmp_path):
+    RunDir.begin(tmp_path / "r", "mia", {}).finish({"x": 1})
+    with pytest.raises(InputError, match="holds a memaudit run:mia output, not this command's"):
+        prepare_out_dir(tmp_path / "r", kind="model:unlearn")
+
+
+def test_every_output_name_is_declared(runs, tmp_path, target_dir, shadows_dir, quick_demo):
+    """OUTPUT_NAMES must cover what each kind writes, or --overwrite could replace a user's file."""
+    from fnmatch import fnmatchcase
+
+    from memaudit.io.outdir import MARKER, output_names
+
+    root, forget = runs
+    demo, _ = quick_demo
+    assert (
+        unlearn(root / "m", forget, tmp_path / "u", "--steps", "2", "--save-every", "1").exit_code
+        == 0
+    )
+    args = ["index", "build", str(forget), "--tokenizer", str(target_dir), "--out"]
+    assert runner.invoke(app, [*args, str(tmp_path / "idx")]).exit_code == 0
+    mia = ["mia", "--model", str(target_dir), "--members", str(forget), "--nonmembers"]
+    mia += [str(forget), "--attacks", "loss", "--n-bootstrap", "2", "--out", str(tmp_path / "r")]
+    assert runner.invoke(app, mia).exit_code == 0
+    outputs = {
+        "model:train": [target_dir, demo / "model"],
+        "model:unlearn": [tmp_path / "u"],
+        "index": [tmp_path / "idx"],
+        "shadows": [shadows_dir],
+        "run:demo": [demo],
+        "run:mia": [tmp_path / "r"],
+    }
+    for kind, dirs in outputs.items():
+        for d in dirs:
+            for p in d.iterdir():
+                declared = any(fnmatchcase(p.name, pat) for pat in output_names(kind))
+                assert p.name == MARKER or declared, (kind, p)

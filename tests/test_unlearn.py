@@ -12,13 +12,11 @@ from typer.testing import CliRunner
 
 from memaudit.cli.app import app
 from memaudit.errors import InputError
-from memaudit.io.texts import write_texts
 from memaudit.lab.lm import TrainSettings, random_windows, token_stream
-from memaudit.lab.train import TrainConfig, run_train
 from memaudit.models.hf import load_causal_lm, model_fingerprint
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, run_unlearn_eval
 from memaudit.unlearn.kfac import collect_factors, curvature_edit, mlp_layers
-from memaudit.unlearn.methods import METHODS, StepInputs
+from memaudit.unlearn.methods import METHODS, Activations, StepInputs
 from memaudit.unlearn.retrain import retrain_config
 from memaudit.unlearn.run import UnlearnConfig, run_unlearn
 
@@ -56,16 +54,61 @@ def test_losses_equal_their_formulas():
     assert METHODS.get("simnpo").loss(y).item() == pytest.approx(simnpo)
 
 
+def any_step_inputs(method, seed=0):
+    """Inputs every kind of method reads: per-token log-probabilities (the leaf the sequence
+    sums come from), alternatives, and block activations."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.tensor([[1.0] * 4 + [0.0] * 4, [1.0] * 8], dtype=torch.float64)  # (2, 8)
+    tokens = (-torch.rand(2, 8, generator=g, dtype=torch.float64) - 0.1).requires_grad_()
+    hidden = lambda: torch.randn(2, 8, 6, generator=g, dtype=torch.float64)  # noqa: E731
+    activations = Activations(
+        hidden().requires_grad_(),
+        mask,
+        hidden().requires_grad_(),
+        hidden(),
+        torch.rand(6, generator=g, dtype=torch.float64) * 5,
+        2.0,
+    )
+    x = StepInputs(
+        (tokens * mask).sum(1),
+        mask.sum(1),
+        torch.tensor([-3.0, -5.0], dtype=torch.float64),
+        torch.tensor(1.0, dtype=torch.float64)
+        if (method.needs_retain or method.uses_retain)
+        else None,
+        method.default_beta,
+        0.0,
+        1.0,
+        forget_token_logp=tokens,
+        forget_token_mask=mask,
+        alternative_logp=torch.tensor([-6.0, -7.0], dtype=torch.float64, requires_grad=True),
+        alternative_reference_logp=torch.tensor([-6.5, -6.0], dtype=torch.float64),
+        activations=activations,
+    )
+    return x, tokens
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_pushes_the_forget_set_down(name):
-    """The invariant every registered method must meet: lowering its loss lowers log p(forget)."""
+    """The invariant every registered method must meet: lowering its loss lowers log p(forget),
+    token by token. A representation method (rmu) reads no log-probability; its equivalent:
+    lowering its loss moves each forget activation toward its target and each retain
+    activation toward the original's.
+    """
     method = METHODS.get(name)
-    x = step_inputs(
-        [-2.0, -4.0], retain=1.0 if (method.needs_retain or method.uses_retain) else None
-    )
+    x, tokens = any_step_inputs(method)
     method.loss(x).backward()
-    grad = x.forget_logp.grad
+    if method.needs_activations:
+        a = x.hidden()
+        assert tokens.grad is None  # no path to the forget log-probabilities
+        toward_target = (-a.forget.grad * (a.target - a.forget)).sum(-1)  # (B, T)
+        assert (toward_target[a.forget_mask > 0] > 0).all()
+        assert (a.forget.grad[a.forget_mask == 0] == 0).all()  # padding plays no part
+        assert ((-a.retain.grad * (a.retain_original - a.retain)).sum(-1) > 0).all()
+        return
+    grad = tokens.grad[x.forget_token_mask > 0]
     assert (grad >= 0).all() and (grad > 0).any(), grad
+    assert (tokens.grad[x.forget_token_mask == 0] == 0).all()
 
 
 def test_curvature_edit_rho_one_keeps_the_weights_small_rho_changes_them(target_dir, snippets):
@@ -110,39 +153,6 @@ def test_curvature_factors_equal_a_direct_computation_without_the_last_position(
     assert torch.count_nonzero(seen["out"].grad[0, -1]) == 0
     torch.testing.assert_close(factors[name]["A"], a.T @ a / (len(batch[0]) - 1))
     torch.testing.assert_close(factors[name]["G"], g.T @ g / (len(batch[0]) - 1))
-
-
-@pytest.fixture(scope="module")
-def lab(snippets, tmp_path_factory):
-    """A micro model trained with `memaudit train` on 6 snippets x 50 copies + 150 retain
-    snippets.
-    """
-    root = tmp_path_factory.mktemp("unlearn")
-    forget, holdout, retain = (
-        snippets["nonmembers2"][:6],
-        snippets["nonmembers2"][6:12],
-        snippets["reference_corpus"][:150],
-    )
-    corpus = write_texts(
-        root / "corpus.jsonl", ((f"d{i}", t) for i, t in enumerate(forget * 50 + retain))
-    )
-    files = {
-        name: write_texts(root / f"{name}.jsonl", ((f"{name}{i}", t) for i, t in enumerate(texts)))
-        for name, texts in (("forget", forget), ("holdout", holdout), ("retain", retain))
-    }
-    model = run_train(
-        TrainConfig(
-            corpus=str(corpus),
-            out=str(root / "model"),
-            model_size="micro",
-            steps=600,
-            seq_len=128,
-            lr=3e-3,
-            vocab_size=1024,
-            checkpoint_every=0,
-        )
-    )
-    return root, model, files
 
 
 @pytest.fixture(scope="module")

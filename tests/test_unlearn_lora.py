@@ -3,6 +3,7 @@ the --eval-every curve, on the conftest's micro GPT-2.
 """
 
 import json
+from fnmatch import fnmatchcase
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from memaudit.cli.app import app
 from memaudit.io.corpus import load_corpus
+from memaudit.io.outdir import MARKER, output_names
 from memaudit.io.texts import write_texts
 from memaudit.lab.lm import TrainSettings, build_model, random_windows, token_stream
 from memaudit.models.hf import load_causal_lm, model_fingerprint
@@ -149,6 +151,9 @@ def test_the_record_holds_the_lora_settings_and_the_curve(lora_run):
     checkpoint = json.loads((lora_run / "step-00002" / "memaudit_unlearn.json").read_text())
     assert [p["step"] for p in checkpoint["eval"]] == [0, 2]  # the curve so far
     first, last = record["eval"][0], record["eval"][-1]
+    for kind, d in (("model:unlearn", lora_run), ("adapter:unlearn", lora_run / "adapter")):
+        for p in d.iterdir():  # declared, so that --overwrite never replaces a user's file
+            assert p.name == MARKER or any(fnmatchcase(p.name, x) for x in output_names(kind)), p
     assert last["forget_nll"] > first["forget_nll"] and first["mia_auc"] > last["mia_auc"]
 
 
@@ -208,6 +213,7 @@ def test_a_curve_without_holdout_says_mia_was_skipped(target_dir, files, tmp_pat
     "extra, message",
     [
         (["--method", "kfac", "--lora-rank", "4"], "cannot use --lora-rank"),
+        (["--method", "rmu", "--lora-rank", "4"], "rmu trains chosen base weights"),
         (["--lora-rank", "-1"], "lora_rank must be >= 0"),
         (["--keep-adapter"], "need --lora-rank"),
         (["--lora-rank", "4", "--lora-alpha", "0"], "lora_alpha must be a positive"),

@@ -20,12 +20,15 @@ app = typer.Typer()
 def unlearn(cfg: UnlearnConfig) -> None:
     """Remove a forget set from a model into a new model dir.
 
-    Gradient methods (ga, grad_diff, npo, simnpo) share one loop: each step a forget batch
-    and a retain batch, the method's loss, AdamW. kfac projects the MLP weights onto their
-    high-curvature components measured on retain data, with no gradient step on the forget
-    set. --lora-rank R trains low-rank adapters only (the peft extra) and writes the merged
-    model. --eval-every N measures forget extraction, MIA and retain NLL along the run.
-    Measure the result with `memaudit unlearn-eval`.
+    Gradient methods (ga, grad_diff, npo, simnpo, wga, idk_dpo, rmu) share one loop: each step
+    a forget batch and a retain batch, the method's loss, AdamW. wga weights each token's
+    ascent by its probability; idk_dpo prefers a placeholder answer (--idk-answer) after each
+    forget text's prompt; rmu steers a middle block's forget activations to a random
+    direction (--rmu-layer, --rmu-steering, --rmu-alpha). kfac projects the MLP weights onto
+    their high-curvature components measured on retain data, with no gradient step on the
+    forget set. --lora-rank R trains low-rank adapters only (the peft extra) and writes the
+    merged model. --eval-every N measures forget extraction, MIA and retain NLL along the
+    run. Measure the result with `memaudit unlearn-eval`.
     """
     from memaudit.unlearn.run import UNLEARN_RECORD, run_unlearn
 

@@ -94,9 +94,9 @@ def overwrite_setting() -> Any:
     """The ``--overwrite`` setting of every command that writes a directory."""
     return setting(
         False,
-        help="Write into an existing --out that holds files memaudit did not write (files "
-        "named as this command's outputs are replaced, the others kept), or replace a finished "
-        "run of other settings there.",
+        help="Write into an existing --out that holds files memaudit did not write (refused "
+        "where one has the name of an output: nothing there first is replaced), or replace a "
+        "finished run of other settings there.",
     )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from memaudit.errors import ModelLoadError
+from memaudit.errors import InputError, ModelLoadError
 from memaudit.io.atomic import current_umask
 from memaudit.io.outdir import prepare_out_dir, publish_dir
 
@@ -57,6 +57,9 @@ def convert_gguf(config: ConvertGgufConfig) -> Path:
         tokenizer = _load_tokenizer(stage, name, file)
         existed = Path(config.out).exists()
         out = prepare_out_dir(config.out, kind=KIND, inputs=[file], overwrite=config.overwrite)
+        digest = file_sha256(file)
+        if not config.overwrite:
+            _refuse_another_conversion(out, digest, config.dtype)
         try:
             tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
             try:
@@ -64,7 +67,7 @@ def convert_gguf(config: ConvertGgufConfig) -> Path:
                 _save(model, tokenizer, tmp)
                 record = {
                     "converted_from": str(file.resolve()),
-                    "sha256": file_sha256(file),
+                    "sha256": digest,
                     "architecture": architecture,
                     "dequantized": True,
                     "dtype": config.dtype,
@@ -86,6 +89,25 @@ def convert_gguf(config: ConvertGgufConfig) -> Path:
             if not existed:  # the dir prepare_out_dir made holds only its marker
                 shutil.rmtree(out, ignore_errors=True)
             raise
+
+
+def _refuse_another_conversion(out: Path, digest: str, dtype: str) -> None:
+    """A finished conversion of another file or dtype is replaced only with --overwrite."""
+    try:
+        earlier = json.loads((out / RECORD).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        earlier = {}
+    if not isinstance(earlier, dict) or (earlier.get("sha256"), earlier.get("dtype")) != (
+        digest,
+        dtype,
+    ):
+        raise InputError(
+            "holds a conversion of another file or dtype; choose another --out, or pass "
+            "--overwrite to replace it",
+            path=str(out),
+        )
 
 
 def read_gguf_header(file: Path) -> tuple[str, dict[str, int]]:

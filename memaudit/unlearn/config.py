@@ -26,12 +26,15 @@ class UnlearnConfig:
     forget: str = setting(help="Texts to remove: .jsonl, .txt, .parquet or a folder.")
     out: str = setting(help="New model dir to write.")
     overwrite: bool = overwrite_setting()
-    method: str = setting("npo", help="ga, grad_diff, npo, simnpo, or kfac (the curvature edit).")
+    method: str = setting(
+        "npo",
+        help="ga, grad_diff, npo, simnpo, wga, idk_dpo, rmu, or kfac (the curvature edit).",
+    )
     retain: str | None = setting(
         None,
         help=(
-            "Data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet (grad_diff and kfac need "
-            "it; npo and simnpo add its NLL)."
+            "Data to keep: 'stdlib', a folder, .jsonl, .txt or .parquet (grad_diff, rmu and kfac "
+            "need it; npo, simnpo, wga and idk_dpo add its NLL)."
         ),
     )
     retain_chars: int | None = setting(
@@ -50,7 +53,9 @@ class UnlearnConfig:
     retain_batch_size: int = setting(16, help="Retain windows per step.")
     seq_len: int = setting(128, help="Tokens per retain window.")
     beta: float | None = setting(
-        None, help="Inverse temperature of npo (default 0.1) and simnpo (default 2.5)."
+        None,
+        help="Inverse temperature of npo (default 0.1), simnpo (2.5) and idk_dpo (0.1); wga's "
+        "weight exponent (1.0).",
     )
     gamma: float = setting(
         0.0,
@@ -65,6 +70,26 @@ class UnlearnConfig:
         "all", help="kfac: 'all' or block indices ('2,3') whose MLP weights are edited."
     )
     kfac_batches: int = setting(16, help="kfac: retain batches the curvature is measured on.")
+    idk_answers: tuple[str, ...] = setting(
+        (" [redacted]", " I don't know.", " I can't share that.", " [unknown]"),
+        flag="--idk-answer",
+        repeat=True,
+        help="idk_dpo: a placeholder answer (repeat for several; one is drawn per text with the "
+        "seed), preferred after each forget text's prompt (its 'prefix' field, else its first "
+        "half).",
+    )
+    rmu_layer: int | None = setting(
+        None,
+        default_text="the middle block, (layers - 1) // 2",
+        help="rmu: the block whose output is steered; the MLP output projections of it and the "
+        "two blocks below are the only weights trained.",
+    )
+    rmu_steering: float = setting(
+        20.0, help="rmu: the steering coefficient c (forget activations are pushed to c u)."
+    )
+    rmu_alpha: float = setting(
+        100.0, help="rmu: weight of the retain term (retain activations kept as the original's)."
+    )
     save_every: int = setting(
         0, help="Also save the model every N steps (out/step-*), for unlearn-eval's calibration."
     )
@@ -117,6 +142,14 @@ class UnlearnConfig:
             METHODS.get(self.method)  # "did you mean" for an unknown name
         if self.save_every < 0 or self.kfac_batches < 1:
             raise InputError("save_every must be >= 0 and kfac_batches >= 1")
+        if not self.idk_answers or not all(a.strip() for a in self.idk_answers):
+            raise InputError("--idk-answer must not be empty")
+        if self.rmu_layer is not None and self.rmu_layer < 0:
+            raise InputError(f"--rmu-layer must be >= 0, got {self.rmu_layer}")
+        if not (math.isfinite(self.rmu_steering) and self.rmu_steering > 0):
+            raise InputError(f"--rmu-steering must be a positive number, got {self.rmu_steering}")
+        if not (math.isfinite(self.rmu_alpha) and self.rmu_alpha >= 0):
+            raise InputError(f"--rmu-alpha must be a number >= 0, got {self.rmu_alpha}")
         self._check_lora()
         self._check_eval()
         self.loop_settings()
@@ -128,11 +161,16 @@ class UnlearnConfig:
             if self.lora_alpha is not None or self.lora_targets != "auto" or self.keep_adapter:
                 raise InputError("--lora-alpha, --lora-targets and --keep-adapter need --lora-rank")
             return
-        from .methods import EDIT_METHODS
+        from .methods import EDIT_METHODS, METHODS
 
         if self.method in EDIT_METHODS:
             raise InputError(
                 "kfac edits the weights directly and trains nothing: it cannot use --lora-rank"
+            )
+        if METHODS.get(self.method).needs_activations:
+            raise InputError(
+                f"{self.method} trains chosen base weights (the MLP output projections it steers "
+                "through): it cannot use --lora-rank"
             )
         if self.lora_alpha is not None and not (
             math.isfinite(self.lora_alpha) and self.lora_alpha > 0

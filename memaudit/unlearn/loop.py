@@ -4,13 +4,17 @@ Each step takes the next forget batch (the forget sequences, shuffled once, cycl
 retain batch (random windows of the retain token stream, a pure function of the step),
 computes :class:`~memaudit.unlearn.methods.StepInputs` and takes an AdamW step on the
 method's loss. The reference log-probabilities NPO needs are computed once, before the
-first step, from the model itself: no second model is kept in memory.
+first step, from the model itself: no second model is kept in memory. Two methods need more
+than the forget and retain batches, and are given it: ``idk_dpo`` an alternative sequence
+per forget sequence (``alternatives``, idk.py), ``rmu`` a :class:`~memaudit.unlearn.rmu.Steering`
+(the block it reads, the few weights it trains, the original's activations).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +22,8 @@ import torch
 
 from memaudit.errors import InputError
 
-from .methods import Method, StepInputs
+from .methods import Activations, Method, StepInputs
+from .rmu import Steering
 
 
 @dataclass(frozen=True)
@@ -56,17 +61,25 @@ def pad_batch(
     return ids.to(device), mask.to(device)
 
 
-def sequence_logp(
-    model, ids: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probability of each row's tokens after the first, and how many were scored:
-    (B,), (B,).
+def token_logp(model, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each row's tokens after the first, and 1 where a token is scored:
+    (B, T-1), (B, T-1).
     """
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # (B, T-1, V)
     targets, scored = ids[:, 1:], mask[:, 1:].float()  # (B, T-1)
     logp = (
         torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None]).squeeze(-1)
     )  # (B, T-1)
+    return logp, scored
+
+
+def sequence_logp(
+    model, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's tokens after the first, and how many were scored:
+    (B,), (B,).
+    """
+    logp, scored = token_logp(model, ids, mask)
     return (logp * scored).sum(1), scored.sum(1)
 
 
@@ -79,21 +92,36 @@ def unlearn_loop(
     *,
     pad_id: int,
     on_step: Callable[[int, dict], None] | None = None,
+    alternatives: Sequence[Sequence[int]] | None = None,
+    steering: Steering | None = None,
 ) -> list[dict]:
-    """Run ``settings.steps`` steps of ``method``; returns one log entry per step."""
+    """Run ``settings.steps`` steps of ``method``; returns one log entry per step.
+
+    ``alternatives`` (one per forget sequence) and ``steering`` are required by the methods
+    that declare ``needs_alternatives`` and ``needs_activations``, and ignored otherwise.
+    """
+    if method.needs_alternatives and (alternatives is None or len(alternatives) != len(forget)):
+        raise ValueError(f"method '{method.name}' needs one alternative per forget sequence")
+    if method.needs_activations and (steering is None or retain_batch is None):
+        raise ValueError(f"method '{method.name}' needs a Steering and retain batches")
+    alternatives = alternatives if method.needs_alternatives else None
+    steering = steering if method.needs_activations else None
     device = next(model.parameters()).device
     torch.manual_seed(settings.seed)
     order = np.random.default_rng(settings.seed).permutation(len(forget))
-    reference = (
-        _reference_logp(model, forget, pad_id, settings.batch_size)
-        if method.needs_reference
-        else None
-    )
+    reference = alt_reference = None
+    if method.needs_reference:
+        reference = _reference_logp(model, forget, pad_id, settings.batch_size)
+        if alternatives is not None:
+            alt_reference = _reference_logp(model, alternatives, pad_id, settings.batch_size)
     beta = settings.beta if settings.beta is not None else method.default_beta
     use_retain = retain_batch is not None and (method.needs_retain or method.uses_retain)
     # only what is trainable: under LoRA the adapters, so no moments are kept for frozen weights
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    trained = trainable if steering is None else steering.trained
+    # rmu: the other weights take no gradient, as in the WMDP code (restored after the loop)
+    frozen = [] if steering is None else _freeze_all_but(model, steering.trained)
+    optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=0.0)
     model.train()
     log = []
     for step in range(settings.steps):
@@ -102,11 +130,29 @@ def unlearn_loop(
             for i in range(min(settings.batch_size, len(forget)))
         ]
         ids, mask = pad_batch([forget[r] for r in rows], pad_id, device)
-        logp, n = sequence_logp(model, ids, mask)
+        with _capture(steering) as forget_hidden:
+            tokens, scored = token_logp(model, ids, mask)  # (B, T-1) each
+        logp, n = (tokens * scored).sum(1), scored.sum(1)
         retain_nll = None
-        if use_retain and retain_batch is not None:
-            batch = retain_batch(step).to(device)  # (B, T)
-            retain_nll = model(input_ids=batch, labels=batch).loss
+        with _capture(steering) as retain_hidden:
+            if use_retain and retain_batch is not None:
+                batch = retain_batch(step).to(device)  # (B, T)
+                retain_nll = model(input_ids=batch, labels=batch).loss
+        alt_logp = None
+        if alternatives is not None:
+            alt_logp = sequence_logp(
+                model, *pad_batch([alternatives[r] for r in rows], pad_id, device)
+            )[0]
+        activations = None
+        if steering is not None:
+            activations = Activations(
+                forget_hidden[0],
+                mask,
+                retain_hidden[0],
+                steering.original_hidden(model, batch, torch.ones_like(batch)),
+                steering.target,
+                steering.alpha,
+            )
         x = StepInputs(
             logp,
             n,
@@ -116,10 +162,17 @@ def unlearn_loop(
             settings.gamma,
             settings.retain_weight,
             forget_length=mask.sum(1),
+            forget_token_logp=tokens,
+            forget_token_mask=scored,
+            alternative_logp=alt_logp,
+            alternative_reference_logp=None
+            if alt_reference is None
+            else alt_reference[rows].to(device),
+            activations=activations,
         )
         loss = method.loss(x)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         entry = {
@@ -133,7 +186,28 @@ def unlearn_loop(
         if on_step is not None:
             on_step(step + 1, entry)
     model.eval()
+    for p in frozen:
+        p.requires_grad_(True)
     return log
+
+
+def _freeze_all_but(model, trained: Sequence[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """Turn off the gradient of every parameter not in ``trained``; returns those turned off."""
+    keep = {id(p) for p in trained}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
+@contextmanager
+def _capture(steering: Steering | None) -> Iterator[list[torch.Tensor]]:
+    """The steered block's outputs of the passes run inside (none without a steering)."""
+    if steering is None:
+        yield []
+        return
+    with steering.capture() as seen:
+        yield seen
 
 
 @torch.no_grad()

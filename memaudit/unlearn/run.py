@@ -26,6 +26,7 @@ from memaudit.models.hf import LoadOptions, load_causal_lm
 
 from .config import UnlearnConfig
 from .curve import EVAL_FILE, EvalSet, describe_point, evaluate_now, prompt_length
+from .idk import alternative_sequences
 from .kfac import collect_factors, curvature_edit, mlp_layers
 from .loop import unlearn_loop
 from .lora import (
@@ -38,6 +39,7 @@ from .lora import (
     save_adapter,
 )
 from .methods import METHODS
+from .rmu import Steering
 
 UNLEARN_RECORD = "memaudit_unlearn.json"
 
@@ -99,7 +101,7 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
     forget = [ids + [eos] for ids in encoded]
     stream = token_stream(tokenizer, retain.docs) if retain else None
     retain_batch = _retain_batches(config, stream) if stream is not None else None
-    kfac_batches = []
+    kfac_batches, alternatives, steering = [], None, None
     if config.method == "kfac":
         if retain_batch is None:
             raise InputError("the curvature edit needs --retain data to measure curvature on")
@@ -108,6 +110,9 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         method = METHODS.get(config.method)
         if method.needs_retain and retain_batch is None:
             raise InputError(f"method '{config.method}' needs --retain data")
+        alternatives, steering = _method_inputs(config, method, lm, read.records, encoded, eos)
+        if steering is not None:
+            base["steering"] = steering.describe()
     if config.lora_rank:
         targets = lora_targets(model, config.lora_targets)
         model = attach_lora(
@@ -146,7 +151,15 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             )
 
     unlearn_loop(
-        model, forget, retain_batch, method, config.loop_settings(), pad_id=eos, on_step=on_step
+        model,
+        forget,
+        retain_batch,
+        method,
+        config.loop_settings(),
+        pad_id=eos,
+        on_step=on_step,
+        alternatives=alternatives,
+        steering=steering,
     )
     if config.lora_rank:
         if config.keep_adapter:
@@ -204,6 +217,29 @@ def _curve(config, lm, records, encoded, holdout, stream, eos, out: Path, base: 
             progress(f"eval @ step {step}", 1, 1, describe_point(point))
 
     return evaluate
+
+
+def _method_inputs(config: UnlearnConfig, method, lm, records, encoded, eos: int):
+    """What idk_dpo (alternative sequences) and rmu (a steering) need beside the batches."""
+    alternatives = (
+        alternative_sequences(
+            lm.tokenizer, records, encoded, config.idk_answers, seed=config.seed, eos=eos
+        )
+        if method.needs_alternatives
+        else None
+    )
+    steering = (
+        Steering.build(
+            lm.model,
+            layer=config.rmu_layer,
+            coefficient=config.rmu_steering,
+            alpha=config.rmu_alpha,
+            seed=config.seed,
+        )
+        if method.needs_activations
+        else None
+    )
+    return alternatives, steering
 
 
 def _retain_batches(config: UnlearnConfig, stream):
