@@ -150,6 +150,9 @@ def test_the_record_holds_the_lora_settings_and_the_curve(lora_run):
     assert curve == record["eval"] and record["eval_notes"] == []
     checkpoint = json.loads((lora_run / "step-00002" / "memaudit_unlearn.json").read_text())
     assert [p["step"] for p in checkpoint["eval"]] == [0, 2]  # the curve so far
+    assert (
+        checkpoint["lora"]["adapter"] is None and not (lora_run / "step-00002" / "adapter").exists()
+    )
     first, last = record["eval"][0], record["eval"][-1]
     for kind, d in (("model:unlearn", lora_run), ("adapter:unlearn", lora_run / "adapter")):
         for p in d.iterdir():  # declared, so that --overwrite never replaces a user's file

@@ -118,9 +118,10 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
         model = attach_lora(
             model, rank=config.lora_rank, alpha=config.alpha, targets=targets, base_path=str(src)
         )
-        base["lora"] = lora_summary(
-            model, rank=config.lora_rank, alpha=config.alpha, targets=targets
-        )
+        base["lora"] = {  # "adapter": the kept adapter's dir, in the final record only
+            **lora_summary(model, rank=config.lora_rank, alpha=config.alpha, targets=targets),
+            "adapter": None,
+        }
     inputs = [config.model, config.forget, config.retain, config.holdout]
     prepare_out_dir(out, kind="model:unlearn", inputs=inputs, overwrite=config.overwrite)
     _clear_earlier_outputs(out)
