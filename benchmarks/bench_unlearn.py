@@ -9,7 +9,7 @@ naive one.
    (reference) model run every step, against ours (reference log-probabilities computed
    once before the first step). Medians of per-step times, ratios to the baseline.
 2. Forward passes. ``unlearn-eval`` of an original, ``--methods`` unlearned models and a
-   retrained one (forget 16 canaries, holdout their twins, 100 retain and 100 general texts,
+   retrained one (forget 16 canaries, holdout their twins, --eval-texts (100) retain and general texts each,
    no relearning attack), counted by a hook on the model class: text rows through a full
    forward, and all tokens processed (decoding steps included). The naive evaluation runs
    the model once per metric per model, as per-metric evaluators do: greedy decoding for
@@ -204,6 +204,7 @@ def main():
     )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--methods", type=int, default=3)
+    ap.add_argument("--eval-texts", type=int, default=100, help="retain and general texts each")
     ap.add_argument("--quant-bits", default="8,4", help="the quantization attack's bit widths")
     ap.add_argument(
         "--size", default="tiny", help="lab model size (tiny: the reported numbers; micro: a check)"
@@ -218,13 +219,13 @@ def main():
         forget_c, holdout_c = split_ledger(canaries, min_repetitions=8)
         forget_f = write_texts_with_prefix(tmp / "forget.jsonl", forget_c)
         holdout_f = write_texts_with_prefix(tmp / "holdout.jsonl", holdout_c)
-        retain_docs = load_corpus("stdlib", max_chars=100_000)
+        retain_docs = load_corpus("stdlib", max_chars=100_000).docs
         retain_f = write_texts(
             tmp / "retain.jsonl", ((f"r{i}", d) for i, d in enumerate(retain_docs))
         )
         general_f = write_texts(
             tmp / "general.jsonl",
-            ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(100, seed=3))),
+            ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(args.eval_texts, seed=3))),
         )
 
         print(
@@ -264,7 +265,7 @@ def main():
             retain=str(retain_f),
             general=str(general_f),
             retain_chars=None,
-            eval_texts=100,
+            eval_texts=args.eval_texts,
             relearn_steps=0,
             quant_bits=args.quant_bits,
             n_bootstrap=100,
@@ -285,9 +286,9 @@ def main():
             }
             forget = [r.text for r in read_texts(forget_f).records]
             holdout = [r.text for r in read_texts(holdout_f).records]
-            retain = corpus_chunks(retain_docs, 100, cfg.chunk_chars)
+            retain = corpus_chunks(retain_docs, args.eval_texts, cfg.chunk_chars)
             general = corpus_chunks(
-                [r.text for r in read_texts(general_f).records], 100, cfg.chunk_chars
+                [r.text for r in read_texts(general_f).records], args.eval_texts, cfg.chunk_chars
             )
             naive_evaluation(paths, cfg, forget, holdout, retain, general)
             naive = counter.reset()
