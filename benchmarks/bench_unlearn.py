@@ -9,16 +9,16 @@ naive one.
    (reference) model run every step, against ours (reference log-probabilities computed
    once before the first step). Medians of per-step times, ratios to the baseline.
 2. Forward passes. ``unlearn-eval`` of an original, ``--methods`` unlearned models and a
-   retrained one (forget 16 canaries, holdout their twins, --eval-texts (100) retain and general texts each,
-   no relearning attack), counted by a hook on the model class: text rows through a full
-   forward, and all tokens processed (decoding steps included). The naive evaluation runs
-   the model once per metric per model, as per-metric evaluators do: greedy decoding for
-   exact and again for loose extraction, one pass for the forget NLL, one per attack (two
-   for lowercase), one for retain and general NLL, and the original again for every NLL
-   change. Per text, MIA costs 6 passes there and 2 here, extraction 2 generations there and
-   1 here, retain/general NLL 1 (2 for a change) there and 1 here, so the ratio depends on
-   how large the retain and general sets are. Also the same evaluation a second time, when
-   every model's scores come from the cache.
+   retrained one (forget 16 canaries, holdout their twins, ``--eval-texts`` (100) retain and as
+   many general texts, no relearning attack), counted by a hook on the model class: text rows
+   through a full forward, and all tokens processed (decoding steps included). The naive
+   evaluation runs the model once per metric per model, as per-metric evaluators do: greedy
+   decoding for exact and again for loose extraction, one pass for the forget NLL, one per
+   attack (two for lowercase), one for retain and general NLL, and the original again for every
+   NLL change. Per text, MIA costs 6 passes there and 2 here, extraction 2 generations there and
+   1 here, retain/general NLL 1 (2 for a change) there and 1 here, so the ratio depends on how
+   large the retain and general sets are. Also the same evaluation a second time, when every
+   model's scores come from the cache.
 
    The quantization attack (``--quant-bits``, default 8 and 4) is counted on both sides: each
    model at each bit width is re-measured. Here: one pass over forget, holdout and retain texts
