@@ -1,7 +1,7 @@
 """Unlearning: step time against plain fine-tuning, and forward passes of the evaluation against a
 naive one.
 
-    python benchmarks/bench_unlearn.py [--steps 20] [--methods 3]
+    python benchmarks/bench_unlearn.py [--steps 20] [--methods 3] [--quant-bits 8,4] [--size tiny]
 
 1. Step time. A 4-layer, 256-wide GPT-2; each step sees the same forget batch (16 canaries)
    and retain batch (16 x 128 tokens). Baseline: a plain fine-tuning step (NLL of both
@@ -9,16 +9,22 @@ naive one.
    (reference) model run every step, against ours (reference log-probabilities computed
    once before the first step). Medians of per-step times, ratios to the baseline.
 2. Forward passes. ``unlearn-eval`` of an original, ``--methods`` unlearned models and a
-   retrained one (forget 16 canaries, holdout their twins, 100 retain and 100 general texts,
-   no relearning attack), counted by a hook on the model class: text rows through a full
-   forward, and all tokens processed (decoding steps included). The naive evaluation runs
-   the model once per metric per model, as per-metric evaluators do: greedy decoding for
-   exact and again for loose extraction, one pass for the forget NLL, one per attack (two
-   for lowercase), one for retain and general NLL, and the original again for every NLL
-   change. Per text, MIA costs 6 passes there and 2 here, extraction 2 generations there and
-   1 here, retain/general NLL 1 (2 for a change) there and 1 here, so the ratio depends on
-   how large the retain and general sets are. Also the same evaluation a second time, when
-   every model's scores come from the cache.
+   retrained one (forget 16 canaries, holdout their twins, ``--eval-texts`` (100) retain and as
+   many general texts, no relearning attack), counted by a hook on the model class: text rows
+   through a full forward, and all tokens processed (decoding steps included). The naive
+   evaluation runs the model once per metric per model, as per-metric evaluators do: greedy
+   decoding for exact and again for loose extraction, one pass for the forget NLL, one per
+   attack (two for lowercase), one for retain and general NLL, and the original again for every
+   NLL change. Per text, MIA costs 6 passes there and 2 here, extraction 2 generations there and
+   1 here, retain/general NLL 1 (2 for a change) there and 1 here, so the ratio depends on how
+   large the retain and general sets are. Also the same evaluation a second time, when every
+   model's scores come from the cache.
+
+   The quantization attack (``--quant-bits``, default 8 and 4) is counted on both sides: each
+   model at each bit width is re-measured. Here: one pass over forget, holdout and retain texts
+   (the attacks that need no second view; general not scored). Naive: greedy decoding for exact
+   extraction, one pass for the forget NLL, one per attack (loss, zlib, min_k, min_k_pp) over
+   forget + holdout, one for the retain NLL and one more of the unquantized model for its change.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from memaudit.models.hf import load_causal_lm  # noqa: E402
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, corpus_chunks, run_unlearn_eval  # noqa: E402
 from memaudit.unlearn.loop import LoopSettings, pad_batch, sequence_logp, unlearn_loop  # noqa: E402
 from memaudit.unlearn.methods import METHODS  # noqa: E402
+from memaudit.unlearn.quantize import quantized_lm  # noqa: E402
 from memaudit.unlearn.run import UnlearnConfig, run_unlearn  # noqa: E402
 
 
@@ -166,7 +173,7 @@ def naive_evaluation(
             with torch.no_grad():
                 lm.model(input_ids=ids, labels=ids)
 
-    for name, lm in lms.items():
+    for name, lm in list(lms.items()):
         prompts = [ids[: cfg.prefix_tokens] for ids in lm.encode(forget)]
         for _ in ("exact", "loose"):
             for p in prompts:
@@ -180,6 +187,15 @@ def naive_evaluation(
             nll(lm, texts)
             if name != "original":
                 nll(lms["original"], texts)  # the change from the original, recomputed
+        for bits in cfg.bit_widths():  # the quantization attack, per metric
+            q = quantized_lm(lm, bits=bits, group_size=cfg.quant_group_size)
+            for p in prompts:
+                greedy_generate(q, [p], cfg.suffix_tokens, batch_size=1)
+            nll(q, forget)
+            for _ in ("loss", "zlib", "min_k", "min_k_pp"):
+                nll(q, forget + holdout)
+            nll(q, retain)
+            nll(lm, retain)  # the change from the unquantized model, recomputed
 
 
 def main():
@@ -188,23 +204,28 @@ def main():
     )
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--methods", type=int, default=3)
+    ap.add_argument("--eval-texts", type=int, default=100, help="retain and general texts each")
+    ap.add_argument("--quant-bits", default="8,4", help="the quantization attack's bit widths")
+    ap.add_argument(
+        "--size", default="tiny", help="lab model size (tiny: the reported numbers; micro: a check)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tok = train_bpe_tokenizer(stdlib_snippets(1500, seed=7), vocab_size=4096)
-        original = save_model_dir(build_model(tok, size="tiny", seed=0), tok, tmp / "original")
+        original = save_model_dir(build_model(tok, size=args.size, seed=0), tok, tmp / "original")
         canaries = make_canaries(repetitions=(8,), per_level=16)
         forget_c, holdout_c = split_ledger(canaries, min_repetitions=8)
         forget_f = write_texts_with_prefix(tmp / "forget.jsonl", forget_c)
         holdout_f = write_texts_with_prefix(tmp / "holdout.jsonl", holdout_c)
-        retain_docs = load_corpus("stdlib", max_chars=100_000)
+        retain_docs = load_corpus("stdlib", max_chars=100_000).docs
         retain_f = write_texts(
             tmp / "retain.jsonl", ((f"r{i}", d) for i, d in enumerate(retain_docs))
         )
         general_f = write_texts(
             tmp / "general.jsonl",
-            ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(100, seed=3))),
+            ((f"g{i}", t) for i, t in enumerate(stdlib_snippets(args.eval_texts, seed=3))),
         )
 
         print(
@@ -234,7 +255,7 @@ def main():
             )
             for i in range(args.methods)
         ]
-        retrained = save_model_dir(build_model(tok, size="tiny", seed=1), tok, tmp / "retrained")
+        retrained = save_model_dir(build_model(tok, size=args.size, seed=1), tok, tmp / "retrained")
         cfg = UnlearnEvalConfig(
             original=str(original),
             unlearned=tuple(map(str, dirs)),
@@ -244,8 +265,9 @@ def main():
             retain=str(retain_f),
             general=str(general_f),
             retain_chars=None,
-            eval_texts=100,
+            eval_texts=args.eval_texts,
             relearn_steps=0,
+            quant_bits=args.quant_bits,
             n_bootstrap=100,
             out=str(tmp / "eval"),
             cache_dir=str(tmp / "cache"),
@@ -264,16 +286,19 @@ def main():
             }
             forget = [r.text for r in read_texts(forget_f).records]
             holdout = [r.text for r in read_texts(holdout_f).records]
-            retain = corpus_chunks(retain_docs, 100, cfg.chunk_chars)
+            retain = corpus_chunks(retain_docs, args.eval_texts, cfg.chunk_chars)
             general = corpus_chunks(
-                [r.text for r in read_texts(general_f).records], 100, cfg.chunk_chars
+                [r.text for r in read_texts(general_f).records], args.eval_texts, cfg.chunk_chars
             )
             naive_evaluation(paths, cfg, forget, holdout, retain, general)
             naive = counter.reset()
         finally:
             counter.close()
         n_models = len(paths)
-        print(f"\n== forward passes of one evaluation ({n_models} models) ==")
+        print(
+            f"\n== forward passes of one evaluation ({n_models} models, each also quantized to "
+            f"{args.quant_bits or 'no'} bits) =="
+        )
         for name, c in (
             ("naive, per metric", naive),
             ("memaudit unlearn-eval", ours),

@@ -208,6 +208,7 @@ def evaluated(lab):
         prefix_tokens=16,
         suffix_tokens=16,
         eval_texts=60,
+        quant_bits="4",  # one width: the attack's own tests are in test_unlearn_quant.py
         n_bootstrap=200,
         out=str(root / "eval"),
         cache_dir=str(root / "cache"),
@@ -245,6 +246,7 @@ def test_every_method_lowers_extraction_and_the_evaluation_sees_the_costs(evalua
     # never had it
     assert ev["ga"]["relearn"]["nll_recovered"] > ev["retrained"]["relearn"]["nll_recovered"] + 1.0
     assert (out / "report.html").read_text().count("relearning attack") >= 3
+    assert all(set(m["forgetting_survives_quantization"]) == {"4"} for m in ev.values())
 
 
 def test_calibration_curves_come_from_the_saved_steps(evaluated):

@@ -48,8 +48,9 @@ def unlearn(cfg: UnlearnConfig) -> None:
 
 @config_command(app, "unlearn-eval", UnlearnEvalConfig)
 def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
-    """Is it gone? Extraction, MIA, retain cost, a relearning attack and calibration, for every
-    model side by side.
+    """Is it gone? Extraction, MIA, retain cost, a relearning attack, a quantization attack,
+    forget quality and PrivLeak against the retrained model, and calibration, for every model
+    side by side.
     """
     from memaudit.unlearn.evaluate import run_unlearn_eval
 
@@ -63,6 +64,8 @@ def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
         "MIA AUC (loss)",
         "retain dNLL",
         "relearn: NLL recovered",
+        "survives quantization",
+        "PrivLeak",
     ):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, m in results["evaluation"].items():
@@ -75,7 +78,17 @@ def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
             f"{m['mia']['loss']['value']:.3f}",
             f"{d['value']:+.3f}" if d else "-",
             f"{r['nll_recovered']:.2f}" if r else "-",
+            _survives(m.get("forgetting_survives_quantization")),
+            f"{100 * m['vs_retrained']['privleak']:+.1f}%" if "vs_retrained" in m else "-",
         )
     out_console.print(table)
     say_skipped(results["data"]["skipped"], path / "results.json")
     out_console.print(f"results: {path / 'results.json'}\nreport:  {path / 'report.html'}")
+
+
+def _survives(flags: dict | None) -> str:
+    """'8:yes 4:NO' from ``forgetting_survives_quantization`` ('-' where not applicable)."""
+    if not flags:
+        return "-"
+    word = {True: "yes", False: "NO", None: "-"}
+    return " ".join(f"{bits}:{word[v]}" for bits, v in flags.items())

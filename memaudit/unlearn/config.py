@@ -267,6 +267,17 @@ class UnlearnEvalConfig:
     suffix_tokens: int = setting(32, help="Continuation tokens compared.")
     relearn_steps: int = setting(10, help="Fine-tuning steps of the relearning attack (0: skip).")
     relearn_lr: float = setting(1e-3, help="Learning rate of the relearning attack.")
+    quant_bits: str = setting(
+        "8,4",
+        help="Quantization attack: bit widths each model is re-measured at (round-to-nearest, "
+        "group-wise); '' or 'none' skips it.",
+    )
+    quant_group_size: int = setting(
+        128,
+        minimum=1,
+        help="Quantization attack: consecutive input weights sharing one grid (a shorter row is "
+        "one group).",
+    )
     retain_budget: float = setting(
         0.1, help="Calibration: the retain NLL increase (nats/token) methods are compared within."
     )
@@ -286,6 +297,34 @@ class UnlearnEvalConfig:
             raise InputError("give --retrained DIR or --retrain, not both")
         if self.eval_texts < 2 or self.relearn_steps < 0 or self.retain_budget < 0:
             raise InputError("eval_texts must be >= 2, relearn_steps and retain_budget >= 0")
+        parse_quant_bits(self.quant_bits)
+
+    def bit_widths(self) -> tuple[int, ...]:
+        """The quantization attack's bit widths, in the order given."""
+        return parse_quant_bits(self.quant_bits)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+QUANT_BITS = range(2, 9)  # below 2 bits nothing is left; above 8 the grid is finer than bf16's
+
+
+def parse_quant_bits(text: str) -> tuple[int, ...]:
+    """``"8,4"`` -> ``(8, 4)``; ``""`` or ``"none"`` -> ``()``.
+
+    >>> parse_quant_bits("8, 4"), parse_quant_bits("none")
+    ((8, 4), ())
+    """
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        bits = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        bits = ()
+    if not bits or any(b not in QUANT_BITS for b in bits) or len(set(bits)) < len(bits):
+        raise InputError(
+            f"quant_bits must be distinct bit widths from 2 to 8 like '8,4' (or 'none'), "
+            f"got '{text}'"
+        )
+    return bits

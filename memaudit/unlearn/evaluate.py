@@ -12,7 +12,12 @@ same way, from one scoring pass per text (cached, so the original is never score
 - a relearning attack: a few fine-tuning steps on half of the forget set, then extraction
   and NLL on the other half (forgetting that is only suppression comes back);
 - calibration: checkpoints along each method's run (``unlearn --save-every``) give a
-  forget-vs-retain trade-off curve; methods are compared at matched retain cost.
+  forget-vs-retain trade-off curve; methods are compared at matched retain cost;
+- a quantization attack: each model re-measured (forget extraction, MIA, retain NLL) after
+  round-to-nearest weight quantization to each ``--quant-bits`` width (``quantize.py``), and
+  flagged when its forgetting does not survive (``compare.quantization_recovery``);
+- against the retrained model, when there is one: TOFU's forget quality, MUSE's PrivLeak and the
+  over-/under-unlearning flags (``compare.against_retrained``).
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from memaudit.models.hf import LoadOptions, load_causal_lm
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings, score_texts
 
+from .compare import against_retrained, quantization_recovery
 from .config import UnlearnEvalConfig
 from .loop import pad_batch
+from .quantize import quantized_lm
 from .run import UNLEARN_RECORD
 
 
@@ -95,7 +102,7 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     elif config.retrained:
         models["retrained"] = config.retrained
     half_a, half_b = _halves(len(sets.forget), config.seed)
-    per_model, described, rows, originals = {}, {}, [], None
+    per_model, described, rows, originals, forget_nll = {}, {}, [], None, {}
     for name, path in models.items():
         m = evaluate_model(
             path, sets, config, (half_a, half_b), baseline=originals, progress=progress
@@ -104,6 +111,7 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
             originals = m.per_text_nll
         per_model[name] = m.measures
         described[name] = m.described
+        forget_nll[name] = m.per_text_nll[sets.slices()["forget"]]
         per_model[name]["kind"] = (
             "original"
             if name == "original"
@@ -112,6 +120,8 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
             else "unlearned"
         )
         rows += [{"model": name, **r} for r in m.rows]
+    quantization_flags(per_model)
+    retrained_note = compare_with_retrained(per_model, forget_nll)
     calibration = calibrate(
         {n: p for n, p in models.items() if per_model[n]["kind"] == "unlearned"},
         sets,
@@ -128,8 +138,20 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
             "skipped": [s.to_dict() for s in sets.skipped],
         },
         "evaluation": per_model,
+        "against_retrained": retrained_note,
+        "quantization": {
+            "bits": list(config.bit_widths()),
+            "group_size": config.quant_group_size,
+            "rule": "forgetting does not survive when the quantized model recovers at least half "
+            "of the forget exact-extraction gap or of the forget NLL gap to the original",
+        },
         "calibration": calibration,
-        "timings_s": {"total": time.perf_counter() - t0},
+        "timings_s": {
+            "total": time.perf_counter() - t0,
+            "quantization_attack": sum(
+                q["seconds"] for d in described.values() for q in d.get("quantized", {}).values()
+            ),
+        },
     }
     run.write_scores({k: [r.get(k) for r in rows] for k in rows[0]})
     render = None
@@ -224,10 +246,7 @@ def evaluate_model(
     )  # once: prompts, generation and relearning all use them
     prompts = [prompt_length(lm, r, t, config.prefix_tokens) for r, t in zip(sets.forget, ids)]
     forget_scores = [inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)]
-    exact_flags = [
-        bool(t.is_argmax[k - 1 : k - 1 + config.suffix_tokens].all())
-        for t, k in zip(forget_scores, prompts)
-    ]
+    exact_flags = _exact_flags(forget_scores, prompts, config.suffix_tokens)
     every = [*inputs.target, *rest]
     nll = np.array([-float(np.mean(t.logp)) for t in every])  # mean token NLL per text
     ntok = np.array([len(t.logp) for t in every])
@@ -276,12 +295,126 @@ def evaluate_model(
             out["relearn"] = relearn_attack(
                 lm, ids, prompts, halves, config, before=(exact_flags, continuation_nll)
             )
+        if config.bit_widths():
+            out["quantized"], quantized = quantization_attack(
+                lm, sets, config, prompts, nll, cache=cache, progress=progress
+            )
+    described = lm.describe()
+    if full and config.bit_widths():
+        described["quantized"] = quantized
     rows = [
         {"set": s, "id": rec_id, "nll": float(nll[i])}
         for s, sl_ in sl.items()
         for i, rec_id in zip(range(sl_.start, sl_.stop), _ids(sets, s))
     ]
-    return ModelEvaluation(measures=out, per_text_nll=nll, described=lm.describe(), rows=rows)
+    return ModelEvaluation(measures=out, per_text_nll=nll, described=described, rows=rows)
+
+
+def _exact_flags(forget_scores, prompts: list[int], suffix: int) -> list[bool]:
+    """Per forget text: is every continuation token the argmax (so greedy decoding from the
+    prompt reproduces it)?"""
+    return [bool(t.is_argmax[k - 1 : k - 1 + suffix].all()) for t, k in zip(forget_scores, prompts)]
+
+
+def quantization_attack(
+    lm, sets: EvalSets, config: UnlearnEvalConfig, prompts: list[int], nll, *, cache, progress
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The model re-measured after fake quantization to each bit width.
+
+    Per width: forget exact extraction (argmax flags) and NLL, MIA forget vs holdout with the
+    lab's attacks that need no second view (loss, zlib, min_k, min_k_pp: the lowercase attack
+    would cost a second pass), retain NLL and its paired change from the model before
+    quantization (``nll``: its per-text NLL). The general corpus is not scored. Each quantized copy
+    has its own fingerprint, so its scores are cached apart and reused by a second run.
+
+    Returns the measures (results.json's ``evaluation[model]["quantized"]``) and each copy's
+    description (fingerprint and what was quantized).
+    """
+    texts, sl = sets.texts(), sets.slices()
+    n_mia = sl["holdout"].stop
+    specs = [s for s in parse_attacks(LAB_ATTACKS) if not s.attack.needs]
+    labels = np.r_[np.ones(len(sets.forget), int), np.zeros(len(sets.holdout), int)]
+    measures, described = {}, {}
+    for bits in config.bit_widths():
+        t0 = time.perf_counter()
+        qlm = quantized_lm(lm, bits=bits, group_size=config.quant_group_size)
+        inputs, stats = score_views(
+            qlm, None, texts[:n_mia], ScoreSettings(), lowercase=False, cache_root=cache
+        )
+        retain, retain_stats = score_texts(
+            qlm, texts[sl["retain"]], ScoreSettings(), cache_root=cache
+        )
+        forget_scores = [
+            inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)
+        ]
+        every = [*inputs.target, *retain]  # forget, holdout, retain: the slices' order
+        q_nll = np.array([-float(np.mean(t.logp)) for t in every])
+        ntok = np.array([len(t.logp) for t in every])
+        measures[str(bits)] = {
+            "bits": bits,
+            "group_size": config.quant_group_size,
+            "fingerprint": qlm.fingerprint,
+            "forget": {
+                "exact": _rate(_exact_flags(forget_scores, prompts, config.suffix_tokens)),
+                "nll": _mean_ci(q_nll[sl["forget"]], ntok[sl["forget"]], config),
+            },
+            "mia": {
+                s.column: membership_metrics(
+                    s(inputs), labels, n_bootstrap=config.n_bootstrap, seed=config.seed
+                )["auc"].to_dict()
+                for s in specs
+            },
+            # the change is from this model unquantized: what quantization itself costs
+            "retain": _nll_block(q_nll, ntok, sl["retain"], nll, config),
+            "passes": {"scoring": stats["target"].forward_passes + retain_stats.forward_passes},
+        }
+        described[str(bits)] = {**qlm.quantization, "seconds": time.perf_counter() - t0}
+        del qlm  # one quantized copy in memory at a time
+    return measures, described
+
+
+def quantization_flags(per_model: dict[str, dict]) -> None:
+    """Add to each quantized block how much forgetting came back, and to each model
+    ``forgetting_survives_quantization`` per bit width (None for the original, and where the model
+    forgot nothing)."""
+    original = per_model["original"]
+    for name, m in per_model.items():
+        if "quantized" not in m:
+            continue
+        for q in m["quantized"].values():
+            q.update(
+                quantization_recovery(m, q, original)
+                if name != "original"
+                else {"recovered": None, "survives": None}
+            )
+        m["forgetting_survives_quantization"] = {
+            b: q["survives"] for b, q in m["quantized"].items()
+        }
+
+
+def compare_with_retrained(per_model: dict[str, dict], forget_nll: dict[str, np.ndarray]) -> dict:
+    """Forget quality, PrivLeak and the over-/under-unlearning flags of every other model against
+    the retrained one (``evaluation[model]["vs_retrained"]``); what results.json says when there
+    is no retrained model."""
+    if "retrained" not in per_model:
+        return {
+            "available": False,
+            "note": "no retrained model (--retrained DIR or --retrain): forget quality, PrivLeak "
+            "and the over-/under-unlearning flags are measured against one",
+        }
+    for name, m in per_model.items():
+        if name != "retrained":
+            m["vs_retrained"] = against_retrained(
+                m, per_model["retrained"], forget_nll[name], forget_nll["retrained"]
+            )
+    return {
+        "available": True,
+        "forget_quality": "KS-test p-value, per-text mean NLL of the forget texts (TOFU's form)",
+        "privleak": "(AUC_u - AUC_r) / AUC_r in MUSE's orientation (holdout the positive class), "
+        "loss attack; a fraction (MUSE prints x100)",
+        "flags": "over_unlearning: the loss AUC's bootstrap 95% CI wholly below the retrained "
+        "AUC; under_unlearning: wholly above",
+    }
 
 
 def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) -> int:
