@@ -42,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memaudit.io.corpus import load_corpus, stdlib_snippets  # noqa: E402
-from memaudit.io.texts import read_texts, write_texts  # noqa: E402
+from memaudit.io.texts import TextRecord, read_texts, write_texts  # noqa: E402
 from memaudit.lab.canaries import make_canaries, split_ledger, write_texts_with_prefix  # noqa: E402
 from memaudit.lab.lm import (  # noqa: E402
     EOS,
@@ -56,9 +56,11 @@ from memaudit.lab.lm import (  # noqa: E402
 from memaudit.models.generation import greedy_generate  # noqa: E402
 from memaudit.models.hf import load_causal_lm  # noqa: E402
 from memaudit.unlearn.evaluate import UnlearnEvalConfig, corpus_chunks, run_unlearn_eval  # noqa: E402
+from memaudit.unlearn.idk import alternative_sequences  # noqa: E402
 from memaudit.unlearn.loop import LoopSettings, pad_batch, sequence_logp, unlearn_loop  # noqa: E402
 from memaudit.unlearn.methods import METHODS  # noqa: E402
 from memaudit.unlearn.quantize import quantized_lm  # noqa: E402
+from memaudit.unlearn.rmu import Steering  # noqa: E402
 from memaudit.unlearn.run import UnlearnConfig, run_unlearn  # noqa: E402
 
 
@@ -104,6 +106,7 @@ def step_times(model, tokenizer, forget_texts, retain_docs, steps: int) -> dict:
 
     def timed_loop(m, method):
         stamps = [time.perf_counter()]
+        records = [TextRecord(f"f{i}", t) for i, t in enumerate(forget_texts)]
         unlearn_loop(
             m,
             forget,
@@ -112,6 +115,19 @@ def step_times(model, tokenizer, forget_texts, retain_docs, steps: int) -> dict:
             settings,
             pad_id=eos,
             on_step=lambda s, e: stamps.append(time.perf_counter()),
+            alternatives=alternative_sequences(
+                tokenizer,
+                records,
+                [f[:-1] for f in forget],
+                UnlearnConfig.__dataclass_fields__["idk_answers"].default,
+                seed=0,
+                eos=eos,
+            )
+            if method.needs_alternatives
+            else None,
+            steering=Steering.build(m, layer=None, coefficient=20.0, alpha=100.0, seed=0)
+            if method.needs_activations
+            else None,
         )
         return statistics.median(
             b - a for a, b in zip(stamps[1:], stamps[2:])

@@ -38,7 +38,7 @@ from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.corpus import load_corpus
 from memaudit.io.texts import Skipped, TextRecord, read_texts
-from memaudit.lab.evaluate import LAB_ATTACKS, prefix_cut
+from memaudit.lab.evaluate import LAB_ATTACKS
 from memaudit.lab.lm import EOS
 from memaudit.lab.verbatim import compare
 from memaudit.metrics import membership_metrics, wilson_interval
@@ -49,6 +49,7 @@ from memaudit.scoring.engine import ScoreSettings, score_texts
 
 from .compare import against_retrained, quantization_recovery
 from .config import UnlearnEvalConfig
+from .curve import prompt_length
 from .loop import pad_batch
 from .quantize import quantized_lm
 from .run import UNLEARN_RECORD
@@ -244,7 +245,9 @@ def evaluate_model(
     ids = lm.encode(
         [r.text for r in sets.forget]
     )  # once: prompts, generation and relearning all use them
-    prompts = [prompt_length(lm, r, t, config.prefix_tokens) for r, t in zip(sets.forget, ids)]
+    prompts = [
+        prompt_length(lm.tokenizer, r, t, config.prefix_tokens) for r, t in zip(sets.forget, ids)
+    ]
     forget_scores = [inputs.target.text(i) for i in range(sl["forget"].start, sl["forget"].stop)]
     exact_flags = _exact_flags(forget_scores, prompts, config.suffix_tokens)
     every = [*inputs.target, *rest]
@@ -417,15 +420,6 @@ def compare_with_retrained(per_model: dict[str, dict], forget_nll: dict[str, np.
     }
 
 
-def prompt_length(lm, record: TextRecord, ids: list[int], prefix_tokens: int) -> int:
-    """Tokens of the text given as the prompt: up to its ``prefix`` field when it has one
-    (canaries), else ``prefix_tokens`` (at most half the text)."""
-    prefix = record.meta.get("prefix")
-    if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
-        return prefix_cut(lm.tokenizer, ids, prefix)
-    return max(1, min(prefix_tokens, len(ids) // 2))
-
-
 def relearn_attack(
     lm, ids: list[list[int]], prompts: list[int], halves, config: UnlearnEvalConfig, *, before
 ) -> dict:
@@ -563,7 +557,11 @@ def _ids(sets: EvalSets, name: str) -> list[str]:
 
 
 def _model_name(path: str, taken: dict) -> str:
+    """The method's name (``npo-lora`` for LoRA adapters), else the dir's; ``-2``... if taken."""
+    record = Path(path) / UNLEARN_RECORD
+    lora = json.loads(record.read_text()).get("lora") if record.is_file() else None
     name = _method_of(path) or Path(path).name
+    name = f"{name}-lora" if lora else name
     base, k = name, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1
