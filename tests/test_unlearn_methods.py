@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from memaudit.errors import InputError
 from memaudit.lab.lm import build_model
 from memaudit.models.hf import load_causal_lm
 from memaudit.unlearn.idk import alternative_sequences, prompt_tokens
@@ -18,6 +19,11 @@ from memaudit.unlearn.rmu import Steering
 from memaudit.unlearn.run import UNLEARN_RECORD, UnlearnConfig, run_unlearn
 
 f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_kfac_rho_is_checked_at_the_flag():
+    with pytest.raises(InputError, match="--rho must be in"):
+        UnlearnConfig(model="m", forget="f", out="o", method="kfac", rho=0.0)
 
 
 def hand_inputs(**extra):

@@ -125,6 +125,7 @@ def test_privleak_is_muses_formula_on_a_hand_case():
     expected = (muse(forget_u, holdout_u) - muse(forget_r, holdout_r)) / muse(forget_r, holdout_r)
     got = privleak(ours(forget_u, holdout_u), ours(forget_r, holdout_r))
     assert got == pytest.approx(expected) and got < 0  # under-unlearning is negative, as in MUSE
+    assert privleak(0.7, 1.0) is None  # MUSE's denominator is 0: undefined, not a crash
 
 
 def test_over_and_under_unlearning_flags_on_hand_cases():

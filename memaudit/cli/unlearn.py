@@ -79,7 +79,9 @@ def unlearn_eval(cfg: UnlearnEvalConfig) -> None:
             f"{d['value']:+.3f}" if d else "-",
             f"{r['nll_recovered']:.2f}" if r else "-",
             _survives(m.get("forgetting_survives_quantization")),
-            f"{100 * m['vs_retrained']['privleak']:+.1f}%" if "vs_retrained" in m else "-",
+            f"{100 * m['vs_retrained']['privleak']:+.1f}%"
+            if m.get("vs_retrained", {}).get("privleak") is not None
+            else "-",
         )
     out_console.print(table)
     say_skipped(results["data"]["skipped"], path / "results.json")

@@ -57,6 +57,7 @@ OUTPUT_NAMES = {
     ),
     "model": (
         "*.json", "*.jsonl", "*.safetensors", "merges.txt", "vocab.txt", "*.model", "*.tmp",
+        "*.jinja", "additional_chat_templates",
         "checkpoint*",
         "step-*", "replication", "adapter",
     ),
@@ -132,9 +133,7 @@ def prepare_out_dir(
             raise InputError(f"--out must not be or contain the input {item}", path=where)
     foreign = path.is_dir() and any(path.iterdir()) and not made_by_memaudit(path, kind)
     if foreign and not overwrite:
-        raise InputError(
-            f"{_whose(path)}; choose a new --out, or pass --overwrite to write into it", path=where
-        )
+        raise InputError(_whose(path), path=where)
     if foreign and (taken := clashes(path, kind)):
         raise InputError(
             f"--overwrite would replace {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}"
@@ -157,8 +156,11 @@ def prepare_out_dir(
 def _whose(path: Path) -> str:
     record = read_marker(path)
     if record and record.get("owned", True) is True and isinstance(record.get("kind"), str):
-        return f"holds a memaudit {record['kind']} output, not this command's"
-    return "holds files memaudit did not write"
+        return f"holds a memaudit {record['kind']} output, not this command's; choose a new --out"
+    return (
+        "holds files memaudit did not write; choose a new --out, or pass --overwrite to write "
+        "into it"
+    )
 
 
 def write_marker(

@@ -33,7 +33,7 @@ def forget_quality(unlearned: np.ndarray, retrained: np.ndarray) -> dict[str, fl
     return {"ks_statistic": float(test.statistic), "p_value": float(test.pvalue), "n": len(u)}
 
 
-def privleak(auc_unlearned: float, auc_retrained: float) -> float:
+def privleak(auc_unlearned: float, auc_retrained: float) -> float | None:
     """MUSE's PrivLeak from memaudit's forget-vs-holdout AUCs (forget = members).
 
     MUSE (Shi et al. 2024) defines ``PrivLeak = (AUC(f_unlearn) - AUC(f_retrain)) / AUC(f_retrain)``
@@ -45,7 +45,11 @@ def privleak(auc_unlearned: float, auc_retrained: float) -> float:
 
     >>> round(privleak(0.5, 0.5), 6), round(privleak(1.0, 0.5), 6), round(privleak(0.2, 0.5), 6)
     (0.0, -1.0, 0.6)
+
+    Undefined (None) when the retrained model's AUC is 1: MUSE's denominator is then 0.
     """
+    if auc_retrained >= 1.0:
+        return None
     return (auc_retrained - auc_unlearned) / (1.0 - auc_retrained)
 
 

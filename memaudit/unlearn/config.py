@@ -140,6 +140,8 @@ class UnlearnConfig:
 
         if self.method not in EDIT_METHODS:
             METHODS.get(self.method)  # "did you mean" for an unknown name
+        if not (math.isfinite(self.rho) and 0 < self.rho <= 1):
+            raise InputError(f"--rho must be in (0, 1], got {self.rho}")
         if self.save_every < 0 or self.kfac_batches < 1:
             raise InputError("save_every must be >= 0 and kfac_batches >= 1")
         if not self.idk_answers or not all(a.strip() for a in self.idk_answers):

@@ -124,70 +124,72 @@ def unlearn_loop(
     optimizer = torch.optim.AdamW(trained, lr=settings.lr, weight_decay=0.0)
     model.train()
     log = []
-    for step in range(settings.steps):
-        rows = [
-            order[(step * settings.batch_size + i) % len(forget)]
-            for i in range(min(settings.batch_size, len(forget)))
-        ]
-        ids, mask = pad_batch([forget[r] for r in rows], pad_id, device)
-        with _capture(steering) as forget_hidden:
-            tokens, scored = token_logp(model, ids, mask)  # (B, T-1) each
-        logp, n = (tokens * scored).sum(1), scored.sum(1)
-        retain_nll = None
-        with _capture(steering) as retain_hidden:
-            if use_retain and retain_batch is not None:
-                batch = retain_batch(step).to(device)  # (B, T)
-                retain_nll = model(input_ids=batch, labels=batch).loss
-        alt_logp = None
-        if alternatives is not None:
-            alt_logp = sequence_logp(
-                model, *pad_batch([alternatives[r] for r in rows], pad_id, device)
-            )[0]
-        activations = None
-        if steering is not None:
-            activations = Activations(
-                forget_hidden[0],
-                mask,
-                retain_hidden[0],
-                steering.original_hidden(model, batch, torch.ones_like(batch)),
-                steering.target,
-                steering.alpha,
+    try:
+        for step in range(settings.steps):
+            rows = [
+                order[(step * settings.batch_size + i) % len(forget)]
+                for i in range(min(settings.batch_size, len(forget)))
+            ]
+            ids, mask = pad_batch([forget[r] for r in rows], pad_id, device)
+            with _capture(steering) as forget_hidden:
+                tokens, scored = token_logp(model, ids, mask)  # (B, T-1) each
+            logp, n = (tokens * scored).sum(1), scored.sum(1)
+            retain_nll = None
+            with _capture(steering) as retain_hidden:
+                if use_retain and retain_batch is not None:
+                    batch = retain_batch(step).to(device)  # (B, T)
+                    retain_nll = model(input_ids=batch, labels=batch).loss
+            alt_logp = None
+            if alternatives is not None:
+                alt_logp = sequence_logp(
+                    model, *pad_batch([alternatives[r] for r in rows], pad_id, device)
+                )[0]
+            activations = None
+            if steering is not None:
+                activations = Activations(
+                    forget_hidden[0],
+                    mask,
+                    retain_hidden[0],
+                    steering.original_hidden(model, batch, torch.ones_like(batch)),
+                    steering.target,
+                    steering.alpha,
+                )
+            x = StepInputs(
+                logp,
+                n,
+                None if reference is None else reference[rows].to(device),
+                retain_nll,
+                beta,
+                settings.gamma,
+                settings.retain_weight,
+                forget_length=mask.sum(1),
+                forget_token_logp=tokens,
+                forget_token_mask=scored,
+                alternative_logp=alt_logp,
+                alternative_reference_logp=None
+                if alt_reference is None
+                else alt_reference[rows].to(device),
+                activations=activations,
             )
-        x = StepInputs(
-            logp,
-            n,
-            None if reference is None else reference[rows].to(device),
-            retain_nll,
-            beta,
-            settings.gamma,
-            settings.retain_weight,
-            forget_length=mask.sum(1),
-            forget_token_logp=tokens,
-            forget_token_mask=scored,
-            alternative_logp=alt_logp,
-            alternative_reference_logp=None
-            if alt_reference is None
-            else alt_reference[rows].to(device),
-            activations=activations,
-        )
-        loss = method.loss(x)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        entry = {
-            "step": step + 1,
-            "loss": loss.item(),
-            "forget_nll": (-logp.sum() / n.sum()).item(),
-        }
-        if retain_nll is not None:
-            entry["retain_nll"] = retain_nll.item()
-        log.append(entry)
-        if on_step is not None:
-            on_step(step + 1, entry)
-    model.eval()
-    for p in frozen:
-        p.requires_grad_(True)
+            loss = method.loss(x)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            entry = {
+                "step": step + 1,
+                "loss": loss.item(),
+                "forget_nll": (-logp.sum() / n.sum()).item(),
+            }
+            if retain_nll is not None:
+                entry["retain_nll"] = retain_nll.item()
+            log.append(entry)
+            if on_step is not None:
+                on_step(step + 1, entry)
+    finally:  # also on an error (e.g. from on_step): the model is left as it came
+        model.eval()
+        for p in frozen:
+            p.requires_grad_(True)
     return log
 
 

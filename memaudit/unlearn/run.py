@@ -122,12 +122,12 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             **lora_summary(model, rank=config.lora_rank, alpha=config.alpha, targets=targets),
             "adapter": None,
         }
+    modules = mlp_layers(model, config.layers) if config.method == "kfac" else {}
     inputs = [config.model, config.forget, config.retain, config.holdout]
     prepare_out_dir(out, kind="model:unlearn", inputs=inputs, overwrite=config.overwrite)
     _clear_earlier_outputs(out)
     log: list[dict] = []
     if config.method == "kfac":
-        modules = mlp_layers(model, config.layers)
         factors = collect_factors(model, kfac_batches, modules, progress=progress)
         edit = curvature_edit(modules, factors, config.rho)
         log.append({"edit": edit})
