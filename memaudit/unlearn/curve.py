@@ -22,7 +22,7 @@ from memaudit.io.texts import TextRecord
 from memaudit.lab.evaluate import prefix_cut
 from memaudit.metrics import roc_auc
 
-from .loop import pad_batch
+from .loop import pad_batch, token_logp
 
 EVAL_FILE = "eval.jsonl"
 
@@ -119,9 +119,7 @@ def _windows_nll(model, windows: torch.Tensor, batch_size: int) -> float:
     total = 0.0
     for start in range(0, len(windows), batch_size):
         ids = windows[start : start + batch_size].to(device)  # (B, T)
-        logits = model(input_ids=ids).logits[:, :-1].float()  # (B, T-1, V)
-        logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])  # (B, T-1, 1)
-        total -= float(logp.sum())
+        total -= float(token_logp(model, ids, torch.ones_like(ids))[0].sum())
     return total / (windows.shape[0] * (windows.shape[1] - 1))
 
 

@@ -49,7 +49,7 @@ from memaudit.scoring.engine import ScoreSettings, score_texts
 
 from .compare import against_retrained, quantization_recovery
 from .config import UnlearnEvalConfig
-from .curve import prompt_length
+from .curve import prompt_length, token_stats
 from .loop import pad_batch
 from .quantize import quantized_lm
 from .run import UNLEARN_RECORD
@@ -468,15 +468,11 @@ def _teacher_forced(
     """Per sequence: does greedy decoding from its prompt reproduce it (all continuation tokens
     argmax), and its continuation NLL.
     """
-    ids, mask = pad_batch(seqs, pad_id, next(model.parameters()).device)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, T-1, V)
-    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    is_max = logits.argmax(-1) == ids[:, 1:]
     exact, nll = [], []
-    for r, (s, k) in enumerate(zip(seqs, prompts)):
-        span = slice(k - 1, min(len(s) - 1, k - 1 + suffix))
-        exact.append(bool(is_max[r, span].all()))
-        nll.append(float(-logp[r, span].mean()))
+    for (logp, is_max), k in zip(token_stats(model, seqs, pad_id, len(seqs)), prompts):
+        span = slice(k - 1, k - 1 + suffix)
+        exact.append(bool(is_max[span].all()))
+        nll.append(float(-logp[span].mean()))
     return exact, nll
 
 
@@ -558,10 +554,9 @@ def _ids(sets: EvalSets, name: str) -> list[str]:
 
 def _model_name(path: str, taken: dict) -> str:
     """The method's name (``npo-lora`` for LoRA adapters), else the dir's; ``-2``... if taken."""
-    record = Path(path) / UNLEARN_RECORD
-    lora = json.loads(record.read_text()).get("lora") if record.is_file() else None
-    name = _method_of(path) or Path(path).name
-    name = f"{name}-lora" if lora else name
+    record = _record_of(path)
+    name = record.get("method") or Path(path).name
+    name = f"{name}-lora" if record.get("lora") else name
     base, k = name, 2
     while name in taken:
         name, k = f"{base}-{k}", k + 1
@@ -569,5 +564,10 @@ def _model_name(path: str, taken: dict) -> str:
 
 
 def _method_of(path: str) -> str | None:
+    return _record_of(path).get("method")
+
+
+def _record_of(path: str) -> dict:
+    """The unlearn record of a model dir (empty for a model ``unlearn`` did not write)."""
     record = Path(path) / UNLEARN_RECORD
-    return json.loads(record.read_text()).get("method") if record.is_file() else None
+    return json.loads(record.read_text()) if record.is_file() else {}

@@ -15,15 +15,14 @@ import numpy as np
 
 from memaudit.errors import InputError
 from memaudit.io.texts import TextRecord
-from memaudit.lab.evaluate import prefix_cut
+
+from .curve import prompt_length
 
 
 def prompt_tokens(tokenizer, record: TextRecord, ids: Sequence[int]) -> int:
-    """How many of a forget text's tokens are its prompt (at least 1)."""
-    prefix = record.meta.get("prefix")
-    if isinstance(prefix, str) and prefix and record.text.startswith(prefix):
-        return prefix_cut(tokenizer, list(ids), prefix)
-    return max(1, len(ids) // 2)
+    """How many of a forget text's tokens are its prompt (at least 1): unlearn-eval's rule, with
+    no token budget beyond the half."""
+    return prompt_length(tokenizer, record, list(ids), len(ids))
 
 
 def alternative_sequences(
