@@ -11,7 +11,7 @@ so phi(q) . phi(k) = 1 + q.k/sqrt(f) + (q.k)^2 / (2 f), the Taylor expansion of 
 gated convolutions); here one ``based`` mixer runs both branches side by side and adds their
 outputs, so each layer's state is the Taylor state plus the window's KV cache::
 
-    n_heads * ((1 + f + f^2) * d_v + 1 + f)  +  2 * min(T, w) * d_model
+    n_heads * (1 + f + f^2) * (d_v + 1)  +  2 * min(T, w) * d_model
 
 The short convolutions of BASED are left out. f = ``cfg.state`` (default 16, at most head_dim),
 w = ``cfg.window`` (default 64). Where flash-linear-attention is installed and a GPU is present

@@ -2,17 +2,20 @@
 long-term memory, a 2-layer MLP per head whose weights are trained *while reading* by gradient
 descent on an associative loss, beside a short sliding-window attention.
 
-Per head, with L2-normalised keys/queries k_t, q_t (d_h), values v_t (d_h) and memory
+Per head, with L2-normalised keys, queries and values k_t, q_t, v_t (d_h) and memory
 M_W(x) = W2 silu(W1 x) (W1: h x d_h, W2: d_h x h, h = ``cfg.state``, default head_dim)::
 
     loss_t  = || M_{W_{t-1}}(k_t) - v_t ||^2
-    m_t     = eta_t m_{t-1} - theta_t grad_W loss_t          (momentum: the "surprise")
+    g_t     = grad_W loss_t / max(1, ||grad_W loss_t||)       (clipped, W1 and W2 together)
+    m_t     = eta_t m_{t-1} - theta_t g_t                     (momentum: the "surprise")
     W_t     = (1 - alpha_t) W_{t-1} + m_t                     (weight decay = forgetting)
-    r_t     = M_{W_t}(q_t)
+    r_t     = RMSNorm(M_{W_t}(q_t))
 
 eta_t, theta_t, alpha_t in (0, 1) are data-dependent (sigmoid of a linear map of x_t, per head).
 The gradient is written out in closed form (two matrix products and silu'), so training
-differentiates through every update end to end, and the initial W1, W2 are learned. Updates are
+differentiates through every update end to end, and the initial W1, W2 are learned. The clip
+and the read's norm keep the memory finite: without them, on random inputs at the default gate
+biases, the reads overflowed to NaN within 100-400 tokens. Updates are
 per token (the paper's mini-batch-in-chunk gradients are not used), so ``forward`` runs the same
 recurrence as ``step`` over the sequence, beside the parallel window attention.
 
@@ -52,6 +55,7 @@ class Titans(nn.Module):
             )
         self.w1 = nn.Parameter(torch.randn(cfg.n_heads, self.hidden, self.dh) * self.dh**-0.5)
         self.w2 = nn.Parameter(torch.randn(cfg.n_heads, self.dh, self.hidden) * self.hidden**-0.5)
+        self.read_norm = nn.RMSNorm(self.dh)  # the read's scale grows with the memory's weights
         self.read = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.mix = nn.Linear(cfg.d_model, cfg.d_model)
         self.window = WindowAttention(cfg.d_model, cfg.n_heads, cfg.window_size)
@@ -61,11 +65,18 @@ class Titans(nn.Module):
         w2 = self.w2.expand(batch, -1, -1, -1)  # (B, H, dh, h)
         return {"w1": w1, "w2": w2, "m1": torch.zeros_like(w1), "m2": torch.zeros_like(w2)}
 
-    def memorize(self, x_t: torch.Tensor, mem: dict) -> tuple[torch.Tensor, dict]:
-        """One token: update the memory on (k_t, v_t), read it at q_t -> (B, H, dh)."""
-        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x_t).chunk(3, dim=-1))
-        q, k = nn.functional.normalize(q, dim=-1), nn.functional.normalize(k, dim=-1)
-        theta, eta, alpha = self.gates(x_t).sigmoid().chunk(3, dim=-1)  # (B, H) each
+    def project(self, x: torch.Tensor):
+        """q, k, v (unit norm): (B, H, [T,] dh); theta, eta, alpha: (B, H, [T])."""
+        q, k, v = (split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))
+        q, k, v = (nn.functional.normalize(t, dim=-1) for t in (q, k, v))
+        gates = self.gates(x).sigmoid()  # (B, [T,] 3H)
+        gates = gates.transpose(1, 2) if gates.dim() == 3 else gates
+        return (q, k, v, *gates.chunk(3, dim=1))
+
+    def memorize(self, token: tuple, mem: dict) -> tuple[torch.Tensor, dict]:
+        """One token's (q, k, v, theta, eta, alpha): update the memory on (k, v), read it at q
+        -> (B, H, dh)."""
+        q, k, v, theta, eta, alpha = token
         w1, w2 = mem["w1"], mem["w2"]
         pre = (w1 @ k[..., None])[..., 0]  # (B, H, h)
         act = nn.functional.silu(pre)
@@ -73,6 +84,11 @@ class Titans(nn.Module):
         g2 = 2 * err[..., :, None] * act[..., None, :]  # (B, H, dh, h)
         d_pre = (w2.transpose(-1, -2) @ (2 * err)[..., None])[..., 0] * silu_grad(pre)  # (B, H, h)
         g1 = d_pre[..., :, None] * k[..., None, :]  # (B, H, h, dh)
+        # clipped to norm 1 (W1 and W2 together): with momentum near 1 the unclipped updates
+        # diverge within a few hundred tokens
+        norm = (g1.square().sum((-1, -2)) + g2.square().sum((-1, -2)) + 1e-12).sqrt()
+        norm = norm.clamp(min=1.0)[..., None, None]  # (B, H, 1, 1)
+        g1, g2 = g1 / norm, g2 / norm
         eta, theta, keep = eta[..., None, None], theta[..., None, None], 1 - alpha[..., None, None]
         m1, m2 = eta * mem["m1"] - theta * g1, eta * mem["m2"] - theta * g2
         w1, w2 = keep * w1 + m1, keep * w2 + m2
@@ -81,13 +97,14 @@ class Titans(nn.Module):
 
     def combine(self, attn: torch.Tensor, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         gate = self.mix(x).sigmoid()
-        return gate * attn + (1 - gate) * self.read(merge_heads(r))
+        return gate * attn + (1 - gate) * self.read(merge_heads(self.read_norm(r)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mem = self.memory_init(x.shape[0])
+        per_token = self.project(x)  # each (B, H, T, ...): the projections once, not per token
         reads = []
         for t in range(x.shape[1]):
-            r, mem = self.memorize(x[:, t], mem)
+            r, mem = self.memorize(tuple(p[:, :, t] for p in per_token), mem)
             reads.append(r)
         r_all = torch.stack(reads, dim=2)  # (B, H, T, dh)
         return self.combine(self.window(x), r_all, x)
@@ -96,7 +113,7 @@ class Titans(nn.Module):
         return {**self.memory_init(batch), **self.window.init_state(batch)}
 
     def step(self, x_t: torch.Tensor, state: dict):
-        r, mem = self.memorize(x_t, {n: state[n] for n in ("w1", "w2", "m1", "m2")})
+        r, mem = self.memorize(self.project(x_t), {n: state[n] for n in ("w1", "w2", "m1", "m2")})
         a, win = self.window.step(x_t, {"k": state["k"], "v": state["v"]})
         return self.combine(a, r, x_t), {**mem, **win}
 
