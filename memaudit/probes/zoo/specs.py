@@ -183,3 +183,45 @@ _add(
     _head,
     _feature,
 )
+_add(
+    "based",
+    "BASED: 2nd-order Taylor linear attention on f dims + a short sliding window (default 64)",
+    "feature dim f",
+    "based:Based",
+    lambda cfg: min(16, cfg.head_dim),
+    _with_window(_feature),
+)
+_add(
+    "gla",
+    "gated linear attention: per-key-dim data-dependent decay of a d_k x d_v state per head",
+    "key dim d_k",
+    "gla:GLA",
+    _head,
+    _at_least_one,
+)
+_add(
+    "deltanet",
+    "DeltaNet: the delta rule, online regression of values on L2-normalised keys",
+    "key dim d_k",
+    "deltanet:DeltaNet",
+    _head,
+    _at_least_one,
+)
+_add(
+    "titans",
+    "Titans (memory-as-gate): an MLP memory trained per token with momentum and forgetting"
+    " + a short sliding window",
+    "memory hidden width h",
+    "titans:Titans",
+    _head,
+    _with_window(_at_least_one),
+)
+_add(
+    "memory_caching",
+    "memory caching (GRM): linear attention whose state is cached every L tokens and read back"
+    " through a softmax gate",
+    "segment length L",
+    "memory_caching:MemoryCaching",
+    lambda cfg: 32,
+    _at_least_one,
+)
