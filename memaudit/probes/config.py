@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from memaudit.errors import InputError
+from memaudit.errors import InputError, UnknownNameError
 from memaudit.io.config import overwrite_setting, setting
 
 from .kk import PERTURBATIONS
+from .zoo import MIXERS
 
 HF_ARCHS = ("llama", "gpt2")  # recall-train's transformers micro models; other names: zoo mixers
-ZOO_ARCHS = (
-    "attention",
-    "sliding_window",
-    "linear_attention",
-    "based",
-    "gla",
-    "deltanet",
-    "titans",
-    "memory_caching",
-)  # memaudit.probes.zoo.MIXERS, named here so that --help needs no torch
+ZOO_ARCHS = tuple(MIXERS.names())  # every registered mixer (the registry loads without torch)
+
+
+def check_zoo_arch(arch: str, *, flag: str) -> None:
+    """``arch`` is a registered mixer; else one line naming the flag, with "did you mean"."""
+    try:
+        MIXERS.get(arch)
+    except UnknownNameError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
 MQAR_LAYOUTS = ("zoology", "queries-last")  # Zoology's multiquery_ar; memaudit's first layout
 
 
@@ -253,6 +256,9 @@ class RecallTrainConfig:
                 "from --model-size"
             )
 
+        if self.arch not in HF_ARCHS:
+            check_zoo_arch(self.arch, flag="--arch")
+
     def is_zoo(self) -> bool:
         return self.arch not in HF_ARCHS
 
@@ -364,6 +370,8 @@ class RecallSweepConfig:
         for name in ("archs", "d_models", "pairs", "lengths"):
             if not getattr(self, name):
                 raise InputError(f"--{name.replace('_', '-')} is empty")
+        for arch in self.archs:
+            check_zoo_arch(arch, flag="--archs")
         if len(set(self.archs)) != len(self.archs):
             raise InputError("--archs names an arch twice")
         if min(self.d_models) < 1 or min(self.pairs) < 1 or min(self.lengths) < 4:
@@ -378,7 +386,9 @@ class RecallSweepConfig:
             if not eq or not value.strip().isdigit() or int(value) < 1:
                 raise InputError(f"--states: '{entry}' is not ARCH=S with S a positive integer")
             if arch not in out:
-                raise InputError(f"--states: '{arch}' is not among --archs ({', '.join(self.archs)})")
+                raise InputError(
+                    f"--states: '{arch}' is not among --archs ({', '.join(self.archs)})"
+                )
             if int(value) not in out[arch]:
                 out[arch].append(int(value))
         return {a: s or [None] for a, s in out.items()}
@@ -399,7 +409,7 @@ class RecallSweepConfig:
         return asdict(self)
 
 
-QUICK_SWEEP = {
+QUICK_SWEEP: dict[str, Any] = {
     "archs": ("attention", "linear_attention"),
     "d_models": (32,),
     "pairs": (4, 8),

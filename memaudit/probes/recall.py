@@ -409,6 +409,10 @@ def mqar_training(model_dir) -> dict | None:
     import json
     from pathlib import Path
 
+    from .zoo_recall import is_zoo_dir, zoo_training
+
+    if is_zoo_dir(model_dir):
+        return zoo_training(model_dir)
     f = Path(model_dir) / "memaudit_train.json"
     record = json.loads(f.read_text()) if f.is_file() else {}
     return record if record.get("task") == "mqar" else None
@@ -434,7 +438,7 @@ def run_recall(config: RecallConfig, *, progress=None):
     from memaudit.io.corpus import load_corpus
     from memaudit.models.hf import LoadOptions, load_causal_lm
 
-    from .zoo_train import ZooRecallModel, is_zoo_dir
+    from .zoo_recall import ZooRecallModel, is_zoo_dir
 
     t0 = time.perf_counter()
     predict: Predictor | None = None

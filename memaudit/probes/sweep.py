@@ -117,7 +117,9 @@ def check_cells(config: RecallSweepConfig) -> list[Cell]:
             flag="--archs" if cell.state is None else "--states",
         )
     if not train["mix"]:
-        raise InputError("--train-lengths x --train-pairs: no (length, pairs) with 4 x pairs <= length")
+        raise InputError(
+            "--train-lengths x --train-pairs: no (length, pairs) with 4 x pairs <= length"
+        )
     for L, D in [*train["mix"], *grid_cells(config)]:
         MQAR(config.vocab, L, D, layout=config.layout, alpha=config.alpha)
     return cells
@@ -135,7 +137,8 @@ def run_cell(cell: Cell, train: dict, evaluation: dict, where: str) -> dict:
     """
     from .recall import MQAR, mqar_grid
     from .zoo import load_zoo_model, save_zoo_model
-    from .zoo_train import ZooRecallModel, fit_zoo_mqar, one_thread, zoo_config
+    from .zoo_recall import ZooRecallModel
+    from .zoo_train import fit_zoo_mqar, one_thread, zoo_config
 
     d = Path(where)
     result_file = d / f"eval-{digest(evaluation)}.json"
@@ -165,8 +168,12 @@ def run_cell(cell: Cell, train: dict, evaluation: dict, where: str) -> dict:
                 lr=train["lr"],
                 seed=train["seed"],
             )
-            save_zoo_model(model, d / "model", extra={"task": "mqar-sweep", **train}, overwrite=True)
-            _write_json(record_file, record)  # after the model: its presence means the model is whole
+            save_zoo_model(
+                model, d / "model", extra={"task": "mqar-sweep", **train}, overwrite=True
+            )
+            _write_json(
+                record_file, record
+            )  # after the model: its presence means the model is whole
         else:
             record = json.loads(record_file.read_text())
             model = load_zoo_model(d / "model").eval()
@@ -238,7 +245,12 @@ def run_cells(
     def report(c: Cell) -> None:
         if progress:
             r = results[c]
-            progress("training and evaluating cells", len(results), len(cells), f"{c.label}: {r['mean_accuracy']:.2f}")
+            progress(
+                "training and evaluating cells",
+                len(results),
+                len(cells),
+                f"{c.label}: {r['mean_accuracy']:.2f}",
+            )
 
     if workers <= 1:
         for c in pending:

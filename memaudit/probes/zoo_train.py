@@ -10,33 +10,16 @@ transformers models keep it, so ``probe recall`` reads the vocabulary and layout
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from memaudit.errors import InputError
 from memaudit.io.progress import Progress
 
-from .recall import MQAR, Predictor, fit_mqar
-
-from .config import HF_ARCHS  # noqa: E402,F401  (re-exported: --arch names of the transformers models)
-
-
-def check_zoo_arch(arch: str, *, flag: str) -> None:
-    """``arch`` is a registered mixer; else one line naming the flag, with "did you mean"."""
-    from memaudit.errors import UnknownNameError
-
-    from .zoo import MIXERS
-
-    try:
-        MIXERS.get(arch)
-    except UnknownNameError as e:
-        raise InputError(f"{flag}: {e}") from None
+from .config import check_zoo_arch
+from .recall import MQAR, fit_mqar
 
 
 def zoo_config(
@@ -149,7 +132,7 @@ def train_zoo_mqar_model(
         "seed": seed,
         "training": record,
     }
-    return save_zoo_model(model, out_dir, extra=extra, overwrite=True)
+    return save_zoo_model(model, out_dir, extra=extra, overwrite=overwrite)
 
 
 def mqar_record(*, length: int, pairs: int, vocab: int, layout: str, alpha: float) -> dict:
@@ -162,89 +145,3 @@ def mqar_record(*, length: int, pairs: int, vocab: int, layout: str, alpha: floa
         "layout": layout,
         "alpha": alpha,
     }
-
-
-def is_zoo_dir(path) -> bool:
-    """Whether ``path`` is a model dir written by ``save_zoo_model``."""
-    from memaudit.io.outdir import read_marker
-
-    p = Path(path)
-    marker = read_marker(p) if p.is_dir() else None
-    return bool(marker) and str(marker.get("kind", "")).startswith("model:zoo")
-
-
-def zoo_predictor(model, batch_size: int = 64) -> Predictor:
-    """Argmax next tokens of a ``ZooLM``."""
-
-    @torch.no_grad()
-    def predict(ids: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(ids), batch_size):
-            x = torch.as_tensor(ids[start : start + batch_size], dtype=torch.long)  # (B, T)
-            out.append(model(x).argmax(-1).numpy())  # (B, T)
-        return np.concatenate(out)
-
-    return predict
-
-
-class ZooRecallModel:
-    """A ``ZooLM`` as ``mqar_grid`` and the run header see a model: vocabulary, context,
-    predictor, ``describe()`` (arch, config, state floats, weights fingerprint).
-    """
-
-    def __init__(
-        self,
-        model,
-        *,
-        path: str | None = None,
-        fingerprint: str | None = None,
-        lengths: Sequence[int] = (),
-    ) -> None:
-        self.model = model
-        self.path = path
-        self.lengths = tuple(lengths)  # describe() gives the state at each
-        self.vocab_size = model.cfg.vocab
-        self.max_length = model.cfg.max_len
-        self.device = torch.device("cpu")
-        self._fingerprint = fingerprint or weights_fingerprint(model)
-
-    @classmethod
-    def load(cls, model_dir, *, lengths: Sequence[int] = ()) -> ZooRecallModel:
-        from .zoo import load_zoo_model
-
-        try:
-            model = load_zoo_model(model_dir)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise InputError(f"not a readable zoo model dir ({e})", path=str(model_dir)) from None
-        return cls(model.eval(), path=str(model_dir), lengths=lengths)
-
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
-    def predictor(self) -> Predictor:
-        return zoo_predictor(self.model)
-
-    def describe(self) -> dict:
-        from dataclasses import asdict
-
-        cfg = self.model.cfg
-        return {
-            "kind": "zoo",
-            "path": self.path,
-            "arch": cfg.arch,
-            "config": asdict(cfg),
-            "n_params": sum(p.numel() for p in self.model.parameters()),
-            "dtype": "float32",
-            "device": "cpu",
-            "state_floats": {str(L): self.model.state_floats(L) for L in self.lengths},
-            "fingerprint": self._fingerprint,
-        }
-
-
-def weights_fingerprint(model) -> str:
-    """sha256 over the parameter names, shapes and float32 bytes, in state-dict order."""
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(json.dumps([name, list(t.shape)]).encode())
-        h.update(t.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
