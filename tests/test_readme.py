@@ -47,6 +47,7 @@ SMALL = {
     "probe retention": ["--steps-list", "0,1,2"],
     "probe recall": ["--n", "2"],
     "probe recall-train": ["--steps", "2"],
+    "probe recall-sweep": ["--quick", "--steps", "2", "--n", "4", "--workers", "1"],
     "diffusion emm": [
         *("--sizes", "10,20", "--steps", "2", "--checkpoints", "1"),
         *("--samples", "8", "--sampling-steps", "2", "--workers", "1"),

@@ -11,6 +11,7 @@ from memaudit.probes.config import (
     KKMakeConfig,
     KKRunConfig,
     RecallConfig,
+    RecallSweepConfig,
     RecallTrainConfig,
     RetentionConfig,
     TemporalConfig,
@@ -139,25 +140,78 @@ def recall(cfg: RecallConfig) -> None:
 
 @config_command(probe_app, "recall-train", RecallTrainConfig)
 def recall_train(cfg: RecallTrainConfig) -> None:
-    """Train a small attention model on MQAR at one length, to probe with `memaudit probe
-    recall`.
+    """Train a small model on MQAR at one length, to probe with `memaudit probe recall`.
+
+    --arch llama or gpt2 trains a transformers micro model (--model-size); any other name is a
+    zoo mixer (attention, sliding_window, linear_attention, based, gla, deltanet, titans,
+    memory_caching) of width --d-model, with --state its own state-size knob.
     """
-    from memaudit.probes.recall import train_mqar_model
+    with StageBars() as bars:
+        if cfg.is_zoo():
+            from memaudit.probes.zoo_train import train_zoo_mqar_model
+
+            path = train_zoo_mqar_model(
+                cfg.out,
+                arch=cfg.arch,
+                d_model=cfg.d_model or 64,
+                state=cfg.state,
+                n_layers=cfg.n_layers,
+                length=cfg.length,
+                pairs=cfg.pairs,
+                vocab=cfg.vocab,
+                layout=cfg.layout,
+                alpha=cfg.alpha,
+                steps=cfg.steps,
+                lr=cfg.lr,
+                seed=cfg.seed,
+                overwrite=cfg.overwrite,
+                progress=bars,
+            )
+        else:
+            from memaudit.probes.recall import train_mqar_model
+
+            path = train_mqar_model(
+                cfg.out,
+                length=cfg.length,
+                pairs=cfg.pairs,
+                vocab=cfg.vocab,
+                layout=cfg.layout,
+                alpha=cfg.alpha,
+                steps=cfg.steps,
+                lr=cfg.lr,
+                size=cfg.size,
+                arch=cfg.arch,
+                seed=cfg.seed,
+                overwrite=cfg.overwrite,
+                progress=bars,
+            )
+    out_console.print(f"model: {path}")
+
+
+@config_command(probe_app, "recall-sweep", RecallSweepConfig)
+def recall_sweep(cfg: RecallSweepConfig) -> None:
+    """MQAR recall against recurrent state: one zoo model per (arch, width, state), trained on
+    MQAR and evaluated over lengths x pairs, in parallel workers; a rerun resumes.
+
+    Writes results.json, scores.parquet (one row per cell x length x pairs) and report.html
+    (accuracy vs state floats per arch, vs pairs and vs length at a comparable state, training
+    tokens/s). Recipe and plots: docs/probes.md.
+    """
+    from memaudit.probes.sweep import run_sweep
 
     with StageBars() as bars:
-        path = train_mqar_model(
-            cfg.out,
-            length=cfg.length,
-            pairs=cfg.pairs,
-            vocab=cfg.vocab,
-            layout=cfg.layout,
-            alpha=cfg.alpha,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            size=cfg.size,
-            arch=cfg.arch,
-            seed=cfg.seed,
-            overwrite=cfg.overwrite,
-            progress=bars,
+        path, res = run_sweep(cfg, progress=bars)
+    table = Table(title=f"MQAR recall vs state ({res['trained_cells']} cells trained now)")
+    for col in ("cell", "state floats", "tokens/s", "mean accuracy"):
+        table.add_column(col, justify="left" if col == "cell" else "right")
+    longest = str(max(res["recipe"]["eval"]["lengths"]))
+    for c in res["cells"]:
+        tps = c["training"]["tokens_per_s"]
+        table.add_row(
+            c["label"],
+            f"{c['state_floats'][longest]:,}",
+            f"{tps:,.0f}" if tps else "-",
+            f"{c['mean_accuracy']:.3f}" if c["mean_accuracy"] is not None else "-",
         )
-    out_console.print(f"model: {path}")
+    out_console.print(table)
+    _print_paths(path)

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from memaudit.errors import InputError
+from memaudit.errors import InputError, UnknownNameError
 from memaudit.io.config import overwrite_setting, setting
 
 from .kk import PERTURBATIONS
+from .zoo import MIXERS
+
+HF_ARCHS = ("llama", "gpt2")  # recall-train's transformers micro models; other names: zoo mixers
+ZOO_ARCHS = tuple(MIXERS.names())  # every registered mixer (the registry loads without torch)
+
+
+def check_zoo_arch(arch: str, *, flag: str) -> None:
+    """``arch`` is a registered mixer; else one line naming the flag, with "did you mean"."""
+    try:
+        MIXERS.get(arch)
+    except UnknownNameError as e:
+        raise InputError(f"{flag}: {e}") from None
+
 
 MQAR_LAYOUTS = ("zoology", "queries-last")  # Zoology's multiquery_ar; memaudit's first layout
 
@@ -215,12 +229,38 @@ class RecallTrainConfig:
     lr: float = setting(1e-3, help="AdamW learning rate (at 3e-3 some seeds stay on the plateau).")
     size: str = setting("micro", flag="--model-size", help="micro, tiny, small or base.")
     arch: str = setting(
-        "llama", help="llama (rotary positions) or gpt2 (learned absolute positions)."
+        "llama",
+        help=(
+            "llama or gpt2: a transformers micro model (rotary / learned absolute positions; "
+            "size from --model-size); any other name is a zoo mixer (" + ", ".join(ZOO_ARCHS) + ") "
+            "of width --d-model."
+        ),
     )
+    d_model: int | None = setting(
+        None, minimum=1, default_text="64 for a zoo arch", help="Zoo archs: model width."
+    )
+    state: int | None = setting(
+        None,
+        minimum=1,
+        default_text="the arch's default",
+        help="Zoo archs: the arch's own state-size knob (e.g. sliding_window's window).",
+    )
+    n_layers: int = setting(2, minimum=1, help="Zoo archs: blocks.")
     seed: int = setting(0, help="Seed of initialisation and data.")
 
     def __post_init__(self):
         check_mqar_layout(self.layout, self.alpha)
+        if self.arch in HF_ARCHS and (self.d_model is not None or self.state is not None):
+            raise InputError(
+                f"--d-model and --state are for zoo archs; --arch {self.arch} takes its size "
+                "from --model-size"
+            )
+
+        if self.arch not in HF_ARCHS:
+            check_zoo_arch(self.arch, flag="--arch")
+
+    def is_zoo(self) -> bool:
+        return self.arch not in HF_ARCHS
 
 
 @dataclass(frozen=True)
@@ -272,3 +312,107 @@ class RecallConfig:
         from dataclasses import asdict
 
         return asdict(self)
+
+
+def parse_states(text: str) -> tuple[str, ...]:
+    """'sliding_window=16,sliding_window=64,based=8' as its entries (checked by the config)."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class RecallSweepConfig:
+    """Settings of ``memaudit probe recall-sweep``."""
+
+    archs: tuple[str, ...] = setting(ZOO_ARCHS, help="Zoo mixers, one line each in the plots.")
+    d_models: tuple[int, ...] = setting((32, 64), help="Model widths, one model each.")
+    states: tuple[str, ...] = setting(
+        (),
+        parse=parse_states,
+        default_text="every arch at its default",
+        help=(
+            "State-size knobs, ARCH=S entries (sliding_window=16,sliding_window=64): an arch "
+            "named here gets one model per width per S instead of its default."
+        ),
+    )
+    pairs: tuple[int, ...] = setting((4, 8, 16), help="Key-value pairs evaluated.")
+    lengths: tuple[int, ...] = setting((64, 128), help="Sequence lengths evaluated.")
+    train_pairs: tuple[int, ...] | None = setting(
+        None, default_text="--pairs", help="Pairs of the training mix."
+    )
+    train_lengths: tuple[int, ...] | None = setting(
+        None, default_text="--lengths", help="Lengths of the training mix."
+    )
+    vocab: int = setting(64, help="MQAR ids (keys below vocab/2, values above).")
+    layout: str = setting("zoology", help="MQAR layout: zoology or queries-last.")
+    alpha: float = setting(0.01, help="zoology layout: query-gap power law (1: uniform).")
+    n_layers: int = setting(2, minimum=1, help="Blocks per model.")
+    steps: int = setting(1500, minimum=1, help="Optimizer steps per model.")
+    batch_size: int = setting(32, minimum=1, help="Sequences per step.")
+    lr: float = setting(3e-3, help="AdamW learning rate (constant).")
+    n: int = setting(128, minimum=1, help="Evaluation sequences per (length, pairs).")
+    seed: int = setting(0, help="Seed of initialisation, training data and evaluation data.")
+    quick: bool = setting(
+        False,
+        help=(
+            "A small sweep: attention and linear_attention at width 32, few steps (every size "
+            "setting left at its default takes its --quick value)."
+        ),
+    )
+    workers: int = setting(0, minimum=0, help="Cells trained at once (0: one per CPU core).")
+    out: str = setting(
+        "runs/recall-sweep", help="Run directory (cells/ holds every model; a rerun resumes)."
+    )
+    overwrite: bool = overwrite_setting()
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        check_mqar_layout(self.layout, self.alpha)
+        for name in ("archs", "d_models", "pairs", "lengths"):
+            if not getattr(self, name):
+                raise InputError(f"--{name.replace('_', '-')} is empty")
+        for arch in self.archs:
+            check_zoo_arch(arch, flag="--archs")
+        if len(set(self.archs)) != len(self.archs):
+            raise InputError("--archs names an arch twice")
+        if min(self.d_models) < 1 or min(self.pairs) < 1 or min(self.lengths) < 4:
+            raise InputError("--d-models, --pairs must be >= 1 and --lengths >= 4")
+        self.states_of()
+
+    def states_of(self) -> dict[str, list[int | None]]:
+        """Per arch, the states of its cells (``[None]``: its default)."""
+        out: dict[str, list[int | None]] = {a: [] for a in self.archs}
+        for entry in self.states:
+            arch, eq, value = entry.partition("=")
+            if not eq or not value.strip().isdigit() or int(value) < 1:
+                raise InputError(f"--states: '{entry}' is not ARCH=S with S a positive integer")
+            if arch not in out:
+                raise InputError(
+                    f"--states: '{arch}' is not among --archs ({', '.join(self.archs)})"
+                )
+            if int(value) not in out[arch]:
+                out[arch].append(int(value))
+        return {a: s or [None] for a, s in out.items()}
+
+    def resolved(self) -> RecallSweepConfig:
+        """With ``quick``: every size setting still at its default replaced by ``QUICK_SWEEP``'s."""
+        if not self.quick:
+            return self
+        from dataclasses import fields, replace
+
+        defaults = {f.name: f.default for f in fields(self)}
+        return replace(
+            self,
+            **{k: v for k, v in QUICK_SWEEP.items() if getattr(self, k) == defaults[k]},
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+QUICK_SWEEP: dict[str, Any] = {
+    "archs": ("attention", "linear_attention"),
+    "d_models": (32,),
+    "pairs": (4, 8),
+    "lengths": (32, 64),
+    "steps": 300,
+}  # --quick: attention > linear attention at width 32, in seconds per cell

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -255,6 +256,70 @@ def niah_cases(lengths, depths, *, n: int, seed: int) -> dict[str, tuple[int, fl
     }
 
 
+def mqar_batch(tasks: list[MQAR], step: int, *, batch_size: int, seed: int):
+    """The training batch of ``step``: task ``step % len(tasks)`` (a mix of (length, pairs) cycles
+    through its tasks, so every batch has one length and needs no padding), seeded by the seed and
+    the step, so a resumed or repeated training sees the same data.
+
+    Returns (ids LongTensor (B, T), targets LongTensor (B, T), -1 where nothing is asked).
+    """
+    task = tasks[step % len(tasks)]
+    ids, targets = task.batch(batch_size, seed * 1_000_003 + step)
+    return torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+
+
+def mqar_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the next-token logits (B, T, V) at the query keys (targets >= 0):
+    position p's logits predict ``targets[p]``, the value of the key at p.
+    """
+    asked = targets >= 0  # (B, T)
+    return torch.nn.functional.cross_entropy(logits[asked].float(), targets[asked])
+
+
+def fit_mqar(
+    model: torch.nn.Module,
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    tasks: list[MQAR],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    progress: Progress | None = None,
+) -> dict:
+    """The one MQAR training loop (``probe recall-train`` and every cell of ``probe
+    recall-sweep``): AdamW without weight decay, gradients clipped at norm 1, loss at the query
+    keys only; ``logits_of(ids (B, T))`` gives the model's next-token logits (B, T, V).
+
+    Returns the training record: steps, tokens seen, seconds, tokens/s, last loss.
+    """
+    import time
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    tokens, loss_value, t0 = 0, float("nan"), time.perf_counter()
+    for step in range(steps):
+        x, targets = mqar_batch(tasks, step, batch_size=batch_size, seed=seed)  # (B, T) each
+        loss = mqar_loss(logits_of(x), targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += x.numel()
+        loss_value = loss.item()
+        if progress:
+            progress("training on MQAR", step + 1, steps, f"loss {loss_value:.3f}")
+    model.eval()
+    seconds = time.perf_counter() - t0
+    return {
+        "steps": steps,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "final_loss": loss_value,
+    }
+
+
 def train_mqar_model(
     out_dir,
     *,
@@ -290,23 +355,16 @@ def train_mqar_model(
     tokenizer = id_tokenizer(vocab)
     model = build_model(tokenizer, size=size, context=max(256, length), seed=seed, arch=arch)
     task = MQAR(vocab, length, pairs, layout=layout, alpha=alpha)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    for step in range(steps):
-        ids, targets = task.batch(batch_size, seed * 1_000_003 + step)
-        x = torch.as_tensor(ids, dtype=torch.long)  # (B, T)
-        t = torch.as_tensor(targets[:, :-1])
-        labels = torch.full_like(x, -100)
-        labels[:, 1:][t >= 0] = t[
-            t >= 0
-        ]  # the model shifts labels by one: position p + 1 holds what p must predict
-        loss = model(input_ids=x, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if progress:
-            progress("training on MQAR", step + 1, steps, f"loss {loss.item():.3f}")
+    fit_mqar(
+        model,
+        lambda x: model(input_ids=x).logits,
+        [task],
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+    )
     model.eval()
     return save_model_dir(
         model,
@@ -351,6 +409,10 @@ def mqar_training(model_dir) -> dict | None:
     import json
     from pathlib import Path
 
+    from .zoo_recall import is_zoo_dir, zoo_training
+
+    if is_zoo_dir(model_dir):
+        return zoo_training(model_dir)
     f = Path(model_dir) / "memaudit_train.json"
     record = json.loads(f.read_text()) if f.is_file() else {}
     return record if record.get("task") == "mqar" else None
@@ -376,8 +438,20 @@ def run_recall(config: RecallConfig, *, progress=None):
     from memaudit.io.corpus import load_corpus
     from memaudit.models.hf import LoadOptions, load_causal_lm
 
+    from .zoo_recall import ZooRecallModel, is_zoo_dir
+
     t0 = time.perf_counter()
-    lm = load_causal_lm(config.model, LoadOptions(device=config.device))
+    predict: Predictor | None = None
+    lm: Any
+    if is_zoo_dir(config.model):  # a zoo model: ids in, logits out, no tokenizer
+        if config.task != "mqar":
+            raise InputError(
+                "a zoo model has no tokenizer: it takes --task mqar only", path=config.model
+            )
+        zoo = ZooRecallModel.load(config.model, lengths=config.lengths)
+        lm, predict = zoo, zoo.predictor()
+    else:
+        lm = load_causal_lm(config.model, LoadOptions(device=config.device))
     run = rs.RunDir.begin(config.out, f"probe recall {config.task}", config)
     out = run.path
     trained = mqar_training(config.model)
@@ -397,6 +471,7 @@ def run_recall(config: RecallConfig, *, progress=None):
             seed=config.seed,
             layout=layout,
             alpha=alpha,
+            predict=predict,
         )
         rows, cols, axis = config.lengths, config.pairs, "pairs"
         chance = 1 / (vocab - vocab // 2)
