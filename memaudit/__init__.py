@@ -17,7 +17,6 @@ from memaudit.errors import (
 )
 from memaudit.version import __version__
 
-
 API = (
     "ModelDir",
     "Result",

@@ -13,9 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import memaudit
-from memaudit.cli.app import app
-
 from conftest import write_jsonl
+from memaudit.cli.app import app
 
 N = 24  # texts per set: enough for a real AUC, quick to score
 ATTACKS = "loss,zlib,min_k:k=0.2"
@@ -74,7 +73,9 @@ def test_api_and_cli_write_the_same_scores(cli_run, target_dir, small_sets, tmp_
     assert (saved / "report.html").is_file() and (saved / "results.json").is_file()
 
 
-def test_in_memory_model_and_texts_score_as_the_dir_and_files(cli_run, target_dir, small_sets, tmp_path):
+def test_in_memory_model_and_texts_score_as_the_dir_and_files(
+    cli_run, target_dir, small_sets, tmp_path
+):
     """A transformers model given in memory scores exactly as its dir; texts as a list of dicts
     and a pyarrow Table read as the files; the second call is all from the cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -138,7 +139,9 @@ def _api_error(call) -> str:
 
 def test_bad_input_gives_the_command_lines_one_line_error(target_dir, small_sets, tmp_path):
     sets = ("--members", small_sets["members"], "--nonmembers", small_sets["nonmembers"])
-    base = dict(model=target_dir, members=small_sets["members"], nonmembers=small_sets["nonmembers"])
+    base = dict(
+        model=target_dir, members=small_sets["members"], nonmembers=small_sets["nonmembers"]
+    )
     cases = [
         # (API call, the same thing on the command line)
         (
@@ -192,8 +195,10 @@ def test_bad_input_gives_the_command_lines_one_line_error(target_dir, small_sets
             ("train", "--corpus", "stdlib", "--model-size", "huge", "--out", tmp_path / "t"),
         ),
         (
-            lambda: memaudit.index_build(corpus="nope.jsonl", tokenizer=target_dir, out=tmp_path / "i"),
-            ("index", "build", "--corpus", "nope.jsonl", "--tokenizer", target_dir,
+            lambda: memaudit.index_build(
+                corpus="nope.jsonl", tokenizer=target_dir, out=tmp_path / "i"
+            ),
+            ("index", "build", "nope.jsonl", "--tokenizer", target_dir,
              "--out", tmp_path / "i"),
         ),
     ]  # fmt: skip
@@ -212,7 +217,13 @@ def test_in_memory_texts_are_checked_as_files_are(target_dir, small_sets):
     assert message == "members[3]: missing 'text' field"
     bad_file = write_jsonl(small_sets["members"].parent / "bad.jsonl", members)
     code, output = cli(
-        "mia", "--model", target_dir, "--members", bad_file, "--nonmembers", small_sets["nonmembers"]
+        "mia",
+        "--model",
+        target_dir,
+        "--members",
+        bad_file,
+        "--nonmembers",
+        small_sets["nonmembers"],
     )
     assert code == 2 and f"error: {bad_file}:4: missing 'text' field" in output
     for given, expected in (

@@ -262,7 +262,7 @@ def unlearn_eval(
         "forget": given.texts_of("forget", forget),
         "holdout": given.texts_of("holdout", holdout),
         "retain": os.fspath(retain),
-        "unlearned": tuple(os.fspath(getattr(u, "path", u)) for u in unlearned) or None,
+        "unlearned": tuple(_dir_of(u) for u in unlearned) or None,
         "out": _out(out, "unlearn-eval"),
     }
     config = build_config(UnlearnEvalConfig, "unlearn-eval", values, settings)
@@ -339,6 +339,10 @@ def canaries_split(
     write_texts_with_prefix(cfg.forget, kept)
     write_texts_with_prefix(cfg.holdout, twins)
     return Path(cfg.forget), Path(cfg.holdout)
+
+
+def _dir_of(model: str | os.PathLike | ModelDir) -> str:
+    return os.fspath(model.path if isinstance(model, ModelDir) else model)
 
 
 def _out(out: str | os.PathLike | None, command: str, leaf: str = "run") -> str:

@@ -63,8 +63,7 @@ class Given:
             return os.fspath(value)
         if tokenizer is None:
             raise InputError(
-                f"{name}: an in-memory model needs its tokenizer (the {name}'s tokenizer= "
-                "argument)"
+                f"{name}: an in-memory model needs its tokenizer (the {name}'s tokenizer= argument)"
             )
         key = f"<in-memory {name}>"
         self.models[key] = (value, tokenizer)

@@ -100,10 +100,12 @@ class Result:
         number.
         """
         if self.command == "mia":
-            rows = [("attack", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR")]
+            rows: list[tuple[str, ...]] = [("attack", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR")]
             ranked = sorted(self.metrics.items(), key=lambda kv: -kv[1]["auc"]["value"])
             for name, m in ranked:
-                rows.append((name, _interval(m["auc"]), _tpr(m["tpr@1%fpr"]), _tpr(m["tpr@0.1%fpr"])))
+                rows.append(
+                    (name, _interval(m["auc"]), _tpr(m["tpr@1%fpr"]), _tpr(m["tpr@0.1%fpr"]))
+                )
             return rows
         return [("measure", "value"), *_flat(self.metrics)]
 

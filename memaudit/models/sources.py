@@ -22,6 +22,8 @@ from memaudit.io.texts import Fields, ReadResult, read_items, read_texts
 
 from .hf import HFCausalLM, LoadOptions, load_causal_lm, wrap_loaded
 
+PLAIN = Fields()
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -44,13 +46,14 @@ class Sources:
         *,
         label: int | None = None,
         skip_invalid: bool = False,
-        fields: Fields = Fields(),
+        fields: Fields = PLAIN,
     ) -> ReadResult:
         """The texts named ``path``: given ones, else the file's (``io.texts.read_texts``)."""
-        items = self.texts.get(str(path))
+        name = os.fspath(path)
+        items = self.texts.get(name)
         if items is None:
-            return read_texts(path, label=label, skip_invalid=skip_invalid, fields=fields)
-        return read_items(str(path), items, label=label, skip_invalid=skip_invalid, fields=fields)
+            return read_texts(name, label=label, skip_invalid=skip_invalid, fields=fields)
+        return read_items(name, items, label=label, skip_invalid=skip_invalid, fields=fields)
 
     def load_causal_lm(
         self,
