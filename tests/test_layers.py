@@ -15,10 +15,10 @@ from pathlib import Path
 
 import memaudit
 
-# Lowest first. The commands (cli) sit on the capabilities, which sit on scoring and
-# models, which sit on io.
+# Lowest first. The commands (cli) and the Python API (api) sit on the capabilities, which sit
+# on scoring and models, which sit on io; cli and api are independent front ends.
 LAYERS = (
-    ("errors",),
+    ("errors", "version"),
     ("io", "registry"),
     ("metrics",),
     ("models", "report"),
@@ -28,7 +28,7 @@ LAYERS = (
     ("lab",),
     ("mia",),
     ("unlearn", "probes", "diffusion"),
-    ("cli", "__main__"),
+    ("cli", "api", "__main__"),
 )
 LAYER_OF = {top: i for i, names in enumerate(LAYERS) for top in names}
 ROOT = Path(memaudit.__file__).parent

@@ -15,6 +15,25 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Measure, prove and remove training-data memorization in generative models.",
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from memaudit.version import __version__
+
+        typer.echo(f"memaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Measure, prove and remove training-data memorization in generative models."""
+
+
 for commands in (mia.app, lab.app, index.app, unlearn.app):
     app.add_typer(commands)  # top-level commands: mia, extract, train, demo, overlap, unlearn, ...
 app.add_typer(lab.corpus_app, name="corpus")

@@ -343,7 +343,7 @@ def _read_json(path: Path) -> dict | None:
 def _versions() -> dict:
     import pydivsufsort
 
-    from memaudit import __version__
+    from memaudit.version import __version__
 
     return {
         "memaudit": __version__,

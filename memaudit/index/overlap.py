@@ -20,9 +20,9 @@ import numpy as np
 
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
-from memaudit.io.texts import read_texts
 from memaudit.metrics import cluster_bootstrap_mean
-from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.models.hf import LoadOptions
+from memaudit.models.sources import FILES, Sources
 from memaudit.scoring.distributed import LocalEngine, RayEngine, open_engine
 
 from .config import OverlapConfig
@@ -38,11 +38,16 @@ class OverlapOutcome:
     results: dict
 
 
-def run_overlap(config: OverlapConfig, *, progress=None) -> OverlapOutcome:
-    """Generate from every prompt, measure verbatim overlap with the corpus, write the run dir."""
+def run_overlap(
+    config: OverlapConfig, *, progress=None, sources: Sources = FILES
+) -> OverlapOutcome:
+    """Generate from every prompt, measure verbatim overlap with the corpus, write the run dir.
+
+    ``sources``: the prompts and model the API was given by name (the command line: files).
+    """
     t0 = time.perf_counter()
-    data = read_texts(config.prompts, skip_invalid=config.skip_invalid)
-    model = load_causal_lm(
+    data = sources.read_texts(config.prompts, skip_invalid=config.skip_invalid)
+    model = sources.load_causal_lm(
         config.model,
         LoadOptions(
             dtype=config.dtype,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -131,6 +131,52 @@ def read_texts(
 
 Parsed = TextRecord | InputError  # readers yield errors rather than raise them, for skip_invalid
 Reader = Callable[[Path, int | None], Iterator[Parsed]]
+
+
+def read_items(
+    name: str,
+    items: Sequence[Any],
+    *,
+    label: int | None = None,
+    skip_invalid: bool = False,
+    fields: Fields = Fields(),
+) -> ReadResult:
+    """``read_texts`` for texts already in memory (the Python API): strings, or dicts read as
+    JSONL records are (a ``text`` field, optional ``id``, every other field metadata).
+
+    A problem is named by ``name`` and position: ``members[3]: missing 'text' field``. A
+    record without an ``id`` gets ``name[i]``.
+
+    Examples
+    --------
+    >>> r = read_items("members", ["hello", {"text": "world", "kind": "greeting"}], label=1)
+    >>> [(x.id, x.text, x.meta) for x in r.records]
+    [('members[0]', 'hello', {}), ('members[1]', 'world', {'kind': 'greeting'})]
+    """
+    records: list[TextRecord] = []
+    skipped: list[Skipped] = []
+    for i, obj in enumerate(items):
+        where = f"{name}[{i}]"
+        if isinstance(obj, str) and fields.label is None:
+            obj = {fields.text: obj}
+        item = (
+            _record_from_fields(obj, Path(where), None, label, fields, where=where)
+            if isinstance(obj, dict)
+            else InputError(
+                f"expected a string or a dict with a '{fields.text}' field, got "
+                f"{type(obj).__name__}",
+                path=where,
+            )
+        )
+        if isinstance(item, InputError):
+            if not skip_invalid:
+                raise item
+            skipped.append(Skipped(where, None, item.reason))
+        else:
+            records.append(item)
+    if not records:
+        raise InputError("no valid texts in this input", path=name)
+    return ReadResult(records, skipped)
 
 
 def iter_texts(
@@ -271,29 +317,37 @@ def _read_folder(p: Path, label: int | None) -> Iterator[Parsed]:
 
 
 def _record_from_fields(
-    obj: dict[str, Any], p: Path, lineno: int, label: int | None, fields: Fields
+    obj: dict[str, Any],
+    p: Path,
+    lineno: int | None,
+    label: int | None,
+    fields: Fields,
+    *,
+    where: str | None = None,
 ) -> Parsed:
+    """One record from a JSONL/parquet object (``p:lineno``), or from an object in memory
+    (``where``: ``members[3]``, its id and its place in errors; the record then has no path).
+    """
     key = fields.text
+    bad = partial(InputError, path=str(p), line=lineno)
     if key not in obj:
-        return InputError(f"missing '{key}' field", path=str(p), line=lineno)
+        return bad(f"missing '{key}' field")
     text = obj[key]
     if not isinstance(text, str):
-        return InputError(
-            f"'{key}' must be a string, got {type(text).__name__}", path=str(p), line=lineno
-        )
+        return bad(f"'{key}' must be a string, got {type(text).__name__}")
     if not text.strip():
-        return InputError("empty text", path=str(p), line=lineno)
+        return bad("empty text")
     if fields.label is not None:
         parsed = _label(obj.get(fields.label, _MISSING))
         if parsed is None:
             got = "nothing" if fields.label not in obj else repr(obj[fields.label])
-            return InputError(
-                f"label field '{fields.label}' must be 0 or 1, got {got}", path=str(p), line=lineno
-            )
+            return bad(f"label field '{fields.label}' must be 0 or 1, got {got}")
         label = parsed
     rid = obj.get("id")
-    rid = f"{p.stem}:{lineno}" if rid is None else str(rid)
+    rid = (where or f"{p.stem}:{lineno}") if rid is None else str(rid)
     meta = {k: v for k, v in obj.items() if k not in (key, fields.label, "id")}
+    if where is not None:
+        return TextRecord(id=rid, text=text, label=label, meta=meta)
     return TextRecord(id=rid, text=text, label=label, meta=meta, path=str(p), line=lineno)
 
 

@@ -17,9 +17,10 @@ from memaudit.index.duplication import (
 )
 from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
-from memaudit.io.texts import Skipped, read_texts
+from memaudit.io.texts import Skipped
 from memaudit.models.heads import head_ids
-from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.models.hf import LoadOptions
+from memaudit.models.sources import FILES, Sources
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.distributed import open_engine
 from memaudit.scoring.engine import ScoreStats, score_texts
@@ -37,11 +38,16 @@ class ExtractOutcome:
     results: dict
 
 
-def run_extract(config: ExtractConfig, *, progress: Progress | None = None) -> ExtractOutcome:
-    """Run extraction on every text and write the run dir (results.json last)."""
+def run_extract(
+    config: ExtractConfig, *, progress: Progress | None = None, sources: Sources = FILES
+) -> ExtractOutcome:
+    """Run extraction on every text and write the run dir (results.json last).
+
+    ``sources``: the texts and model the API was given by name (the command line: files).
+    """
     t0 = time.perf_counter()
-    data = read_texts(config.data, skip_invalid=config.skip_invalid)
-    model = load_causal_lm(
+    data = sources.read_texts(config.data, skip_invalid=config.skip_invalid)
+    model = sources.load_causal_lm(
         config.model,
         LoadOptions(
             dtype=config.dtype,

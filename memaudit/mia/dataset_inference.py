@@ -24,6 +24,7 @@ from memaudit.io import rundir as rs
 from memaudit.io.progress import Progress
 from memaudit.io.rundir import Timings
 from memaudit.models.hf import LoadOptions
+from memaudit.models.sources import FILES, Sources
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings
 
@@ -199,9 +200,12 @@ def false_positive_check(
 
 
 def run_dataset_inference(
-    config: DatasetInferenceConfig, *, progress: Progress | None = None
+    config: DatasetInferenceConfig, *, progress: Progress | None = None, sources: Sources = FILES
 ) -> dict:
-    """``memaudit dataset-inference``: score both sets once, test, and write the run dir."""
+    """``memaudit dataset-inference``: score both sets once, test, and write the run dir.
+
+    ``sources``: the texts and models the API was given by name (the command line: files).
+    """
     timings = Timings()
     with timings("prepare"):
         sets = prepare_sets(
@@ -220,6 +224,7 @@ def run_dataset_inference(
             skip_invalid=config.skip_invalid,
             names=("suspect texts", "validation texts"),
             max_tokens=config.max_tokens_per_text,
+            sources=sources,
         )
     run = rs.RunDir.begin(config.out, "dataset-inference", config)
     with timings("scoring"):

@@ -33,6 +33,7 @@ from memaudit.io.rundir import Timings
 from memaudit.io.texts import Fields, TextRecord
 from memaudit.metrics import mark_supported, membership_metrics, roc_curve, zero_fp_notes
 from memaudit.models.hf import LoadOptions
+from memaudit.models.sources import FILES, Sources
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.distributed import open_engine
 from memaudit.scoring.engine import ScoreSettings
@@ -50,11 +51,14 @@ class MiaOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcome:
+def run_mia(
+    config: MiaConfig, *, progress: Progress | None = None, sources: Sources = FILES
+) -> MiaOutcome:
     """Run the membership-inference suite and write the run directory.
 
     Every input is checked before anything is written: a bad input raises and leaves no
-    ``results.json`` behind.
+    ``results.json`` behind. ``sources``: the texts and models the API was given by name
+    (the command line reads files only).
     """
     timings = Timings()
     options = config.to_dict()
@@ -76,6 +80,7 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
             reference=config.reference
             if any("reference" in s.attack.needs for s in specs)
             else None,
+            sources=sources,
         )
         settings.window(inp.target)  # a bad window setting fails here, before any work
         index = open_index_for(config.index, inp.target) if config.index else None
@@ -173,11 +178,11 @@ def run_mia(config: MiaConfig, *, progress: Progress | None = None) -> MiaOutcom
     return MiaOutcome(out, results, warnings)
 
 
-def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
+def _read_sets(config: MiaConfig, *, reference: str | None, sources: Sources) -> PreparedSets:
     """The two sets, from --members/--nonmembers or one labelled --data file, checked."""
     if config.data is None:
         paths = (config.members or "", config.nonmembers or "")  # both given: __post_init__
-        pos, neg = read_two(*paths, skip_invalid=config.skip_invalid)
+        pos, neg = read_two(*paths, skip_invalid=config.skip_invalid, sources=sources)
     else:
         pair = config.pair()
         pos, neg = read_labelled(
@@ -185,6 +190,7 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
             fields=Fields(text=config.text_field, label=config.label_field),
             pair=(pair[0], pair[1]) if pair else None,
             skip_invalid=config.skip_invalid,
+            sources=sources,
         )
         paths = (config.data, config.data)
     return prepare_read(
@@ -203,6 +209,7 @@ def _read_sets(config: MiaConfig, *, reference: str | None) -> PreparedSets:
         adapter=config.adapter,
         skip_invalid=config.skip_invalid,
         max_tokens=config.max_tokens_per_text,
+        sources=sources,
     )
 
 

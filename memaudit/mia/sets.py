@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from memaudit.errors import InputError
-from memaudit.io.texts import Fields, ReadResult, Skipped, TextRecord, read_texts, text_hash
+from memaudit.io.texts import Fields, ReadResult, Skipped, TextRecord, text_hash
 from memaudit.models.heads import text_heads
-from memaudit.models.hf import HFCausalLM, LoadOptions, load_causal_lm
+from memaudit.models.hf import HFCausalLM, LoadOptions
+from memaudit.models.sources import FILES, Sources
 
 
 @dataclass
@@ -40,12 +41,14 @@ def prepare_sets(
     names: tuple[str, str] = ("members", "non-members"),
     adapter: str | None = None,
     max_tokens: int | None = None,
+    sources: Sources = FILES,
 ) -> PreparedSets:
     """Read two labelled sets (1 and 0), load the models, tokenize and check every text.
 
     Everything that can be wrong with the input fails here, before any output is written.
+    ``sources``: where the named texts and models come from (files, unless the API gave them).
     """
-    pos, neg = read_two(positives, negatives, skip_invalid=skip_invalid)
+    pos, neg = read_two(positives, negatives, skip_invalid=skip_invalid, sources=sources)
     return prepare_read(
         pos,
         neg,
@@ -57,21 +60,27 @@ def prepare_sets(
         names=names,
         adapter=adapter,
         max_tokens=max_tokens,
+        sources=sources,
     )
 
 
 def read_two(
-    positives: str, negatives: str, *, skip_invalid: bool
+    positives: str, negatives: str, *, skip_invalid: bool, sources: Sources = FILES
 ) -> tuple[ReadResult, ReadResult]:
     """Two files, one per class: every text of the first labelled 1, of the second 0."""
     return (
-        read_texts(positives, label=1, skip_invalid=skip_invalid),
-        read_texts(negatives, label=0, skip_invalid=skip_invalid),
+        sources.read_texts(positives, label=1, skip_invalid=skip_invalid),
+        sources.read_texts(negatives, label=0, skip_invalid=skip_invalid),
     )
 
 
 def read_labelled(
-    path: str, *, fields: Fields, pair: tuple[str, str] | None, skip_invalid: bool
+    path: str,
+    *,
+    fields: Fields,
+    pair: tuple[str, str] | None,
+    skip_invalid: bool,
+    sources: Sources = FILES,
 ) -> tuple[ReadResult, ReadResult]:
     """Members and non-members from one file that holds both, as benchmarks ship them.
 
@@ -81,10 +90,11 @@ def read_labelled(
     """
     if pair is not None:
         member, nonmember = pair
-        pos = read_texts(path, label=1, skip_invalid=skip_invalid, fields=Fields(text=member))
-        neg = read_texts(path, label=0, skip_invalid=skip_invalid, fields=Fields(text=nonmember))
+        read = sources.read_texts
+        pos = read(path, label=1, skip_invalid=skip_invalid, fields=Fields(text=member))
+        neg = read(path, label=0, skip_invalid=skip_invalid, fields=Fields(text=nonmember))
         return pos, neg
-    both = read_texts(path, skip_invalid=skip_invalid, fields=fields)
+    both = sources.read_texts(path, skip_invalid=skip_invalid, fields=fields)
     split = [ReadResult([r for r in both.records if r.label == label], []) for label in (1, 0)]
     return ReadResult(split[0].records, both.skipped), split[1]
 
@@ -101,6 +111,7 @@ def prepare_read(
     names: tuple[str, str] = ("members", "non-members"),
     max_tokens: int | None = None,
     adapter: str | None = None,
+    sources: Sources = FILES,
 ) -> PreparedSets:
     """``prepare_sets`` for sets already read (``read_labelled``).
 
@@ -108,8 +119,8 @@ def prepare_read(
     (:func:`memaudit.models.heads.text_heads`) before anything else sees it.
     """
     positives, negatives = paths
-    target = load_causal_lm(model, options, adapter=adapter)  # the adapter is the target's
-    ref = load_causal_lm(reference, options) if reference else None
+    target = sources.load_causal_lm(model, options, adapter=adapter)  # the adapter: the target's
+    ref = sources.load_causal_lm(reference, options) if reference else None
     records, n_cut = cut_records(target, pos.records + neg.records, max_tokens)
     records, target_ids, ref_ids, short = tokenize_and_check(target, ref, records, skip_invalid)
     for label, name, path in ((1, names[0], positives), (0, names[1], negatives)):

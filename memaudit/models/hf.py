@@ -173,6 +173,74 @@ def load_causal_lm(
     )
 
 
+def wrap_loaded(
+    model: Any, tokenizer: Any, options: LoadOptions | None = None, *, name: str
+) -> HFCausalLM:
+    """A transformers causal LM and tokenizer already in memory, behind the same adapter as a
+    loaded directory.
+
+    The model is scored where it is and in its own dtype (``options``' device and dtype must
+    be ``auto``; move it first with ``model.to(...)``); it is put in eval mode. Its
+    fingerprint is :func:`state_fingerprint` (config and every tensor, so a fine-tuned copy
+    gets another one and the score cache keeps the two apart), its tokenizer's
+    :func:`tokenizer_state_fingerprint`. ``name`` is what ``describe()["path"]`` shows.
+
+    Raises
+    ------
+    ModelLoadError
+        Not a causal LM with an output projection, a tokenizer that cannot encode, or device,
+        dtype or device map settings an in-memory model cannot take.
+    """
+    options = options or LoadOptions()
+    if options.device != "auto" or options.dtype != "auto" or options.device_map is not None:
+        raise ModelLoadError(
+            f"{name}: an in-memory model is scored on its own device and in its own dtype; "
+            "move it first (model.to(...)) and leave device, dtype and device_map unset"
+        )
+    if not callable(getattr(model, "get_output_embeddings", None)) or not callable(tokenizer):
+        raise ModelLoadError(
+            f"{name}: expected a transformers causal LM (with an output projection) and its "
+            f"tokenizer, got {type(model).__name__} and {type(tokenizer).__name__}"
+        )
+    if model.get_output_embeddings() is None:
+        raise ModelLoadError(f"{name}: {type(model).__name__} has no output projection")
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    label = Path(name)
+    return HFCausalLM(
+        model,
+        tokenizer,
+        model_dir=label,
+        dtype=dtype,
+        bos=BosRule.of(tokenizer, options.bos, model_dir=label),
+        fingerprints=(state_fingerprint(model), tokenizer_state_fingerprint(tokenizer)),
+    )
+
+
+def state_fingerprint(model: Any) -> str:
+    """sha256 over a model's config and every tensor of its state dict, in name order (name,
+    dtype, shape, bytes): the fingerprint of a model that has no directory.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_state_fingerprint(tokenizer: Any) -> str:
+    """sha256 over the files a tokenizer saves (``save_pretrained`` into a temp dir): what
+    :func:`tokenizer_fingerprint` hashes for a directory, for a tokenizer in memory.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="memaudit-tok-") as tmp:
+        tokenizer.save_pretrained(tmp)
+        return tokenizer_fingerprint(Path(tmp))
+
+
 def _from_pretrained(
     auto_class: Any, model_dir: Path, options: LoadOptions, dtype: torch.dtype, kind: str
 ) -> Any:
@@ -384,6 +452,7 @@ class HFCausalLM:
         adapter: Path | None = None,
         device_map: str | None = None,
         bos: BosRule | None = None,
+        fingerprints: tuple[str, str] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -401,13 +470,15 @@ class HFCausalLM:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.max_length, self.max_length_source = _context_length(model.config, model_dir)
         self.adapter = adapter
-        self.fingerprint = model_fingerprint(model_dir)
+        # (model, tokenizer) fingerprints of a model that has no directory (``wrap_loaded``)
+        model_fp, tokenizer_fp = fingerprints or (None, None)
+        self.fingerprint = model_fp or model_fingerprint(model_dir)
         if adapter is not None:  # base + adapter: the scorer key of what is actually scored
             self.base_fingerprint = self.fingerprint
             self.adapter_fingerprint = adapter_fingerprint(adapter)
             both = f"{self.base_fingerprint}+{self.adapter_fingerprint}".encode()
             self.fingerprint = hashlib.sha256(both).hexdigest()[:16]
-        self.tokenizer_fingerprint = tokenizer_fingerprint(model_dir)
+        self.tokenizer_fingerprint = tokenizer_fp or tokenizer_fingerprint(model_dir)
         self.n_params = sum(p.numel() for p in model.parameters())
         # float32 copy of the output projection, made on first use
         self._w32: tuple[torch.Tensor, torch.Tensor | None] | None = None

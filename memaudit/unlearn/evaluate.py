@@ -37,13 +37,14 @@ from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.corpus import load_corpus
-from memaudit.io.texts import Skipped, TextRecord, read_texts
+from memaudit.io.texts import Skipped, TextRecord
 from memaudit.lab.evaluate import LAB_ATTACKS
 from memaudit.lab.lm import EOS
 from memaudit.lab.verbatim import compare
 from memaudit.metrics import membership_metrics, wilson_interval
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.models.sources import FILES, Sources
 from memaudit.scoring.cache import resolve_cache_root
 from memaudit.scoring.engine import ScoreSettings, score_texts
 
@@ -85,10 +86,15 @@ class EvalSets:
         }
 
 
-def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path, dict]:
-    """Evaluate every model and write results.json, scores.parquet and report.html."""
+def run_unlearn_eval(
+    config: UnlearnEvalConfig, *, progress=None, sources: Sources = FILES
+) -> tuple[Path, dict]:
+    """Evaluate every model and write results.json, scores.parquet and report.html.
+
+    ``sources``: forget and holdout texts the API was given by name (models are dirs).
+    """
     t0 = time.perf_counter()
-    sets = load_sets(config)
+    sets = load_sets(config, sources=sources)
     run = rs.RunDir.begin(config.out, "unlearn-eval", config)
     out = run.path
     models = {"original": config.original}
@@ -164,9 +170,9 @@ def run_unlearn_eval(config: UnlearnEvalConfig, *, progress=None) -> tuple[Path,
     return out, results
 
 
-def load_sets(config: UnlearnEvalConfig) -> EvalSets:
-    forget = read_texts(config.forget).records
-    holdout = read_texts(config.holdout).records
+def load_sets(config: UnlearnEvalConfig, *, sources: Sources = FILES) -> EvalSets:
+    forget = sources.read_texts(config.forget).records
+    holdout = sources.read_texts(config.holdout).records
     if len(forget) < 2 or len(holdout) < 2:
         raise InputError(
             "forget and holdout need at least 2 texts each (the relearning attack splits the "

@@ -14,7 +14,6 @@ from memaudit.io import rundir as rs
 from memaudit.io.atomic import write_text_atomic
 from memaudit.io.corpus import load_corpus
 from memaudit.io.outdir import made_by_memaudit, prepare_out_dir
-from memaudit.io.texts import read_texts
 from memaudit.lab.lm import (
     EOS,
     TrainSettings,
@@ -23,6 +22,7 @@ from memaudit.lab.lm import (
     token_stream,
 )
 from memaudit.models.hf import LoadOptions, load_causal_lm
+from memaudit.models.sources import FILES, Sources
 
 from .config import UnlearnConfig
 from .curve import EVAL_FILE, EvalSet, describe_point, evaluate_now, prompt_length
@@ -44,10 +44,11 @@ from .rmu import Steering
 UNLEARN_RECORD = "memaudit_unlearn.json"
 
 
-def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
+def run_unlearn(config: UnlearnConfig, *, progress=None, sources: Sources = FILES) -> Path:
     """Unlearn ``config.forget`` from ``config.model`` into ``config.out`` (checkpoints in
     ``out/step-*``, the ``--eval-every`` curve in ``out/eval.jsonl``, a ``--keep-adapter``
-    adapter in ``out/adapter``).
+    adapter in ``out/adapter``). ``sources``: forget and holdout texts the API was given by
+    name (the model is always a dir: its training record names what to retrain).
 
     Inputs are read and checked (data, model, LoRA targets, the method's needs) before ``out``
     is written.
@@ -60,9 +61,9 @@ def run_unlearn(config: UnlearnConfig, *, progress=None) -> Path:
             path=config.out,
         )
     t0 = time.perf_counter()
-    read = read_texts(config.forget, skip_invalid=config.skip_invalid)
+    read = sources.read_texts(config.forget, skip_invalid=config.skip_invalid)
     forget_texts = [r.text for r in read.records]
-    holdout = read_texts(config.holdout).records if config.holdout else None
+    holdout = sources.read_texts(config.holdout).records if config.holdout else None
     retain = (
         load_corpus(
             config.retain,
