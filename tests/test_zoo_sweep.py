@@ -33,14 +33,6 @@ def quick_sweep(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "the zoo's attention stays on the MQAR plateau at the quick budget (measured: 0.26 at "
-        "32x4 after 600 steps at width 64, where the transformers llama micro reaches 1.0); "
-        "open in issue 19"
-    ),
-)
 def test_quick_sweep_attention_recalls_more_than_linear_attention(quick_sweep):
     _, res = quick_sweep
     cells = {c["arch"]: c for c in res["cells"]}

@@ -256,13 +256,19 @@ def niah_cases(lengths, depths, *, n: int, seed: int) -> dict[str, tuple[int, fl
     }
 
 
-def mqar_batch(tasks: list[MQAR], step: int, *, batch_size: int, seed: int):
+def mqar_batch(tasks: list[MQAR], step: int, *, batch_size: int, seed: int, easy_steps: int = 0):
     """The training batch of ``step``: task ``step % len(tasks)`` (a mix of (length, pairs) cycles
     through its tasks, so every batch has one length and needs no padding), seeded by the seed and
-    the step, so a resumed or repeated training sees the same data.
+    the step, so a resumed or repeated training sees the same data. The first ``easy_steps``
+    steps cycle through the tasks with the fewest pairs only: a curriculum, without which a mix
+    of 4 and 8 pairs kept even attention on the plateau of answering some value from the
+    context (0.27 after 600 steps at width 32; 1.00 with 300 easy steps first).
 
     Returns (ids LongTensor (B, T), targets LongTensor (B, T), -1 where nothing is asked).
     """
+    if step < easy_steps:
+        fewest = min(t.pairs for t in tasks)
+        tasks = [t for t in tasks if t.pairs == fewest]
     task = tasks[step % len(tasks)]
     ids, targets = task.batch(batch_size, seed * 1_000_003 + step)
     return torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
@@ -285,6 +291,7 @@ def fit_mqar(
     batch_size: int,
     lr: float,
     seed: int,
+    easy_steps: int = 0,
     progress: Progress | None = None,
 ) -> dict:
     """The one MQAR training loop (``probe recall-train`` and every cell of ``probe
@@ -299,7 +306,9 @@ def fit_mqar(
     model.train()
     tokens, loss_value, t0 = 0, float("nan"), time.perf_counter()
     for step in range(steps):
-        x, targets = mqar_batch(tasks, step, batch_size=batch_size, seed=seed)  # (B, T) each
+        x, targets = mqar_batch(  # (B, T) each
+            tasks, step, batch_size=batch_size, seed=seed, easy_steps=easy_steps
+        )
         loss = mqar_loss(logits_of(x), targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -313,6 +322,7 @@ def fit_mqar(
     seconds = time.perf_counter() - t0
     return {
         "steps": steps,
+        "easy_steps": easy_steps,
         "tokens": tokens,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds if seconds > 0 else None,

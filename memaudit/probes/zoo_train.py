@@ -67,14 +67,23 @@ def fit_zoo_mqar(
     progress: Progress | None = None,
 ):
     """(ZooLM, training record): a freshly initialised ``ZooLM(cfg)`` (seeded) trained on the
-    ``tasks`` mix by ``fit_mqar``.
+    ``tasks`` mix by ``fit_mqar``, the first half of the steps on the tasks with the fewest pairs
+    (``recall.mqar_batch``'s curriculum; a single task is unaffected).
     """
     from .zoo import ZooLM
 
     torch.manual_seed(seed)
     model = ZooLM(cfg)
     record = fit_mqar(
-        model, model, tasks, steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress
+        model,
+        model,
+        tasks,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        easy_steps=steps // 2,
+        progress=progress,
     )
     record["parameters"] = sum(p.numel() for p in model.parameters())
     return model, record

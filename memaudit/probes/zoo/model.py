@@ -1,9 +1,13 @@
-"""``ZooLM``: embedding -> n_layers x (pre-norm mixer + residual, pre-norm MLP + residual) ->
-final norm -> tied head; and its model dir (``save_zoo_model`` / ``load_zoo_model``).
+"""``ZooLM``: embedding -> n_layers x (pre-norm mixer + residual, pre-norm SwiGLU MLP + residual)
+-> final norm -> head; and its model dir (``save_zoo_model`` / ``load_zoo_model``).
 
-A zoo model dir holds ``model.safetensors`` (the state dict, the tied head stored once, as the
-embedding) and ``zoo.json`` (``format``, ``config``, ``extra``), written in a temp dir and
-published as a memaudit ``model:zoo`` output.
+The block is the Llama micro model's (SwiGLU at 2x width, an untied head): with a GELU 4x MLP
+and the head tied to the embedding, the attention model stayed on the MQAR plateau (accuracy
+0.26 after 600 steps at width 64, where the transformers Llama micro reaches 1.0 on the same
+batches); SwiGLU alone gave 0.61, SwiGLU with an untied head 1.0.
+
+A zoo model dir holds ``model.safetensors`` (the state dict) and ``zoo.json`` (``format``,
+``config``, ``extra``), written in a temp dir and published as a memaudit ``model:zoo`` output.
 """
 
 from __future__ import annotations
@@ -26,19 +30,22 @@ from memaudit.io.outdir import prepare_out_dir, publish_dir
 from .specs import ZooConfig
 
 KIND = "model:zoo"
-FORMAT = "memaudit-zoo/1"
+FORMAT = "memaudit-zoo/2"  # 2: SwiGLU MLP, untied head
 RECORD = "zoo.json"
 WEIGHTS = "model.safetensors"
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, mult: int = 4):
+    """SwiGLU (Shazeer 2020), as in Llama: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, d_model: int, mult: int = 2):
         super().__init__()
+        self.gate = nn.Linear(d_model, mult * d_model, bias=False)
         self.up = nn.Linear(d_model, mult * d_model, bias=False)
         self.down = nn.Linear(mult * d_model, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(nn.functional.gelu(self.up(x)))
+        return self.down(nn.functional.silu(self.gate(x)) * self.up(x))  # (B, T, D)
 
 
 class Block(nn.Module):
@@ -69,6 +76,7 @@ class ZooLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
         self.apply(_init)
 
     @property
@@ -83,7 +91,7 @@ class ZooLM(nn.Module):
         x = self.embed(ids)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
-        return nn.functional.linear(self.norm(x), self.embed.weight).float()  # (B, T, V)
+        return self.head(self.norm(x)).float()  # (B, T, V)
 
     def state_floats(self, seq_len: int) -> int:
         """Recurrent state per sequence after ``seq_len`` tokens, summed over layers."""
