@@ -86,7 +86,29 @@ def test_no_mixer_reads_a_later_token(arch):
 def test_attention_state_is_the_kv_cache_at_the_length():
     cfg = config("attention")
     model = ZooLM(cfg)
-    assert model.state_floats(T) == cfg.n_layers * 2 * T * D
+    conv = (cfg.short_conv - 1) * D  # the short convolution's last inputs
+    assert model.state_floats(T) == cfg.n_layers * (2 * T * D + conv)
+    assert ZooLM(config("attention", short_conv=0)).state_floats(T) == cfg.n_layers * 2 * T * D
+
+
+def test_short_convolution_step_equals_its_parallel_form_and_is_causal():
+    from memaudit.probes.zoo.model import ShortConv
+
+    torch.manual_seed(0)
+    conv = ShortConv(D, 4).double()
+    h = torch.randn(B, T, D, dtype=torch.float64)
+    with torch.no_grad():
+        y = conv(h)
+        state, steps = conv.init_state(B), []
+        for t in range(T):
+            y_t, state = conv.step(h[:, t], state)
+            steps.append(y_t)
+        h2 = h.clone()
+        h2[:, 5] += 1.0
+        y2 = conv(h2)
+    torch.testing.assert_close(torch.stack(steps, dim=1), y, atol=1e-10, rtol=0)
+    assert state_numel(state) == conv.state_floats() == 3 * D
+    torch.testing.assert_close(y2[:, :5], y[:, :5], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("arch", MIXERS.names())

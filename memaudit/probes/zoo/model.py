@@ -1,5 +1,5 @@
-"""``ZooLM``: embedding -> n_layers x (pre-norm mixer + residual, pre-norm SwiGLU MLP + residual)
--> final norm -> head; and its model dir (``save_zoo_model`` / ``load_zoo_model``).
+"""``ZooLM``: embedding -> n_layers x (pre-norm short conv + mixer + residual, pre-norm SwiGLU MLP
++ residual) -> final norm -> head; and its model dir (``save_zoo_model`` / ``load_zoo_model``).
 
 The block is the Llama micro model's (SwiGLU at 2x width, an untied head): with a GELU 4x MLP
 and the head tied to the embedding, the attention model stayed on the MQAR plateau (accuracy
@@ -30,7 +30,7 @@ from memaudit.io.outdir import prepare_out_dir, publish_dir
 from .specs import ZooConfig
 
 KIND = "model:zoo"
-FORMAT = "memaudit-zoo/2"  # 2: SwiGLU MLP, untied head
+FORMAT = "memaudit-zoo/3"  # 2: SwiGLU MLP, untied head; 3: short convolution
 RECORD = "zoo.json"
 WEIGHTS = "model.safetensors"
 
@@ -48,18 +48,53 @@ class MLP(nn.Module):
         return self.down(nn.functional.silu(self.gate(x)) * self.up(x))  # (B, T, D)
 
 
+class ShortConv(nn.Module):
+    """h + a causal depthwise convolution of h over the last ``kernel`` tokens (the short
+    convolution of H3, BASED, Mamba and DeltaNet). It hands each token its predecessors'
+    features, the previous-token link MQAR's key -> value pairs need: without it every
+    recurrent mixer stayed on the plateau of answering some value from the context (0.13-0.14
+    after 800 steps, where BASED and sliding-window attention, which can attend to the previous
+    token, reached 0.85-0.99). Its recurrent state: the last ``kernel - 1`` inputs.
+    """
+
+    def __init__(self, d_model: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(d_model, d_model, kernel, groups=d_model, bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(h.transpose(1, 2), (self.kernel - 1, 0))  # (B, D, T + k - 1)
+        return h + self.conv(padded).transpose(1, 2)  # (B, T, D)
+
+    def init_state(self, batch: int) -> torch.Tensor:
+        w = self.conv.weight
+        return torch.zeros(batch, w.shape[0], self.kernel - 1, dtype=w.dtype, device=w.device)
+
+    def step(self, h_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        window = torch.cat([state, h_t[:, :, None]], dim=2)  # (B, D, k)
+        y = h_t + (window * self.conv.weight[:, 0]).sum(-1)
+        return y, window[:, :, 1:]
+
+    def state_floats(self) -> int:
+        return (self.kernel - 1) * self.conv.weight.shape[0]
+
+
 class Block(nn.Module):
-    """x + mixer(norm(x)), then + mlp(norm(x))."""
+    """x + mixer(conv(norm(x))), then + mlp(norm(x))."""
 
     def __init__(self, cfg: ZooConfig):
         super().__init__()
         self.norm1 = nn.RMSNorm(cfg.d_model)
+        self.conv = ShortConv(cfg.d_model, cfg.short_conv) if cfg.short_conv else None
         self.mixer = cfg.spec.build(cfg)
         self.norm2 = nn.RMSNorm(cfg.d_model)
         self.mlp = MLP(cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mixer(self.norm1(x))  # (B, T, D)
+        h = self.norm1(x)
+        if self.conv is not None:
+            h = self.conv(h)
+        x = x + self.mixer(h)  # (B, T, D)
         return x + self.mlp(self.norm2(x))
 
 
@@ -94,8 +129,10 @@ class ZooLM(nn.Module):
         return self.head(self.norm(x)).float()  # (B, T, V)
 
     def state_floats(self, seq_len: int) -> int:
-        """Recurrent state per sequence after ``seq_len`` tokens, summed over layers."""
-        return sum(m.state_floats(seq_len) for m in self.mixers)
+        """Recurrent state per sequence after ``seq_len`` tokens, summed over layers: each
+        mixer's and each short convolution's."""
+        convs = sum(b.conv.state_floats() for b in self.blocks if b.conv is not None)
+        return sum(m.state_floats(seq_len) for m in self.mixers) + convs
 
 
 def _init(module: nn.Module) -> None:

@@ -32,6 +32,10 @@ class ZooConfig:
         The arch's own size knob (``MIXERS.get(arch).knob`` says which); None = its default.
     window : int, optional
         The short sliding window of ``based`` and ``titans`` (None = 64, BASED's).
+    short_conv : int
+        Kernel of the causal depthwise convolution before every mixer (0: none). Without it
+        every recurrent mixer stayed on the MQAR plateau; BASED, H3, Mamba and DeltaNet all
+        have one.
     """
 
     arch: str
@@ -42,6 +46,7 @@ class ZooConfig:
     max_len: int = 256
     state: int | None = None
     window: int | None = None
+    short_conv: int = 4
 
     @property
     def head_dim(self) -> int:
@@ -78,6 +83,10 @@ class ZooConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InputError(f"{name} must be an integer or None, got {value!r}")
+        if isinstance(self.short_conv, bool) or not isinstance(self.short_conv, int):
+            raise InputError(f"short_conv must be an integer, got {self.short_conv!r}")
+        if self.short_conv < 0:
+            raise InputError(f"short_conv must be >= 0 (0: none), got {self.short_conv}")
         if self.window is not None and self.window < 1:
             raise InputError(f"window must be at least 1, got {self.window}")
         problem = spec.check_state(self, self.state_size)
