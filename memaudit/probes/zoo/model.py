@@ -131,8 +131,10 @@ class ZooLM(nn.Module):
     def state_floats(self, seq_len: int) -> int:
         """Recurrent state per sequence after ``seq_len`` tokens, summed over layers: each
         mixer's and each short convolution's."""
-        convs = sum(b.conv.state_floats() for b in self.blocks if b.conv is not None)
-        return sum(m.state_floats(seq_len) for m in self.mixers) + convs
+        convs = [b.conv for b in self.blocks if isinstance(b.conv, ShortConv)]
+        return sum(m.state_floats(seq_len) for m in self.mixers) + sum(
+            c.state_floats() for c in convs
+        )
 
 
 def _init(module: nn.Module) -> None:
