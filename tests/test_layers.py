@@ -27,7 +27,7 @@ LAYERS = (
     ("index",),
     ("lab",),
     ("mia",),
-    ("unlearn", "probes", "diffusion"),
+    ("unlearn", "probes", "diffusion", "editing"),
     ("cli", "api", "__main__"),
 )
 LAYER_OF = {top: i for i, names in enumerate(LAYERS) for top in names}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import convert, diffusion, index, lab, mia, probe, shadows, unlearn
+from . import convert, diffusion, edit, index, lab, mia, probe, shadows, unlearn
 
 app = typer.Typer(
     add_completion=False,
@@ -34,7 +34,7 @@ def _root(
     """Measure, prove and remove training-data memorization in generative models."""
 
 
-for commands in (mia.app, lab.app, index.app, unlearn.app):
+for commands in (mia.app, lab.app, index.app, unlearn.app, edit.app):
     app.add_typer(commands)  # top-level commands: mia, extract, train, demo, overlap, unlearn, ...
 app.add_typer(lab.corpus_app, name="corpus")
 app.add_typer(mia.traps_app, name="traps")

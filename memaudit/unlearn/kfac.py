@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from memaudit.errors import InputError
+from memaudit.models.anatomy import set_weight_io, weight_io
 
 
 def mlp_layers(model, layers: str = "all") -> dict[str, torch.nn.Module]:
@@ -45,16 +46,6 @@ def mlp_layers(model, layers: str = "all") -> dict[str, torch.nn.Module]:
     if not chosen:
         raise InputError(f"no MLP weights in blocks {sorted(wanted)}")
     return chosen
-
-
-def _weight_io(module) -> torch.Tensor:
-    """The weight as (inputs, outputs): GPT-2's Conv1D stores it so, nn.Linear transposed."""
-    return module.weight.T if isinstance(module, torch.nn.Linear) else module.weight
-
-
-@torch.no_grad()
-def _set_weight_io(module, w_io: torch.Tensor) -> None:
-    module.weight.copy_(w_io.T if isinstance(module, torch.nn.Linear) else w_io)
 
 
 def collect_factors(
@@ -117,7 +108,7 @@ def curvature_edit(modules: dict[str, torch.nn.Module], factors: dict, rho: floa
         raise InputError(f"rho must be in (0, 1], got {rho}")
     report = {}
     for name, module in modules.items():
-        w = _weight_io(module).double()  # (in, out)
+        w = weight_io(module).double()  # (in, out)
         lam, u = torch.linalg.eigh(factors[name]["A"])  # (in,), (in, in)
         mu, v = torch.linalg.eigh(factors[name]["G"])  # (out,), (out, out)
         importance = lam.clamp_min(0)[:, None] * mu.clamp_min(0)[None, :]  # (in, out)
@@ -132,7 +123,7 @@ def curvature_edit(modules: dict[str, torch.nn.Module], factors: dict, rho: floa
             keep[order[:n_keep]] = True
             keep = keep.reshape(importance.shape)
         w_new = u @ ((u.T @ w @ v) * keep) @ v.T
-        _set_weight_io(module, w_new.to(module.weight.dtype))
+        set_weight_io(module, w_new.to(module.weight.dtype))
         report[name] = {
             "kept": float(keep.float().mean()),
             "relative_change": float((w_new - w).norm() / w.norm()),

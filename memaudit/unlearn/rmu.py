@@ -18,33 +18,11 @@ from dataclasses import dataclass
 import torch
 
 from memaudit.errors import InputError
+from memaudit.models.anatomy import blocks, mlp_output_module
 
 
 class _Stop(Exception):
     """Raised by the capture hook to end a forward pass whose later layers are not needed."""
-
-
-def blocks(model) -> torch.nn.ModuleList:
-    """The model's transformer blocks: the module list as long as its layer count."""
-    n = getattr(model.config, "num_hidden_layers", None)
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-            return module
-    raise InputError("rmu: no list of transformer blocks found in this model")
-
-
-def mlp_output(block: torch.nn.Module) -> torch.nn.Parameter:
-    """The weight of a block's MLP output projection: the last 2-D weight under its ``mlp``
-    (registered after the input projections in GPT-2, Llama, GPT-NeoX and their kin)."""
-    found = [
-        m.weight
-        for n, m in block.named_modules()
-        if n.split(".")[0] == "mlp" and isinstance(getattr(m, "weight", None), torch.Tensor)
-        if m.weight.dim() == 2
-    ]
-    if not found:
-        raise InputError("rmu: a block without an 'mlp' projection (rmu knows '.mlp.' blocks)")
-    return found[-1]
 
 
 @dataclass
@@ -69,7 +47,10 @@ class Steering:
         layer = (len(stack) - 1) // 2 if layer is None else layer
         if not 0 <= layer < len(stack):
             raise InputError(f"--rmu-layer must be in 0..{len(stack) - 1}, got {layer}")
-        trained = [mlp_output(stack[i]) for i in range(max(0, layer - 2), layer + 1)]
+        trained = [
+            mlp_output_module(stack[i], who="rmu").weight
+            for i in range(max(0, layer - 2), layer + 1)
+        ]
         names = {id(p): n for n, p in model.named_parameters()}
         original = {names[id(p)]: p.detach().clone() for p in trained}
         width = model.config.hidden_size

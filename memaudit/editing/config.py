@@ -1,0 +1,123 @@
+"""Settings of ``memaudit edit``. Light: no torch, so ``--help`` starts fast."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from memaudit.errors import InputError
+from memaudit.io.config import overwrite_setting, setting
+from memaudit.registry import Registry
+
+EDIT_METHODS = ("rome", "memit", "emmet")
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """'auto' as (); '1' or '0,1' or '0-2' as the block indices."""
+    text = text.strip()
+    if text == "auto":
+        return ()
+    out: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise InputError(f"--layers: '{part}' is not a block index or range (e.g. 1 or 0-2)")
+        out.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Settings of ``memaudit edit``; see ``memaudit edit --help``."""
+
+    model: str = setting(help="Model dir to edit (local, safetensors; never written).")
+    edits: str = setting(help="Edits as JSONL: subject, prompt, target_new (docs/editing.md).")
+    out: str = setting(help="New model dir to write.")
+    overwrite: bool = overwrite_setting()
+    method: str = setting(
+        "memit", help="rome (one layer, edits one after another), memit or emmet (a batch)."
+    )
+    layers: tuple[int, ...] = setting(
+        (),
+        parse=parse_layers,
+        default_text="auto: rome the block before the middle, memit/emmet blocks 0..that one",
+        help="Blocks whose MLP output projection is rewritten: 1, 0,1 or 0-2.",
+    )
+    covariance_corpus: str = setting(
+        "stdlib",
+        help="Text whose MLP keys are preserved: 'stdlib', a folder, .jsonl, .txt or .parquet.",
+    )
+    covariance_tokens: int = setting(
+        20_000, minimum=1, help="Tokens of --covariance-corpus the key statistics are taken over."
+    )
+    preservation_weight: float = setting(
+        10.0,
+        help="memit/emmet: weight of the preserved keys, C = weight * E[k k^T] (MEMIT's "
+        "mom2_update_weight, 15000 for GPT-J; on a 2-layer 64-wide fact model 15000 left every "
+        "edit undone and 10 made them all take).",
+    )
+    emmet_ridge: float = setting(0.1, help="emmet: ridge on K^T C^-1 K for a batch (emmet_lambda).")
+    v_steps: int = setting(25, minimum=1, help="Gradient steps that find each edit's new output.")
+    v_lr: float = setting(0.5, help="Learning rate (Adam) of those steps.")
+    v_weight_decay: float = setting(
+        0.5, help="Penalty on the change of the output, relative to its norm."
+    )
+    clamp_norm: float = setting(
+        4.0, help="The change of the output is kept within this many times its norm."
+    )
+    cache_dir: str | None = setting(
+        None,
+        help="Cache root of the key statistics.",
+        default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit",
+    )
+    device: str = setting("auto", help="auto, cpu, cuda, ...")
+    seed: int = setting(0, help="Seed of the covariance sample.")
+
+    def __post_init__(self):
+        methods: Registry[str] = Registry("edit method")
+        for name in EDIT_METHODS:
+            methods.add(name, name)
+        methods.get(self.method)  # unknown: "did you mean"
+        if self.method == "rome" and len(self.layers) > 1:
+            raise InputError("rome edits one layer; give one --layers index (memit spreads)")
+        for name in ("preservation_weight", "v_lr", "clamp_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a positive number")
+        for name in ("emmet_ridge", "v_weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditEvalConfig:
+    """Settings of ``memaudit edit-eval``; see ``memaudit edit-eval --help``."""
+
+    original: str = setting(help="The model dir before editing.")
+    edited: tuple[str, ...] = setting(
+        help="Edited model dirs (repeat the flag), each measured against --original.",
+        repeat=True,
+    )
+    edits: str = setting(help="The edits that were applied (the JSONL given to `memaudit edit`).")
+    controls: str | None = setting(
+        None,
+        help="Edits of the same form that were never applied: their statements are the "
+        "non-members of the membership test (skipped without).",
+    )
+    general: str = setting(
+        "stdlib", help="Text whose NLL change measures fluency: 'stdlib', a folder, .jsonl, .txt."
+    )
+    general_texts: int = setting(64, minimum=1, help="Texts of --general scored.")
+    n_bootstrap: int = setting(1000, minimum=1, help="Bootstrap rounds of the NLL changes' CIs.")
+    out: str = setting("runs/edit-eval", help="Run directory.")
+    overwrite: bool = overwrite_setting()
+    device: str = setting("auto", help="auto, cpu, cuda, ...")
+    seed: int = setting(0, help="Seed of the --general sample and the bootstrap.")
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
