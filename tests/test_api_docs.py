@@ -26,3 +26,17 @@ def test_the_walk_through_runs_as_written(tmp_path, monkeypatch):
     assert (tmp_path / "unlearn-eval" / "results.json").is_file()
     assert set(namespace["report"].metrics) == {"original", "npo"}
     assert "<table>" in namespace["audit"]._repr_html_()
+    # and equal the command line's: the page's `memaudit mia` gives the first call's scores
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from memaudit.cli.app import app
+
+    args = "mia --model model --members forget.jsonl --nonmembers holdout.jsonl --n-bootstrap 50"
+    r = CliRunner().invoke(app, [*args.split(), "--out", "cli-mia"])
+    assert r.exit_code == 0, r.output
+    cli = pq.read_table(tmp_path / "cli-mia" / "scores.parquet")
+    api = pq.read_table(namespace["audit"].path / "scores.parquet")
+    assert cli.column_names == api.column_names
+    for name in ("loss", "zlib", "min_k", "min_k_pp", "label"):
+        assert cli.column(name).to_pylist() == api.column(name).to_pylist()
