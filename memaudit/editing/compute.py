@@ -47,36 +47,54 @@ def _subject_rows(encoded: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
+def read_at_subjects(
+    model, encoded: Sequence[Encoded], taps: Sequence[tuple[torch.nn.Module, str]]
+) -> list[torch.Tensor]:
+    """One forward pass over the prompts; for each ``(module, "input" | "output")`` tap, what
+    flows there at each subject's last token, as a (dim, E) float64 CPU tensor."""
+    seen: list[torch.Tensor | None] = [None] * len(taps)
+    handles = []
+    for i, (module, side) in enumerate(taps):
+        if side == "input":
+
+            def pre(mod, args, i=i):
+                seen[i] = args[0]
+
+            handles.append(module.register_forward_pre_hook(pre))
+        else:
+
+            def post(mod, args, output, i=i):
+                seen[i] = output[0] if isinstance(output, tuple) else output
+
+            handles.append(module.register_forward_hook(post))
+    try:
+        ids, mask = _batch(encoded, prompt_only=True)
+        model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows, cols = _subject_rows(encoded)
+    return [t[rows, cols].double().T.cpu() for t in seen if t is not None]
+
+
+def key_tap(model, layer: int) -> tuple[torch.nn.Module, str]:
+    """Where the edit's key is read: the input of ``layer``'s MLP output projection."""
+    return mlp_output_module(blocks(model)[layer], who="editing"), "input"
+
+
+def output_tap(model, layer: int) -> tuple[torch.nn.Module, str]:
+    """Block ``layer``'s output (the residual stream)."""
+    return blocks(model)[layer], "output"
+
+
 def subject_keys(model, encoded: Sequence[Encoded], layer: int) -> torch.Tensor:
     """(d_in, E): the input of ``layer``'s MLP output projection at each subject's last token."""
-    module = mlp_output_module(blocks(model)[layer], who="editing")
-    seen: list[torch.Tensor] = []
-    handle = module.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
-    try:
-        ids, mask = _batch(encoded, prompt_only=True)
-        model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
-    finally:
-        handle.remove()
-    rows, cols = _subject_rows(encoded)
-    return seen[0][rows, cols].double().T.cpu()
+    return read_at_subjects(model, encoded, [key_tap(model, layer)])[0]
 
 
-@torch.no_grad()
 def block_outputs(model, encoded: Sequence[Encoded], layer: int) -> torch.Tensor:
     """(d_model, E): block ``layer``'s output (the residual stream) at each subject's last token."""
-    seen: list[torch.Tensor] = []
-
-    def hook(mod, args, output):
-        seen.append(output[0] if isinstance(output, tuple) else output)
-
-    handle = blocks(model)[layer].register_forward_hook(hook)
-    try:
-        ids, mask = _batch(encoded, prompt_only=True)
-        model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
-    finally:
-        handle.remove()
-    rows, cols = _subject_rows(encoded)
-    return seen[0][rows, cols].double().T.cpu()
+    return read_at_subjects(model, encoded, [output_tap(model, layer)])[0]
 
 
 @contextmanager

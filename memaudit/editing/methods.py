@@ -18,7 +18,15 @@ import torch
 
 from memaudit.models.anatomy import blocks, mlp_output_module, set_weight_io, weight_io
 
-from .compute import TargetSettings, block_outputs, subject_keys, target_deltas
+from .compute import (
+    TargetSettings,
+    block_outputs,
+    key_tap,
+    output_tap,
+    read_at_subjects,
+    subject_keys,
+    target_deltas,
+)
 from .requests import Encoded
 from .solve import emmet_delta, memit_delta, rome_delta
 
@@ -82,8 +90,10 @@ def _batched(model, encoded, moments, settings: EditSettings, progress) -> list[
     z = block_outputs(model, encoded, last) + found.delta  # (d_model, E)
     log: list[dict] = [{"target_nll": found.nll}]
     for i, layer in enumerate(settings.layers):
-        K = subject_keys(model, encoded, layer)  # (d_in, E)
-        missing = z - block_outputs(model, encoded, last)  # (d_model, E)
+        K, h = read_at_subjects(  # (d_in, E), (d_model, E): one pass for both
+            model, encoded, [key_tap(model, layer), output_tap(model, last)]
+        )
+        missing = z - h
         module, W = _weight(model, layer)
         V = W @ K + missing / (len(settings.layers) - i)
         C = settings.preservation_weight * moments[layer]
