@@ -41,7 +41,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memaudit.io.corpus import load_corpus, stdlib_snippets  # noqa: E402
+from memaudit.io.corpus import (  # noqa: E402
+    corpus_chunks,  # noqa: E402
+    load_corpus,
+    stdlib_snippets,
+)
 from memaudit.io.texts import TextRecord, read_texts, write_texts  # noqa: E402
 from memaudit.lab.canaries import make_canaries, split_ledger, write_texts_with_prefix  # noqa: E402
 from memaudit.lab.lm import (  # noqa: E402
@@ -55,7 +59,7 @@ from memaudit.lab.lm import (  # noqa: E402
 )
 from memaudit.models.generation import greedy_generate  # noqa: E402
 from memaudit.models.hf import load_causal_lm  # noqa: E402
-from memaudit.unlearn.evaluate import UnlearnEvalConfig, corpus_chunks, run_unlearn_eval  # noqa: E402
+from memaudit.unlearn.evaluate import UnlearnEvalConfig, run_unlearn_eval  # noqa: E402
 from memaudit.unlearn.idk import alternative_sequences  # noqa: E402
 from memaudit.unlearn.loop import LoopSettings, pad_batch, sequence_logp, unlearn_loop  # noqa: E402
 from memaudit.unlearn.methods import METHODS  # noqa: E402

@@ -162,26 +162,43 @@ def test_edit_eval_measures_the_edited_model(target_dir, edit_inputs):
 
 
 @pytest.mark.parametrize(
-    "change, extra, message",
+    "lines, extra, message",
     [
-        ({"prompt": "def run(x,"}, (), "is not in the prompt"),
-        (None, (), "no edits in the file"),
-        ({}, ("--layers", "5"), "does not exist"),
-        ({}, ("--layers", "1"), "is the last"),
-        ({}, ("--method", "romee"), "did you mean 'rome'"),
+        ([{**EDIT, "prompt": "def run(x,"}], (), "is not in the prompt"),
+        ([], (), "no edits in the file"),
+        ([EDIT], ("--layers", "5"), "does not exist"),
+        ([EDIT], ("--layers", "1"), "is the last"),
+        ([EDIT], ("--method", "romee"), "did you mean 'rome'"),
+        ([EDIT, EDIT], (), "edits.jsonl:2: edit id 'e1' was already used on line 1"),
+        ([EDIT], ("--covariance-tokens", "50"), "need at least"),
     ],
 )
 def test_bad_edit_input_is_one_line_and_writes_nothing(
-    target_dir, edit_inputs, tmp_path, change, extra, message
+    target_dir, edit_inputs, tmp_path, lines, extra, message
 ):
     import json
 
     edits = tmp_path / "edits.jsonl"
-    edits.write_text("" if change is None else json.dumps({**EDIT, **change}) + "\n")
+    edits.write_text("".join(json.dumps(e) + "\n" for e in lines))
     out = tmp_path / "out"
     r = _invoke(
         "edit", "--model", target_dir, "--edits", edits, "--out", out,
-        "--covariance-corpus", edit_inputs / "corpus.txt", *extra,
+        "--covariance-corpus", edit_inputs / "corpus.txt", "--cache-dir", tmp_path / "cache",
+        *extra,
     )  # fmt: skip
-    assert r.exit_code == 2 and message in r.output, r.output
+    assert r.exit_code == 2 and message in r.stderr, r.output
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not out.exists()
+
+
+def test_edit_eval_refuses_a_dir_edited_from_other_edits(target_dir, edit_inputs, tmp_path):
+    out = edit_inputs / "memit-for-refusal"
+    assert _edit(target_dir, edit_inputs, out, "--method", "memit").exit_code == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text((edit_inputs / "edits.jsonl").read_text().replace("secret", "public"))
+    r = _invoke(
+        "edit-eval", "--original", target_dir, "--edited", out, "--edits", other,
+        "--out", tmp_path / "eval",
+    )  # fmt: skip
+    assert r.exit_code == 2 and "another edits file" in r.stderr, r.output
+    assert not (tmp_path / "eval").exists()

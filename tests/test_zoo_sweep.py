@@ -144,6 +144,7 @@ def test_recall_train_with_a_zoo_arch_writes_a_dir_probe_recall_evaluates(tmp_pa
         ),
         (["recall-sweep", "--archs", "attention", "--states", "attention=8"], "attention"),
         (["recall-sweep", "--states", "gla=x"], "is not ARCH=S"),
+        (["recall-sweep", "--lengths", "16", "--pairs", "8"], "no (length, pairs)"),
         (["recall-train", "--arch", "atention"], "did you mean 'attention'"),
         (["recall-train", "--arch", "attention", "--state", "8"], "attention"),
         (["recall-train", "--arch", "llama", "--d-model", "32"], "are for zoo archs"),

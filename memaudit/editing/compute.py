@@ -106,7 +106,7 @@ def added_to_block(model, layer: int, encoded: Sequence[Encoded], delta: torch.T
     def hook(mod, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
         hidden = hidden.clone()
-        hidden[rows, cols] = hidden[rows, cols] + delta.to(hidden.dtype)
+        hidden[rows, cols] = hidden[rows, cols] + delta.to(hidden.device, hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     handle = blocks(model)[layer].register_forward_hook(hook)
@@ -118,12 +118,12 @@ def added_to_block(model, layer: int, encoded: Sequence[Encoded], delta: torch.T
 
 def target_nll(model, encoded: Sequence[Encoded]) -> torch.Tensor:
     """(E,): each request's mean NLL of its target tokens after its prompt."""
-    ids, mask = _batch(encoded, prompt_only=False)
-    logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+    ids, mask = (t.to(model.device) for t in _batch(encoded, prompt_only=False))
+    logits = model(input_ids=ids, attention_mask=mask).logits
     logp = F.log_softmax(logits.float(), dim=-1)  # (E, T, V)
     out = []
     for i, e in enumerate(encoded):
-        pos = torch.arange(e.target_start, len(e.ids))
+        pos = torch.arange(e.target_start, len(e.ids), device=ids.device)
         out.append(-logp[i, pos - 1, ids[i, pos]].mean())
     return torch.stack(out)
 
@@ -134,7 +134,7 @@ def target_deltas(
     """The change of block ``layer``'s output at each subject's last token that
     makes the model give its new target (gradient steps on the change only; weights untouched).
     """
-    h = block_outputs(model, encoded, layer).T.float()  # (E, d_model)
+    h = block_outputs(model, encoded, layer).T.float().to(model.device)  # (E, d_model)
     delta = torch.zeros_like(h, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=settings.lr)
     limit = settings.clamp_norm * h.norm(dim=1, keepdim=True)  # (E, 1)
@@ -157,7 +157,7 @@ def target_deltas(
             p.requires_grad_(True)
     with torch.no_grad(), added_to_block(model, layer, encoded, delta):
         reached = target_nll(model, encoded)
-    return Targets(delta.detach().double().T, reached.tolist())
+    return Targets(delta.detach().double().T.cpu(), reached.tolist())
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ Proportions carry a Wilson 95% interval; NLL changes a bootstrap one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ import torch
 
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
-from memaudit.io.corpus import load_corpus
+from memaudit.io.corpus import corpus_chunks, load_corpus, stdlib_snippets
 from memaudit.metrics import cluster_bootstrap_mean, roc_auc, wilson_interval
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
@@ -38,6 +40,7 @@ from memaudit.models.hf import LoadOptions, load_causal_lm
 from .compute import target_nll
 from .config import EditEvalConfig
 from .requests import EditRequest, Encoded, encode, read_edits
+from .run import EDIT_RECORD
 
 BATCH = 32
 
@@ -46,7 +49,7 @@ BATCH = 32
 def nlls(model, encoded: Sequence[Encoded]) -> np.ndarray:
     """Mean NLL per target token of each encoded (prompt, target), in batches."""
     out = [target_nll(model, encoded[s : s + BATCH]) for s in range(0, len(encoded), BATCH)]
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
 def proportion(flags: Sequence[bool]) -> dict:
@@ -154,6 +157,37 @@ def general_nll(model, tokenizer, texts: list[str]) -> np.ndarray:
     return nlls(model, encoded)
 
 
+def general_texts(spec: str, n: int, *, seed: int) -> list[str]:
+    """``n`` texts of about 400 characters: stdlib snippets, or pieces cut from ``spec``'s
+    documents at line ends."""
+    if spec == "stdlib":
+        return stdlib_snippets(n, chars=400, seed=seed)
+    return corpus_chunks(load_corpus(spec, seed=seed).docs, n, 400, what="--general")
+
+
+def edit_record(path: str, original_fingerprint: str, edits: str) -> dict | None:
+    """The edited dir's ``memaudit_edit.json``, checked against ``--original`` and ``--edits``
+    (a dir edited from another model or with other edits is refused); None for a dir memaudit
+    did not edit (results.json says so)."""
+    file = Path(path) / EDIT_RECORD
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text())
+        made_from = record["original"]["fingerprint"]
+        edits_sha = record["edits"]["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError("is not a readable edit record", path=str(file)) from None
+    if made_from != original_fingerprint:
+        raise InputError(
+            f"was edited from model {made_from[:12]}, not --original ({original_fingerprint[:12]})",
+            path=path,
+        )
+    if edits_sha != hashlib.sha256(Path(edits).read_bytes()).hexdigest():
+        raise InputError("was edited with another edits file than --edits", path=path)
+    return {"method": record.get("config", {}).get("method"), "layers": record.get("layers")}
+
+
 def summarise(
     rows: list[dict], base_rows: list[dict], fluency: np.ndarray, config: EditEvalConfig
 ) -> dict:
@@ -208,8 +242,8 @@ def run_edit_eval(config: EditEvalConfig, *, progress=None) -> tuple[Path, dict]
             raise InputError("its vocabulary is not the original's", path=path)
     tokenizer = original.tokenizer
     probes = probes_of(tokenizer, edits, config.edits)
-    general = load_corpus(config.general, max_chars=400 * config.general_texts, seed=config.seed)
-    texts = [d[:400] for d in general.docs][: config.general_texts]
+    texts = general_texts(config.general, config.general_texts, seed=config.seed)
+    records = {path: edit_record(path, original.fingerprint, config.edits) for path in edited}
     run = rs.RunDir.begin(config.out, "edit-eval", config)
     neighbour_answers = [
         greedy_generate(original, p.neighbours, target_len(p)) if p.neighbours else []
@@ -230,6 +264,7 @@ def run_edit_eval(config: EditEvalConfig, *, progress=None) -> tuple[Path, dict]
     results = {
         **run.header({"original": original, **{f"edited:{p}": lm for p, lm in edited.items()}}),
         "data": {"edits": len(edits), "controls": len(controls), "general_texts": len(texts)},
+        "edit_records": records,
         "original": {
             "extraction": proportion([r["extracted"] for r in base_rows]),
             "efficacy": proportion([r["efficacy"] for r in base_rows if r["efficacy"] is not None]),

@@ -43,9 +43,10 @@ class EditSettings:
 
 
 def _weight(model, layer: int) -> tuple[Any, torch.Tensor]:
-    """The layer's MLP output projection and its weight as (d_out, d_in)."""
+    """The layer's MLP output projection and its weight as (d_out, d_in), float64 on the CPU
+    (where the keys, values and statistics are: the solves never meet the model's device)."""
     module = mlp_output_module(blocks(model)[layer], who="editing")
-    return module, weight_io(module).T.detach().double()
+    return module, weight_io(module).T.detach().double().cpu()
 
 
 @torch.no_grad()

@@ -36,14 +36,19 @@ class EditRequest:
 
 def read_edits(path: str | Path) -> list[EditRequest]:
     """The edits of a JSONL file; a bad line is one ``file:line`` error, an empty file too."""
-    edits = [_request(obj, str(path), lineno) for lineno, obj in jsonl_objects(path, what="edits")]
+    edits, first_line = [], {}
+    for lineno, obj in jsonl_objects(path, what="edits"):
+        e = _request(obj, str(path), lineno)
+        if e.id in first_line:
+            raise InputError(
+                f"edit id '{e.id}' was already used on line {first_line[e.id]}",
+                path=str(path),
+                line=lineno,
+            )
+        first_line[e.id] = lineno
+        edits.append(e)
     if not edits:
         raise InputError("no edits in the file", path=str(path))
-    seen: set[str] = set()
-    for e in edits:
-        if e.id in seen:
-            raise InputError(f"edit id '{e.id}' appears twice", path=str(path))
-        seen.add(e.id)
     return edits
 
 

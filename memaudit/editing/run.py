@@ -17,7 +17,6 @@ from pathlib import Path
 
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
-from memaudit.io.atomic import write_text_atomic
 from memaudit.io.corpus import load_corpus
 from memaudit.io.outdir import prepare_out_dir
 from memaudit.io.progress import Progress
@@ -28,7 +27,7 @@ from memaudit.scoring.cache import default_cache_root
 
 from .compute import TargetSettings
 from .config import EditConfig
-from .covariance import cache_path, key_moment, sample_digest
+from .covariance import cache_path, check_invertible, key_moment
 from .methods import EditSettings, apply_edits
 from .requests import encode, read_edits
 
@@ -75,17 +74,12 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
     stream = token_stream(tokenizer, corpus.docs)[: config.covariance_tokens]
     if len(stream) < 2:
         raise InputError("--covariance-corpus holds no text", path=config.covariance_corpus)
-    out = prepare_out_dir(
-        config.out, kind=KIND, inputs=[config.model, config.edits], overwrite=config.overwrite
-    )
     root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
-    digest = sample_digest([corpus.digest(), str(len(stream))])
     moments, stats = {}, []
-    for i, layer in enumerate(layers):
-        path = cache_path(
-            root, fingerprint=lm.fingerprint, layer=layer, sample_digest=digest, tokens=len(stream)
-        )
+    for i, layer in enumerate(layers):  # before --out: a bad sample writes nothing
+        path = cache_path(root, fingerprint=lm.fingerprint, layer=layer, stream=stream)
         km = key_moment(model, stream, layer, path=path)
+        check_invertible(km.moment, layer)
         moments[layer] = km.moment
         stats.append(
             {"layer": layer, "tokens": km.n_tokens, "forward_passes": km.forward_passes,
@@ -93,6 +87,9 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
         )  # fmt: skip
         if progress:
             progress("key statistics", i + 1, len(layers), f"block {layer}")
+    out = prepare_out_dir(
+        config.out, kind=KIND, inputs=[config.model, config.edits], overwrite=config.overwrite
+    )
     settings = EditSettings(
         method=config.method,
         layers=layers,
@@ -127,6 +124,5 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
         "seconds": time.perf_counter() - t0,
         **rs.environment(),
     }
-    path = save_model_dir(model, tokenizer, out, kind=KIND)
-    write_text_atomic(path / EDIT_RECORD, json.dumps(rs.jsonable(record), indent=2) + "\n")
-    return path
+    text = json.dumps(rs.jsonable(record), indent=2) + "\n"
+    return save_model_dir(model, tokenizer, out, kind=KIND, records={EDIT_RECORD: text})

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memaudit.errors import InputError
 
 from .config import setting
@@ -198,3 +200,26 @@ def write_snippets(config: SnippetsConfig) -> int:
     ]
     write_texts(config.out, ((f"s{config.offset + i:05d}", t) for i, t in enumerate(texts)))
     return len(texts)
+
+
+def corpus_chunks(docs: list[str], n: int, chars: int, *, what: str = "the corpus") -> list[str]:
+    """``n`` pieces of about ``chars`` characters cut at line ends, spread evenly over the
+    documents.
+
+    >>> corpus_chunks(["a\\nb\\nc\\nd\\n"], 2, 4)
+    ['a\\nb', 'c\\nd']
+    """
+    pieces = []
+    for d in docs:
+        pos = 0
+        while pos < len(d):
+            piece = d[pos : pos + chars]
+            cut = piece.rfind("\n")
+            piece = piece[:cut] if cut > 0 and pos + chars < len(d) else piece
+            pos += max(len(piece), 1) + 1
+            if piece.strip():
+                pieces.append(piece.strip("\n"))
+    if len(pieces) < 2:
+        raise InputError(f"{what} is too small to cut into evaluation texts")
+    keep = np.unique(np.linspace(0, len(pieces) - 1, min(n, len(pieces))).astype(int))
+    return [pieces[i] for i in keep]

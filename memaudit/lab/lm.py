@@ -227,9 +227,14 @@ def save_model_dir(
     *,
     kind: str = "model:train",
     extra: dict | None = None,
+    records: dict[str, str] | None = None,
     keep: Sequence[str] = (),
 ) -> Path:
     """Write a model directory atomically (a temp dir renamed into place).
+
+    ``extra`` becomes ``memaudit_train.json``; ``records`` maps other file names to their text
+    (e.g. ``memaudit_edit.json``): both are inside the temp dir before it is published, so the
+    model and its record appear together or not at all.
 
     ``keep`` names entries of an existing ``out_dir`` (e.g. checkpoint subdirectories) that
     move into the new one instead of being deleted with the old. Only a directory memaudit
@@ -245,6 +250,8 @@ def save_model_dir(
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             (tmp / "memaudit_train.json").write_text(json.dumps(extra, indent=2, default=str))
+        for name, text in (records or {}).items():
+            (tmp / name).write_text(text)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
         publish_dir(tmp, out, kind, keep=keep)
     except BaseException:

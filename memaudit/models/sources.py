@@ -5,9 +5,10 @@ A runner reads its inputs through a :class:`Sources` (``sources.read_texts(confi
 ``sources.load_causal_lm(config.model, options)``). The command line passes none, so every
 input is a file read by ``io.texts.read_texts`` or a directory loaded by
 ``models.hf.load_causal_lm``. The API names each in-memory input in the config it builds
-(``<in-memory members 3f2a...>``) and hands the objects over under those names: they are read
-with the same validation (``io.texts.read_items``) and wrapped in the same adapter
-(``models.hf.wrap_loaded``), so the run after that is the command's own.
+(texts by their argument, ``members``; a model as ``<in-memory model>``) and hands the
+objects over under those names: they are read with the same validation
+(``io.texts.read_items``) and wrapped in the same adapter (``models.hf.wrap_loaded``), so the
+run after that is the command's own.
 """
 
 from __future__ import annotations

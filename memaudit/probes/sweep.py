@@ -32,6 +32,7 @@ from memaudit.errors import InputError
 from .config import RecallSweepConfig
 
 EVAL_SEED = 1 << 40  # evaluation sequences are drawn from seeds no training step uses
+RECIPE = 2  # the training recipe's version (2: the curriculum): part of every cell's cache key
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,19 @@ def digest(obj) -> str:
 
 
 def cell_dir(out: Path, cell: Cell, train: dict) -> Path:
-    """One dir per cell and training settings: a rerun with other settings trains anew."""
-    return out / "cells" / f"{cell.label}-{digest([cell.__dict__, train])}"
+    """One dir per cell, training settings, model config, zoo format and recipe version: a
+    rerun with other settings, or after the block or the recipe changed, trains anew."""
+    from dataclasses import asdict
+
+    from .zoo.model import FORMAT
+    from .zoo_train import zoo_config
+
+    model = zoo_config(
+        cell.arch, vocab=train["vocab"], d_model=cell.d_model, state=cell.state,
+        n_layers=train["n_layers"], max_len=train["max_len"],
+    )  # fmt: skip
+    key = [cell.__dict__, train, asdict(model), FORMAT, RECIPE]
+    return out / "cells" / f"{cell.label}-{digest(key)}"
 
 
 def check_cells(config: RecallSweepConfig) -> list[Cell]:
@@ -116,6 +128,8 @@ def check_cells(config: RecallSweepConfig) -> list[Cell]:
             max_len=train["max_len"],
             flag="--archs" if cell.state is None else "--states",
         )
+    if not grid_cells(config):
+        raise InputError("--lengths x --pairs: no (length, pairs) with 4 x pairs <= length")
     if not train["mix"]:
         raise InputError(
             "--train-lengths x --train-pairs: no (length, pairs) with 4 x pairs <= length"

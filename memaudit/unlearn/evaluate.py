@@ -36,7 +36,7 @@ from memaudit.attacks import parse_attacks
 from memaudit.attacks.views import score_views
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
-from memaudit.io.corpus import load_corpus
+from memaudit.io.corpus import corpus_chunks, load_corpus
 from memaudit.io.texts import Skipped, TextRecord
 from memaudit.lab.evaluate import LAB_ATTACKS
 from memaudit.lab.lm import EOS
@@ -188,33 +188,14 @@ def load_sets(config: UnlearnEvalConfig, *, sources: Sources = FILES) -> EvalSet
     return EvalSets(
         forget,
         holdout,
-        corpus_chunks(retain.docs, config.eval_texts, config.chunk_chars),
-        corpus_chunks(general.docs, config.eval_texts, config.chunk_chars) if general else [],
+        corpus_chunks(retain.docs, config.eval_texts, config.chunk_chars, what="the retain corpus"),
+        corpus_chunks(
+            general.docs, config.eval_texts, config.chunk_chars, what="the general corpus"
+        )
+        if general
+        else [],
         retain.skipped + (general.skipped if general else []),
     )
-
-
-def corpus_chunks(docs: list[str], n: int, chars: int) -> list[str]:
-    """``n`` pieces of about ``chars`` characters cut at line ends, spread evenly over the
-    documents.
-
-    >>> corpus_chunks(["a\\nb\\nc\\nd\\n"], 2, 4)
-    ['a\\nb', 'c\\nd']
-    """
-    pieces = []
-    for d in docs:
-        pos = 0
-        while pos < len(d):
-            piece = d[pos : pos + chars]
-            cut = piece.rfind("\n")
-            piece = piece[:cut] if cut > 0 and pos + chars < len(d) else piece
-            pos += max(len(piece), 1) + 1
-            if piece.strip():
-                pieces.append(piece.strip("\n"))
-    if len(pieces) < 2:
-        raise InputError("the retain/general corpus is too small to cut into evaluation texts")
-    keep = np.unique(np.linspace(0, len(pieces) - 1, min(n, len(pieces))).astype(int))
-    return [pieces[i] for i in keep]
 
 
 @dataclass
