@@ -36,7 +36,8 @@ class EditRequest:
 
 def read_edits(path: str | Path) -> list[EditRequest]:
     """The edits of a JSONL file; a bad line is one ``file:line`` error, an empty file too."""
-    edits, first_line = [], {}
+    edits: list[EditRequest] = []
+    first_line: dict[str, int] = {}
     for lineno, obj in jsonl_objects(path, what="edits"):
         e = _request(obj, str(path), lineno)
         if e.id in first_line:
