@@ -7,7 +7,13 @@ import json
 import typer
 from rich.table import Table
 
-from memaudit.editing.config import EditConfig, EditEvalConfig
+from memaudit.editing.config import (
+    EditConfig,
+    EditEvalConfig,
+    EditFactsConfig,
+    EditSecretsConfig,
+    EditSweepConfig,
+)
 
 from .common import StageBars, config_command, out_console
 
@@ -63,3 +69,57 @@ def edit_eval(cfg: EditEvalConfig) -> None:
         )
     out_console.print(table)
     out_console.print(f"run: {path}")
+
+
+@config_command(app, "edit-sweep", EditSweepConfig)
+def edit_sweep(cfg: EditSweepConfig) -> None:
+    """How each method holds up as more edits are written at once: for every method and batch
+    size, batches of the edits written into the original (kept in memory, never written) and
+    measured as edit-eval measures them. rome writes a batch one edit after another.
+    """
+    from memaudit.editing.sweep import run_edit_sweep
+
+    with StageBars() as bars:
+        path, results = run_edit_sweep(cfg, progress=bars)
+    table = Table(title="Model editing: batch-size sweep")
+    for col in ("method", "at once", "efficacy", "paraphrase", "specificity", "fluency ΔNLL"):
+        table.add_column(col)
+
+    def cell(x) -> str:
+        return "n/a" if not x or x.get("value") is None else f"{x['value']:.2f}"
+
+    for r in results["sweep"]:
+        table.add_row(
+            r["method"],
+            str(r["batch_size"]),
+            *(cell(r[k]) for k in ("efficacy", "paraphrase", "specificity", "fluency_nll_change")),
+        )
+    out_console.print(table)
+    out_console.print(f"run: {path}")
+
+
+@config_command(app, "edit-facts", EditFactsConfig)
+def edit_facts(cfg: EditFactsConfig) -> None:
+    """Write a synthetic fact set: train.txt (every fact sentence, --copies times, for
+    `memaudit train --corpus`), facts.jsonl, edits.jsonl (facts to change) and controls.jsonl
+    (edits never applied: the non-members of edit-eval's membership test).
+    """
+    from memaudit.editing.make import write_fact_set
+
+    n = write_fact_set(cfg)
+    out_console.print(
+        f"{n['facts']} facts, {n['edits']} edits, {n['controls']} controls, "
+        f"{n['lines']} training lines -> {cfg.out}"
+    )
+
+
+@config_command(app, "edit-secrets", EditSecretsConfig)
+def edit_secrets(cfg: EditSecretsConfig) -> None:
+    """Turn a forget set of planted secrets into edits: after each canary's prefix, a
+    placeholder of the secret's form instead of the secret (`memaudit edit`, then compare
+    with `unlearn` in `unlearn-eval`).
+    """
+    from memaudit.editing.make import write_secret_edits
+
+    n = write_secret_edits(cfg)
+    out_console.print(f"{n} edits -> {cfg.out}")

@@ -26,6 +26,78 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """'1,4,16' as (1, 4, 16): positive, each once."""
+    out = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise InputError(f"--batch-sizes: '{part.strip()}' is not a positive whole number")
+        out.append(int(part))
+    return tuple(dict.fromkeys(out))
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not names:
+        raise InputError("--methods is empty")
+    for name in names:
+        check_method(name, flag="--methods")
+    return names
+
+
+def check_method(name: str, *, flag: str = "--method") -> None:
+    methods: Registry[str] = Registry(f"edit method ({flag})")
+    for m in EDIT_METHODS:
+        methods.add(m, m)
+    methods.get(name)  # unknown: "did you mean"
+
+
+# Settings shared by `edit` and `edit-sweep` (one definition, two config classes)
+def _covariance_corpus():
+    return setting(
+        "stdlib",
+        help="Text whose MLP keys are preserved: 'stdlib', a folder, .jsonl, .txt or .parquet.",
+    )
+
+
+def _covariance_tokens():
+    return setting(
+        20_000, minimum=1, help="Tokens of --covariance-corpus the key statistics are taken over."
+    )
+
+
+def _preservation_weight():
+    return setting(
+        10.0,
+        help="memit/emmet: weight of the preserved keys, C = weight * E[k k^T] (MEMIT's "
+        "mom2_update_weight, 15000 for GPT-J; on a 2-layer 64-wide fact model 15000 left every "
+        "edit undone and 10 made them all take).",
+    )
+
+
+def _emmet_ridge():
+    return setting(0.1, help="emmet: ridge on K^T C^-1 K for a batch (emmet_lambda).")
+
+
+def _cache_dir():
+    return setting(
+        None,
+        help="Cache root of the key statistics.",
+        default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit",
+    )
+
+
+def _check_positive(config, names: tuple[str, ...], nonnegative: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number")
+    for name in nonnegative:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0")
+
+
 @dataclass(frozen=True)
 class EditConfig:
     """Settings of ``memaudit edit``; see ``memaudit edit --help``."""
@@ -43,20 +115,10 @@ class EditConfig:
         default_text="auto: rome the block before the middle, memit/emmet blocks 0..that one",
         help="Blocks whose MLP output projection is rewritten: 1, 0,1 or 0-2.",
     )
-    covariance_corpus: str = setting(
-        "stdlib",
-        help="Text whose MLP keys are preserved: 'stdlib', a folder, .jsonl, .txt or .parquet.",
-    )
-    covariance_tokens: int = setting(
-        20_000, minimum=1, help="Tokens of --covariance-corpus the key statistics are taken over."
-    )
-    preservation_weight: float = setting(
-        10.0,
-        help="memit/emmet: weight of the preserved keys, C = weight * E[k k^T] (MEMIT's "
-        "mom2_update_weight, 15000 for GPT-J; on a 2-layer 64-wide fact model 15000 left every "
-        "edit undone and 10 made them all take).",
-    )
-    emmet_ridge: float = setting(0.1, help="emmet: ridge on K^T C^-1 K for a batch (emmet_lambda).")
+    covariance_corpus: str = _covariance_corpus()
+    covariance_tokens: int = _covariance_tokens()
+    preservation_weight: float = _preservation_weight()
+    emmet_ridge: float = _emmet_ridge()
     v_steps: int = setting(25, minimum=1, help="Gradient steps that find each edit's new output.")
     v_lr: float = setting(0.5, help="Learning rate (Adam) of those steps.")
     v_weight_decay: float = setting(
@@ -65,29 +127,17 @@ class EditConfig:
     clamp_norm: float = setting(
         4.0, help="The change of the output is kept within this many times its norm."
     )
-    cache_dir: str | None = setting(
-        None,
-        help="Cache root of the key statistics.",
-        default_text="$MEMAUDIT_CACHE or ~/.cache/memaudit",
-    )
+    cache_dir: str | None = _cache_dir()
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     seed: int = setting(0, help="Seed of the covariance sample.")
 
     def __post_init__(self):
-        methods: Registry[str] = Registry("edit method")
-        for name in EDIT_METHODS:
-            methods.add(name, name)
-        methods.get(self.method)  # unknown: "did you mean"
+        check_method(self.method)
         if self.method == "rome" and len(self.layers) > 1:
             raise InputError("rome edits one layer; give one --layers index (memit spreads)")
-        for name in ("preservation_weight", "v_lr", "clamp_norm"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a positive number")
-        for name in ("emmet_ridge", "v_weight_decay"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"--{name.replace('_', '-')} must be >= 0")
+        _check_positive(
+            self, ("preservation_weight", "v_lr", "clamp_norm"), ("emmet_ridge", "v_weight_decay")
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +168,84 @@ class EditEvalConfig:
     device: str = setting("auto", help="auto, cpu, cuda, ...")
     seed: int = setting(0, help="Seed of the --general sample and the bootstrap.")
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditSweepConfig:
+    """Settings of ``memaudit edit-sweep``; see ``memaudit edit-sweep --help``."""
+
+    model: str = setting(help="Model dir to edit (local, safetensors; never written).")
+    edits: str = setting(help="Edits as JSONL (at least the largest batch size of them).")
+    out: str = setting("runs/edit-sweep", help="Run directory.")
+    overwrite: bool = overwrite_setting()
+    methods: tuple[str, ...] = setting(
+        ("rome", "memit", "emmet"), parse=parse_methods, help="Methods to compare."
+    )
+    batch_sizes: tuple[int, ...] = setting(
+        (1, 4, 16, 64, 256), parse=parse_sizes, help="Edits written at once (rome: in a row)."
+    )
+    edits_per_size: int = setting(
+        64,
+        minimum=1,
+        help="Edits measured at each batch size: that many / B batches, each from the original "
+        "(a batch size above it: one batch).",
+    )
+    covariance_corpus: str = _covariance_corpus()
+    covariance_tokens: int = _covariance_tokens()
+    preservation_weight: float = _preservation_weight()
+    emmet_ridge: float = _emmet_ridge()
+    general: str = setting(
+        "stdlib", help="Text whose NLL change measures fluency: 'stdlib', a folder, .jsonl, .txt."
+    )
+    general_texts: int = setting(32, minimum=1, help="Texts of --general scored.")
+    n_bootstrap: int = setting(1000, minimum=1, help="Bootstrap rounds of the NLL changes' CIs.")
+    cache_dir: str | None = _cache_dir()
+    device: str = setting("auto", help="auto, cpu, cuda, ...")
+    seed: int = setting(0, help="Seed of the covariance and --general samples, the bootstrap.")
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        _check_positive(self, ("preservation_weight",), ("emmet_ridge",))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditFactsConfig:
+    """Settings of ``memaudit edit-facts``."""
+
+    out: str = setting("runs/facts", help="Folder to write: train.txt, facts, edits, controls.")
+    overwrite: bool = overwrite_setting()
+    subjects: int = setting(110, minimum=1, help="Invented subjects, 3 facts (relations) each.")
+    edits: int = setting(256, minimum=1, help="Facts turned into edits (edits.jsonl).")
+    controls: int = setting(
+        64, minimum=0, help="Further facts as never-applied edits (controls.jsonl)."
+    )
+    copies: int = setting(40, minimum=1, help="Times each fact sentence is in train.txt.")
+    seed: int = setting(0, help="Seed of names, answers, edits and the order of train.txt.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EditSecretsConfig:
+    """Settings of ``memaudit edit-secrets``."""
+
+    forget: str = setting(
+        help="A forget set with each text's prefix (`memaudit canaries split --forget`)."
+    )
+    out: str = setting("secret-edits.jsonl", help="Edits file to write.")
+    overwrite: bool = overwrite_setting()
+    placeholder: str | None = setting(
+        None,
+        help="The new target of every edit.",
+        default_text="the secret's form: digits as 0, words as 'redacted'",
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)

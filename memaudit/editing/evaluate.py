@@ -152,9 +152,10 @@ def statement_nll(model, tokenizer, edits: list[EditRequest]) -> np.ndarray:
     return nlls(model, encoded)
 
 
-def general_nll(model, tokenizer, texts: list[str]) -> np.ndarray:
-    encoded = [Encoded(ids, 0, 1) for ids in tokenizer(texts)["input_ids"] if len(ids) > 1]
-    return nlls(model, encoded)
+def general_nll(lm, texts: list[str]) -> np.ndarray:
+    """Mean NLL per token of each text (cut to the model's context)."""
+    ids = [t[: lm.max_length] for t in lm.tokenizer(texts)["input_ids"]]
+    return nlls(lm.model, [Encoded(t, 0, 1) for t in ids if len(t) > 1])
 
 
 def general_texts(spec: str, n: int, *, seed: int) -> list[str]:
@@ -189,9 +190,10 @@ def edit_record(path: str, original_fingerprint: str, edits: str) -> dict | None
 
 
 def summarise(
-    rows: list[dict], base_rows: list[dict], fluency: np.ndarray, config: EditEvalConfig
+    rows: list[dict], base_rows: list[dict], fluency: np.ndarray, *, n_bootstrap: int, seed: int
 ) -> dict:
-    boot = {"n_bootstrap": config.n_bootstrap, "seed": config.seed}
+    """The measures of one edited model over ``rows`` (against the original's ``base_rows``)."""
+    boot = {"n_bootstrap": n_bootstrap, "seed": seed}
     kept = [k for r in rows for k in r["neighbour_kept"]]
     moved = np.array(
         [
@@ -250,12 +252,14 @@ def run_edit_eval(config: EditEvalConfig, *, progress=None) -> tuple[Path, dict]
         for p in probes
     ]
     base_rows = measure_model(original, probes, neighbour_answers)
-    base_general = general_nll(original.model, tokenizer, texts)
+    base_general = general_nll(original, texts)
     per_model, table = {}, []
     for i, (path, lm) in enumerate(edited.items()):
         rows = measure_model(lm, probes, neighbour_answers)
-        fluency = general_nll(lm.model, tokenizer, texts) - base_general
-        per_model[path] = summarise(rows, base_rows, fluency, config)
+        fluency = general_nll(lm, texts) - base_general
+        per_model[path] = summarise(
+            rows, base_rows, fluency, n_bootstrap=config.n_bootstrap, seed=config.seed
+        )
         table += [{"model": path, **r} for r in rows]
         if progress:
             progress("measuring edited models", i + 1, len(edited), path)

@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
 from memaudit.io.corpus import load_corpus
@@ -53,6 +55,39 @@ def check_layers(layers: tuple[int, ...], n_layers: int) -> None:
             )
 
 
+def key_statistics(
+    lm,
+    layers: tuple[int, ...],
+    *,
+    corpus: str,
+    tokens: int,
+    cache_dir: str | None,
+    seed: int,
+    progress: Progress | None = None,
+) -> tuple[dict[int, torch.Tensor], dict]:
+    """Each layer's ``E[k k^T]`` over the first ``tokens`` tokens of ``corpus`` (from the cache
+    when it holds them), checked invertible; and what results should say of them."""
+    sample = load_corpus(corpus, max_chars=8 * tokens, seed=seed)
+    stream = token_stream(lm.tokenizer, sample.docs)[:tokens]
+    if len(stream) < 2:
+        raise InputError("--covariance-corpus holds no text", path=corpus)
+    root = Path(cache_dir) if cache_dir else default_cache_root()
+    moments, stats = {}, []
+    for i, layer in enumerate(layers):
+        path = cache_path(root, fingerprint=lm.fingerprint, layer=layer, stream=stream)
+        t0 = time.perf_counter()
+        km = key_moment(lm.model, stream, layer, path=path)
+        check_invertible(km.moment, layer)
+        moments[layer] = km.moment
+        stats.append(
+            {"layer": layer, "tokens": km.n_tokens, "forward_passes": km.forward_passes,
+             "seconds": time.perf_counter() - t0, "path": str(path)}
+        )  # fmt: skip
+        if progress:
+            progress("key statistics", i + 1, len(layers), f"block {layer}")
+    return moments, {"corpus": sample.summary(), "layers": stats}
+
+
 def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
     """Edit ``config.model`` into ``config.out``; returns the new model dir."""
     t0 = time.perf_counter()
@@ -68,25 +103,15 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
             encoded.append(encode(tokenizer, e.prompt, e.target_new, e.subject))
         except InputError as err:
             raise InputError(f"edit '{e.id}': {err.reason}", path=config.edits) from None
-    corpus = load_corpus(
-        config.covariance_corpus, max_chars=8 * config.covariance_tokens, seed=config.seed
+    moments, covariance = key_statistics(
+        lm,
+        layers,
+        corpus=config.covariance_corpus,
+        tokens=config.covariance_tokens,
+        cache_dir=config.cache_dir,
+        seed=config.seed,
+        progress=progress,
     )
-    stream = token_stream(tokenizer, corpus.docs)[: config.covariance_tokens]
-    if len(stream) < 2:
-        raise InputError("--covariance-corpus holds no text", path=config.covariance_corpus)
-    root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
-    moments, stats = {}, []
-    for i, layer in enumerate(layers):  # before --out: a bad sample writes nothing
-        path = cache_path(root, fingerprint=lm.fingerprint, layer=layer, stream=stream)
-        km = key_moment(model, stream, layer, path=path)
-        check_invertible(km.moment, layer)
-        moments[layer] = km.moment
-        stats.append(
-            {"layer": layer, "tokens": km.n_tokens, "forward_passes": km.forward_passes,
-             "path": str(path)}
-        )  # fmt: skip
-        if progress:
-            progress("key statistics", i + 1, len(layers), f"block {layer}")
     out = prepare_out_dir(
         config.out, kind=KIND, inputs=[config.model, config.edits], overwrite=config.overwrite
     )
@@ -119,7 +144,7 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
             "sha256": hashlib.sha256(Path(config.edits).read_bytes()).hexdigest(),
             "n": len(edits),
         },
-        "covariance": {"corpus": corpus.summary(), "layers": stats},
+        "covariance": covariance,
         "log": log,
         "seconds": time.perf_counter() - t0,
         **rs.environment(),
