@@ -10,6 +10,7 @@ from rich.table import Table
 from memaudit.probes.config import (
     KKMakeConfig,
     KKRunConfig,
+    OrderConfig,
     RecallConfig,
     RecallSweepConfig,
     RecallTrainConfig,
@@ -213,5 +214,28 @@ def recall_sweep(cfg: RecallSweepConfig) -> None:
             f"{tps:,.0f}" if tps else "-",
             f"{c['mean_accuracy']:.3f}" if c["mean_accuracy"] is not None else "-",
         )
+    out_console.print(table)
+    _print_paths(path)
+
+
+@config_command(probe_app, "order", OrderConfig)
+def order(cfg: OrderConfig) -> None:
+    """Training order and memorization: each sample's final loss at other positions in training,
+    retrained (truth) next to the estimate from one recorded run (Taylor-expanded AdamW
+    updates, randomly projected; docs/order.md).
+    """
+    from memaudit.probes.order import run_order
+
+    with StageBars() as bars:
+        path, res = run_order(cfg, progress=bars)
+    table = Table(title="Training order: estimate vs retrained (position effect on final loss)")
+    for col in ("estimate", "Pearson", "Spearman", "MAE", "n"):
+        table.add_column(col, justify="left" if col == "estimate" else "right")
+    for name, m in res["measures"].items():
+        if "position_effect" not in m:
+            continue
+        e = m["position_effect"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        table.add_row(name, fmt(e["pearson"]), fmt(e["spearman"]), f"{e['mae']:.4f}", str(e["n"]))
     out_console.print(table)
     _print_paths(path)

@@ -420,3 +420,78 @@ QUICK_SWEEP: dict[str, Any] = {
     "lengths": (32, 64),
     "steps": 600,
 }  # --quick: attention > linear attention at width 32, in seconds per cell
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """Settings of ``memaudit probe order``: the training-order effect on memorization,
+    retrained vs estimated from one recorded run (docs/order.md).
+    """
+
+    corpus: str = setting(
+        "stdlib", help="Training documents: 'stdlib', a folder, .jsonl, .txt, .parquet."
+    )
+    corpus_chars: int = setting(
+        200_000, help="Use only the first documents of the corpus up to this many characters."
+    )
+    size: str = setting("micro", help="Model size of memaudit's GPT-2 (micro, tiny, ...).")
+    vocab_size: int = setting(512, help="BPE vocabulary trained on the corpus.")
+    steps: int = setting(120, help="Training steps of every run.")
+    batch_size: int = setting(8, help="Sequences per step.")
+    seq_len: int = setting(64, help="Tokens per sequence; each sample is one sequence.")
+    lr: float = setting(1e-3, help="Peak learning rate (fit's warm-up and cosine schedule).")
+    warmup: int = setting(10, help="Warm-up steps.")
+    samples: int = setting(
+        4, help="Held-out sequences placed in training; memorization = their final loss."
+    )
+    copies: int = setting(2, help="Rows of its step each sample fills (copies in one batch).")
+    positions: tuple[float, ...] = setting(
+        (0.05, 0.35, 0.65, 0.95),
+        help="Where in training a sample can go, as fractions of the steps; sample i's "
+        "reference position is position i mod their number, each other one is an "
+        "alternative order (a swap of its rows with that step's).",
+    )
+    projection_dim: int = setting(
+        1024, help="Random projection size for the stored gradients and parameter changes."
+    )
+    second_order: bool = setting(
+        True,
+        flag="--no-second-order",
+        negate=True,
+        help="Skip the second-order estimate (Hessian-vector products every step).",
+    )
+    seed: int = setting(0, help="Seed of the model init, the corpus order and the projection.")
+    out: str = setting("runs/order", help="Run directory.")
+    overwrite: bool = overwrite_setting()
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        if self.steps < 2 or self.batch_size < 1 or self.seq_len < 4:
+            raise InputError("steps must be >= 2, batch size >= 1 and seq len >= 4")
+        if self.samples < 1 or self.copies < 1:
+            raise InputError("samples and copies must be >= 1")
+        if self.samples * self.copies > self.batch_size:
+            raise InputError(
+                f"samples x copies = {self.samples * self.copies} rows do not fit a batch of "
+                f"{self.batch_size} (each sample keeps its own rows at every position)"
+            )
+        if len(self.positions) < 2 or any(not 0 <= p < 1 for p in self.positions):
+            raise InputError(
+                f"positions must be at least two fractions in [0, 1), got {list(self.positions)}"
+            )
+        steps = [self.position_step(p) for p in self.positions]
+        if len(set(steps)) != len(steps):
+            raise InputError(
+                f"positions {list(self.positions)} fall on steps {steps} of {self.steps}: "
+                "each needs its own step"
+            )
+        if not (self.lr > 0 and self.warmup >= 0 and self.projection_dim >= 1):
+            raise InputError("lr must be > 0, warmup >= 0 and projection dim >= 1")
+        if self.vocab_size < 260 or self.corpus_chars < 1:
+            raise InputError("vocab size must be >= 260 (bytes + merges) and corpus chars >= 1")
+
+    def position_step(self, fraction: float) -> int:
+        return min(self.steps - 1, int(round(fraction * self.steps)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
