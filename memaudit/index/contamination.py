@@ -114,18 +114,54 @@ def find_contaminated(
     encoded = [np.asarray(ids, dtype=np.int64) for ids in index.encode([b.text for b in bench])]
     check_ngram(encoded, n, index.unit)
     capped = _capped_longest(index, encoded, n)
+    spans = _verified_runs(index, encoded, capped, n)
     out = []
-    for item, ids, lcp in zip(bench, encoded, capped):
+    for k, (item, ids, lcp) in enumerate(zip(bench, encoded, capped)):
         grams = max(0, len(ids) - n + 1)
         found = int((lcp[:grams] == n).sum())
         share = found / grams if grams else math.nan
         longest, docs = int(lcp.max(initial=0)), []
-        if found:  # lengths past n need the exact search; only items with a hit get it
-            exact = index.longest(ids.tolist())
-            longest = max(exact)
-            docs = _top_docs(index, ids.tolist(), exact, n, doc_limit)
+        if found:
+            longest = max(length for _, length in spans[k])
+            docs = _top_docs(index, ids.tolist(), spans[k], doc_limit)
         dirty = bool(found) and share >= threshold
         out.append(ItemContamination(item.id, len(ids), grams, found, share, longest, docs, dirty))
+    return out
+
+
+def _verified_runs(
+    index: CorpusIndex, encoded: Sequence[np.ndarray], capped: Sequence[np.ndarray], n: int
+) -> dict[int, list[tuple[int, int]]]:
+    """Per item with a found n-gram: its maximal spans of >= n tokens found, (start, length).
+
+    Found n-grams at consecutive positions a..b suggest the span ``[a, b + n)``; it cannot be
+    longer (the n-gram at b + 1 is not found), and when it occurs whole it is the maximal
+    span starting at a, and no position inside it starts a longer one. All suggested spans
+    are checked in one batched search; an item with a span that does not occur whole (its
+    n-grams come from different places) gets the exact ``longest`` instead.
+    """
+    runs: dict[int, list[tuple[int, int]]] = {}
+    for k, lcp in enumerate(capped):
+        at = np.flatnonzero(lcp[: max(0, len(lcp) - n + 1)] == n)
+        if len(at):
+            cut = np.flatnonzero(np.diff(at) > 1)
+            starts, ends = np.r_[at[0], at[cut + 1]], np.r_[at[cut], at[-1]]
+            runs[k] = [(int(a), int(b - a + n)) for a, b in zip(starts, ends)]
+    flat = [(k, a, m) for k, rs_ in runs.items() for a, m in rs_]
+    whole = index.prefix_match([encoded[k][a : a + m] for k, a, m in flat]) if flat else []
+    broken = sorted({k for (k, _, m), got in zip(flat, whole) if got < m})
+    for k, lengths in zip(broken, index.longest_many([encoded[k] for k in broken])):
+        runs[k] = [(s["start"], s["length"]) for s in _spans(lengths, n)]
+    return runs
+
+
+def _spans(lengths: list[int], n: int) -> list[dict]:
+    """The maximal spans of >= n tokens from the longest match at each position."""
+    out, reach = [], 0
+    for i, m in enumerate(lengths):
+        if m >= n and i + m > reach:
+            out.append({"start": i, "length": m})
+            reach = i + m
     return out
 
 
@@ -174,15 +210,15 @@ def _windows(encoded: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndar
 
 
 def _top_docs(
-    index: CorpusIndex, ids: list[int], lengths: list[int], n: int, limit: int
+    index: CorpusIndex, ids: list[int], spans: list[tuple[int, int]], limit: int
 ) -> list[str]:
-    """The documents holding the item's maximal matches of >= n tokens, most tokens first."""
+    """The documents holding the item's maximal matches, most tokens matched first."""
     if limit <= 0:
         return []
     tokens: Counter[int] = Counter()
-    for span in index.overlap_of(ids, lengths, min_tokens=n, doc_limit=limit)["spans"]:
-        for d in span["docs"]:
-            tokens[d] += span["length"]
+    for start, length in spans:
+        for d in {d for d, _ in index.locate(ids[start : start + length], limit=limit)}:
+            tokens[d] += length
     return [index.doc_id(d) for d, _ in tokens.most_common(limit)]
 
 

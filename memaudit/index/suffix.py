@@ -88,10 +88,14 @@ class _Queries:
         """
         raise NotImplementedError
 
+    def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``prefix_match`` of (K, W) int64 keys, the first ``lengths`` of each row meant."""
+        raise NotImplementedError
+
     def longest_many(self, queries: Sequence[Sequence[int]]) -> list[list[int]]:
-        """``longest`` of every query: each of its suffixes' ``prefix_match``, searched
-        together with a window of ``LONGEST_WIDTH`` tokens; a query with a match that fills
-        the window is searched again alone (``longest``).
+        """``longest`` of every query: each of its suffixes' ``prefix_match``, all searched
+        together with a window of ``LONGEST_WIDTH`` tokens; the positions whose match fills
+        the window are searched again with a window four times as wide, until none does.
 
         Examples
         --------
@@ -99,16 +103,27 @@ class _Queries:
         >>> index.longest_many([[6, 7, 6, 8], [9]]) == [index.longest([6, 7, 6, 8]), [0]]
         True
         """
-        qs = [[int(t) for t in q] for q in queries]
-        rows = [q[i : i + LONGEST_WIDTH] for q in qs for i in range(len(q))]
-        flat = self.prefix_match(rows).tolist() if rows else []
-        out, at = [], 0
-        for q in qs:
-            lengths = flat[at : at + len(q)]
-            at += len(q)
-            full = any(n == LONGEST_WIDTH for n in lengths)
-            out.append(self.longest(q) if full else lengths)
-        return out
+        arrays = [np.asarray(q, dtype=np.int64).reshape(-1) for q in queries]
+        out = [np.zeros(len(a), dtype=np.int64) for a in arrays]
+        pending = [(k, np.arange(len(a))) for k, a in enumerate(arrays) if len(a)]
+        width = LONGEST_WIDTH
+        while pending:
+            keys, lengths = [], []
+            for k, at in pending:
+                padded = np.concatenate([arrays[k], np.full(width, -1, dtype=np.int64)])
+                keys.append(np.lib.stride_tricks.sliding_window_view(padded, width)[at])
+                lengths.append(np.minimum(width, len(arrays[k]) - at))
+            matched = self.match_keys(np.concatenate(keys), np.concatenate(lengths))
+            again, row = [], 0
+            for (k, at), m in zip(pending, lengths):
+                got = matched[row : row + len(at)]
+                row += len(at)
+                out[k][at] = got
+                more = at[(got == width) & (m == width)]  # filled the window: may go on
+                if len(more):
+                    again.append((k, more))
+            pending, width = again, width * 4
+        return [o.tolist() for o in out]
 
     def overlap(self, query: Sequence[int], *, min_tokens: int = 8, doc_limit: int = 5) -> dict:
         """How much of a text is copied from the corpus.
