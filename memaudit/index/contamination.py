@@ -148,7 +148,8 @@ def _verified_runs(
             starts, ends = np.r_[at[0], at[cut + 1]], np.r_[at[cut], at[-1]]
             runs[k] = [(int(a), int(b - a + n)) for a, b in zip(starts, ends)]
     flat = [(k, a, m) for k, rs_ in runs.items() for a, m in rs_]
-    whole = index.prefix_match([encoded[k][a : a + m] for k, a, m in flat]) if flat else []
+    suggested = [encoded[k][a : a + m] for k, a, m in flat]
+    whole = index.prefix_match(suggested) if flat else np.zeros(0, dtype=np.int64)
     broken = sorted({k for (k, _, m), got in zip(flat, whole) if got < m})
     for k, lengths in zip(broken, index.longest_many([encoded[k] for k in broken])):
         runs[k] = [(s["start"], s["length"]) for s in _spans(lengths, n)]

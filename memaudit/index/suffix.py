@@ -41,6 +41,7 @@ from memaudit.io.atomic import atomic_output, write_text_atomic
 FORMAT_VERSION = 2
 LOCATE_SCAN = 65_536  # suffix-array entries read to find the first occurrences in corpus order
 SHARD_FILES = ("tokens", "doc_starts", "sa")
+Queries = Sequence[Sequence[int]] | Sequence[np.ndarray]  # token lists or 1-d int arrays
 BYTES = "bytes"  # ``index build --tokenizer bytes``: UTF-8 bytes as tokens
 BYTES_FINGERPRINT = "bytes:utf-8"
 BYTE_DTYPE = np.dtype("u1")  # separator 0xFF: never a byte of UTF-8
@@ -78,11 +79,11 @@ class _Queries:
         raise NotImplementedError
 
     # their batched forms: one vectorised search over many queries
-    def count_many(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def count_many(self, queries: Queries) -> np.ndarray:
         """(Q,) int64: ``count`` of every query, searched together."""
         raise NotImplementedError
 
-    def prefix_match(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def prefix_match(self, queries: Queries) -> np.ndarray:
         """(Q,) int64: for every query, the length of its longest prefix that occurs (at most
         the query's length; ``longest(q)[0]`` when q is not empty).
         """
@@ -92,7 +93,7 @@ class _Queries:
         """``prefix_match`` of (K, W) int64 keys, the first ``lengths`` of each row meant."""
         raise NotImplementedError
 
-    def longest_many(self, queries: Sequence[Sequence[int]]) -> list[list[int]]:
+    def longest_many(self, queries: Queries) -> list[list[int]]:
         """``longest`` of every query: each of its suffixes' ``prefix_match``, all searched
         together with a window of ``LONGEST_WIDTH`` tokens; the positions whose match fills
         the window are searched again with a window four times as wide, until none does.
@@ -295,7 +296,7 @@ class SuffixIndex(_Queries):
             out.append(k)
         return out
 
-    def count_many(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def count_many(self, queries: Queries) -> np.ndarray:
         keys, lengths = _padded(queries, self.separator)
         out = np.zeros(len(lengths), dtype=np.int64)
         for rows in _chunks(lengths):
@@ -304,7 +305,7 @@ class SuffixIndex(_Queries):
             out[rows] = np.where(m > 0, hi - lo, 0)
         return out
 
-    def prefix_match(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def prefix_match(self, queries: Queries) -> np.ndarray:
         return self.match_keys(*_padded(queries, self.separator))
 
     def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -379,14 +380,14 @@ class SuffixIndex(_Queries):
         return cls(a["tokens"], a["sa"], a["doc_starts"], first_doc=first_doc)
 
 
-def _padded(queries: Sequence[Sequence[int]], separator: int) -> tuple[np.ndarray, np.ndarray]:
+def _padded(queries: Queries, separator: int) -> tuple[np.ndarray, np.ndarray]:
     """(Q, W) int64 keys and (Q,) lengths; a value no corpus token can have becomes -1, which
     matches nothing (so no match runs through it, and the separator is never matched).
     """
     lengths = np.array([len(q) for q in queries], dtype=np.int64)
     keys = np.full((len(lengths), int(lengths.max(initial=0)) or 1), -1, dtype=np.int64)
     for i, q in enumerate(queries):
-        keys[i, : len(q)] = np.asarray(q, dtype=np.int64)
+        keys[i, : lengths[i]] = np.asarray(q, dtype=np.int64)
     keys[(keys < 0) | (keys >= separator)] = -1
     return keys, lengths
 
@@ -475,13 +476,13 @@ class CorpusIndex(_Queries):
         per_shard = [s.longest(query) for s in self.shards]
         return [max(col) for col in zip(*per_shard)] if per_shard else [0] * len(query)
 
-    def count_many(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def count_many(self, queries: Queries) -> np.ndarray:
         total = np.zeros(len(queries), dtype=np.int64)
         for s in self.shards:
             total += s.count_many(queries)
         return total
 
-    def prefix_match(self, queries: Sequence[Sequence[int]]) -> np.ndarray:
+    def prefix_match(self, queries: Queries) -> np.ndarray:
         return self.match_keys(*_padded(queries, np.iinfo(np.int64).max))
 
     def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
