@@ -1,5 +1,5 @@
-"""``memaudit index build|count|locate|longest|overlap|info`` and ``memaudit overlap``: the
-corpus index.
+"""``memaudit index build|count|locate|longest|overlap|info``, ``memaudit overlap`` and
+``memaudit contamination``: the corpus index.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from memaudit.index.config import (
+    ContaminationConfig,
     IndexBuildConfig,
     InfoConfig,
     LocateConfig,
@@ -44,21 +45,37 @@ def index_build(cfg: IndexBuildConfig) -> None:
     say_skipped(index.meta["skipped"], Path(cfg.out) / "index.json")
     s = index.meta["build"]["seconds"]
     out_console.print(
-        f"{len(index):,} tokens, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> "
+        f"{len(index):,} {index.unit}, {index.n_docs:,} documents, {len(index.shards)} shard(s) -> "
         f"{cfg.out} "
         f"(tokenize {s['tokenize']:.1f} s, sort {s['sort']:.1f} s)"
     )
 
 
+def _batch(cfg: QueryConfig, what: str) -> None:
+    """--queries FILE: one JSON line per query on stdout, or the rows written to --out."""
+    from memaudit.index.queries import batch_queries
+
+    rows = batch_queries(cfg, what)
+    if cfg.out:
+        out_console.print(f"{len(rows)} queries answered -> {cfg.out}")
+        return
+    for row in rows:  # plain print: one JSON line each, never wrapped or highlighted
+        out_console.print(json.dumps(row), markup=False, highlight=False, soft_wrap=True)
+
+
 @config_command(index_app, "count", QueryConfig)
 def index_count(cfg: QueryConfig) -> None:
-    """How many times a span occurs in the corpus."""
+    """How many times a span occurs in the corpus (or each query of --queries FILE)."""
     from memaudit.index.queries import open_and_encode
 
+    if cfg.query is None:
+        return _batch(cfg, "count")
     index, tokens = open_and_encode(cfg.index_dir, cfg.query, cfg.ids)
     n = index.count(tokens)
     out_console.print(n)
-    if n == 0 and not cfg.ids:  # the usual surprise: BPE tokenizes a word differently after a space
+    if (
+        n == 0 and not cfg.ids and not index.is_bytes
+    ):  # the usual surprise: BPE tokenizes a word differently after a space
         console.print(
             f"[dim]note: tokenized as {tokens}; a span that starts mid-line in the corpus may "
             "tokenize differently "
@@ -85,10 +102,12 @@ def index_locate(cfg: LocateConfig) -> None:
 @config_command(index_app, "longest", QueryConfig)
 def index_longest(cfg: QueryConfig) -> None:
     """For each token of the query, the longest span starting there that occurs in the corpus
-    (JSON).
+    (JSON; with --queries FILE, one line per query).
     """
     from memaudit.index.queries import open_and_encode
 
+    if cfg.query is None:
+        return _batch(cfg, "longest")
     index, tokens = open_and_encode(cfg.index_dir, cfg.query, cfg.ids)
     out_console.print_json(json.dumps({"tokens": tokens, "longest": index.longest(tokens)}))
 
@@ -144,6 +163,42 @@ def overlap(cfg: OverlapConfig) -> None:
     )
     for s in o["top_sources"][:5]:
         console.print(f"  {s['copied_tokens']:>6} tokens from {s['source']}")
+    out_console.print(f"results: {outcome.out_dir / 'results.json'}")
+    if cfg.report:
+        out_console.print(f"report:  {outcome.out_dir / 'report.html'}")
+
+
+@config_command(app, "contamination", ContaminationConfig)
+def contamination(cfg: ContaminationConfig) -> None:
+    """Benchmark contamination: which items does the training corpus hold, and (with --model)
+    how much does that inflate the score?
+
+    Looks every item's n-grams up in the corpus index (13 tokens, or 50 bytes on a byte index,
+    by default): share found, longest verbatim match, source documents, and `contaminated` at
+    --threshold (PaLM's 0.7 by default; 0: any n-gram, as GPT-3 and lm-eval). With --model,
+    greedy exact-match accuracy and answer NLL on dirty vs clean items, and their differences
+    with bootstrap CIs.
+    """
+    from memaudit.index.contamination import run_contamination
+
+    with StageBars() as bars:
+        outcome = run_contamination(cfg, progress=bars)
+    c = outcome.results["contamination"]
+    share = c["contaminated_share"]
+    out_console.print(
+        f"contaminated: {c['contaminated']} of {c['eligible']} items "
+        f"({share['value']:.3f}, 95% CI [{share['ci'][0]:.3f}, {share['ci'][1]:.3f}]) at >= "
+        f"{c['threshold']:g} of their {c['ngram']}-grams ({c['unit']}); longest match "
+        f"{c['longest_max']} {c['unit']}"
+    )
+    a = outcome.results["answers"]
+    if a:
+        d = a["accuracy_difference"]
+        out_console.print(
+            f"accuracy dirty {a['dirty']['accuracy']['value']:.3f} vs clean "
+            f"{a['clean']['accuracy']['value']:.3f}: difference {d['value']:+.3f} "
+            f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+        )
     out_console.print(f"results: {outcome.out_dir / 'results.json'}")
     if cfg.report:
         out_console.print(f"report:  {outcome.out_dir / 'report.html'}")

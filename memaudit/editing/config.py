@@ -52,7 +52,24 @@ def check_method(name: str, *, flag: str = "--method") -> None:
     methods.get(name)  # unknown: "did you mean"
 
 
+KEY_POSITIONS = ("subject", "last")
+
+
 # Settings shared by `edit` and `edit-sweep` (one definition, two config classes)
+def _key_at():
+    return setting(
+        "subject",
+        help="Where the edit's key is read: 'subject' (its last token, ROME/MEMIT's choice from "
+        "causal tracing in large models) or 'last' (the prompt's last token; on the 2-block "
+        "fact model of docs/editing.md only this one reaches the answer).",
+    )
+
+
+def check_key_at(value: str) -> None:
+    if value not in KEY_POSITIONS:
+        raise InputError(f"--key-at must be one of {', '.join(KEY_POSITIONS)}, got '{value}'")
+
+
 def _covariance_corpus():
     return setting(
         "stdlib",
@@ -115,6 +132,7 @@ class EditConfig:
         default_text="auto: rome the block before the middle, memit/emmet blocks 0..that one",
         help="Blocks whose MLP output projection is rewritten: 1, 0,1 or 0-2.",
     )
+    key_at: str = _key_at()
     covariance_corpus: str = _covariance_corpus()
     covariance_tokens: int = _covariance_tokens()
     preservation_weight: float = _preservation_weight()
@@ -133,6 +151,7 @@ class EditConfig:
 
     def __post_init__(self):
         check_method(self.method)
+        check_key_at(self.key_at)
         if self.method == "rome" and len(self.layers) > 1:
             raise InputError("rome edits one layer; give one --layers index (memit spreads)")
         _check_positive(
@@ -193,6 +212,7 @@ class EditSweepConfig:
         help="Edits measured at each batch size: that many / B batches, each from the original "
         "(a batch size above it: one batch).",
     )
+    key_at: str = _key_at()
     covariance_corpus: str = _covariance_corpus()
     covariance_tokens: int = _covariance_tokens()
     preservation_weight: float = _preservation_weight()
@@ -208,6 +228,7 @@ class EditSweepConfig:
     report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
 
     def __post_init__(self):
+        check_key_at(self.key_at)
         _check_positive(self, ("preservation_weight",), ("emmet_ridge",))
 
     def to_dict(self) -> dict:

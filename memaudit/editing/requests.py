@@ -115,3 +115,17 @@ def encode(tokenizer, prompt: str, target: str, subject: str | None = None) -> E
         end = prompt.rindex(subject) + len(subject)
         subject_last = max(i for i in content if offsets[i][0] < end)
     return Encoded(ids, subject_last, target_start)
+
+
+def encode_edits(tokenizer, edits: list[EditRequest], *, key_at: str, path: str) -> list[Encoded]:
+    """Each edit's prompt + new target, its key read at the subject's last token
+    (``key_at="subject"``) or at the prompt's last token (``"last"``); an edit whose prompt and
+    target merge into one token is one error naming the edit."""
+    out = []
+    for e in edits:
+        subject = e.subject if key_at == "subject" else None
+        try:
+            out.append(encode(tokenizer, e.prompt, e.target_new, subject))
+        except InputError as err:
+            raise InputError(f"edit '{e.id}': {err.reason}", path=path) from None
+    return out

@@ -31,7 +31,7 @@ from .compute import TargetSettings
 from .config import EditConfig
 from .covariance import cache_path, check_invertible, key_moment
 from .methods import EditSettings, apply_edits
-from .requests import encode, read_edits
+from .requests import encode_edits, read_edits
 
 EDIT_RECORD = "memaudit_edit.json"
 KIND = "model:edit"
@@ -97,12 +97,7 @@ def run_edit(config: EditConfig, *, progress: Progress | None = None) -> Path:
     n_layers = len(blocks(model))
     layers = config.layers or default_layers(config.method, n_layers)
     check_layers(layers, n_layers)
-    encoded = []
-    for e in edits:
-        try:
-            encoded.append(encode(tokenizer, e.prompt, e.target_new, e.subject))
-        except InputError as err:
-            raise InputError(f"edit '{e.id}': {err.reason}", path=config.edits) from None
+    encoded = encode_edits(tokenizer, edits, key_at=config.key_at, path=config.edits)
     moments, covariance = key_statistics(
         lm,
         layers,

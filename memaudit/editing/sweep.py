@@ -38,7 +38,7 @@ from .evaluate import (
     target_len,
 )
 from .methods import EditSettings, apply_edits
-from .requests import read_edits
+from .requests import encode_edits, read_edits
 from .run import check_layers, default_layers, key_statistics
 
 
@@ -72,6 +72,7 @@ def run_edit_sweep(config: EditSweepConfig, *, progress=None) -> tuple[Path, dic
     for chosen in layers.values():
         check_layers(chosen, n_layers)
     probes = probes_of(lm.tokenizer, edits, config.edits)
+    written = encode_edits(lm.tokenizer, edits, key_at=config.key_at, path=config.edits)
     texts = general_texts(config.general, config.general_texts, seed=config.seed)
     every = tuple(sorted({layer for chosen in layers.values() for layer in chosen}))
     moments, covariance = key_statistics(
@@ -100,7 +101,7 @@ def run_edit_sweep(config: EditSweepConfig, *, progress=None) -> tuple[Path, dic
         )  # fmt: skip
         lm.model.load_state_dict(original)
         began = time.perf_counter()
-        apply_edits(lm.model, [probes[i].new for i in batch], moments, settings)
+        apply_edits(lm.model, [written[i] for i in batch], moments, settings)
         seconds = time.perf_counter() - began
         rows = measure_model(lm, [probes[i] for i in batch], [answers[i] for i in batch])
         fluency = general_nll(lm, texts) - base_general

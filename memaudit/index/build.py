@@ -1,6 +1,7 @@
 """``memaudit index build``: tokenize a corpus into shards, then sort each shard's suffixes.
 
-Stage 1 streams the documents, tokenizes them in batches with the model's tokenizer and
+Stage 1 streams the documents, tokenizes them in batches with the model's tokenizer (or,
+with ``--tokenizer bytes``, takes their UTF-8 bytes) and
 closes a shard whenever it reaches its token budget (set by a memory budget): the shard's
 ``tokens.npy``, ``doc_starts.npy`` and ``docs.json``, then ``tokens.json`` last. Stage 2
 builds each shard's suffix array (``sa.npy``, then ``shard.json`` last), one shard at a time
@@ -32,10 +33,14 @@ from memaudit.io.progress import Progress
 
 from .config import IndexBuildConfig
 from .suffix import (
+    BYTE_DTYPE,
+    BYTES,
+    BYTES_FINGERPRINT,
     CorpusIndex,
     SuffixIndex,
     suffix_array,
     token_dtype,
+    utf8,
     write_index_meta,
 )
 
@@ -45,16 +50,14 @@ from .suffix import (
 
 def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -> CorpusIndex:
     """Tokenize ``config.corpus`` and index it under ``config.out``; returns the opened index."""
-    from memaudit.models.hf import load_tokenizer, tokenizer_fingerprint
-
-    tokenizer = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
-    dtype = token_dtype(len(tokenizer) - 1)
-    inputs = [config.corpus, config.tokenizer]
+    tokenizer, encode, described = _encoder(config)
+    dtype = BYTE_DTYPE if tokenizer is None else token_dtype(described["vocab_size"] - 1)
+    inputs = [config.corpus] + ([] if tokenizer is None else [config.tokenizer])
     root = prepare_out_dir(config.out, kind="index", inputs=inputs, overwrite=config.overwrite)
     (root / "index.json").unlink(missing_ok=True)  # the index is unfinished until the end
     identity = {
         "corpus": config.corpus,
-        "tokenizer": tokenizer_fingerprint(Path(config.tokenizer)),
+        "tokenizer": described["fingerprint"],
         "dtype": dtype.str,
         "shard_tokens": config.shard_tokens(dtype.itemsize),
     }
@@ -62,7 +65,7 @@ def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -
     skipped: list = []
     entries = tokenize_shards(
         corpus_documents(config.corpus, skip_invalid=config.skip_invalid, skipped=skipped),
-        lambda texts: tokenizer(list(texts), verbose=False)["input_ids"],
+        encode,
         root,
         identity=identity,
         batch_docs=config.batch_docs,
@@ -77,13 +80,12 @@ def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -
             sort_shard(str(d))
             if progress:
                 progress("sorting suffixes", i + 1, len(dirs))
-    _save_tokenizer(tokenizer, root / "tokenizer")
+    if tokenizer is None:
+        shutil.rmtree(root / "tokenizer", ignore_errors=True)  # an earlier build's, if any
+    else:
+        _save_tokenizer(tokenizer, root / "tokenizer")
     meta = {
-        "tokenizer": {
-            "path": config.tokenizer,
-            "fingerprint": identity["tokenizer"],
-            "vocab_size": len(tokenizer),
-        },
+        "tokenizer": described,
         "corpus": config.corpus,
         "dtype": dtype.str,
         "tokens": sum(e["tokens"] for e in entries),
@@ -98,6 +100,26 @@ def build_index(config: IndexBuildConfig, *, progress: Progress | None = None) -
     }
     write_index_meta(root, meta)
     return CorpusIndex.load(root)
+
+
+def _encoder(config: IndexBuildConfig):
+    """(tokenizer or None, encode texts -> token sequences, the index's tokenizer entry)."""
+    if config.tokenizer == BYTES:
+        described = {"path": BYTES, "fingerprint": BYTES_FINGERPRINT, "vocab_size": 256}
+        return (
+            None,
+            lambda texts: [np.frombuffer(utf8(t), dtype=np.uint8) for t in texts],
+            described,
+        )
+    from memaudit.models.hf import load_tokenizer, tokenizer_fingerprint
+
+    tokenizer = load_tokenizer(config.tokenizer, trust_remote_code=config.trust_remote_code)
+    described = {
+        "path": config.tokenizer,
+        "fingerprint": tokenizer_fingerprint(Path(config.tokenizer)),
+        "vocab_size": len(tokenizer),
+    }
+    return tokenizer, lambda texts: tokenizer(list(texts), verbose=False)["input_ids"], described
 
 
 def corpus_documents(

@@ -23,7 +23,7 @@ from memaudit.io.config import (
 ENGINES = ("local", "ray")
 
 
-BUILD_BYTES_PER_TOKEN = {2: 24, 4: 40}
+BUILD_BYTES_PER_TOKEN = {1: 10, 2: 24, 4: 40}
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,10 @@ class IndexBuildConfig:
         ),
     )
     tokenizer: str = setting(
-        help="Model (or tokenizer) dir whose tokenizer the model was trained with."
+        help=(
+            "Model (or tokenizer) dir whose tokenizer the model was trained with, or 'bytes': "
+            "UTF-8 bytes as tokens (one index for every model and any text query)."
+        )
     )
     out: str = setting(help="Index directory to write (a rebuild reuses its finished shards).")
     overwrite: bool = overwrite_setting()
@@ -148,8 +151,25 @@ class QueryConfig:
     """Settings of ``memaudit index count`` and ``memaudit index longest``."""
 
     index_dir: str = setting(argument=True, help="Index directory.")
-    query: str = setting(argument=True, help=QUERY_HELP)
-    ids: bool = setting(False, help="The query is token ids ('12,7,99').")
+    query: str | None = setting(None, argument=True, help=QUERY_HELP)
+    ids: bool = setting(False, help="The query is token ids ('12,7,99'); with --queries, each one.")
+    queries: str | None = setting(
+        None,
+        help=(
+            "A file of queries answered in one process instead of QUERY: .txt (a query per "
+            "line), .jsonl ('text' and an optional 'id') or .parquet."
+        ),
+    )
+    out: str | None = setting(
+        None,
+        help="With --queries: write the answers here (.jsonl, or .parquet) instead of stdout.",
+    )
+
+    def __post_init__(self):
+        if (self.query is None) == (self.queries is None):
+            raise InputError("give a QUERY or --queries FILE (one of the two)")
+        if self.out is not None and self.queries is None:
+            raise InputError("--out writes the answers of --queries; a single query prints its own")
 
 
 @dataclass(frozen=True)
@@ -182,3 +202,63 @@ class InfoConfig:
     """Settings of ``memaudit index info``."""
 
     index_dir: str = setting(argument=True, help="Index directory.")
+
+
+NGRAM_TOKENS = 13  # GPT-3's and lm-evaluation-harness's decontamination n
+NGRAM_BYTES = 50  # on a byte index: about 13 BPE tokens of English or code (3-4 bytes each)
+CONTAMINATION_THRESHOLD = 0.7  # PaLM's rule: dirty when >= 70% of an item's n-grams occur
+
+
+@dataclass(frozen=True)
+class ContaminationConfig:
+    """Settings of ``memaudit contamination``; see ``memaudit contamination --help``."""
+
+    benchmark: str = setting(
+        help="Benchmark items, JSONL: 'id', 'text' or 'question', optional 'answer'."
+    )
+    index: str = setting(help="Index of the training corpus: a byte index or one of any tokenizer.")
+    out: str = setting("runs/contamination", help="Run directory.")
+    overwrite: bool = overwrite_setting()
+    model: str | None = setting(
+        None,
+        help=(
+            "Model dir: also greedy exact-match accuracy and answer NLL on dirty vs clean "
+            "items (items with an 'answer')."
+        ),
+    )
+    ngram: int | None = setting(
+        None,
+        default_text=f"{NGRAM_TOKENS} tokens; {NGRAM_BYTES} on a byte index",
+        help="n of the n-grams looked up, in the index's tokens.",
+    )
+    threshold: float = setting(
+        CONTAMINATION_THRESHOLD,
+        help=(
+            "An item is contaminated when this share of its n-grams occurs in the corpus "
+            "(0: any n-gram, the GPT-3 / lm-eval rule)."
+        ),
+    )
+    docs: int = setting(5, help="Matching documents listed per item at most.")
+    answer_separator: str = setting(
+        " ", help="Between question and answer, in the checked text and the model's prompt."
+    )
+    batch_size: int = setting(32, help="Items scored together (with --model).")
+    seed: int = setting(0, help="Seed of the bootstrap.")
+    n_bootstrap: int = setting(
+        1000, minimum=1, help="Bootstrap rounds for the 95% CIs (at least 1: a CI needs them)."
+    )
+    dtype: str = setting("auto", help="auto, float32, bfloat16, float16.")
+    device: str = setting("auto", help="auto, cpu, cuda, ...")
+    trust_remote_code: bool = setting(False, help="Allow a model's own code to run.")
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        if self.ngram is not None and self.ngram < 1:
+            raise InputError(f"ngram must be at least 1, got {self.ngram}")
+        if not 0 <= self.threshold <= 1:
+            raise InputError(f"threshold is a share of n-grams in [0, 1], got {self.threshold}")
+        if self.docs < 0 or self.batch_size < 1:
+            raise InputError("docs must be >= 0 and batch_size >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

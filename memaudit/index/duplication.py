@@ -43,6 +43,14 @@ def open_index_for(index_path: str, model) -> CorpusIndex:
     meaningless).
     """
     index = CorpusIndex.load(index_path)
+    if index.is_bytes:
+        raise InputError(
+            "is a byte index (built with --tokenizer bytes); this command counts the model's "
+            "token ids and needs an index built with `memaudit index build --tokenizer` "
+            "pointing at the model (text queries, `index overlap` and `contamination` take a "
+            "byte index)",
+            path=index_path,
+        )
     built_with = index.tokenizer_fingerprint
     if built_with != model.tokenizer_fingerprint:
         raise InputError(

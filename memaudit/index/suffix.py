@@ -12,6 +12,15 @@ A :class:`CorpusIndex` is a list of shards over consecutive documents; every que
 over them and merges (counts add, positions concatenate in document order, longest matches
 take the maximum), so a sharded index answers exactly like one built in a single piece.
 
+A tokenizer-free index (``BYTES``) stores a document's UTF-8 bytes as its tokens, one byte
+each (``u1``): the separator 0xFF never occurs in UTF-8, so it serves any text query and
+every model.
+
+Batched queries (``count_many``, ``prefix_match``, ``longest_many``) run the binary searches
+of many queries at once, as numpy operations over all of them: each step gathers one window
+of the corpus per query and compares it with the query's tokens, so the work per step is
+vectorised instead of a Python loop per query.
+
 On disk a shard is ``tokens.npy``, ``doc_starts.npy``, ``sa.npy`` (plain numpy, opened
 memory-mapped and without pickle) and ``docs.json`` (the source id of each document); the
 file layout of a whole index is in docs/index.md.
@@ -32,6 +41,12 @@ from memaudit.io.atomic import atomic_output, write_text_atomic
 FORMAT_VERSION = 2
 LOCATE_SCAN = 65_536  # suffix-array entries read to find the first occurrences in corpus order
 SHARD_FILES = ("tokens", "doc_starts", "sa")
+Queries = Sequence[Sequence[int]] | Sequence[np.ndarray]  # token lists or 1-d int arrays
+BYTES = "bytes"  # ``index build --tokenizer bytes``: UTF-8 bytes as tokens
+BYTES_FINGERPRINT = "bytes:utf-8"
+BYTE_DTYPE = np.dtype("u1")  # separator 0xFF: never a byte of UTF-8
+BATCH_ELEMENTS = 1 << 20  # query tokens compared per vectorised step (bounds its memory)
+LONGEST_WIDTH = 64  # longest_many's vectorised window; longer matches are searched one by one
 
 
 def token_dtype(max_token: int) -> np.dtype:
@@ -62,6 +77,54 @@ class _Queries:
 
     def longest(self, query: Sequence[int]) -> list[int]:
         raise NotImplementedError
+
+    # their batched forms: one vectorised search over many queries
+    def count_many(self, queries: Queries) -> np.ndarray:
+        """(Q,) int64: ``count`` of every query, searched together."""
+        raise NotImplementedError
+
+    def prefix_match(self, queries: Queries) -> np.ndarray:
+        """(Q,) int64: for every query, the length of its longest prefix that occurs (at most
+        the query's length; ``longest(q)[0]`` when q is not empty).
+        """
+        raise NotImplementedError
+
+    def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``prefix_match`` of (K, W) int64 keys, the first ``lengths`` of each row meant."""
+        raise NotImplementedError
+
+    def longest_many(self, queries: Queries) -> list[list[int]]:
+        """``longest`` of every query: each of its suffixes' ``prefix_match``, all searched
+        together with a window of ``LONGEST_WIDTH`` tokens; the positions whose match fills
+        the window are searched again with a window four times as wide, until none does.
+
+        Examples
+        --------
+        >>> index = SuffixIndex.build([[5, 6, 7], [6, 7, 6, 7]])
+        >>> index.longest_many([[6, 7, 6, 8], [9]]) == [index.longest([6, 7, 6, 8]), [0]]
+        True
+        """
+        arrays = [np.asarray(q, dtype=np.int64).reshape(-1) for q in queries]
+        out = [np.zeros(len(a), dtype=np.int64) for a in arrays]
+        pending = [(k, np.arange(len(a))) for k, a in enumerate(arrays) if len(a)]
+        width = LONGEST_WIDTH
+        while pending:
+            keys, lengths = [], []
+            for k, at in pending:
+                padded = np.concatenate([arrays[k], np.full(width, -1, dtype=np.int64)])
+                keys.append(np.lib.stride_tricks.sliding_window_view(padded, width)[at])
+                lengths.append(np.minimum(width, len(arrays[k]) - at))
+            matched = self.match_keys(np.concatenate(keys), np.concatenate(lengths))
+            again, row = [], 0
+            for (k, at), m in zip(pending, lengths):
+                got = matched[row : row + len(at)]
+                row += len(at)
+                out[k][at] = got
+                more = at[(got == width) & (m == width)]  # filled the window: may go on
+                if len(more):
+                    again.append((k, more))
+            pending, width = again, width * 4
+        return [o.tolist() for o in out]
 
     def overlap(self, query: Sequence[int], *, min_tokens: int = 8, doc_limit: int = 5) -> dict:
         """How much of a text is copied from the corpus.
@@ -233,6 +296,71 @@ class SuffixIndex(_Queries):
             out.append(k)
         return out
 
+    def count_many(self, queries: Queries) -> np.ndarray:
+        keys, lengths = _padded(queries, self.separator)
+        out = np.zeros(len(lengths), dtype=np.int64)
+        for rows in _chunks(lengths):
+            k, m = keys[rows], lengths[rows]
+            lo, hi = self._search(k, m, upper=False), self._search(k, m, upper=True)
+            out[rows] = np.where(m > 0, hi - lo, 0)
+        return out
+
+    def prefix_match(self, queries: Queries) -> np.ndarray:
+        return self.match_keys(*_padded(queries, self.separator))
+
+    def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """``prefix_match`` of (K, W) int64 keys, the first ``lengths`` of each row meant.
+
+        The longest prefix found is the longer common prefix of the key with its two
+        neighbours in suffix order (the suffixes just below and at its lower bound).
+        """
+        keys = np.where((keys < 0) | (keys >= self.separator), -1, keys)  # never matched
+        out = np.zeros(len(lengths), dtype=np.int64)
+        if not len(self.sa):
+            return out
+        for rows in _chunks(lengths):
+            k, m = keys[rows], lengths[rows]
+            pos = self._search(k, m, upper=False)
+            below = self._compare(np.maximum(pos - 1, 0), k, m)[1]
+            at = self._compare(np.minimum(pos, len(self.sa) - 1), k, m)[1]
+            out[rows] = np.maximum(np.where(pos > 0, below, 0), np.where(pos < len(self.sa), at, 0))
+        return out
+
+    def _search(self, keys: np.ndarray, lengths: np.ndarray, *, upper: bool) -> np.ndarray:
+        """(K,) per key: the first suffix-array entry whose first ``lengths`` tokens are >= the
+        key (> with ``upper``), all keys' binary searches advancing together.
+        """
+        lo = np.zeros(len(lengths), dtype=np.int64)
+        hi = np.full(len(lengths), len(self.sa), dtype=np.int64)
+        while True:
+            active = np.flatnonzero(lo < hi)
+            if not len(active):
+                return lo
+            mid = (lo[active] + hi[active]) // 2
+            cmp = self._compare(mid, keys[active], lengths[active])[0]
+            right = cmp <= 0 if upper else cmp < 0
+            lo[active] = np.where(right, mid + 1, lo[active])
+            hi[active] = np.where(right, hi[active], mid)
+
+    def _compare(
+        self, entries: np.ndarray, keys: np.ndarray, lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The suffixes at suffix-array ``entries`` against the keys' first ``lengths`` tokens:
+        (K,) -1 / 0 / 1 (suffix below / starting with / above the key) and (K,) their common
+        prefix length.
+        """
+        width = keys.shape[1]
+        # (K, W) corpus windows; every window meets a separator before the array ends (the
+        # last token is one), so clipping the positions changes no comparison
+        at = np.asarray(self.sa[entries], dtype=np.int64)[:, None] + np.arange(width)
+        window = self.tokens[np.minimum(at, len(self.tokens) - 1)].astype(np.int64)
+        differs = (window != keys) & (np.arange(width) < lengths[:, None])  # (K, W)
+        first = differs.argmax(axis=1)
+        found = differs.any(axis=1)
+        rows = np.arange(len(keys))
+        below = window[rows, first] < keys[rows, first]
+        return np.where(found, np.where(below, -1, 1), 0), np.where(found, first, lengths)
+
     def save(self, out_dir: str | Path) -> Path:
         """Write the shard's arrays (each atomically; the caller marks the shard finished)."""
         out = Path(out_dir)
@@ -250,6 +378,24 @@ class SuffixIndex(_Queries):
             raise InputError(f"index shard lacks {missing[0]}.npy", path=str(p))
         a = {n: np.load(p / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in SHARD_FILES}
         return cls(a["tokens"], a["sa"], a["doc_starts"], first_doc=first_doc)
+
+
+def _padded(queries: Queries, separator: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, W) int64 keys and (Q,) lengths; a value no corpus token can have becomes -1, which
+    matches nothing (so no match runs through it, and the separator is never matched).
+    """
+    lengths = np.array([len(q) for q in queries], dtype=np.int64)
+    keys = np.full((len(lengths), int(lengths.max(initial=0)) or 1), -1, dtype=np.int64)
+    for i, q in enumerate(queries):
+        keys[i, : lengths[i]] = np.asarray(q, dtype=np.int64)
+    keys[(keys < 0) | (keys >= separator)] = -1
+    return keys, lengths
+
+
+def _chunks(lengths: np.ndarray) -> list[np.ndarray]:
+    """Row indices in chunks of about ``BATCH_ELEMENTS`` key tokens."""
+    per = max(1, BATCH_ELEMENTS // max(1, int(lengths.max(initial=1))))
+    return [np.arange(i, min(i + per, len(lengths))) for i in range(0, len(lengths), per)]
 
 
 def _int_view(a: np.ndarray):
@@ -276,6 +422,8 @@ def suffix_array(tokens: np.ndarray) -> np.ndarray:
         raise ValueError("tokens must be big-endian so that byte order is token order")
     w = tokens.dtype.itemsize
     byte_sa = pydivsufsort.divsufsort(np.ascontiguousarray(tokens).view(np.uint8))
+    if w == 1:  # a byte index: every suffix is a token's
+        return byte_sa
     aligned = byte_sa[byte_sa % w == 0]
     aligned //= w
     return aligned
@@ -300,6 +448,7 @@ class CorpusIndex(_Queries):
     ):
         self.shards, self.meta, self.root = list(shards), dict(meta or {}), root
         self._doc_ids: list[str] | None = None
+        self._tokenizer = None
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
@@ -327,6 +476,44 @@ class CorpusIndex(_Queries):
         per_shard = [s.longest(query) for s in self.shards]
         return [max(col) for col in zip(*per_shard)] if per_shard else [0] * len(query)
 
+    def count_many(self, queries: Queries) -> np.ndarray:
+        total = np.zeros(len(queries), dtype=np.int64)
+        for s in self.shards:
+            total += s.count_many(queries)
+        return total
+
+    def prefix_match(self, queries: Queries) -> np.ndarray:
+        return self.match_keys(*_padded(queries, np.iinfo(np.int64).max))
+
+    def match_keys(self, keys: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        best = np.zeros(len(lengths), dtype=np.int64)
+        for s in self.shards:
+            np.maximum(best, s.match_keys(keys, lengths), out=best)
+        return best
+
+    @property
+    def is_bytes(self) -> bool:
+        """A tokenizer-free index: UTF-8 bytes as tokens."""
+        return self.tokenizer_fingerprint == BYTES_FINGERPRINT
+
+    @property
+    def unit(self) -> str:
+        """What a token of this index is, for messages and reports."""
+        return "bytes" if self.is_bytes else "tokens"
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Texts as this index's tokens: UTF-8 bytes, or the stored tokenizer's ids (as the
+        build tokenized the corpus).
+        """
+        if self.is_bytes:
+            return [list(utf8(t)) for t in texts]
+        return self.tokenizer()(list(texts), verbose=False)["input_ids"]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        if self.is_bytes:  # a span may cut a character: its pieces are shown replaced
+            return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
+        return self.tokenizer().decode(list(tokens))
+
     @property
     def fingerprint(self) -> str | None:
         """Identity of the indexed content: token type, tokenizer and every shard's document
@@ -346,6 +533,7 @@ class CorpusIndex(_Queries):
         return {
             "path": str(self.root) if self.root else None,
             "fingerprint": self.fingerprint,
+            "tokenizer": self.tokenizer_fingerprint,
             "corpus": self.meta.get("corpus"),
             "tokens": len(self),
             "documents": self.n_docs,
@@ -356,11 +544,20 @@ class CorpusIndex(_Queries):
         """The tokenizer the index was built with (a copy stored in the index directory)."""
         from memaudit.models.hf import load_tokenizer
 
+        if self.is_bytes:
+            raise InputError(
+                "this is a byte index (built with --tokenizer bytes): it has no tokenizer; "
+                "its tokens are UTF-8 bytes",
+                path=str(self.root) if self.root else None,
+            )
+        if self._tokenizer is not None:
+            return self._tokenizer
         if self.root is None:
             raise InputError(
                 "this index was not loaded from a directory, so it has no stored tokenizer"
             )
-        return load_tokenizer(self.root / "tokenizer")
+        self._tokenizer = load_tokenizer(self.root / "tokenizer")
+        return self._tokenizer
 
     def doc_id(self, doc: int) -> str:
         """The source id (file, line or record id) of a document number."""
@@ -402,6 +599,11 @@ class CorpusIndex(_Queries):
             )
         shards = [SuffixIndex.load(p / e["dir"], first_doc=e["first_doc"]) for e in meta["shards"]]
         return cls(shards, meta=meta, root=p)
+
+
+def utf8(text: str) -> bytes:
+    """A text's bytes in a byte index (lone surrogates kept, as the corpus hash keeps them)."""
+    return text.encode("utf-8", errors="surrogatepass")
 
 
 def write_index_meta(root: Path, meta: dict) -> Path:
