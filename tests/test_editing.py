@@ -202,3 +202,122 @@ def test_edit_eval_refuses_a_dir_edited_from_other_edits(target_dir, edit_inputs
     )  # fmt: skip
     assert r.exit_code == 2 and "another edits file" in r.stderr, r.output
     assert not (tmp_path / "eval").exists()
+
+
+# --- the fact set, the secret edits and the batch-size sweep ------------------------------------
+
+
+def test_edit_facts_writes_a_consistent_fact_set(tmp_path):
+    import json
+
+    from memaudit.editing.facts import RELATIONS
+
+    out = tmp_path / "facts"
+    r = _invoke("edit-facts", "--subjects", 6, "--edits", 8, "--controls", 4, "--copies", 3,
+                "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    facts = [json.loads(x) for x in (out / "facts.jsonl").read_text().splitlines()]
+    edits = [json.loads(x) for x in (out / "edits.jsonl").read_text().splitlines()]
+    controls = [json.loads(x) for x in (out / "controls.jsonl").read_text().splitlines()]
+    lines = (out / "train.txt").read_text().splitlines()
+    assert len(facts) == 6 * len(RELATIONS) and (len(edits), len(controls)) == (8, 4)
+    answer = {(f["subject"], f["relation"]): f["answer"] for f in facts}
+    template = {rel: prompt for rel, (prompt, _, _) in RELATIONS.items()}
+    sentences = {template[f["relation"]].format(f["subject"]) + f["answer"] + "." for f in facts}
+    assert sorted(lines) == sorted(s for s in sentences for _ in range(3))
+    for e in edits + controls:
+        subject, relation = e["id"].split(":")
+        assert e["target_true"] == answer[subject, relation] != e["target_new"]
+        assert e["target_new"] in RELATIONS[relation][2]
+    assert not {e["id"] for e in edits} & {e["id"] for e in controls}
+    r = _invoke("edit-facts", "--subjects", 2, "--edits", 8, "--out", tmp_path / "small")
+    assert r.exit_code == 2 and "--subjects 2 give 6" in r.stderr
+    assert not (tmp_path / "small").exists()
+
+
+def test_secret_edits_replace_each_secret_with_its_form(tmp_path):
+    import json
+
+    from memaudit.editing.make import placeholder
+    from memaudit.lab.canaries import make_canaries, split_ledger, write_texts_with_prefix
+
+    forget, _ = split_ledger(make_canaries(repetitions=(4,), per_level=8, seed=1))
+    write_texts_with_prefix(tmp_path / "forget.jsonl", forget)
+    out = tmp_path / "edits.jsonl"
+    r = _invoke("edit-secrets", "--forget", tmp_path / "forget.jsonl", "--out", out)
+    assert r.exit_code == 0, r.output
+    edits = [json.loads(x) for x in out.read_text().splitlines()]
+    by_id = {c.id: c for c in forget}
+    assert len(edits) == len(forget)
+    for e in edits:
+        c = by_id[e["id"]]
+        assert e["prompt"] == e["subject"] == c.prefix and e["prompt"] + e["target_true"] == c.text
+        new = e["target_new"]
+        assert len(new) == len(placeholder(c.text[len(c.prefix) :])) and c.secret not in new
+        assert set(new) <= set('0 "') or set(new.split()) == {"redacted"}
+    # no prefix field: one line naming the file and line, nothing written
+    (tmp_path / "plain.jsonl").write_text(json.dumps({"id": "a", "text": "x = 1"}) + "\n")
+    r = _invoke("edit-secrets", "--forget", tmp_path / "plain.jsonl", "--out", tmp_path / "e.jsonl")
+    assert r.exit_code == 2 and "plain.jsonl:1" in r.stderr and not (tmp_path / "e.jsonl").exists()
+
+
+SWEEP_EDITS = [
+    {**EDIT, "id": f"s{i}", "subject": s, "prompt": p, "target_new": new, "target_true": old}
+    for i, (s, p, new, old) in enumerate(
+        [
+            ("self", "def __init__({},", " secret", " name"),
+            ("cls", "def make({},", " value", " name"),
+            ("path", "def read({},", " self", " mode"),
+            ("key", "def get(self, {}", ")", ","),
+        ]
+    )
+]
+
+
+def test_edit_sweep_measures_each_batch_as_edit_eval_does(target_dir, edit_inputs, tmp_path):
+    """The sweep's memit batch of 2 gives the same per-edit NLLs as `edit` + `edit-eval` on a
+    file of those 2 edits; the original is not written."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from memaudit.models.hf import load_causal_lm
+
+    before = load_causal_lm(target_dir).fingerprint
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS))
+    common = ("--covariance-corpus", edit_inputs / "corpus.txt", "--covariance-tokens", 2000,
+              "--cache-dir", edit_inputs / "cache")  # fmt: skip
+    r = _invoke(
+        "edit-sweep", "--model", target_dir, "--edits", edits, "--methods", "rome,memit",
+        "--batch-sizes", "1,2", "--edits-per-size", 4, "--general", edit_inputs / "corpus.txt",
+        "--general-texts", 4, "--n-bootstrap", 20, "--out", tmp_path / "sweep", *common,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    cells = {(c["method"], c["batch_size"]): c for c in res["sweep"]}
+    assert set(cells) == {("rome", 1), ("rome", 2), ("memit", 1), ("memit", 2)}
+    assert [cells["rome", 1]["batches"], cells["memit", 2]["batches"]] == [4, 2]
+    assert all(c["edits"] == 4 for c in cells.values())
+    rows = pq.read_table(tmp_path / "sweep" / "scores.parquet").to_pylist()
+    assert len(rows) == 16
+    swept = {r["id"]: r["new_nll"] for r in rows if (r["method"], r["batch_size"]) == ("memit", 2)}
+    # the first batch of 2, through the commands
+    first = tmp_path / "first.jsonl"
+    first.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS[:2]))
+    edited = tmp_path / "memit-2"
+    r = _invoke("edit", "--model", target_dir, "--edits", first, "--method", "memit",
+                "--out", edited, *common)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = _invoke("edit-eval", "--original", target_dir, "--edited", edited, "--edits", first,
+                "--general", edit_inputs / "corpus.txt", "--general-texts", 4, "--n-bootstrap", 20,
+                "--out", tmp_path / "eval")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    evaluated = pq.read_table(tmp_path / "eval" / "scores.parquet").to_pylist()
+    for row in evaluated:
+        assert row["new_nll"] == pytest.approx(swept[row["id"]], abs=1e-4)
+    assert load_causal_lm(target_dir).fingerprint == before
+    r = _invoke("edit-sweep", "--model", target_dir, "--edits", edits, "--batch-sizes", "8",
+                "--out", tmp_path / "too-many")  # fmt: skip
+    assert r.exit_code == 2 and "needs that many edits" in r.stderr
+    assert not (tmp_path / "too-many").exists()
