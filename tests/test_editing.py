@@ -251,9 +251,10 @@ def test_secret_edits_replace_each_secret_with_its_form(tmp_path):
     assert len(edits) == len(forget)
     for e in edits:
         c = by_id[e["id"]]
-        assert e["prompt"] == e["subject"] == c.prefix and e["prompt"] + e["target_true"] == c.text
-        new = e["target_new"]
-        assert len(new) == len(placeholder(c.text[len(c.prefix) :])) and c.secret not in new
+        assert e["prompt"] == e["subject"] == c.prefix.rstrip()
+        assert e["prompt"] + e["target_true"] == c.text
+        new = e["target_new"].strip()
+        assert new == placeholder(c.text[len(c.prefix) :]).strip() and c.secret not in new
         assert set(new) <= set('0 "') or set(new.split()) == {"redacted"}
     # no prefix field: one line naming the file and line, nothing written
     (tmp_path / "plain.jsonl").write_text(json.dumps({"id": "a", "text": "x = 1"}) + "\n")

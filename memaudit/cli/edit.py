@@ -101,8 +101,9 @@ def edit_sweep(cfg: EditSweepConfig) -> None:
 @config_command(app, "edit-facts", EditFactsConfig)
 def edit_facts(cfg: EditFactsConfig) -> None:
     """Write a synthetic fact set: train.txt (every fact sentence, --copies times, for
-    `memaudit train --corpus`), facts.jsonl, edits.jsonl (facts to change) and controls.jsonl
-    (edits never applied: the non-members of edit-eval's membership test).
+    `memaudit train --corpus`), facts.jsonl, edits.jsonl (facts to change), controls.jsonl
+    (edits never applied: the non-members of edit-eval's membership test) and general.txt (the
+    facts not edited: the fluency text for --general).
     """
     from memaudit.editing.make import write_fact_set
 

@@ -262,6 +262,13 @@ class EditSecretsConfig:
     )
     out: str = setting("secret-edits.jsonl", help="Edits file to write.")
     overwrite: bool = overwrite_setting()
+    model: str | None = setting(
+        None,
+        help="Model dir whose tokenizer cuts both targets to their first token: an edit at the "
+        "prompt's last token moves only the next token (docs/editing.md), and that is what "
+        "stops greedy decoding from giving the secret.",
+        default_text="whole targets",
+    )
     placeholder: str | None = setting(
         None,
         help="The new target of every edit.",
