@@ -198,3 +198,19 @@ def write_snippets(config: SnippetsConfig) -> int:
     ]
     write_texts(config.out, ((f"s{config.offset + i:05d}", t) for i, t in enumerate(texts)))
     return len(texts)
+
+
+def stdlib_snippets_upto(total_chars: int, *, chars: int = 1000, seed: int = 0) -> list[str]:
+    """The shuffled snippets of :func:`stdlib_snippets`, as many as hold ``total_chars``
+    characters (all there are when the library holds fewer): a corpus of short documents in
+    random order, so consecutive training sequences come from different files.
+    """
+    pool = list(_snippet_pool(chars))
+    random.Random(seed).shuffle(pool)
+    out, total = [], 0
+    for snippet in pool:
+        if total >= total_chars:
+            break
+        out.append(snippet)
+        total += len(snippet)
+    return out
