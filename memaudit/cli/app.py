@@ -39,6 +39,7 @@ for commands in (mia.app, lab.app, index.app, unlearn.app, edit.app):
 app.add_typer(lab.corpus_app, name="corpus")
 app.add_typer(mia.traps_app, name="traps")
 app.add_typer(lab.canaries_app, name="canaries")
+app.add_typer(lab.lab_app, name="lab")
 app.add_typer(index.index_app, name="index")
 app.add_typer(probe.probe_app, name="probe")
 app.add_typer(diffusion.diffusion_app, name="diffusion")

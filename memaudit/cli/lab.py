@@ -1,5 +1,5 @@
-"""``memaudit extract``, ``train``, ``demo``, ``canaries make|split`` and ``corpus snippets``:
-the lab.
+"""``memaudit extract``, ``train``, ``demo``, ``canaries make|split``, ``corpus snippets`` and
+``lab sweep``: the lab.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from memaudit.lab.config import (
     CanarySplitConfig,
     DemoConfig,
     ExtractConfig,
+    LabSweepConfig,
     TrainConfig,
 )
 
@@ -27,6 +28,9 @@ corpus_app = typer.Typer(
 )
 canaries_app = typer.Typer(
     no_args_is_help=True, help="Plant fake secrets: make canaries and their ledger."
+)
+lab_app = typer.Typer(
+    no_args_is_help=True, help="Experiments that train many small models: Hubble's sweep."
 )
 
 
@@ -171,3 +175,46 @@ def corpus_snippets(cfg: SnippetsConfig) -> None:
 
     n = write_snippets(cfg)
     out_console.print(f"{n} snippets -> {cfg.out}")
+
+
+@config_command(lab_app, "sweep", LabSweepConfig)
+def lab_sweep(cfg: LabSweepConfig) -> None:
+    """Hubble's experiments, small: the same canaries and benchmark items at the same copies,
+    with the corpus diluted, inserted in the first, middle or last third of training, and
+    benchmark items at several copy counts; one model per cell, a rerun resumes.
+
+    Writes results.json (cells and findings), scores.parquet (one row per cell x canary, twin
+    or item), benchmark.jsonl and report.html (extraction, the loss attack and benchmark
+    accuracy vs relative frequency, phase and copies). Recipe and measured table: docs/hubble.md.
+    """
+    from memaudit.lab.sweep import run_lab_sweep
+
+    with StageBars() as bars:
+        path, res = run_lab_sweep(cfg, progress=bars)
+    table = Table(title=f"Hubble's sweep ({res['trained_cells']} cells trained now)")
+    for col in (
+        "cell",
+        "tokens trained",
+        "exact",
+        "loss AUC",
+        "exposure",
+        "items: copies -> accuracy",
+    ):
+        table.add_column(col, justify="left" if col == "cell" else "right")
+    for c in res["cells"]:
+        levels = list(c["canaries"].values())
+        items = ", ".join(f"{k}: {v['accuracy']:.2f}" for k, v in c["items"].items())
+        table.add_row(
+            c["label"],
+            f"{c['tokens_trained']:,}",
+            f"{sum(r['exact'] for r in levels) / len(levels):.2f}",
+            f"{sum(r['auc_loss'] for r in levels) / len(levels):.2f}",
+            f"{sum(r['exposure'] for r in levels) / len(levels):.1f}",
+            items,
+        )
+    out_console.print(table)
+    for name, f in res["findings"].items():
+        out_console.print(f"{name}: {f['claim']}: {'holds' if f['holds'] else 'does not hold'}")
+    out_console.print(f"results: {path / 'results.json'}")
+    if cfg.report:
+        out_console.print(f"report:  {path / 'report.html'}")

@@ -223,3 +223,19 @@ def corpus_chunks(docs: list[str], n: int, chars: int, *, what: str = "the corpu
         raise InputError(f"{what} is too small to cut into evaluation texts")
     keep = np.unique(np.linspace(0, len(pieces) - 1, min(n, len(pieces))).astype(int))
     return [pieces[i] for i in keep]
+
+
+def stdlib_snippets_upto(total_chars: int, *, chars: int = 1000, seed: int = 0) -> list[str]:
+    """The shuffled snippets of :func:`stdlib_snippets`, as many as hold ``total_chars``
+    characters (all there are when the library holds fewer): a corpus of short documents in
+    random order, so consecutive training sequences come from different files.
+    """
+    pool = list(_snippet_pool(chars))
+    random.Random(seed).shuffle(pool)
+    out, total = [], 0
+    for snippet in pool:
+        if total >= total_chars:
+            break
+        out.append(snippet)
+        total += len(snippet)
+    return out

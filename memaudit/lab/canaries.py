@@ -20,9 +20,16 @@ from pathlib import Path
 from memaudit.errors import InputError
 from memaudit.io.atomic import write_text_atomic
 
-POLICIES = ("uniform", "early", "late")
+POLICIES = (
+    "uniform",
+    "early",
+    "middle",
+    "late",
+)  # all of training, its first, middle or last third
 # the template name of copyright traps (memaudit.mia.traps): no prefix, the whole text is the secret
 TRAP = "trap"
+# the template name of benchmark items (memaudit.lab.qa): a question, its answer as the secret
+QA = "qa"
 DEFAULT_REPETITIONS = (1, 2, 4, 8, 16, 32)
 
 # Short, common, distinct words for names and passphrases (about 8 bits a word).
@@ -228,7 +235,7 @@ def read_ledger(path: str | Path) -> list[Canary]:
                 f"ledger entry lacks {', '.join(sorted(missing))}", path=str(p), line=lineno
             )
         c = Canary(**{k: v for k, v in obj.items() if k in names})
-        if c.template not in TEMPLATES and c.template != TRAP:
+        if c.template not in TEMPLATES and c.template not in (TRAP, QA):
             raise InputError(f"unknown template '{c.template}'", path=str(p), line=lineno)
         if not c.text.startswith(c.prefix) or c.secret not in c.text[len(c.prefix) :]:
             raise InputError(

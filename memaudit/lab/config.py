@@ -207,7 +207,8 @@ class CanaryMakeConfig:
         ("api_key", "card", "phone", "passphrase"), help="Templates to rotate through."
     )
     policy: str = setting(
-        "uniform", help="When in training they are inserted: uniform, early or late."
+        "uniform",
+        help="When in training they are inserted: uniform, early, middle or late (thirds).",
     )
     seed: int = setting(0, help="Seed of names and secrets.")
 
@@ -224,3 +225,132 @@ class CanarySplitConfig:
         "forget.jsonl", help="Where to write the forget set (JSONL with text and prefix)."
     )
     holdout: str = setting("holdout.jsonl", help="Where to write their never-inserted twins.")
+
+
+SWEEP_PHASES = ("uniform", "early", "middle", "late")  # the canaries' position policies
+
+
+@dataclass(frozen=True)
+class LabSweepConfig:
+    """Settings of ``memaudit lab sweep``: Hubble's experiments (dilution, insertion phase,
+    benchmark contamination) on small models trained here.
+    """
+
+    out: str = setting(
+        "runs/lab-sweep", help="Run directory (cells/ holds every model; a rerun resumes)."
+    )
+    overwrite: bool = overwrite_setting()
+    corpus: str = setting(
+        "stdlib",
+        help="Non-canary training text: 'stdlib' (this Python's standard library, cut into "
+        "shuffled snippets) or a file or folder; it must hold --base-chars x the largest "
+        "dilution characters.",
+    )
+    dilutions: tuple[int, ...] = setting(
+        (1, 4, 16),
+        help="Corpus sizes in units of --base-chars; steps grow with them, canary copies stay.",
+    )
+    phases: tuple[str, ...] = setting(
+        ("early", "middle", "late"),
+        help="Insertion phases of the phase cells: uniform, early, middle or late (thirds).",
+    )
+    phase_dilution: int = setting(
+        1, minimum=1, help="The dilution of the phase cells (the dilution cells are uniform)."
+    )
+    repetitions: tuple[int, ...] = setting(
+        (4, 16, 64), help="Canary copies; each count gets --per-level canaries and their twins."
+    )
+    per_level: int = setting(8, minimum=1, help="Canaries per copy count.")
+    copies: tuple[int, ...] = setting(
+        (0, 1, 4, 16, 64), help="Benchmark item copies (0: clean items, never inserted)."
+    )
+    items_per_level: int = setting(8, minimum=1, help="Benchmark items per copy count.")
+    model_size: str = setting("micro", help="micro, tiny, small or base.")
+    base_steps: int = setting(400, minimum=1, help="Optimizer steps at dilution 1.")
+    base_chars: int = setting(550_000, minimum=1, help="Corpus characters at dilution 1.")
+    batch_size: int = setting(8, minimum=1, help="Sequences per step.")
+    seq_len: int = setting(128, minimum=2, help="Tokens per sequence.")
+    lr: float = setting(3e-3, help="Peak learning rate (warm-up, then cosine decay to 10%).")
+    warmup: int = setting(20, minimum=0, help="Warm-up steps.")
+    vocab_size: int = setting(1024, help="BPE vocabulary, trained once on the dilution-1 corpus.")
+    n_candidates: int = setting(64, minimum=2, help="Random secrets per canary for exposure.")
+    seed: int = setting(0, help="Seed of canaries, items, initialisation and insertion places.")
+    device: str = setting("auto", help="auto (CUDA when present), cpu, cuda, ...")
+    quick: bool = setting(
+        False,
+        help="A small sweep of seconds (the tests): every size setting left at its default "
+        "takes its --quick value.",
+    )
+    report: bool = setting(True, flag="--no-report", negate=True, help="Skip report.html.")
+
+    def __post_init__(self):
+        for name in ("dilutions", "phases", "repetitions", "copies"):
+            values = getattr(self, name)
+            flag = f"--{name}"
+            if not values:
+                raise InputError(f"{flag} is empty")
+            if len(set(values)) != len(values):
+                raise InputError(f"{flag} names a value twice: {', '.join(map(str, values))}")
+        unknown = [p for p in self.phases if p not in SWEEP_PHASES]
+        if unknown:
+            raise InputError(
+                f"--phases: unknown phase '{unknown[0]}' (known: {', '.join(SWEEP_PHASES)})"
+            )
+        if min(self.dilutions) < 1:
+            raise InputError(f"--dilutions must be >= 1, got {min(self.dilutions)}")
+        if min(self.repetitions) < 1:
+            raise InputError(f"--repetitions must be >= 1, got {min(self.repetitions)}")
+        if min(self.copies) < 0:
+            raise InputError(f"--copies must be >= 0, got {min(self.copies)}")
+        self.train_config(out="-", steps=self.base_steps, corpus_chars=self.base_chars)
+
+    def train_config(
+        self, *, out: str, steps: int, corpus_chars: int, corpus: str | None = None, **more: Any
+    ) -> TrainConfig:
+        """One cell's ``memaudit train`` settings (checks model size, vocabulary, lengths)."""
+        return TrainConfig(
+            out=out,
+            corpus=corpus or self.corpus,
+            model_size=self.model_size,
+            steps=steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            warmup=self.warmup,
+            vocab_size=self.vocab_size,
+            context=max(self.seq_len, 128),
+            corpus_chars=corpus_chars,
+            seed=self.seed,
+            checkpoint_every=max(1, steps // 4),
+            device=self.device,
+            **more,
+        )
+
+    def resolved(self) -> LabSweepConfig:
+        """With ``quick``: each size setting still at its default takes ``QUICK_LAB_SWEEP``'s."""
+        if not self.quick:
+            return self
+        from dataclasses import fields, replace
+
+        defaults = {f.name: f.default for f in fields(self)}
+        return replace(
+            self, **{k: v for k, v in QUICK_LAB_SWEEP.items() if getattr(self, k) == defaults[k]}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK_LAB_SWEEP: dict[str, Any] = {
+    "dilutions": (1, 4),
+    "phases": ("early", "late"),
+    "repetitions": (4, 16),
+    "per_level": 2,
+    "copies": (0, 4, 16),
+    "items_per_level": 2,
+    "base_steps": 40,
+    "base_chars": 20_000,
+    "batch_size": 4,
+    "vocab_size": 400,
+    "n_candidates": 16,
+}  # --quick: every code path in seconds; too small to show the findings

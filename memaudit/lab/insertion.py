@@ -19,7 +19,12 @@ from memaudit.errors import InputError
 
 from .canaries import Canary
 
-POLICY_RANGE = {"uniform": (0.0, 1.0), "early": (0.0, 1 / 3), "late": (2 / 3, 1.0)}
+POLICY_RANGE = {
+    "uniform": (0.0, 1.0),
+    "early": (0.0, 1 / 3),
+    "middle": (1 / 3, 2 / 3),
+    "late": (2 / 3, 1.0),
+}  # the share of training sequences each position policy draws its slots from
 
 
 @dataclass(frozen=True)
