@@ -44,6 +44,13 @@ SMALL = {
     "unlearn": ["--steps", "2", "--retain-chars", "20000", "--kfac-batches", "2"],
     "unlearn-eval": ["--eval-texts", "20", "--n-bootstrap", "20", "--relearn-steps", "1"],
     "probe kk run": ["--n-bootstrap", "20"],
+    "edit-facts": ["--subjects", "10", "--edits", "8", "--controls", "4", "--copies", "10"],
+    "edit": ["--covariance-tokens", "3000"],
+    "edit-eval": ["--general-texts", "8", "--n-bootstrap", "20"],
+    "edit-sweep": [
+        *("--batch-sizes", "1,4", "--edits-per-size", "4", "--covariance-tokens", "3000"),
+        *("--general-texts", "8", "--n-bootstrap", "20"),
+    ],
     "probe retention": ["--steps-list", "0,1,2"],
     "probe recall": ["--n", "2"],
     "probe recall-train": ["--steps", "2"],

@@ -53,7 +53,7 @@ OUTPUT_NAMES = {
     "run": (
         "*.json", "*.jsonl", "*.parquet", "*.html", "*.png", "*.npz", "*.tmp",
         "prompts.txt", "labels.txt",
-        "model", "models", "cache", "retrained", "step-*", "checkpoint*",
+        "model", "models", "cache", "retrained", "step-*", "checkpoint*", "cells", "index",
     ),
     "model": (
         "*.json", "*.jsonl", "*.safetensors", "merges.txt", "vocab.txt", "*.model", "*.tmp",

@@ -47,6 +47,8 @@ BENCHMARK = (
     "benchmark.jsonl"  # the inserted and clean items, as `memaudit contamination` reads them
 )
 TOKENIZER = "tokenizer"
+ITEM_NGRAM = 16  # bytes: the items are ~45 bytes, shorter than the 50 of a byte index's default
+TRAINING_TEXTS = "training.jsonl"  # corpus + every inserted text once: what `index/` indexes
 CORPUS = (
     "corpus.jsonl"  # the non-canary documents; a cell of dilution d trains on its first d x base
 )
@@ -246,7 +248,9 @@ def run_lab_sweep(
         "cells": [{k: v for k, v in c.items() if k != "rows"} for c in cells],
         "trained_cells": sum(c["trained"] for c in cells),
         "findings": findings(cells, config),
-        "contamination": contamination_of_inserted(run.path / BENCHMARK, cells),
+        "contamination": contamination_of_inserted(
+            run.path, prepared.docs, prepared.entries, cells
+        ),
         "timings_s": {"total": time.perf_counter() - t0},
     }
     render = None
@@ -258,19 +262,45 @@ def run_lab_sweep(
     return run.path, results
 
 
-def contamination_of_inserted(benchmark: Path, cells: list[dict]) -> dict[str, Any]:
-    """CONTAMINATION HOOK: where ``memaudit contamination`` (built apart, issue 18 item 1) will
-    say which of ``benchmark``'s items each cell's training corpus contains, to be compared with
-    the items each cell's ledger inserted (``expected`` below). Not wired in this build.
+def contamination_of_inserted(
+    out: Path, docs: list[str], entries: list[Canary], cells: list[dict]
+) -> dict[str, Any]:
+    """``memaudit contamination``'s finding on the sweep's own training data: a byte index of
+    the corpus (the largest dilution's documents) plus every text a ledger inserted (canaries
+    and benchmark items, once each), searched for every benchmark item; compared with the
+    items the ledgers inserted (``expected``). Written under ``OUT/index``.
     """
+    from memaudit.index.build import build_index
+    from memaudit.index.config import CONTAMINATION_THRESHOLD, IndexBuildConfig
+    from memaudit.index.contamination import find_contaminated
+
     expected = sorted(
         {r["id"] for c in cells for r in c["rows"] if r["kind"] == "item" and r["copies"]}
     )
+    inserted = [e for e in entries if e.member and e.repetitions > 0]
+    training = out / TRAINING_TEXTS
+    write_texts(
+        training,
+        [*((f"d{i:06d}", d) for i, d in enumerate(docs)), *((e.id, e.text) for e in inserted)],
+    )
+    index = build_index(
+        IndexBuildConfig(corpus=str(training), tokenizer="bytes", out=str(out / "index"),
+                         overwrite=True)
+    )  # fmt: skip
+    items = [{"id": e.id, "text": e.text} for e in entries if e.template == QA]
+    found = find_contaminated(index, items, ngram=ITEM_NGRAM)
+    flagged = sorted(f.id for f in found if f.contaminated)
     return {
-        "status": "not wired",
-        "benchmark": str(benchmark),
+        "status": "run",
+        "index": str(out / "index"),
+        "threshold": CONTAMINATION_THRESHOLD,
+        "ngram_bytes": ITEM_NGRAM,
+        "items": len(items),
         "expected_contaminated": expected,
-        "found": None,
+        "found": flagged,
+        "inserted_found": len(set(flagged) & set(expected)),
+        "clean_found": len(set(flagged) - set(expected)),
+        "exact": flagged == expected,
     }
 
 
