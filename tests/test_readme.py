@@ -43,6 +43,11 @@ SMALL = {
     "overlap": ["--max-new-tokens", "16", "--n-bootstrap", "20"],
     "unlearn": ["--steps", "2", "--retain-chars", "20000", "--kfac-batches", "2"],
     "unlearn-eval": ["--eval-texts", "20", "--n-bootstrap", "20", "--relearn-steps", "1"],
+    # the edits next to unlearning: the quantization attack is the first evaluation's
+    "unlearn-eval --original runs/demo/model --unlearned runs/edit-secrets-memit": [
+        *("--eval-texts", "20", "--n-bootstrap", "20", "--relearn-steps", "1"),
+        *("--quant-bits", "none"),
+    ],
     "probe kk run": ["--n-bootstrap", "20"],
     "edit-facts": ["--subjects", "10", "--edits", "8", "--controls", "4", "--copies", "10"],
     "edit": ["--covariance-tokens", "3000"],
