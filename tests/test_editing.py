@@ -289,11 +289,12 @@ def test_edit_sweep_measures_each_batch_as_edit_eval_does(target_dir, edit_input
     edits.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS))
     common = ("--covariance-corpus", edit_inputs / "corpus.txt", "--covariance-tokens", 2000,
               "--cache-dir", edit_inputs / "cache")  # fmt: skip
-    r = _invoke(
+    sweep_args = (
         "edit-sweep", "--model", target_dir, "--edits", edits, "--methods", "rome,memit",
         "--batch-sizes", "1,2", "--edits-per-size", 4, "--general", edit_inputs / "corpus.txt",
         "--general-texts", 4, "--n-bootstrap", 20, "--out", tmp_path / "sweep", *common,
     )  # fmt: skip
+    r = _invoke(*sweep_args)
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "sweep" / "results.json").read_text())
     cells = {(c["method"], c["batch_size"]): c for c in res["sweep"]}
@@ -303,6 +304,14 @@ def test_edit_sweep_measures_each_batch_as_edit_eval_does(target_dir, edit_input
     rows = pq.read_table(tmp_path / "sweep" / "scores.parquet").to_pylist()
     assert len(rows) == 16
     swept = {r["id"]: r["new_nll"] for r in rows if (r["method"], r["batch_size"]) == ("memit", 2)}
+    # stopped after three of its four (method, size) cells: a rerun measures the last again
+    (tmp_path / "sweep" / "results.json").unlink()
+    (lost,) = (tmp_path / "sweep" / "cells").glob("memit-x2-*.json")
+    lost.unlink()
+    r = _invoke(*sweep_args)
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "sweep" / "scores.parquet").to_pylist() == rows
+    assert lost.is_file()
     # the first batch of 2, through the commands
     first = tmp_path / "first.jsonl"
     first.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS[:2]))

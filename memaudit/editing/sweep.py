@@ -8,13 +8,18 @@ fluency, exact extraction, over the edits of that batch. ROME writes a batch one
 another (sequential ROME); MEMIT and EMMET write it at once. The paper's finding at scale
 (Gupta et al.): EMMET on par with MEMIT up to large batches, sequential ROME degrading.
 
-The key statistics of every layer any method edits are estimated once (and cached, as
-``memaudit edit`` does); each method edits its default layers (``run.default_layers``).
+Each finished (method, size) is kept in ``cells/<method>-x<B>-<key>.json`` (the key hashes
+the model, the edits file and the settings): a stopped sweep run again measures only the
+rest, to the same numbers. The key statistics of every layer any method edits are estimated
+once (and cached, as ``memaudit edit`` does); each method edits its default layers
+(``run.default_layers``).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import numpy as np
 
 from memaudit.errors import InputError
 from memaudit.io import rundir as rs
+from memaudit.io.atomic import write_text_atomic
 from memaudit.models.anatomy import blocks
 from memaudit.models.generation import greedy_generate
 from memaudit.models.hf import LoadOptions, load_causal_lm
@@ -53,6 +59,25 @@ def batches_of(n_edits: int, size: int, per_size: int) -> list[range]:
     """
     cover = min(n_edits, max(per_size, size))
     return [range(s, s + size) for s in range(0, cover - size + 1, size)]
+
+
+def cell_key(config: EditSweepConfig, fingerprint: str) -> str:
+    """What decides a (method, size)'s measures: the model, the edits' bytes and every setting
+    but where the run goes and how its summary is bootstrapped."""
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("out", "overwrite", "report", "n_bootstrap")}  # fmt: skip
+    h = hashlib.sha256(json.dumps([settings, fingerprint], sort_keys=True, default=str).encode())
+    h.update(Path(config.edits).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cell_file(out: Path, method: str, size: int, key: str) -> Path:
+    return out / "cells" / f"{method}-x{size}-{key}.json"
+
+
+def plan_end(plan: list[tuple[str, int, range]], method: str, size: int) -> int:
+    """The end of the last batch of (method, size): when it is measured, the cell is done."""
+    return max(b.stop for m, s, b in plan if (m, s) == (method, size))
 
 
 def run_edit_sweep(config: EditSweepConfig, *, progress=None) -> tuple[Path, dict]:
@@ -92,9 +117,17 @@ def run_edit_sweep(config: EditSweepConfig, *, progress=None) -> tuple[Path, dic
         for b in config.batch_sizes
         for batch in batches_of(len(edits), b, config.edits_per_size)
     ]
+    order = {mb: i for i, mb in enumerate(dict.fromkeys((m, b) for m, b, _ in plan))}
     cells: dict[tuple[str, int], dict] = {}
+    key = cell_key(config, lm.fingerprint)
+    for method, size in dict.fromkeys((m, b) for m, b, _ in plan):
+        done = cell_file(run.path, method, size, key)
+        if done.is_file():  # measured by a run that was stopped after it
+            cells[method, size] = json.loads(done.read_text())
     table: list[dict] = []
     for step, (method, size, batch) in enumerate(plan):
+        if (method, size) in cells and cells[method, size].get("complete"):
+            continue
         settings = EditSettings(
             method=method, layers=layers[method], preservation_weight=config.preservation_weight,
             emmet_ridge=config.emmet_ridge, target=TargetSettings(),
@@ -106,17 +139,19 @@ def run_edit_sweep(config: EditSweepConfig, *, progress=None) -> tuple[Path, dic
         rows = measure_model(lm, [probes[i] for i in batch], [answers[i] for i in batch])
         fluency = general_nll(lm, texts) - base_general
         cell = cells.setdefault((method, size), {"rows": [], "base": [], "fluency": [], "s": 0.0})
-        cell["rows"] += rows
+        cell["rows"] += [{**r, "batch": batch.start // size} for r in rows]
         cell["base"] += [base_rows[i] for i in batch]
-        cell["fluency"].append(fluency)
+        cell["fluency"].append(fluency.tolist())
         cell["s"] += seconds
-        table += [{"method": method, "batch_size": size, "batch": batch.start // size, **r}
-                  for r in rows]  # fmt: skip
+        if batch.stop == plan_end(plan, method, size):
+            cell["complete"] = True
+            write_text_atomic(cell_file(run.path, method, size, key), json.dumps(cell))
         if progress:
             progress("editing and measuring", step + 1, len(plan), f"{method} x{size}")
     lm.model.load_state_dict(original)
     summary = []
-    for (method, size), cell in cells.items():
+    for (method, size), cell in sorted(cells.items(), key=lambda kv: order[kv[0]]):
+        table += [{"method": method, "batch_size": size, **r} for r in cell["rows"]]
         fluency = np.mean(cell["fluency"], axis=0)  # per text, over the batches
         m = summarise(
             cell["rows"], cell["base"], fluency, n_bootstrap=config.n_bootstrap, seed=config.seed
