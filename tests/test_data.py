@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -145,3 +146,15 @@ def test_corpus_budget_cuts_the_last_document_and_the_digest_follows_content(tmp
     assert load_corpus(str(p)).digest() != whole.digest()
     with pytest.raises(InputError, match="budget must be >= 1"):
         load_corpus(str(p), max_chars=0)
+
+
+def test_corpus_chunks_keep_every_character_but_the_newlines_they_cut_at():
+    from memaudit.io.corpus import corpus_chunks
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "be", "c", "delta epsilon", "", "zeta_eta_theta_iota"]
+    docs = ["\n".join(rng.choice(words, 40)) for _ in range(3)] + ["x" * 50]  # last: no newline
+    for chars in (7, 16, 40):
+        pieces = corpus_chunks(docs, 10**6, chars)
+        assert "".join(pieces).replace("\n", "") == "".join(docs).replace("\n", "")
+        assert all(len(p) <= chars for p in pieces)

@@ -230,12 +230,16 @@ def test_edit_facts_writes_a_consistent_fact_set(tmp_path):
         assert e["target_true"] == answer[subject, relation] != e["target_new"]
         assert e["target_new"] in RELATIONS[relation][2]
     assert not {e["id"] for e in edits} & {e["id"] for e in controls}
-    r = _invoke("edit-facts", "--subjects", 2, "--edits", 8, "--out", tmp_path / "small")
-    assert r.exit_code == 2 and "--subjects 2 give 6" in r.stderr
-    assert not (tmp_path / "small").exists()
+    for args, message in [
+        (("--subjects", 4, "--edits", 20), "--subjects 4 give 12"),
+        (("--subjects", 3, "--edits", 2, "--controls", 0), "at least 4"),
+    ]:
+        r = _invoke("edit-facts", *args, "--out", tmp_path / "small")
+        assert r.exit_code == 2 and message in r.stderr, r.output
+        assert not (tmp_path / "small").exists()
 
 
-def test_secret_edits_replace_each_secret_with_its_form(tmp_path):
+def test_secret_edits_replace_each_secret_with_its_form(target_dir, tmp_path):
     import json
 
     from memaudit.editing.make import placeholder
@@ -256,6 +260,28 @@ def test_secret_edits_replace_each_secret_with_its_form(tmp_path):
         new = e["target_new"].strip()
         assert new == placeholder(c.text[len(c.prefix) :]).strip() and c.secret not in new
         assert set(new) <= set('0 "') or set(new.split()) == {"redacted"}
+    # cut to first tokens in a model's tokenizer: the secret's own, and another one
+    from memaudit.models.hf import load_tokenizer
+
+    r = _invoke("edit-secrets", "--forget", tmp_path / "forget.jsonl", "--model", target_dir,
+                "--out", tmp_path / "first.jsonl")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tok = load_tokenizer(target_dir)
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    for e in (json.loads(x) for x in (tmp_path / "first.jsonl").read_text().splitlines()):
+        c, prompt = by_id[e["id"]], e["prompt"]
+        assert c.text.startswith(prompt + e["target_true"])
+        for target in (e["target_true"], e["target_new"]):  # one token (two after a lone space)
+            assert n_tokens(prompt + target) - n_tokens(prompt) in (1, 2) and target.strip()
+        assert e["target_new"] != e["target_true"]
+        ids = tok(c.text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids[n_tokens(prompt) :][:2]).startswith(e["target_true"])
+    r = _invoke("edit-secrets", "--forget", tmp_path / "forget.jsonl", "--out",
+                tmp_path / "forget.jsonl", "--overwrite")  # fmt: skip
+    assert r.exit_code == 2 and "--forget file itself" in r.stderr
     # no prefix field: one line naming the file and line, nothing written
     (tmp_path / "plain.jsonl").write_text(json.dumps({"id": "a", "text": "x = 1"}) + "\n")
     r = _invoke("edit-secrets", "--forget", tmp_path / "plain.jsonl", "--out", tmp_path / "e.jsonl")
@@ -275,7 +301,9 @@ SWEEP_EDITS = [
 ]
 
 
-def test_edit_sweep_measures_each_batch_as_edit_eval_does(target_dir, edit_inputs, tmp_path):
+def test_edit_sweep_measures_each_batch_as_edit_eval_does(
+    target_dir, edit_inputs, tmp_path, monkeypatch
+):
     """The sweep's memit batch of 2 gives the same per-edit NLLs as `edit` + `edit-eval` on a
     file of those 2 edits; the original is not written."""
     import json
@@ -304,30 +332,54 @@ def test_edit_sweep_measures_each_batch_as_edit_eval_does(target_dir, edit_input
     rows = pq.read_table(tmp_path / "sweep" / "scores.parquet").to_pylist()
     assert len(rows) == 16
     swept = {r["id"]: r["new_nll"] for r in rows if (r["method"], r["batch_size"]) == ("memit", 2)}
-    # stopped after three of its four (method, size) cells: a rerun measures the last again
+    # stopped after three of its four (method, size) cells: a rerun edits only the last's 2
+    import memaudit.editing.sweep as sweep_module
+
     (tmp_path / "sweep" / "results.json").unlink()
     (lost,) = (tmp_path / "sweep" / "cells").glob("memit-x2-*.json")
     lost.unlink()
+    calls = []
+    real = sweep_module.apply_edits
+    monkeypatch.setattr(
+        sweep_module, "apply_edits", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     r = _invoke(*sweep_args)
     assert r.exit_code == 0, r.output
+    assert len(calls) == 2 and lost.is_file()
     assert pq.read_table(tmp_path / "sweep" / "scores.parquet").to_pylist() == rows
-    assert lost.is_file()
-    # the first batch of 2, through the commands
-    first = tmp_path / "first.jsonl"
-    first.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS[:2]))
-    edited = tmp_path / "memit-2"
-    r = _invoke("edit", "--model", target_dir, "--edits", first, "--method", "memit",
-                "--out", edited, *common)  # fmt: skip
-    assert r.exit_code == 0, r.output
-    r = _invoke("edit-eval", "--original", target_dir, "--edited", edited, "--edits", first,
-                "--general", edit_inputs / "corpus.txt", "--general-texts", 4, "--n-bootstrap", 20,
-                "--out", tmp_path / "eval")  # fmt: skip
-    assert r.exit_code == 0, r.output
-    evaluated = pq.read_table(tmp_path / "eval" / "scores.parquet").to_pylist()
-    for row in evaluated:
-        assert row["new_nll"] == pytest.approx(swept[row["id"]], abs=1e-4)
+    # both batches of 2, through the commands
+    for k in (0, 1):
+        batch = tmp_path / f"batch{k}.jsonl"
+        batch.write_text("".join(json.dumps(e) + "\n" for e in SWEEP_EDITS[2 * k : 2 * k + 2]))
+        edited = tmp_path / f"memit-2-{k}"
+        r = _invoke("edit", "--model", target_dir, "--edits", batch, "--method", "memit",
+                    "--out", edited, *common)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        r = _invoke("edit-eval", "--original", target_dir, "--edited", edited, "--edits", batch,
+                    "--general", edit_inputs / "corpus.txt", "--general-texts", 4,
+                    "--n-bootstrap", 20, "--out", tmp_path / f"eval{k}")  # fmt: skip
+        assert r.exit_code == 0, r.output
+        evaluated = pq.read_table(tmp_path / f"eval{k}" / "scores.parquet").to_pylist()
+        assert len(evaluated) == 2
+        for row in evaluated:
+            assert row["new_nll"] == pytest.approx(swept[row["id"]], abs=1e-4)
     assert load_causal_lm(target_dir).fingerprint == before
     r = _invoke("edit-sweep", "--model", target_dir, "--edits", edits, "--batch-sizes", "8",
                 "--out", tmp_path / "too-many")  # fmt: skip
     assert r.exit_code == 2 and "needs that many edits" in r.stderr
     assert not (tmp_path / "too-many").exists()
+
+
+def test_key_at_last_reads_the_prompts_last_token(target_dir):
+    from memaudit.editing.requests import EditRequest, encode_edits
+    from memaudit.models.hf import load_tokenizer
+
+    tok = load_tokenizer(target_dir)
+    e = EditRequest("e", "self", "def __init__(self,", " secret", line=3)
+    (at_subject,) = encode_edits(tok, [e], key_at="subject", path="x")
+    (at_last,) = encode_edits(tok, [e], key_at="last", path="x")
+    assert at_last.subject_last == at_last.target_start - 1 > at_subject.subject_last
+    assert tok.decode(at_subject.ids[: at_subject.subject_last + 1]).endswith("self")
+    bad = EditRequest("b", "x", "x = r", "eturn", line=7)  # ' r' + 'eturn' -> ' return'
+    with pytest.raises(InputError, match="x:7: edit 'b'"):
+        encode_edits(tok, [bad], key_at="last", path="x")

@@ -69,7 +69,7 @@ def test_bad_ledgers_name_file_and_line(tmp_path):
             read_ledger(p)
         assert e.value.line == 2
     with pytest.raises(InputError, match="unknown position policy"):
-        make_canaries(policy="middle")
+        make_canaries(policy="centre")
 
 
 def test_insertions_land_where_the_ledger_says(tokenizer):

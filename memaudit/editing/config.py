@@ -210,7 +210,7 @@ class EditSweepConfig:
         64,
         minimum=1,
         help="Edits measured at each batch size: that many / B batches, each from the original "
-        "(a batch size above it: one batch).",
+        "(a batch size above it: one batch). The target search uses `edit`'s defaults.",
     )
     key_at: str = _key_at()
     covariance_corpus: str = _covariance_corpus()
@@ -229,6 +229,12 @@ class EditSweepConfig:
 
     def __post_init__(self):
         check_key_at(self.key_at)
+        if not self.methods:
+            raise InputError("--methods is empty")
+        for name in self.methods:
+            check_method(name, flag="--methods")
+        if not self.batch_sizes or any(int(b) < 1 for b in self.batch_sizes):
+            raise InputError("--batch-sizes must list positive whole numbers")
         _check_positive(self, ("preservation_weight",), ("emmet_ridge",))
 
     def to_dict(self) -> dict:

@@ -97,7 +97,7 @@ def probes_of(tokenizer, edits: list[EditRequest], path: str) -> list[Probe]:
                 )
             )
         except InputError as err:
-            raise InputError(f"edit '{e.id}': {err.reason}", path=path) from None
+            raise InputError(f"edit '{e.id}': {err.reason}", path=path, line=e.line) from None
     return out
 
 

@@ -35,6 +35,7 @@ from .config import EditFactsConfig, EditSecretsConfig
 from .facts import RELATIONS, edit_request, fact_text, make_facts
 
 KIND = "run:edit-facts"
+NEIGHBOURS = 3  # neighbourhood prompts per edit
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -49,11 +50,19 @@ def write_fact_set(config: EditFactsConfig) -> dict[str, int]:
             f"--edits {config.edits} + --controls {config.controls} need that many facts; "
             f"--subjects {config.subjects} give {n_facts} ({len(RELATIONS)} relations each)"
         )
+    if config.subjects < NEIGHBOURS + 1:
+        raise InputError(
+            f"--subjects must be at least {NEIGHBOURS + 1}: each edit takes {NEIGHBOURS} other "
+            "subjects as its neighbourhood"
+        )
     facts = make_facts(config.subjects, seed=config.seed)
     order = random.Random(config.seed).sample(facts, len(facts))  # edits mix subjects/relations
-    edits = [edit_request(f, facts, seed=config.seed) for f in order[: config.edits]]
+    edits = [
+        edit_request(f, facts, seed=config.seed, neighbours=NEIGHBOURS)
+        for f in order[: config.edits]
+    ]
     controls = [
-        edit_request(f, facts, seed=config.seed)
+        edit_request(f, facts, seed=config.seed, neighbours=NEIGHBOURS)
         for f in order[config.edits : config.edits + config.controls]
     ]
     rng = random.Random(config.seed + 1)
@@ -79,7 +88,7 @@ WORD = re.compile(r"[A-Za-z]{3,}")
 HEXISH = re.compile(r"[0-9a-f]")
 
 
-def placeholder(secret: str, digit: str = "0", word: str = "redacted") -> str:
+def placeholder(secret: str, *, digit: str = "0", word: str = "redacted") -> str:
     """The secret's form with nothing of it left: words as ``redacted``, then every remaining
     digit or lowercase hex digit as ``0``.
 
@@ -159,6 +168,8 @@ def secret_edits(config: EditSecretsConfig) -> list[dict]:
 
 
 def write_secret_edits(config: EditSecretsConfig) -> int:
+    if Path(config.out).resolve() == Path(config.forget).resolve():
+        raise InputError("--out is the --forget file itself; choose another", path=config.out)
     rows = secret_edits(config)
     if Path(config.out).exists() and not config.overwrite:
         raise InputError("exists; give --overwrite to replace it", path=config.out)

@@ -32,6 +32,7 @@ class EditRequest:
     target_true: str | None = None
     paraphrases: tuple[str, ...] = ()
     neighbourhood: tuple[str, ...] = ()
+    line: int | None = None  # in the edits file, for errors
 
 
 def read_edits(path: str | Path) -> list[EditRequest]:
@@ -84,6 +85,7 @@ def _request(obj: dict[str, Any], path: str, line: int) -> EditRequest:
         target_true=optional("target_true"),
         paraphrases=tuple(p.replace("{}", subject) for p in texts("paraphrases")),
         neighbourhood=texts("neighbourhood"),
+        line=line,
     )
 
 
@@ -127,5 +129,5 @@ def encode_edits(tokenizer, edits: list[EditRequest], *, key_at: str, path: str)
         try:
             out.append(encode(tokenizer, e.prompt, e.target_new, subject))
         except InputError as err:
-            raise InputError(f"edit '{e.id}': {err.reason}", path=path) from None
+            raise InputError(f"edit '{e.id}': {err.reason}", path=path, line=e.line) from None
     return out

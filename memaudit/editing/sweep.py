@@ -62,12 +62,14 @@ def batches_of(n_edits: int, size: int, per_size: int) -> list[range]:
 
 
 def cell_key(config: EditSweepConfig, fingerprint: str) -> str:
-    """What decides a (method, size)'s measures: the model, the edits' bytes and every setting
-    but where the run goes and how its summary is bootstrapped."""
+    """What decides a (method, size)'s measures: the model, the input files' bytes and every
+    setting but where the run goes and how its summary is bootstrapped."""
     settings = {k: v for k, v in config.to_dict().items()
                 if k not in ("out", "overwrite", "report", "n_bootstrap")}  # fmt: skip
     h = hashlib.sha256(json.dumps([settings, fingerprint], sort_keys=True, default=str).encode())
-    h.update(Path(config.edits).read_bytes())
+    for path in (config.edits, config.general, config.covariance_corpus):
+        if Path(path).is_file():  # a changed file never reads stale cells ('stdlib' is fixed)
+            h.update(Path(path).read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -215,8 +215,9 @@ def corpus_chunks(docs: list[str], n: int, chars: int, *, what: str = "the corpu
         while pos < len(d):
             piece = d[pos : pos + chars]
             cut = piece.rfind("\n")
-            piece = piece[:cut] if cut > 0 and pos + chars < len(d) else piece
-            pos += max(len(piece), 1) + 1
+            at_line_end = cut > 0 and pos + chars < len(d)
+            piece = piece[:cut] if at_line_end else piece
+            pos += len(piece) + (1 if at_line_end else 0)  # the newline cut at, nothing else
             if piece.strip():
                 pieces.append(piece.strip("\n"))
     if len(pieces) < 2:
