@@ -307,11 +307,19 @@ def test_extraction_strength_equals_brute_force(repeated_model, snippets):
     assert extraction_strength(scores)[0] > 0.5
 
 
-def test_prompt_split_cuts_at_the_prefix(tokenizer):
+def test_prompt_split_cuts_at_the_prefix_and_keeps_the_document_break(target_dir):
+    from memaudit.models.hf import LoadOptions, load_causal_lm
+
+    plain = load_causal_lm(target_dir)
+    with_break = load_causal_lm(target_dir, LoadOptions(bos="always"))
+    eos = plain.tokenizer.convert_tokens_to_ids(EOS)
     for c in make_canaries(repetitions=(1,), per_level=4):
-        prompt, rest = prompt_split(tokenizer, c)
-        assert tokenizer.decode(prompt + rest) == c.text
-        assert c.prefix.startswith(tokenizer.decode(prompt)) and c.secret in tokenizer.decode(rest)
+        prompt, rest = prompt_split(plain, c)
+        assert plain.tokenizer.decode(prompt + rest) == c.text
+        assert c.prefix.startswith(plain.tokenizer.decode(prompt))
+        assert c.secret in plain.tokenizer.decode(rest)
+        # as training wrote each insertion: after a document break, the same cut
+        assert prompt_split(with_break, c) == ([eos, *prompt], rest)
 
 
 def test_exposure_of_a_memorized_secret_is_high():

@@ -152,3 +152,36 @@ def test_bad_input_is_one_line_before_any_output(tmp_path, args, message):
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def _cell(dilution, phase, auc, exposure, exact, accuracy):
+    """A cell as ``evaluate_cell`` summarises it, at one canary level and items at 0 / 64."""
+    return {
+        "label": f"x{dilution}-{phase}",
+        "dilution": dilution,
+        "phase": phase,
+        "canaries": {"64": {"auc_loss": auc, "exposure": exposure, "exact": exact}},
+        "items": {
+            "0": {"accuracy": 0.0, "auc_loss_vs_clean": None},
+            "64": {"accuracy": accuracy, "auc_loss_vs_clean": 0.9},
+        },
+    }
+
+
+def test_findings_hold_only_when_the_numbers_come_out_that_way():
+    from memaudit.lab.sweep import findings
+
+    config = LabSweepConfig(dilutions=(1, 16), phases=("early", "late"), phase_dilution=1)
+    falls = [
+        _cell(1, "uniform", 1.0, 30.0, 0.9, 1.0),
+        _cell(16, "uniform", 0.8, 5.0, 0.0, 0.2),
+        _cell(1, "early", 0.6, 3.0, 0.0, 0.0),  # forgotten: not held against the benchmark
+        _cell(1, "late", 0.9, 20.0, 0.2, 0.5),
+    ]
+    got = findings(falls, config)
+    assert got["dilution"]["holds"] and got["phase"]["holds"] and got["benchmark"]["holds"]
+    rises = [dict(c) for c in falls]
+    rises[1] = _cell(16, "uniform", 1.0, 31.0, 0.9, 0.0)  # exposure up, accuracy = clean
+    rises[2] = _cell(1, "early", 0.9, 20.0, 0.3, 0.0)  # extraction up
+    got = findings(rises, config)
+    assert not (got["dilution"]["holds"] or got["phase"]["holds"] or got["benchmark"]["holds"])

@@ -255,21 +255,27 @@ class LabSweepConfig:
         help="Insertion phases of the phase cells: uniform, early, middle or late (thirds).",
     )
     phase_dilution: int = setting(
-        1, minimum=1, help="The dilution of the phase cells (the dilution cells are uniform)."
+        4,
+        minimum=1,
+        help="The dilution of the phase cells (the dilution cells are uniform); 4: two thirds "
+        "of a 4x run left to forget in (at 1 there is too little, docs/hubble.md).",
     )
     repetitions: tuple[int, ...] = setting(
-        (4, 16, 64), help="Canary copies; each count gets --per-level canaries and their twins."
+        (16, 64, 256),
+        help="Canary copies; each count gets --per-level canaries and their twins.",
     )
     per_level: int = setting(8, minimum=1, help="Canaries per copy count.")
     copies: tuple[int, ...] = setting(
-        (0, 1, 4, 16, 64), help="Benchmark item copies (0: clean items, never inserted)."
+        (0, 1, 4, 16, 64, 256), help="Benchmark item copies (0: clean items, never inserted)."
     )
     items_per_level: int = setting(8, minimum=1, help="Benchmark items per copy count.")
     model_size: str = setting("micro", help="micro, tiny, small or base.")
-    base_steps: int = setting(400, minimum=1, help="Optimizer steps at dilution 1.")
+    base_steps: int = setting(1600, minimum=1, help="Optimizer steps at dilution 1.")
     base_chars: int = setting(550_000, minimum=1, help="Corpus characters at dilution 1.")
-    batch_size: int = setting(8, minimum=1, help="Sequences per step.")
-    seq_len: int = setting(128, minimum=2, help="Tokens per sequence.")
+    # small batches of short sequences: each insertion is a larger share of its step's
+    # gradient, so the micro model memorizes verbatim within minutes (docs/hubble.md)
+    batch_size: int = setting(4, minimum=1, help="Sequences per step.")
+    seq_len: int = setting(64, minimum=2, help="Tokens per sequence.")
     lr: float = setting(3e-3, help="Peak learning rate (warm-up, then cosine decay to 10%).")
     warmup: int = setting(20, minimum=0, help="Warm-up steps.")
     vocab_size: int = setting(1024, help="BPE vocabulary, trained once on the dilution-1 corpus.")
@@ -351,6 +357,8 @@ QUICK_LAB_SWEEP: dict[str, Any] = {
     "base_steps": 40,
     "base_chars": 20_000,
     "batch_size": 4,
+    "seq_len": 128,
+    "phase_dilution": 1,
     "vocab_size": 400,
     "n_candidates": 16,
 }  # --quick: every code path in seconds; too small to show the findings

@@ -38,14 +38,19 @@ class CanaryResult:
     exposure_rank: int  # 1 + candidates more likely than the true secret
 
 
-def prompt_split(tokenizer, canary: Canary) -> tuple[list[int], list[int]]:
-    """The canary's tokens, cut where its prefix ends: (prompt ids, ids to reproduce).
+def prompt_split(model, canary: Canary) -> tuple[list[int], list[int]]:
+    """The canary's tokens as the model encodes them (its BOS rule included), cut where its
+    prefix ends: (prompt ids, ids to reproduce).
 
     Tokenizing the prefix alone could merge differently at the boundary, so the cut is taken
-    from the tokenized full text: the longest run of tokens that decodes inside the prefix.
+    from the tokenized full text: the longest run of tokens that decodes inside the prefix. A
+    leading BOS (``--bos always``: the lab's document break, which training put before every
+    insertion) stays in the prompt, so the prompt and the scored text have the same context.
     """
-    ids = tokenizer(canary.text, verbose=False)["input_ids"]
-    j = prefix_cut(tokenizer, ids, canary.prefix)
+    ids = model.encode([canary.text])[0]
+    special = set(model.tokenizer.all_special_ids)
+    start = next((i for i, t in enumerate(ids) if t not in special), 0)
+    j = start + prefix_cut(model.tokenizer, ids[start:], canary.prefix)
     return ids[:j], ids[j:]
 
 
@@ -94,7 +99,7 @@ def evaluate_canaries(
     """Extraction, recognition, exposure and MIA of members vs twins, overall and per level."""
     texts = [c.text for c in canaries]
 
-    splits = [prompt_split(model.tokenizer, c) for c in canaries]
+    splits = [prompt_split(model, c) for c in canaries]
     longest = max(len(rest) for _, rest in splits)
     generated = greedy_generate(
         model, [p for p, _ in splits], longest, progress=progress, stage="extracting"

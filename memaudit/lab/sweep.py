@@ -53,6 +53,7 @@ CORPUS = (
     "corpus.jsonl"  # the non-canary documents; a cell of dilution d trains on its first d x base
 )
 SNIPPET_CHARS = 1000
+EVAL_BOS = "always"  # every text evaluated after the document break training put before it
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,12 @@ def recipe(config: LabSweepConfig) -> dict[str, Any]:
 
 
 def eval_settings(config: LabSweepConfig) -> dict[str, Any]:
-    return {"n_candidates": config.n_candidates, "seed": config.seed, "n_bootstrap": 200}
+    return {
+        "n_candidates": config.n_candidates,
+        "seed": config.seed,
+        "n_bootstrap": 200,
+        "bos": EVAL_BOS,
+    }
 
 
 def cell_dir(out: Path, cell: Cell, config: LabSweepConfig) -> Path:
@@ -363,11 +369,13 @@ def evaluate_cell(
     """Canaries: extraction, exposure, the loss attack members vs twins (``evaluate_canaries``);
     items: greedy answer exact match and loss. One row per entry, and the summaries.
     """
-    from memaudit.models.hf import load_causal_lm
+    from memaudit.models.hf import LoadOptions, load_causal_lm
 
     from .evaluate import evaluate_canaries
 
-    model = load_causal_lm(model_dir)
+    # training wrote a document break before every insertion (lab.insertion.canary_tokens);
+    # prompts and scored texts get it too, or greedy decoding starts out of context
+    model = load_causal_lm(model_dir, LoadOptions(bos=EVAL_BOS))
     ledger = read_ledger(model_dir / "ledger.jsonl")
     canaries = [c for c in ledger if c.template != QA]
     items = [c for c in ledger if c.template == QA]
@@ -437,7 +445,7 @@ def _answer_items(
 
     if not items:
         return []
-    splits = [prompt_split(model.tokenizer, i) for i in items]
+    splits = [prompt_split(model, i) for i in items]
     longest = max(len(rest) for _, rest in splits)
     generated = greedy_generate(
         model, [p for p, _ in splits], longest, progress=progress, stage="answering items"
@@ -564,16 +572,19 @@ def findings(cells: list[dict], config: LabSweepConfig) -> dict[str, Any]:
     top = str(copies[-1])
     mean_at = {str(k): float(np.mean([a[str(k)] for a in acc.values()])) for k in copies}
     clean = [a["0"] for a in acc.values()] if "0" in mean_at else []
+    # the phase cells are left out of the rise: forgetting early insertions is their finding
+    spread = [acc[c["label"]] for c in uniform]
     out["benchmark"] = {
         "accuracy_by_cell": acc,
         "loss_auc_vs_clean_by_cell": auc,
         "mean_accuracy_by_copies": mean_at,
         "clean_accuracy_range": [min(clean), max(clean)] if clean else None,
         "holds": bool(clean)
-        and all(a[top] > a["0"] for a in acc.values())
+        and bool(spread)
+        and all(a[top] > a["0"] for a in spread)
         and max(clean) - min(clean) <= 1 / config.items_per_level,
         "claim": f"items at {top} copies are answered more often than clean items in every "
-        "cell, and clean items stay within one item across cells",
+        "cell of uniform insertion, and clean items stay within one item across all cells",
     }
     return out
 

@@ -47,6 +47,10 @@ def _canary_figure(cells: list[dict], x: str, label, *, log_x: bool) -> str:
     ):
         if log_x:
             ax.set_xscale("log")
+        if x == "copies":  # the copy counts themselves, not a log axis's crowded minor labels
+            counts = sorted({r["copies"] for c in cells for r in c["canaries"].values()})
+            ax.set_xticks(counts, [str(n) for n in counts])
+            ax.minorticks_off()
         ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylim(-0.02, 1.02)
