@@ -49,6 +49,7 @@ SMALL = {
         *("--quant-bits", "none"),
     ],
     "probe kk run": ["--n-bootstrap", "20"],
+    "lab sweep": ["--quick"],
     "edit-facts": ["--subjects", "10", "--edits", "8", "--controls", "4", "--copies", "10"],
     "edit": ["--covariance-tokens", "3000"],
     "edit-eval": ["--general-texts", "8", "--n-bootstrap", "20"],
