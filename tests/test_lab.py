@@ -16,7 +16,7 @@ from memaudit.lab.canaries import (
     read_ledger,
     write_ledger,
 )
-from memaudit.lab.evaluate import exposure, prompt_split
+from memaudit.lab.evaluate import exposure, prefix_cut, prompt_split
 from memaudit.lab.insertion import Schedule, canary_tokens, plan_insertions
 from memaudit.lab.lm import EOS
 from memaudit.lab.train import TrainConfig, run_train
@@ -320,6 +320,8 @@ def test_prompt_split_cuts_at_the_prefix_and_keeps_the_document_break(target_dir
         assert c.secret in plain.tokenizer.decode(rest)
         # as training wrote each insertion: after a document break, the same cut
         assert prompt_split(with_break, c) == ([eos, *prompt], rest)
+        ids = prompt + rest  # and prefix_cut alone, as unlearn-eval calls it on encoded ids
+        assert prefix_cut(plain.tokenizer, [eos, *ids], c.prefix) == 1 + len(prompt)
 
 
 def test_exposure_of_a_memorized_secret_is_high():

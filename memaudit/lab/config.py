@@ -258,7 +258,8 @@ class LabSweepConfig:
         4,
         minimum=1,
         help="The dilution of the phase cells (the dilution cells are uniform); 4: two thirds "
-        "of a 4x run left to forget in (at 1 there is too little, docs/hubble.md).",
+        "of a 4x run left to forget in, and room in a third for every insertion (at 1 the "
+        "default's insertions do not fit; docs/hubble.md).",
     )
     repetitions: tuple[int, ...] = setting(
         (16, 64, 256),

@@ -48,16 +48,17 @@ def prompt_split(model, canary: Canary) -> tuple[list[int], list[int]]:
     insertion) stays in the prompt, so the prompt and the scored text have the same context.
     """
     ids = model.encode([canary.text])[0]
-    special = set(model.tokenizer.all_special_ids)
-    start = next((i for i, t in enumerate(ids) if t not in special), 0)
-    j = start + prefix_cut(model.tokenizer, ids[start:], canary.prefix)
+    j = prefix_cut(model.tokenizer, ids, canary.prefix)
     return ids[:j], ids[j:]
 
 
 def prefix_cut(tokenizer, ids: list[int], prefix: str) -> int:
-    """How many of a text's tokens decode inside its ``prefix`` (at least 1, leaving at least 1)."""
+    """How many of a text's tokens decode inside its ``prefix`` (at least 1, leaving at least 1);
+    a leading BOS decodes to nothing, so it is counted in and never ends the prompt early."""
     j = 1
-    while j < len(ids) - 1 and prefix.startswith(tokenizer.decode(ids[: j + 1])):
+    while j < len(ids) - 1 and prefix.startswith(
+        tokenizer.decode(ids[: j + 1], skip_special_tokens=True)
+    ):
         j += 1
     return j
 
