@@ -383,3 +383,44 @@ def test_key_at_last_reads_the_prompts_last_token(target_dir):
     bad = EditRequest("b", "x", "x = r", "eturn", line=7)  # ' r' + 'eturn' -> ' return'
     with pytest.raises(InputError, match="x:7: edit 'b'"):
         encode_edits(tok, [bad], key_at="last", path="x")
+
+
+def test_rome_at_batch_1_rewrites_the_facts_of_a_small_trained_fact_model(tmp_path):
+    """The issue's bar: efficacy > 0.9 with ROME, one edit at a time, on a fact model trained
+    here (~20 s). Only edits whose new target is one token are held to it: this model's
+    vocabulary is its 36 facts', so a value no fact has (' bread') is split into letters, and
+    an edit at the prompt's last token sets the first of them only."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from memaudit.models.hf import load_tokenizer
+
+    facts, model, sweep = tmp_path / "facts", tmp_path / "model", tmp_path / "sweep"
+    r = _invoke("edit-facts", "--subjects", 12, "--edits", 16, "--controls", 4, "--out", facts)
+    assert r.exit_code == 0, r.output
+    r = _invoke("train", "--corpus", facts / "train.txt", "--model-size", "micro", "--steps", 300,
+                "--batch-size", 16, "--seq-len", 64, "--context", 64, "--lr", 3e-3,
+                "--vocab-size", 400, "--checkpoint-every", 0, "--out", model)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = _invoke("edit-sweep", "--model", model, "--edits", facts / "edits.jsonl", "--key-at",
+                "last", "--methods", "rome", "--batch-sizes", 1, "--edits-per-size", 16,
+                "--covariance-corpus", facts / "train.txt", "--covariance-tokens", 3000,
+                "--general", facts / "general.txt", "--general-texts", 8, "--n-bootstrap", 20,
+                "--cache-dir", tmp_path / "cache", "--out", sweep)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    tok = load_tokenizer(model)
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, verbose=False)["input_ids"])
+
+    edits = [json.loads(x) for x in (facts / "edits.jsonl").read_text().splitlines()]
+    prompts = {e["id"]: e["prompt"].replace("{}", e["subject"]) for e in edits}
+    one_token = {
+        e["id"]
+        for e in edits
+        if n_tokens(prompts[e["id"]] + e["target_new"]) == n_tokens(prompts[e["id"]]) + 1
+    }
+    rows = pq.read_table(sweep / "scores.parquet").to_pylist()
+    held = [r["efficacy"] for r in rows if r["id"] in one_token]
+    assert len(held) >= 8 and np.mean(held) > 0.9
