@@ -170,8 +170,8 @@ def secret_edits(config: EditSecretsConfig) -> list[dict]:
 def write_secret_edits(config: EditSecretsConfig) -> int:
     if Path(config.out).resolve() == Path(config.forget).resolve():
         raise InputError("--out is the --forget file itself; choose another", path=config.out)
-    rows = secret_edits(config)
     if Path(config.out).exists() and not config.overwrite:
         raise InputError("exists; give --overwrite to replace it", path=config.out)
+    rows = secret_edits(config)  # reads the forget set and, with --model, loads the model
     write_text_atomic(config.out, _jsonl(rows))
     return len(rows)

@@ -42,13 +42,13 @@ def _canary_figure(cells: list[dict], x: str, label, *, log_x: bool) -> str:
         for ax, key in zip(axes, ("exact", "auc_loss", "exposure")):
             ax.plot(xs, [r[key] for r in levels], marker="o", label=label(c))
     xlabel = "copies per million tokens trained" if x == "relative_frequency" else "copies"
+    counts = sorted({r["copies"] for c in cells for r in c["canaries"].values()})
     for ax, ylabel in zip(
         axes, ("extracted verbatim (members)", "loss attack AUC vs twins", "exposure (bits)")
     ):
         if log_x:
             ax.set_xscale("log")
         if x == "copies":  # the copy counts themselves, not a log axis's crowded minor labels
-            counts = sorted({r["copies"] for c in cells for r in c["canaries"].values()})
             ax.set_xticks(counts, [str(n) for n in counts])
             ax.minorticks_off()
         ax.set(xlabel=xlabel, ylabel=ylabel)
